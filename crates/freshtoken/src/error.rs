@@ -1,0 +1,173 @@
+//! What can go wrong while getting a token, grouped by what the user should do about it.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The library's error. Messages are one line, name what failed and never hold a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Settings given to the library are unusable (bad URL, missing client id, …).
+    #[error("{0}")]
+    Config(String),
+
+    /// The authorization server answered with an OAuth error (RFC 6749 §5.2).
+    #[error("the authorization server refused the token request (HTTP {status}): {error}{}", describe(.description))]
+    OAuth {
+        /// HTTP status of the answer.
+        status: u16,
+        /// The OAuth `error` code, e.g. `invalid_client`.
+        error: String,
+        /// `error_description` (or Genesys Cloud's `description`), when sent.
+        description: Option<String>,
+    },
+
+    /// A non-success status without an OAuth error body.
+    #[error("the token endpoint answered HTTP {status}{}", excerpt_suffix(.excerpt))]
+    Status {
+        /// HTTP status of the answer.
+        status: u16,
+        /// A short, sanitized excerpt of the body.
+        excerpt: String,
+    },
+
+    /// The token endpoint answered with a redirect, which is never followed with credentials.
+    #[error("the token endpoint answered HTTP {status} redirecting to {}; redirects are not followed with credentials: set the token URL to the final address", .location.as_deref().unwrap_or("an unnamed location"))]
+    Redirect {
+        /// HTTP status of the answer.
+        status: u16,
+        /// The `Location` header, when sent.
+        location: Option<String>,
+    },
+
+    /// A success status whose body is not a usable token response.
+    #[error(
+        "the token endpoint's answer (HTTP {status}) is not a usable token response: {problem}"
+    )]
+    InvalidResponse {
+        /// HTTP status of the answer.
+        status: u16,
+        /// What is wrong, with a short sanitized excerpt where it helps.
+        problem: String,
+    },
+
+    /// The request did not get an answer (connection refused, DNS, TLS, timeout).
+    #[error("{0}")]
+    Transport(String),
+
+    /// Retryable failures went on until the retry deadline.
+    #[error("gave up after {attempts} attempt{} over {}: {last}", if *.attempts == 1 { "" } else { "s" }, fmt_secs(*.elapsed))]
+    Unavailable {
+        /// How many requests were made.
+        attempts: u32,
+        /// How long was spent trying.
+        elapsed: Duration,
+        /// The last failure.
+        last: Box<Error>,
+    },
+
+    /// No token that satisfies the caller can be had: the one held expires too soon and no new
+    /// one could be fetched, or the server's lifetime is shorter than the caller needs.
+    #[error("{0}")]
+    NoValidToken(String),
+
+    /// The server's tokens live shorter than the caller needs, so no refresh can help.
+    #[error("the server's tokens live {}, less than the {} asked for (--min-ttl); ask for less", fmt_secs(*.lifetime), fmt_secs(*.min_ttl))]
+    LifetimeTooShort {
+        /// The lifetime of the token just issued.
+        lifetime: Duration,
+        /// What the caller asked for.
+        min_ttl: Duration,
+    },
+
+    /// The token cache failed in a way that could not be worked around.
+    #[error("token cache: {0}")]
+    Store(String),
+}
+
+/// The broad class of an [`Error`], which is what decides an exit code or a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Fix the settings.
+    Config,
+    /// The server said no to these credentials or this request.
+    Rejected,
+    /// The server could not be reached, kept failing, or answered nonsense.
+    Unavailable,
+    /// Anything else: a local failure.
+    Internal,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) | Error::Redirect { .. } | Error::LifetimeTooShort { .. } => {
+                ErrorKind::Config
+            }
+            Error::OAuth { .. } | Error::Status { .. } => ErrorKind::Rejected,
+            Error::InvalidResponse { .. } | Error::Transport(_) | Error::Unavailable { .. } => {
+                ErrorKind::Unavailable
+            }
+            Error::NoValidToken(_) => ErrorKind::Unavailable,
+            Error::Store(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+fn describe(description: &Option<String>) -> String {
+    match description {
+        Some(d) if !d.is_empty() => format!(" ({d})"),
+        _ => String::new(),
+    }
+}
+
+fn excerpt_suffix(excerpt: &str) -> String {
+    if excerpt.is_empty() {
+        " with an empty body".to_owned()
+    } else {
+        format!(": {excerpt}")
+    }
+}
+
+fn fmt_secs(d: Duration) -> impl fmt::Display {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_line_and_say_what_happened() {
+        let e = Error::OAuth {
+            status: 401,
+            error: "invalid_client".into(),
+            description: Some("client authentication failed".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the authorization server refused the token request (HTTP 401): invalid_client (client authentication failed)"
+        );
+        assert_eq!(e.kind(), ErrorKind::Rejected);
+
+        let e = Error::Unavailable {
+            attempts: 3,
+            elapsed: Duration::from_millis(2500),
+            last: Box::new(Error::Status {
+                status: 503,
+                excerpt: String::new(),
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "gave up after 3 attempts over 2.5 s: the token endpoint answered HTTP 503 with an empty body"
+        );
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(!e.to_string().contains('\n'));
+    }
+}

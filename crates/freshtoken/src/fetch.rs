@@ -1,0 +1,484 @@
+//! The client credentials request over HTTP: client authentication, capped bodies, timeouts,
+//! no redirects, and retries of what is worth retrying.
+
+use std::fmt;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use rand::Rng;
+use secrecy::ExposeSecret;
+use url::form_urlencoded;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::error::{Error, Result};
+use crate::request::{AuthMethod, TokenRequest};
+use crate::response;
+use crate::retry::{RetryPolicy, parse_retry_after};
+use crate::token::{ExpirySource, Token};
+
+/// Anything that can produce a new token. The HTTP client is the real one; tests of the
+/// cached source plug in faults that a real server cannot be made to show.
+#[async_trait]
+pub trait Fetch: Send + Sync + fmt::Debug {
+    /// Gets a new token. `previous` is the token being replaced, if any.
+    async fn fetch(&self, previous: Option<&Token>) -> Result<Token>;
+}
+
+/// Limits on talking to the token endpoint.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Whole-request timeout for one attempt (connect, send, read the body).
+    pub timeout: Duration,
+    /// Connect timeout for one attempt.
+    pub connect_timeout: Duration,
+    /// Largest response body read; a larger one is an error, not a truncation.
+    pub max_body: usize,
+    /// Retries of connection failures, timeouts, 5xx, 429 and throttling answers.
+    pub retry: RetryPolicy,
+    /// Lifetime assumed when the server gives neither `expires_in` nor a JWT `exp`.
+    pub default_lifetime: Duration,
+}
+
+/// The documented lifetime assumed when a server says nothing about expiry: short, so a
+/// wrong guess costs a few extra requests rather than 401s.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_body: 1024 * 1024,
+            retry: RetryPolicy::default(),
+            default_lifetime: DEFAULT_LIFETIME,
+        }
+    }
+}
+
+/// Builds the HTTP client freshtoken uses everywhere: rustls with the platform's roots, no
+/// redirects, the given timeouts.
+pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        // Fails only if another provider is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(options.timeout)
+        .connect_timeout(options.connect_timeout)
+        .user_agent(concat!("freshtoken/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", chain(&e))))
+}
+
+/// Fetches tokens from an RFC 6749 token endpoint with the client credentials grant.
+pub struct HttpFetcher {
+    http: reqwest::Client,
+    request: TokenRequest,
+    options: HttpOptions,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for HttpFetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpFetcher")
+            .field("request", &self.request)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpFetcher {
+    /// A fetcher for `request`; fails on settings that can never work.
+    pub fn new(request: TokenRequest, options: HttpOptions) -> Result<Self> {
+        request.validate()?;
+        Ok(Self {
+            http: http_client(&options)?,
+            request,
+            options,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Uses `clock` for receive times (and so for expiry).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The request this fetcher makes.
+    pub fn request(&self) -> &TokenRequest {
+        &self.request
+    }
+
+    /// The token request, built without awaiting (the form serializer is not `Send`).
+    fn build(&self) -> Result<reqwest::RequestBuilder> {
+        let req = &self.request;
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials");
+        if !req.scope.is_empty() {
+            form.append_pair("scope", &req.scope.join(" "));
+        }
+        if let Some(aud) = &req.audience {
+            form.append_pair("audience", aud);
+        }
+        for r in &req.resource {
+            form.append_pair("resource", r);
+        }
+        for (k, v) in &req.params {
+            form.append_pair(k, v);
+        }
+        let mut builder = self
+            .http
+            .post(req.token_url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        match (req.auth_method, &req.client_secret) {
+            (AuthMethod::ClientSecretBasic, Some(secret)) => {
+                let header = reqwest::header::HeaderValue::try_from(basic_auth(
+                    &req.client_id,
+                    secret.expose_secret(),
+                ));
+                let Ok(mut value) = header else {
+                    return Err(Error::Config(
+                        "the client id or secret cannot be sent in an HTTP header".into(),
+                    ));
+                };
+                value.set_sensitive(true);
+                builder = builder.header(reqwest::header::AUTHORIZATION, value);
+            }
+            (AuthMethod::ClientSecretPost, Some(secret)) => {
+                form.append_pair("client_id", &req.client_id);
+                form.append_pair("client_secret", secret.expose_secret());
+            }
+            _ => {
+                form.append_pair("client_id", &req.client_id);
+            }
+        }
+        Ok(builder.body(form.finish()))
+    }
+
+    async fn attempt(&self) -> Attempt {
+        let req = &self.request;
+        let builder = match self.build() {
+            Ok(b) => b,
+            Err(e) => return Attempt::Fatal(e),
+        };
+        tracing::debug!(url = %req.token_url, client_id = %req.client_id, auth = %req.auth_method, "requesting a token");
+        let response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retryable(Error::Transport(self.transport_message(&e)), None);
+            }
+        };
+        let received_at = self.clock.now();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, received_at));
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| self.redact(v.chars().take(200).collect()));
+        let body = match read_capped(response, self.options.max_body).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return Attempt::Fatal(Error::InvalidResponse {
+                    status: status.as_u16(),
+                    problem: format!("the body is larger than {} bytes", self.options.max_body),
+                });
+            }
+            Err(BodyError::Transport(e)) => {
+                return Attempt::Retryable(Error::Transport(self.transport_message(&e)), None);
+            }
+        };
+        let code = status.as_u16();
+        if status.is_success() {
+            return match response::parse_success(
+                code,
+                &body,
+                received_at,
+                self.options.default_lifetime,
+            ) {
+                Ok(token) => Attempt::Done(token),
+                Err(e) => Attempt::Fatal(self.redact_error(e)),
+            };
+        }
+        if status.is_redirection() {
+            return Attempt::Fatal(Error::Redirect {
+                status: code,
+                location,
+            });
+        }
+        let error = match response::parse_error_body(&body) {
+            Some(oauth) => Error::OAuth {
+                status: code,
+                error: oauth.error,
+                description: oauth.description,
+            },
+            None => Error::Status {
+                status: code,
+                excerpt: response::excerpt(&body),
+            },
+        };
+        let error = self.redact_error(error);
+        if is_retryable(code, &error) {
+            Attempt::Retryable(error, retry_after)
+        } else {
+            Attempt::Fatal(error)
+        }
+    }
+
+    fn transport_message(&self, e: &reqwest::Error) -> String {
+        let what = if e.is_timeout() {
+            format!(
+                "no answer from {} within {}",
+                host(&self.request),
+                fmt_duration(self.options.timeout)
+            )
+        } else if e.is_connect() {
+            format!("cannot connect to {}", host(&self.request))
+        } else {
+            format!("request to {} failed", host(&self.request))
+        };
+        self.redact(format!("{what}: {}", chain(e)))
+    }
+
+    /// Removes the client secret from text that came from the server or the network stack:
+    /// a server that echoes its input must not make freshtoken print the secret.
+    fn redact(&self, text: String) -> String {
+        match &self.request.client_secret {
+            Some(s) if s.expose_secret().len() >= 4 => {
+                text.replace(s.expose_secret(), "[REDACTED]")
+            }
+            _ => text,
+        }
+    }
+
+    fn redact_error(&self, e: Error) -> Error {
+        match e {
+            Error::OAuth {
+                status,
+                error,
+                description,
+            } => Error::OAuth {
+                status,
+                error: self.redact(error),
+                description: description.map(|d| self.redact(d)),
+            },
+            Error::Status { status, excerpt } => Error::Status {
+                status,
+                excerpt: self.redact(excerpt),
+            },
+            Error::InvalidResponse { status, problem } => Error::InvalidResponse {
+                status,
+                problem: self.redact(problem),
+            },
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl Fetch for HttpFetcher {
+    async fn fetch(&self, _previous: Option<&Token>) -> Result<Token> {
+        let policy = self.options.retry;
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let (error, retry_after) = match self.attempt().await {
+                Attempt::Done(token) => {
+                    if token.expiry_source() == ExpirySource::Default {
+                        tracing::warn!(
+                            "the token response gave no expires_in and the token is not a JWT with exp; assuming it lives {}",
+                            fmt_duration(self.options.default_lifetime)
+                        );
+                    }
+                    tracing::debug!(token = %token.fingerprint(), lifetime_s = token.lifetime().as_secs_f64(), "token received");
+                    return Ok(token);
+                }
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retryable(e, after) => (e, after),
+            };
+            let wait = policy.backoff(attempts - 1, rand::rng().random::<f64>(), retry_after);
+            let elapsed = started.elapsed();
+            if elapsed + wait >= policy.deadline {
+                if attempts == 1 && policy.deadline.is_zero() {
+                    return Err(error);
+                }
+                return Err(Error::Unavailable {
+                    attempts,
+                    elapsed,
+                    last: Box::new(error),
+                });
+            }
+            tracing::warn!(
+                attempt = attempts,
+                wait_ms = wait.as_millis() as u64,
+                "token request failed, retrying: {error}"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+enum Attempt {
+    Done(Token),
+    Retryable(Error, Option<std::time::Duration>),
+    Fatal(Error),
+}
+
+/// 5xx, 429, and Genesys Cloud's throttling answer (HTTP 400 `invalid_request`, "rate limit
+/// exceeded …") are worth another try; any other OAuth error will not change by retrying.
+fn is_retryable(status: u16, error: &Error) -> bool {
+    if status >= 500 || status == 429 || status == 408 {
+        return true;
+    }
+    match error {
+        Error::OAuth {
+            error,
+            description: Some(d),
+            ..
+        } if status == 400 && error == "invalid_request" => d
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("rate limit exceeded"),
+        _ => false,
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `Basic base64(urlencode(id):urlencode(secret))`, as RFC 6749 §2.3.1 asks.
+fn basic_auth(client_id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(client_id), enc(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+fn host(req: &TokenRequest) -> String {
+    let url = &req.token_url;
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => url.to_string(),
+    }
+}
+
+/// The error and its sources on one line, each new piece of text once.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out.replace(['\n', '\r'], " ")
+}
+
+/// A duration as people write it: "30 s", "1.5 s", "250 ms".
+pub fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_urlencodes_before_base64() {
+        // RFC 6749 §2.3.1: "a:b c" and "p@ss:w/rd" are form-urlencoded first.
+        let got = basic_auth("a:b c", "p@ss:w/rd");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(got.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(String::from_utf8(raw).unwrap(), "a%3Ab+c:p%40ss%3Aw%2Frd");
+    }
+
+    #[test]
+    fn retry_classification() {
+        let oauth = |error: &str, d: Option<&str>| Error::OAuth {
+            status: 400,
+            error: error.into(),
+            description: d.map(Into::into),
+        };
+        let plain = Error::Status {
+            status: 0,
+            excerpt: String::new(),
+        };
+        assert!(is_retryable(503, &plain));
+        assert!(is_retryable(500, &plain));
+        assert!(is_retryable(429, &plain));
+        assert!(!is_retryable(404, &plain));
+        assert!(!is_retryable(401, &oauth("invalid_client", None)));
+        assert!(!is_retryable(
+            400,
+            &oauth("invalid_request", Some("missing grant_type"))
+        ));
+        assert!(is_retryable(
+            400,
+            &oauth(
+                "invalid_request",
+                Some("Rate limit exceeded the maximum. Retry the request in [3] seconds")
+            )
+        ));
+        assert!(is_retryable(
+            400,
+            &oauth("invalid_request", Some("  rate limit exceeded"))
+        ));
+        assert!(!is_retryable(
+            400,
+            &oauth("invalid_client", Some("rate limit exceeded"))
+        ));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(fmt_duration(Duration::from_secs(30)), "30 s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250 ms");
+    }
+}

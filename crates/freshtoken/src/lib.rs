@@ -1,0 +1,46 @@
+//! freshtoken keeps OAuth2 access tokens fresh for jobs that outlive them.
+//!
+//! A [`CachedSource`] hands out a valid token on every call: it fetches one with the client
+//! credentials grant ([`HttpFetcher`]), keeps it in memory and optionally in a shared
+//! [`TokenStore`] (a file for every process of a user, Redis for a fleet), refreshes it ahead
+//! of expiry in the background, and makes one request however many callers miss at once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), freshtoken::Error> {
+//! use freshtoken::{CachedSource, HttpFetcher, HttpOptions, TokenRequest};
+//! use secrecy::SecretString;
+//!
+//! let request = TokenRequest::new(
+//!     "https://login.mypurecloud.com/oauth/token".parse().unwrap(),
+//!     "my-client-id",
+//!     Some(SecretString::from(std::env::var("CLIENT_SECRET").unwrap())),
+//! );
+//! let source = CachedSource::builder(HttpFetcher::new(request, HttpOptions::default())?).build();
+//! let token = source.token().await?;          // fetched once, then served from memory
+//! let header = format!("Bearer {}", token.expose_secret());
+//! # let _ = header; Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod clock;
+mod error;
+mod fetch;
+pub mod jwt;
+pub mod policy;
+mod request;
+mod response;
+pub mod retry;
+mod source;
+pub mod store;
+mod token;
+
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use error::{Error, ErrorKind, Result};
+pub use fetch::{DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client};
+pub use policy::{Freshness, RefreshPolicy};
+pub use request::{AuthMethod, CacheKey, TokenRequest};
+pub use retry::RetryPolicy;
+pub use source::{AccessToken, CachedRef, CachedSource, CachedSourceBuilder, Want};
+pub use store::{FileStore, MemoryStore, StoreLock, TokenStore};
+pub use token::{ExpirySource, Fingerprint, Token};

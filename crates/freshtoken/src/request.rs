@@ -1,0 +1,347 @@
+//! What identifies a token request: endpoint, client, authentication and grant parameters.
+
+use std::fmt;
+use std::str::FromStr;
+
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::error::Error;
+
+/// How the client proves who it is at the token endpoint (RFC 6749 §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// HTTP Basic with the form-urlencoded id and secret (RFC 6749 §2.3.1). The default.
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A public client: `client_id` in the body, no secret.
+    None,
+}
+
+impl AuthMethod {
+    /// The name used in configs and in discovery documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::None => "none",
+        }
+    }
+
+    /// Whether this method needs a client secret.
+    pub fn needs_secret(self) -> bool {
+        !matches!(self, AuthMethod::None)
+    }
+
+    /// Every method, for help texts and error messages.
+    pub const ALL: [AuthMethod; 3] = [
+        AuthMethod::ClientSecretBasic,
+        AuthMethod::ClientSecretPost,
+        AuthMethod::None,
+    ];
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AuthMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AuthMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
+                format!("unknown auth method {s:?}; known: {}", known.join(", "))
+            })
+    }
+}
+
+/// Form fields that freshtoken sets itself and extra parameters may not override.
+const RESERVED_PARAMS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "scope",
+    "audience",
+    "resource",
+    "refresh_token",
+];
+
+/// A client credentials token request (RFC 6749 §4.4).
+///
+/// `Debug` shows everything but the secret.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// The token endpoint.
+    pub token_url: Url,
+    /// The client id.
+    pub client_id: String,
+    /// How the client authenticates.
+    pub auth_method: AuthMethod,
+    /// The client secret, for the methods that need one.
+    pub client_secret: Option<SecretString>,
+    /// Requested scopes (sent space-separated; empty means none sent).
+    pub scope: Vec<String>,
+    /// `audience`, as Auth0 and others want it.
+    pub audience: Option<String>,
+    /// `resource` indicators (RFC 8707), each sent as its own field.
+    pub resource: Vec<String>,
+    /// Any other form fields, in order.
+    pub params: Vec<(String, String)>,
+}
+
+impl TokenRequest {
+    /// A request with the default auth method and no extras.
+    pub fn new(
+        token_url: Url,
+        client_id: impl Into<String>,
+        client_secret: Option<SecretString>,
+    ) -> Self {
+        Self {
+            token_url,
+            client_id: client_id.into(),
+            auth_method: AuthMethod::default(),
+            client_secret,
+            scope: Vec::new(),
+            audience: None,
+            resource: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Checks what can be checked before talking to the server.
+    pub fn validate(&self) -> Result<(), Error> {
+        match self.token_url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&self.token_url) => {}
+            "http" => {
+                return Err(Error::Config(format!(
+                    "token URL {} is plain http to a non-loopback host; use https (credentials would cross the network in clear)",
+                    self.token_url
+                )));
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "token URL scheme {other:?} is not http(s)"
+                )));
+            }
+        }
+        if !self.token_url.username().is_empty() || self.token_url.password().is_some() {
+            return Err(Error::Config(
+                "token URL must not carry user:password; use the client id and secret settings"
+                    .into(),
+            ));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(Error::Config(
+                "no client id: set --client-id, FRESHTOKEN_CLIENT_ID or client_id in the profile"
+                    .into(),
+            ));
+        }
+        if self.auth_method.needs_secret() && self.client_secret.is_none() {
+            return Err(Error::Config(format!(
+                "auth method {} needs a client secret: set FRESHTOKEN_CLIENT_SECRET, --client-secret-file, --client-secret-stdin or client_secret in the profile",
+                self.auth_method
+            )));
+        }
+        if let Some((name, _)) = self
+            .params
+            .iter()
+            .find(|(k, _)| RESERVED_PARAMS.contains(&k.as_str()))
+        {
+            return Err(Error::Config(format!(
+                "extra parameter {name:?} is set by freshtoken itself; use the matching setting instead"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The cache identity of the token this request yields. Everything that changes what
+    /// token comes back is in it; the secret is not.
+    pub fn cache_key(&self) -> CacheKey {
+        let mut scope = self.scope.clone();
+        scope.sort();
+        scope.dedup();
+        let mut resource = self.resource.clone();
+        resource.sort();
+        let mut params = self.params.clone();
+        params.sort();
+
+        let mut h = Sha256::new();
+        let mut field = |name: &str, value: &str| {
+            // Length-prefixed so that no two different requests hash the same bytes.
+            for part in [name, value] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part.as_bytes());
+            }
+        };
+        field("v", "1");
+        field("token_url", self.token_url.as_str());
+        field("client_id", &self.client_id);
+        field("auth_method", self.auth_method.as_str());
+        for s in &scope {
+            field("scope", s);
+        }
+        field("audience", self.audience.as_deref().unwrap_or(""));
+        for r in &resource {
+            field("resource", r);
+        }
+        for (k, v) in &params {
+            field(k, v);
+        }
+        CacheKey(hex::encode(h.finalize()))
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// The name under which a token is cached: a SHA-256 over what identifies it, never the
+/// secret, so that the name itself gives nothing away.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// The hex digest (64 characters, safe as a file name or Redis key part).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key of a source that has no store to name it in.
+    pub(crate) fn unnamed() -> Self {
+        CacheKey("0".repeat(64))
+    }
+
+    /// Rebuilds a key from its hex form (as read back from a store).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        (hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| CacheKey(hex.to_owned()))
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> TokenRequest {
+        TokenRequest::new(
+            Url::parse("https://login.example.com/oauth/token").unwrap(),
+            "client-1",
+            Some(SecretString::from("s3cr3t-value".to_owned())),
+        )
+    }
+
+    #[test]
+    fn key_covers_identity_but_not_the_secret() {
+        let base = req().cache_key();
+        assert_eq!(base.as_str().len(), 64);
+        assert!(CacheKey::from_hex(base.as_str()).is_some());
+
+        let mut other_secret = req();
+        other_secret.client_secret = Some(SecretString::from("another".to_owned()));
+        assert_eq!(
+            other_secret.cache_key(),
+            base,
+            "the secret must not change the key"
+        );
+
+        let changes: Vec<Box<dyn Fn(&mut TokenRequest)>> = vec![
+            Box::new(|r| r.token_url = Url::parse("https://login.example.com/other").unwrap()),
+            Box::new(|r| r.client_id = "client-2".into()),
+            Box::new(|r| r.auth_method = AuthMethod::ClientSecretPost),
+            Box::new(|r| r.scope = vec!["a".into()]),
+            Box::new(|r| r.audience = Some("api".into())),
+            Box::new(|r| r.resource = vec!["https://api".into()]),
+            Box::new(|r| r.params = vec![("x".into(), "1".into())]),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut r = req();
+            change(&mut r);
+            assert_ne!(r.cache_key(), base, "change {i} must change the key");
+        }
+    }
+
+    #[test]
+    fn key_ignores_scope_order_and_is_unambiguous() {
+        let mut a = req();
+        a.scope = vec!["b".into(), "a".into()];
+        let mut b = req();
+        b.scope = vec!["a".into(), "b".into(), "a".into()];
+        assert_eq!(a.cache_key(), b.cache_key());
+
+        let mut c = req();
+        c.scope = vec!["a b".into()];
+        assert_ne!(c.cache_key(), a.cache_key());
+    }
+
+    #[test]
+    fn validation_explains_what_to_fix() {
+        let mut r = req();
+        assert!(r.validate().is_ok());
+        r.token_url = Url::parse("http://idp.example.com/token").unwrap();
+        assert!(r.validate().unwrap_err().to_string().contains("use https"));
+        r.token_url = Url::parse("http://127.0.0.1:8080/token").unwrap();
+        assert!(r.validate().is_ok());
+        r.client_secret = None;
+        assert!(
+            r.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("needs a client secret")
+        );
+        r.auth_method = AuthMethod::None;
+        assert!(r.validate().is_ok());
+        r.params = vec![("grant_type".into(), "password".into())];
+        assert!(
+            r.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("\"grant_type\"")
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let shown = format!("{:?}", req());
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    }
+
+    #[test]
+    fn auth_method_names_round_trip() {
+        for m in AuthMethod::ALL {
+            assert_eq!(m.as_str().parse::<AuthMethod>().unwrap(), m);
+        }
+        assert!(
+            "basic"
+                .parse::<AuthMethod>()
+                .unwrap_err()
+                .contains("client_secret_basic")
+        );
+    }
+}

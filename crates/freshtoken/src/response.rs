@@ -1,0 +1,484 @@
+//! Parsing the token endpoint's answer: strict where it matters (a token, a lifetime, bearer),
+//! tolerant where real servers differ (numeric strings, any Content-Type, a BOM).
+
+use std::time::{Duration, SystemTime};
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::jwt;
+use crate::token::{ExpirySource, Token};
+
+/// Longest lifetime believed; anything larger is clamped so arithmetic cannot overflow.
+const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Longest excerpt of a bad body shown to the user.
+const EXCERPT_CHARS: usize = 160;
+
+/// A parsed OAuth error answer (RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthErrorBody {
+    /// The `error` code.
+    pub error: String,
+    /// `error_description`, else Genesys Cloud's `description`, else `message`.
+    pub description: Option<String>,
+}
+
+/// Parses a success answer into a token whose expiry is `received_at + expires_in`.
+///
+/// `default_lifetime` applies only when neither `expires_in` nor a JWT `exp` is present.
+pub fn parse_success(
+    status: u16,
+    body: &[u8],
+    received_at: SystemTime,
+    default_lifetime: Duration,
+) -> Result<Token, Error> {
+    let invalid = |problem: String| Error::InvalidResponse { status, problem };
+    let obj = match json_object(body) {
+        Ok(obj) => obj,
+        Err(problem) => return Err(invalid(problem)),
+    };
+
+    let access_token = match obj.get("access_token") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => return Err(invalid("`access_token` is empty".into())),
+        Some(_) => return Err(invalid("`access_token` is not a string".into())),
+        None => {
+            return Err(invalid(format!(
+                "no `access_token` in the answer (fields: {})",
+                field_names(&obj)
+            )));
+        }
+    };
+    if access_token.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(invalid(
+            "`access_token` holds spaces or control characters".into(),
+        ));
+    }
+
+    match obj.get("token_type") {
+        None | Some(Value::Null) => {
+            tracing::debug!("token response has no token_type; assuming Bearer");
+        }
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(Value::String(t)) => {
+            return Err(invalid(format!(
+                "token_type is {:?}; only Bearer tokens are supported",
+                sanitize(t, 40)
+            )));
+        }
+        Some(_) => return Err(invalid("`token_type` is not a string".into())),
+    }
+
+    let (lifetime, source) = match expires_in(obj.get("expires_in")) {
+        Ok(Some(lifetime)) => (lifetime, ExpirySource::ExpiresIn),
+        Ok(None) => match jwt::expiry(&access_token) {
+            Some(exp) => (
+                exp.duration_since(received_at).unwrap_or(Duration::ZERO),
+                ExpirySource::JwtExp,
+            ),
+            None => (default_lifetime, ExpirySource::Default),
+        },
+        Err(problem) => return Err(invalid(problem)),
+    };
+    if lifetime.is_zero() && source == ExpirySource::JwtExp {
+        return Err(invalid(
+            "no `expires_in`, and the token's JWT `exp` is already past".into(),
+        ));
+    }
+
+    let scope = match obj.get("scope") {
+        Some(Value::String(s)) => Some(s.clone()),
+        // Some servers send a list; join it the way RFC 6749 spells scopes.
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    };
+    let refresh_token = match obj.get("refresh_token") {
+        Some(Value::String(s)) if !s.is_empty() => Some(SecretString::from(s.clone())),
+        _ => None,
+    };
+
+    let token = Token::new(
+        SecretString::from(access_token),
+        received_at,
+        received_at + lifetime.min(MAX_LIFETIME),
+        source,
+    )
+    .with_scope(scope)
+    .with_refresh_token(refresh_token);
+    Ok(token)
+}
+
+/// Reads an OAuth error body, if the answer is one.
+pub fn parse_error_body(body: &[u8]) -> Option<OAuthErrorBody> {
+    let obj = json_object(body).ok()?;
+    let error = match obj.get("error") {
+        Some(Value::String(s)) if !s.is_empty() => sanitize(s, 80),
+        _ => return None,
+    };
+    let description = ["error_description", "description", "message"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_str))
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| sanitize(d, 300));
+    Some(OAuthErrorBody { error, description })
+}
+
+/// A short excerpt of a body fit for an error line: tags dropped, whitespace and control
+/// characters folded, cut at a character boundary.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(strip_bom(body));
+    let mut without_tags = String::with_capacity(text.len().min(4096));
+    let mut in_tag = false;
+    let looks_html = text.trim_start().starts_with('<');
+    for c in text.chars().take(8192) {
+        match c {
+            '<' if looks_html => in_tag = true,
+            '>' if looks_html && in_tag => {
+                in_tag = false;
+                without_tags.push(' ');
+            }
+            _ if in_tag => {}
+            c => without_tags.push(c),
+        }
+    }
+    sanitize(&without_tags, EXCERPT_CHARS)
+}
+
+fn sanitize(s: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut last_space = true;
+    let mut count = 0;
+    for c in s.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' {
+            if last_space {
+                continue;
+            }
+            last_space = true;
+        } else {
+            last_space = false;
+        }
+        if count == max_chars {
+            out.push('…');
+            return out.trim_end().to_owned();
+        }
+        out.push(c);
+        count += 1;
+    }
+    out.trim_end().to_owned()
+}
+
+fn strip_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    let body = strip_bom(body);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("the body is empty".into());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err(format!(
+            "the body is JSON but not an object: {}",
+            excerpt(body)
+        )),
+        Err(_) => {
+            let what = if body.trim_ascii_start().starts_with(b"<") {
+                "HTML or XML"
+            } else {
+                "not JSON"
+            };
+            Err(format!("the body is {what}: {}", excerpt(body)))
+        }
+    }
+}
+
+fn field_names(obj: &Map<String, Value>) -> String {
+    if obj.is_empty() {
+        return "none".into();
+    }
+    obj.keys()
+        .take(12)
+        .map(|k| sanitize(k, 40))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `expires_in` as a number or a numeric string; `Ok(None)` when absent or null.
+fn expires_in(value: Option<&Value>) -> Result<Option<Duration>, String> {
+    let secs = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let Some(secs) = secs.filter(|s| s.is_finite()) else {
+        return Err(format!(
+            "`expires_in` is not a number: {}",
+            short_value(value)
+        ));
+    };
+    if secs <= 0.0 {
+        return Err(format!(
+            "`expires_in` is {secs}; a token must live longer than zero seconds"
+        ));
+    }
+    Ok(Some(Duration::from_secs_f64(
+        secs.min(MAX_LIFETIME.as_secs_f64()),
+    )))
+}
+
+fn short_value(value: Option<&Value>) -> String {
+    value
+        .map(|v| sanitize(&v.to_string(), 40))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    const DEFAULT: Duration = Duration::from_secs(300);
+
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn ok(body: &str) -> Token {
+        parse_success(200, body.as_bytes(), at(), DEFAULT).unwrap_or_else(|e| panic!("{body}: {e}"))
+    }
+
+    fn err(body: &[u8]) -> String {
+        match parse_success(200, body, at(), DEFAULT) {
+            Ok(t) => panic!("{:?} parsed: {t:?}", String::from_utf8_lossy(body)),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn jwt_with_exp(exp: u64) -> String {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.sig",
+            b.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+            b.encode(format!(r#"{{"sub":"x","exp":{exp}}}"#))
+        )
+    }
+
+    #[test]
+    fn accepts_what_real_servers_send() {
+        // (body, lifetime in ms, expiry source, scope)
+        let jwt = jwt_with_exp(1_700_000_000 + 120);
+        let with_jwt = format!(r#"{{"access_token":"{jwt}","token_type":"Bearer"}}"#);
+        let rows: Vec<(&str, u64, ExpirySource, Option<&str>)> = vec![
+            (
+                r#"{"access_token":"a","token_type":"bearer","expires_in":3600}"#,
+                3_600_000,
+                ExpirySource::ExpiresIn,
+                None,
+            ),
+            (
+                r#"{"access_token":"a","token_type":"BEARER","expires_in":"86399"}"#,
+                86_399_000,
+                ExpirySource::ExpiresIn,
+                None,
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":2.5}"#,
+                2_500,
+                ExpirySource::ExpiresIn,
+                None,
+            ),
+            (
+                "\u{FEFF}{\"access_token\":\"a\",\"token_type\":\"Bearer\",\"expires_in\":60}",
+                60_000,
+                ExpirySource::ExpiresIn,
+                None,
+            ),
+            (
+                r#"{"access_token":"a","expires_in":60,"scope":"read write"}"#,
+                60_000,
+                ExpirySource::ExpiresIn,
+                Some("read write"),
+            ),
+            (
+                r#"{"access_token":"a","expires_in":60,"scope":["read","write"]}"#,
+                60_000,
+                ExpirySource::ExpiresIn,
+                Some("read write"),
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer"}"#,
+                300_000,
+                ExpirySource::Default,
+                None,
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":null}"#,
+                300_000,
+                ExpirySource::Default,
+                None,
+            ),
+            (&with_jwt, 120_000, ExpirySource::JwtExp, None),
+            (
+                r#"  {"access_token":"a","expires_in":1e12}  "#,
+                MAX_LIFETIME.as_millis() as u64,
+                ExpirySource::ExpiresIn,
+                None,
+            ),
+        ];
+        for (body, lifetime_ms, source, scope) in rows {
+            let t = ok(body);
+            assert_eq!(t.lifetime(), Duration::from_millis(lifetime_ms), "{body}");
+            assert_eq!(t.expiry_source(), source, "{body}");
+            assert_eq!(t.scope(), scope, "{body}");
+            assert_eq!(t.received_at(), at());
+        }
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_used_with_a_clear_reason() {
+        let huge_html = format!(
+            "<html><head><title>502 Bad Gateway</title></head><body>{}</body></html>",
+            "x".repeat(10_000)
+        );
+        let rows: Vec<(&[u8], &str)> = vec![
+            (b"", "the body is empty"),
+            (b"  \n", "the body is empty"),
+            (
+                b"<html><body><h1>Service Unavailable</h1></body></html>",
+                "HTML or XML: Service Unavailable",
+            ),
+            (huge_html.as_bytes(), "HTML or XML: 502 Bad Gateway"),
+            (
+                b"access_token=a&expires_in=3",
+                "not JSON: access_token=a&expires_in=3",
+            ),
+            (b"[1,2]", "JSON but not an object"),
+            (
+                br#"{"token_type":"Bearer","expires_in":3600}"#,
+                "no `access_token` in the answer (fields: expires_in, token_type)",
+            ),
+            (
+                br#"{"access_token":"","expires_in":3600}"#,
+                "`access_token` is empty",
+            ),
+            (
+                br#"{"access_token":42,"expires_in":3600}"#,
+                "`access_token` is not a string",
+            ),
+            (
+                br#"{"access_token":"a b","expires_in":3600}"#,
+                "spaces or control characters",
+            ),
+            (
+                br#"{"access_token":"a","expires_in":0}"#,
+                "`expires_in` is 0",
+            ),
+            (
+                br#"{"access_token":"a","expires_in":-5}"#,
+                "`expires_in` is -5",
+            ),
+            (
+                br#"{"access_token":"a","expires_in":"soon"}"#,
+                "`expires_in` is not a number: \"soon\"",
+            ),
+            (
+                br#"{"access_token":"a","expires_in":true}"#,
+                "`expires_in` is not a number",
+            ),
+            (
+                br#"{"access_token":"a","token_type":"mac","expires_in":60}"#,
+                "token_type is \"mac\"; only Bearer",
+            ),
+            (
+                br#"{"access_token":"a","token_type":"DPoP","expires_in":60}"#,
+                "token_type is \"DPoP\"",
+            ),
+            (
+                br#"{"access_token":"a","token_type":7,"expires_in":60}"#,
+                "`token_type` is not a string",
+            ),
+            (br#"{"access_token":"a","#, "not JSON"),
+        ];
+        for (body, want) in rows {
+            let got = err(body);
+            assert!(
+                got.contains(want),
+                "{:?}: got {got:?}, want {want:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(!got.contains('\n'), "{got:?}");
+            assert!(got.chars().count() < 400, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn an_expired_jwt_without_expires_in_is_refused() {
+        let jwt = jwt_with_exp(1_700_000_000 - 5);
+        let body = format!(r#"{{"access_token":"{jwt}"}}"#);
+        assert!(err(body.as_bytes()).contains("already past"));
+    }
+
+    #[test]
+    fn reads_oauth_errors_including_genesys_description() {
+        let rows: &[(&str, Option<(&str, Option<&str>)>)] = &[
+            (
+                r#"{"error":"invalid_client","error_description":"bad secret"}"#,
+                Some(("invalid_client", Some("bad secret"))),
+            ),
+            (
+                r#"{"error":"invalid_request","description":"Rate limit exceeded the maximum. Retry the request in [12] seconds"}"#,
+                Some((
+                    "invalid_request",
+                    Some("Rate limit exceeded the maximum. Retry the request in [12] seconds"),
+                )),
+            ),
+            (
+                r#"{"error":"invalid_scope"}"#,
+                Some(("invalid_scope", None)),
+            ),
+            (
+                r#"{"error":"x","error_description":"line1\nline2"}"#,
+                Some(("x", Some("line1 line2"))),
+            ),
+            (r#"{"message":"not an oauth error"}"#, None),
+            ("<html>oops</html>", None),
+            ("", None),
+        ];
+        for (body, want) in rows {
+            let got = parse_error_body(body.as_bytes());
+            let got = got
+                .as_ref()
+                .map(|e| (e.error.as_str(), e.description.as_deref()));
+            assert_eq!(got, *want, "{body}");
+        }
+    }
+
+    #[test]
+    fn excerpts_are_short_single_line_and_readable() {
+        assert_eq!(
+            excerpt(b"<html>\n<title>Bad\tGateway</title>\r\n</html>"),
+            "Bad Gateway"
+        );
+        assert_eq!(excerpt(b"plain\x00text\x1b[31m"), "plain text [31m");
+        let long = excerpt("é".repeat(500).as_bytes());
+        assert_eq!(long.chars().count(), EXCERPT_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(excerpt(&[0xff, 0xfe, b'a']), "\u{FFFD}\u{FFFD}a");
+    }
+}

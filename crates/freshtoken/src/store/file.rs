@@ -1,0 +1,290 @@
+//! Tokens kept on disk for every process of one user on one machine: what `get` and `exec`
+//! use by default, so a pipeline's many steps share one token.
+//!
+//! Layout: `<dir>/<key>.json` (the record, 0600) and `<dir>/<key>.lock` (the cross-process
+//! refresh lock), in a directory of mode 0700. Writes go to a temporary file that is synced
+//! and renamed over the old one, so readers see the old token or the new one, never half.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::record::Record;
+use super::{StoreLock, TokenStore};
+use crate::error::{Error, Result};
+use crate::request::CacheKey;
+use crate::token::Token;
+
+/// Largest cache file read; a record is well under a kilobyte plus the token.
+const MAX_RECORD: u64 = 256 * 1024;
+
+/// How long a process waits for another one's refresh before going ahead on its own.
+const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// A per-user, per-machine store in a directory.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+    lock_wait: Duration,
+}
+
+impl FileStore {
+    /// A store in `dir`, created (mode 0700) on first write.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            lock_wait: DEFAULT_LOCK_WAIT,
+        }
+    }
+
+    /// `$XDG_CACHE_HOME/freshtoken`, else `$HOME/.cache/freshtoken`.
+    pub fn default_dir() -> Option<PathBuf> {
+        let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
+        std::env::var_os("XDG_CACHE_HOME")
+            .and_then(nonempty)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .and_then(nonempty)
+                    .map(|h| h.join(".cache"))
+            })
+            .map(|base| base.join("freshtoken"))
+    }
+
+    /// Bounds how long [`TokenStore::lock`] waits for another process (default 2 minutes).
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// The directory this store uses.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn record_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    fn lock_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{key}.lock"))
+    }
+
+    fn ensure_dir(&self) -> Result<()> {
+        let dir = &self.dir;
+        let err = |what: &str, e: io::Error| {
+            Error::Store(format!("cannot {what} {}: {e}", dir.display()))
+        };
+        match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => {
+                if meta.mode() & 0o077 != 0 {
+                    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                        .map_err(|e| err("restrict", e))?;
+                    tracing::warn!(
+                        "cache directory {} was open to others; set it to 0700",
+                        dir.display()
+                    );
+                }
+                Ok(())
+            }
+            Ok(_) => Err(Error::Store(format!(
+                "{} exists and is not a directory",
+                dir.display()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = dir.parent() {
+                    fs::create_dir_all(parent).map_err(|e| err("create", e))?;
+                }
+                match fs::DirBuilder::new().mode(0o700).create(dir) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    Err(e) => Err(err("create", e)),
+                }?;
+                // The umask may have narrowed 0700 further, never widened it; set it exactly.
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| err("restrict", e))
+            }
+            Err(e) => Err(err("read", e)),
+        }
+    }
+
+    fn load_blocking(&self, key: &CacheKey) -> Option<Token> {
+        let path = self.record_path(key);
+        let ignore = |why: String| {
+            tracing::warn!(
+                "ignoring cache file {}: {why}; it will be replaced",
+                path.display()
+            );
+            None
+        };
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nofollow())
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => return ignore(format!("cannot open it ({e})")),
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return ignore(format!("cannot stat it ({e})")),
+        };
+        if !meta.is_file() {
+            return ignore("not a regular file".into());
+        }
+        if meta.mode() & 0o077 != 0 {
+            return ignore(format!(
+                "its mode {:o} lets others read or change it",
+                meta.mode() & 0o777
+            ));
+        }
+        if meta.len() > MAX_RECORD {
+            return ignore(format!(
+                "it is {} bytes, larger than any token record",
+                meta.len()
+            ));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        if let Err(e) = (&mut file).take(MAX_RECORD).read_to_end(&mut bytes) {
+            return ignore(format!("cannot read it ({e})"));
+        }
+        match Record::parse(&bytes, key) {
+            Ok(token) => Some(token),
+            Err(why) => ignore(why),
+        }
+    }
+
+    fn save_blocking(&self, key: &CacheKey, token: &Token) -> Result<()> {
+        self.ensure_dir()?;
+        let path = self.record_path(key);
+        let tmp = self.dir.join(format!(
+            ".{key}.{}.{:08x}.tmp",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let err = |what: &str, p: &Path, e: io::Error| {
+            Error::Store(format!("cannot {what} {}: {e}", p.display()))
+        };
+        let write = || -> Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| err("create", &tmp, e))?;
+            f.write_all(&Record::new(key, token).to_bytes())
+                .map_err(|e| err("write", &tmp, e))?;
+            f.sync_all().map_err(|e| err("sync", &tmp, e))?;
+            fs::rename(&tmp, &path).map_err(|e| err("replace", &path, e))?;
+            // Make the rename itself durable.
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        };
+        let result = write();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn remove_blocking(&self, key: &CacheKey) -> Result<bool> {
+        let path = self.record_path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::Store(format!(
+                "cannot remove {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn open_lock_file(&self, key: &CacheKey) -> Result<File> {
+        self.ensure_dir()?;
+        let path = self.lock_path(key);
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc_nofollow())
+            .open(&path)
+            .map_err(|e| Error::Store(format!("cannot open lock file {}: {e}", path.display())))
+    }
+}
+
+/// `O_NOFOLLOW`: a symlink planted at a cache path is refused rather than followed.
+fn libc_nofollow() -> i32 {
+    libc::O_NOFOLLOW
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store(format!("cache task failed: {e}")))
+}
+
+#[async_trait]
+impl TokenStore for FileStore {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn location(&self, key: &CacheKey) -> String {
+        self.record_path(key).display().to_string()
+    }
+
+    async fn load(&self, key: &CacheKey) -> Result<Option<Token>> {
+        let (this, key) = (self.clone(), key.clone());
+        blocking(move || this.load_blocking(&key)).await
+    }
+
+    async fn save(&self, key: &CacheKey, token: &Token) -> Result<()> {
+        let (this, key, token) = (self.clone(), key.clone(), token.clone());
+        blocking(move || this.save_blocking(&key, &token)).await?
+    }
+
+    async fn remove(&self, key: &CacheKey) -> Result<bool> {
+        let (this, key) = (self.clone(), key.clone());
+        blocking(move || this.remove_blocking(&key)).await?
+    }
+
+    async fn lock(&self, key: &CacheKey) -> Result<StoreLock> {
+        let file = {
+            let (this, key) = (self.clone(), key.clone());
+            blocking(move || this.open_lock_file(&key)).await??
+        };
+        // Poll rather than block a thread: the wait stays cancellable and bounded.
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(StoreLock::new(file)),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::Store(format!(
+                        "cannot lock {}: {e}",
+                        self.lock_path(key).display()
+                    )));
+                }
+            }
+            if started.elapsed() >= self.lock_wait {
+                return Err(Error::Store(format!(
+                    "another process has held {} for over {} s",
+                    self.lock_path(key).display(),
+                    self.lock_wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Tokens kept in this process only: the store behind `proxy`, `agent` and library users
+//! that want no persistence.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+
+use super::{StoreLock, TokenStore};
+use crate::error::Result;
+use crate::request::CacheKey;
+use crate::token::Token;
+
+/// A process-local store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tokens: Mutex<HashMap<CacheKey, Token>>,
+    locks: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl TokenStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn location(&self, _key: &CacheKey) -> String {
+        "this process's memory".into()
+    }
+
+    async fn load(&self, key: &CacheKey) -> Result<Option<Token>> {
+        Ok(self
+            .tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned())
+    }
+
+    async fn save(&self, key: &CacheKey, token: &Token) -> Result<()> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), token.clone());
+        Ok(())
+    }
+
+    async fn remove(&self, key: &CacheKey) -> Result<bool> {
+        Ok(self
+            .tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+            .is_some())
+    }
+
+    async fn lock(&self, key: &CacheKey) -> Result<StoreLock> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Ok(StoreLock::new(lock.lock_owned().await))
+    }
+}

@@ -1,0 +1,170 @@
+//! The serialized form of a cached token, shared by the stores that persist tokens.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{from_unix_millis, unix_millis};
+use crate::request::CacheKey;
+use crate::token::{ExpirySource, Token};
+
+/// Format version; a record of another version is foreign and ignored.
+const VERSION: u32 = 1;
+
+/// A token as persisted, with the key it belongs to so that a file copied or renamed onto
+/// another key is recognised as foreign.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    v: u32,
+    key: String,
+    access_token: String,
+    token_type: String,
+    received_at_ms: u64,
+    expires_at_ms: u64,
+    expiry_source: ExpirySource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Record {
+    /// The record for `token` under `key`.
+    pub fn new(key: &CacheKey, token: &Token) -> Self {
+        Self {
+            v: VERSION,
+            key: key.as_str().to_owned(),
+            access_token: token.expose_secret().to_owned(),
+            token_type: token.token_type().to_owned(),
+            received_at_ms: unix_millis(token.received_at()),
+            expires_at_ms: unix_millis(token.expires_at()),
+            expiry_source: token.expiry_source(),
+            scope: token.scope().map(str::to_owned),
+            refresh_token: token.refresh_token().map(|s| s.expose_secret().to_owned()),
+        }
+    }
+
+    /// Serializes to JSON bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // A struct of strings and integers always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a record read back for `key`; the error says why it is not usable.
+    pub fn parse(bytes: &[u8], key: &CacheKey) -> Result<Token, String> {
+        let record: Record = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not a freshtoken cache record ({e})"))?;
+        if record.v != VERSION {
+            return Err(format!("record version {} is not {VERSION}", record.v));
+        }
+        if record.key != key.as_str() {
+            return Err("record belongs to another cache key".into());
+        }
+        if record.access_token.is_empty() || !record.token_type.eq_ignore_ascii_case("bearer") {
+            return Err("record holds no bearer token".into());
+        }
+        if record.expires_at_ms < record.received_at_ms {
+            return Err("record expires before it was received".into());
+        }
+        let received_at = from_unix_millis(record.received_at_ms);
+        let expires_at =
+            received_at + Duration::from_millis(record.expires_at_ms - record.received_at_ms);
+        Ok(Token::new(
+            SecretString::from(record.access_token),
+            received_at,
+            expires_at,
+            record.expiry_source,
+        )
+        .with_scope(record.scope)
+        .with_refresh_token(record.refresh_token.map(SecretString::from)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn key(c: char) -> CacheKey {
+        CacheKey::from_hex(&c.to_string().repeat(64)).unwrap()
+    }
+
+    #[test]
+    fn round_trip_keeps_everything() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let t = Token::new(
+            SecretString::from("tok".to_owned()),
+            at,
+            at + Duration::from_secs(60),
+            ExpirySource::JwtExp,
+        )
+        .with_scope(Some("a b".into()))
+        .with_refresh_token(Some(SecretString::from("rt".to_owned())));
+        let back = Record::parse(&Record::new(&key('a'), &t).to_bytes(), &key('a')).unwrap();
+        assert!(back.same_token(&t));
+        assert_eq!(back.received_at(), t.received_at());
+        assert_eq!(back.expires_at(), t.expires_at());
+        assert_eq!(back.expiry_source(), ExpirySource::JwtExp);
+        assert_eq!(back.scope(), Some("a b"));
+        assert_eq!(
+            back.refresh_token()
+                .map(|s| s.expose_secret().to_owned())
+                .as_deref(),
+            Some("rt")
+        );
+    }
+
+    #[test]
+    fn foreign_and_corrupt_records_are_refused() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t = Token::new(
+            SecretString::from("tok".to_owned()),
+            at,
+            at + Duration::from_secs(60),
+            ExpirySource::ExpiresIn,
+        );
+        let good = Record::new(&key('a'), &t).to_bytes();
+        assert!(
+            Record::parse(&good, &key('b'))
+                .unwrap_err()
+                .contains("another cache key")
+        );
+        assert!(Record::parse(&good[..good.len() / 2], &key('a')).is_err());
+        assert!(Record::parse(b"", &key('a')).is_err());
+        assert!(Record::parse(b"\x00\x01garbage", &key('a')).is_err());
+        let other_version = String::from_utf8(good.clone())
+            .unwrap()
+            .replace("\"v\":1", "\"v\":9");
+        assert!(
+            Record::parse(other_version.as_bytes(), &key('a'))
+                .unwrap_err()
+                .contains("version 9")
+        );
+        let extra = String::from_utf8(good)
+            .unwrap()
+            .replace("{", "{\"evil\":1,");
+        assert!(Record::parse(extra.as_bytes(), &key('a')).is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_token() {
+        let at = UNIX_EPOCH;
+        let t = Token::new(
+            SecretString::from("tok-secret".to_owned()),
+            at,
+            at,
+            ExpirySource::Default,
+        );
+        assert!(!format!("{:?}", Record::new(&key('a'), &t)).contains("tok-secret"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The access token and what freshtoken knows about its life.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// Where a token's expiry came from; a guessed expiry deserves a warning, a stated one does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpirySource {
+    /// `expires_in` in the token response, counted from the local receive time.
+    ExpiresIn,
+    /// The `exp` claim of a JWT access token (used only when `expires_in` is absent).
+    JwtExp,
+    /// Neither was given: the configured default lifetime.
+    Default,
+}
+
+/// An access token as received, with its expiry on the local clock.
+///
+/// `Debug` never shows the token or refresh token: they are [`SecretString`]s.
+#[derive(Clone, Debug)]
+pub struct Token {
+    access_token: SecretString,
+    token_type: String,
+    received_at: SystemTime,
+    expires_at: SystemTime,
+    expiry_source: ExpirySource,
+    scope: Option<String>,
+    refresh_token: Option<SecretString>,
+}
+
+impl Token {
+    /// Builds a token; `expires_at` before `received_at` yields a token that is already expired.
+    pub fn new(
+        access_token: SecretString,
+        received_at: SystemTime,
+        expires_at: SystemTime,
+        expiry_source: ExpirySource,
+    ) -> Self {
+        Self {
+            access_token,
+            token_type: "Bearer".to_owned(),
+            received_at,
+            expires_at,
+            expiry_source,
+            scope: None,
+            refresh_token: None,
+        }
+    }
+
+    /// Sets the granted scope, as the server reported it.
+    pub fn with_scope(mut self, scope: Option<String>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Sets the refresh token the server sent along, if any.
+    pub fn with_refresh_token(mut self, refresh_token: Option<SecretString>) -> Self {
+        self.refresh_token = refresh_token;
+        self
+    }
+
+    /// The token itself. Named so that every place that reveals it is easy to find.
+    pub fn expose_secret(&self) -> &str {
+        self.access_token.expose_secret()
+    }
+
+    /// The token as a secret, for handing on without revealing it.
+    pub fn secret(&self) -> &SecretString {
+        &self.access_token
+    }
+
+    /// Always `Bearer`: other token types are refused when the response is parsed.
+    pub fn token_type(&self) -> &str {
+        &self.token_type
+    }
+
+    /// When the response that carried this token arrived, on the local clock.
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+
+    /// When the token stops being valid, on the local clock.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// How the expiry was decided.
+    pub fn expiry_source(&self) -> ExpirySource {
+        self.expiry_source
+    }
+
+    /// The whole lifetime the server granted (zero for a token born expired).
+    pub fn lifetime(&self) -> Duration {
+        self.expires_at
+            .duration_since(self.received_at)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Time left at `now`; zero once expired.
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Whether the token can still be used at `now`.
+    pub fn is_valid_at(&self, now: SystemTime) -> bool {
+        now < self.expires_at
+    }
+
+    /// The granted scope, when the server said.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// The refresh token, when the server issued one.
+    pub fn refresh_token(&self) -> Option<&SecretString> {
+        self.refresh_token.as_ref()
+    }
+
+    /// A short, non-reversible name for this token, safe to log: the first 12 hex digits of
+    /// its SHA-256. It tells rotations apart without revealing anything usable.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.expose_secret())
+    }
+
+    /// Whether both hold the same access token.
+    pub fn same_token(&self, other: &Token) -> bool {
+        self.expose_secret() == other.expose_secret()
+    }
+}
+
+/// A loggable stand-in for a token (see [`Token::fingerprint`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 6]);
+
+impl Fingerprint {
+    /// The fingerprint of a raw token string.
+    pub fn of(token: &str) -> Self {
+        let digest = Sha256::digest(token.as_bytes());
+        let mut out = [0u8; 6];
+        out.copy_from_slice(&digest[..6]);
+        Self(out)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn token(secret: &str) -> Token {
+        let at = UNIX_EPOCH + Duration::from_secs(1_000);
+        Token::new(
+            SecretString::from(secret.to_owned()),
+            at,
+            at + Duration::from_secs(3600),
+            ExpirySource::ExpiresIn,
+        )
+        .with_refresh_token(Some(SecretString::from("rt-very-secret".to_owned())))
+    }
+
+    #[test]
+    fn debug_redacts_token_and_refresh_token() {
+        let shown = format!("{:?}", token("at-very-secret"));
+        assert!(!shown.contains("at-very-secret"), "{shown}");
+        assert!(!shown.contains("rt-very-secret"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn lifetime_and_remaining() {
+        let t = token("x");
+        assert_eq!(t.lifetime(), Duration::from_secs(3600));
+        let later = t.received_at() + Duration::from_secs(3000);
+        assert_eq!(t.remaining(later), Duration::from_secs(600));
+        assert!(t.is_valid_at(later));
+        assert!(!t.is_valid_at(t.expires_at()));
+        assert_eq!(
+            t.remaining(t.expires_at() + Duration::from_secs(1)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn fingerprint_is_stable_short_and_not_the_token() {
+        let a = token("abc").fingerprint().to_string();
+        assert_eq!(a.len(), 12);
+        assert_eq!(a, token("abc").fingerprint().to_string());
+        assert_ne!(a, token("abd").fingerprint().to_string());
+        assert!(!a.contains("abc"));
+    }
+}
