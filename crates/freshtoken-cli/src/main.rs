@@ -1,1 +1,69 @@
-fn main() {}
+//! `freshtoken`: fresh OAuth2 access tokens for shell steps, child processes and SDKs.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod config;
+mod env;
+mod exit;
+mod human;
+mod logging;
+mod settings;
+
+use cli::{Cli, Command};
+use exit::{CliError, code};
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        // A panic is a bug; say so in one line, without a backtrace that could hold data.
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            std::io::stderr(),
+            "freshtoken: internal error{at}; please report it"
+        );
+        std::process::exit(i32::from(code::INTERNAL));
+    }));
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                code::USAGE
+            } else {
+                code::OK
+            });
+        }
+    };
+    if let Err(e) = logging::init(cli.verbose, cli.log_level.as_deref()) {
+        return report(CliError::usage(e));
+    }
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => report(e),
+    }
+}
+
+fn run(cli: &Cli) -> Result<u8, CliError> {
+    match &cli.command {
+        Command::Get(args) => commands::get::run(cli, args),
+        Command::Inspect(args) => commands::inspect::run(cli, args),
+        Command::Status(args) => commands::status::run(cli, args),
+        Command::Invalidate(args) => commands::invalidate::run(cli, args),
+        Command::DevServer(args) => commands::dev_server::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+    }
+    .map(|()| code::OK)
+}
+
+fn report(e: CliError) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "freshtoken: error: {}", e.message);
+    ExitCode::from(e.code)
+}

@@ -1,1 +1,131 @@
+//! A local authorization server and protected API, for trying pipelines and for tests.
+//!
+//! It issues opaque tokens with a short lifetime, answers 401 on `/api/...` once they expire
+//! (on its own clock, which tests can move), counts everything at `/__stats`, and can be made
+//! to fail on purpose (`/__faults`): an outage, 429 with `Retry-After`, a slow answer,
+//! Genesys Cloud's throttling 400, or any canned answer, malformed ones included.
+//!
+//! It binds loopback by default and is not meant for anything but trying things out.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshtoken::{SharedClock, SystemClock};
+use tokio::net::TcpListener;
+
+mod faults;
+mod routes;
+mod state;
+
+pub use faults::{Canned, Faults};
+pub use routes::app;
+pub use state::{State, Stats};
+
+/// How a dev-server behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Lifetime of the tokens it issues.
+    pub ttl: Duration,
+    /// Registered clients: (id, secret).
+    pub clients: Vec<(String, String)>,
+    /// Faults switched on from the start.
+    pub faults: Faults,
+    /// The clock that decides expiry.
+    pub clock: SharedClock,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3600),
+            clients: vec![(
+                DEFAULT_CLIENT_ID.to_owned(),
+                DEFAULT_CLIENT_SECRET.to_owned(),
+            )],
+            faults: Faults::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The client registered when none is given.
+pub const DEFAULT_CLIENT_ID: &str = "dev-client";
+/// Its secret: this server is for trying things out, not for guarding anything.
+pub const DEFAULT_CLIENT_SECRET: &str = "dev-secret";
+
+/// Serves `state` on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A dev-server running in the background of the current tokio runtime.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Binds `addr` (port 0 picks a free one) and starts serving.
+    pub async fn start(addr: SocketAddr, config: Config) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::new(config));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, Arc::clone(&state), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.base_url())
+    }
+
+    /// The shared state: stats, faults, issued tokens.
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Stops serving and waits for in-flight requests.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

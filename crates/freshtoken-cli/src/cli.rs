@@ -1,0 +1,212 @@
+//! The command line, as clap sees it. Parsing only: meaning is given in `settings.rs`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::env;
+use crate::exit;
+
+const ABOUT: &str = "Keeps OAuth2 access tokens fresh for CI/CD pipelines and long batch jobs.";
+
+const LONG_ABOUT: &str = "\
+Keeps OAuth2 access tokens fresh for CI/CD pipelines and long batch jobs.
+
+freshtoken fetches a token with the client credentials grant, caches it (per user on this
+machine by default), refreshes it ahead of expiry and hands it to whatever needs it.
+
+Credentials are taken from flags, then FRESHTOKEN_* environment variables, then the config
+file (--config, else ./freshtoken.toml, else $XDG_CONFIG_HOME/freshtoken/config.toml).
+Secrets never go in flags: use FRESHTOKEN_CLIENT_SECRET, --client-secret-file,
+--client-secret-stdin, or client_secret = { env | file | command } in the config file.";
+
+/// `freshtoken`: the whole command line.
+#[derive(Debug, Parser)]
+#[command(name = "freshtoken", version, about = ABOUT, long_about = LONG_ABOUT, after_help = exit::HELP)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). Never shows secrets.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Log level: error, warn, info, debug or trace (overrides -v; RUST_LOG also works).
+    #[arg(long, global = true, env = env::LOG_LEVEL, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Config file (default: ./freshtoken.toml, else $XDG_CONFIG_HOME/freshtoken/config.toml).
+    #[arg(long, global = true, env = env::CONFIG, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Profile of the config file to use.
+    #[arg(long, global = true, env = env::PROFILE, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a valid access token (and nothing else) on stdout.
+    #[command(after_help = exit::HELP)]
+    Get(GetArgs),
+    /// Decode a JWT (header, claims, time left); says so when a token is opaque.
+    Inspect(InspectArgs),
+    /// Show the cached token of a profile: where, expires in, scope, last fetch. Never the token.
+    Status(StatusArgs),
+    /// Drop the cached token of a profile (e.g. after it was revoked).
+    Invalidate(CredentialArgs),
+    /// Run a local authorization server and protected API for trying pipelines.
+    DevServer(DevServerArgs),
+    /// Show the whole idea end to end against an in-process dev-server.
+    Demo(DemoArgs),
+}
+
+/// Where the credentials and the token endpoint come from.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Credentials and token endpoint")]
+pub struct CredentialArgs {
+    /// Token endpoint URL.
+    #[arg(long, env = env::TOKEN_URL, value_name = "URL")]
+    pub token_url: Option<String>,
+
+    /// OAuth client id.
+    #[arg(long, env = env::CLIENT_ID, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Read the client secret from this file (trailing newline ignored).
+    #[arg(long, env = env::CLIENT_SECRET_FILE, value_name = "PATH", conflicts_with = "client_secret_stdin")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// Read the client secret from standard input.
+    #[arg(long)]
+    pub client_secret_stdin: bool,
+
+    /// Client authentication: client_secret_basic (default), client_secret_post or none.
+    #[arg(long, env = env::AUTH_METHOD, value_name = "METHOD")]
+    pub auth_method: Option<String>,
+
+    /// Scope to request (repeatable, or space-separated).
+    #[arg(long, env = env::SCOPE, value_name = "SCOPE", num_args = 1, action = ArgAction::Append)]
+    pub scope: Vec<String>,
+
+    /// `audience` parameter (Auth0 and others).
+    #[arg(long, env = env::AUDIENCE, value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// `resource` parameter, RFC 8707 (repeatable).
+    #[arg(long, env = env::RESOURCE, value_name = "URI", action = ArgAction::Append)]
+    pub resource: Vec<String>,
+
+    /// Extra form parameter for the token request (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE", action = ArgAction::Append)]
+    pub params: Vec<String>,
+
+    /// Token cache: file (default, per user on this machine), file:DIR, or memory (none kept).
+    #[arg(long, env = env::CACHE, value_name = "CACHE")]
+    pub cache: Option<String>,
+
+    /// Timeout of one token request, e.g. 30s.
+    #[arg(long, env = env::TIMEOUT, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Keep retrying a failing token endpoint this long, e.g. 60s (0 = no retries).
+    #[arg(long, env = env::RETRY_FOR, value_name = "DURATION")]
+    pub retry_for: Option<String>,
+}
+
+/// Output formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The token alone.
+    Raw,
+    /// {"access_token", "token_type", "expires_in", "expires_at", "scope"}.
+    Json,
+    /// `Authorization: Bearer <token>`.
+    Header,
+    /// `FRESHTOKEN_ACCESS_TOKEN=<token>` lines (for `set -a; . file`, --env-file, $GITHUB_ENV).
+    Env,
+}
+
+/// `freshtoken get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The printed token stays valid at least this long, e.g. 10m (refreshed first if needed).
+    #[arg(long, value_name = "DURATION")]
+    pub min_ttl: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Raw)]
+    pub format: Format,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// `freshtoken inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The token, or - to read it from stdin. Without it: the profile's cached token.
+    #[arg(value_name = "TOKEN|-")]
+    pub token: Option<String>,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// `freshtoken status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// `freshtoken dev-server`.
+#[derive(Debug, Args)]
+pub struct DevServerArgs {
+    /// Address to listen on (loopback only; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub listen: String,
+
+    /// Lifetime of the tokens it issues, e.g. 3s or 1h.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub ttl: String,
+
+    /// Register a client as ID:SECRET (repeatable; default dev-client:dev-secret). Test
+    /// credentials only: they show in the process list.
+    #[arg(long = "client", value_name = "ID:SECRET", action = ArgAction::Append)]
+    pub clients: Vec<String>,
+
+    /// Switch on a fault: outage, outage-next=N, rate-limit=SECS, throttle=SECS, delay=MS,
+    /// reject-api (repeatable; also settable at run time with POST /__faults).
+    #[arg(long = "fault", value_name = "FAULT", action = ArgAction::Append)]
+    pub faults: Vec<String>,
+}
+
+/// `freshtoken demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Lifetime of the demo's tokens.
+    #[arg(long, default_value = "3s", value_name = "DURATION")]
+    pub ttl: String,
+
+    /// How long the bulk job runs.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub duration: String,
+
+    /// API calls to make in all.
+    #[arg(long, default_value_t = 600)]
+    pub calls: u32,
+
+    /// Concurrent workers making the calls.
+    #[arg(long, default_value_t = 4)]
+    pub workers: u32,
+}

@@ -1,0 +1,108 @@
+//! `freshtoken dev-server`: a local authorization server and API to try pipelines against.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use freshtoken_devserver::{Config, Faults, Running};
+
+use crate::cli::DevServerArgs;
+use crate::exit::{CliError, CliResult};
+use crate::settings::parse_duration;
+
+pub fn run(args: &DevServerArgs) -> CliResult {
+    let config = config(args)?;
+    let addr: SocketAddr = args.listen.parse().map_err(|_| {
+        CliError::usage(format!(
+            "--listen {:?} is not an address like 127.0.0.1:8080",
+            args.listen
+        ))
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(CliError::usage(format!(
+            "--listen {addr}: the dev-server only listens on loopback (127.0.0.1 or [::1])"
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let server = Running::start(addr, config.clone())
+            .await
+            .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
+        let ids: Vec<_> = config.clients.iter().map(|(id, _)| id.as_str()).collect();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "freshtoken dev-server on {}", server.base_url());
+        let _ = writeln!(out, "  token endpoint  {}", server.token_url());
+        let _ = writeln!(out, "  protected API   {}/api/...", server.base_url());
+        let _ = writeln!(
+            out,
+            "  stats, faults   {0}/__stats  {0}/__faults",
+            server.base_url()
+        );
+        let _ = writeln!(out, "  clients         {}", ids.join(", "));
+        let _ = writeln!(
+            out,
+            "  token lifetime  {}",
+            freshtoken::fmt_duration(config.ttl)
+        );
+        let _ = out.flush();
+        drop(out);
+        shutdown_signal().await;
+        server
+            .stop()
+            .await
+            .map_err(|e| CliError::internal(format!("dev-server failed: {e}")))
+    })
+}
+
+fn config(args: &DevServerArgs) -> CliResult<Config> {
+    let ttl = parse_duration(&args.ttl).map_err(|e| CliError::usage(format!("--ttl: {e}")))?;
+    if ttl.as_secs() < 1 {
+        return Err(CliError::usage(
+            "--ttl must be at least 1s (expires_in is whole seconds)",
+        ));
+    }
+    let mut config = Config {
+        ttl,
+        ..Config::default()
+    };
+    if !args.clients.is_empty() {
+        config.clients = args
+            .clients
+            .iter()
+            .map(|c| match c.split_once(':') {
+                Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
+                    Ok((id.to_owned(), secret.to_owned()))
+                }
+                _ => Err(CliError::usage("--client must be ID:SECRET")),
+            })
+            .collect::<CliResult<_>>()?;
+    }
+    let mut faults = Faults::default();
+    for f in &args.faults {
+        faults.apply_flag(f).map_err(CliError::usage)?;
+    }
+    config.faults = faults;
+    Ok(config)
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,92 @@
+//! `freshtoken get`: a valid token on stdout, and nothing else.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use freshtoken::{Token, Want};
+use serde_json::json;
+
+use crate::cli::{Cli, Format, GetArgs};
+use crate::env;
+use crate::exit::{CliError, CliResult};
+use crate::settings::{Settings, parse_duration};
+
+pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
+    let min_ttl = match &args.min_ttl {
+        Some(v) => parse_duration(v).map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?,
+        None => Duration::ZERO,
+    };
+    let settings = Settings::resolve(cli, &args.credentials)?;
+    let source = super::source(&settings)?;
+    let token = super::runtime()?.block_on(source.token_with(Want::one_shot(min_ttl)))?;
+    let text = render(&token, args.format, SystemTime::now());
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::internal(format!("cannot write the token to stdout: {e}")))
+}
+
+/// The token in the asked-for format, newline-terminated.
+pub fn render(token: &Token, format: Format, now: SystemTime) -> String {
+    let secret = token.expose_secret();
+    let expires_at = token
+        .expires_at()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match format {
+        Format::Raw => format!("{secret}\n"),
+        Format::Header => format!("Authorization: Bearer {secret}\n"),
+        Format::Env => format!(
+            "{}={secret}\nFRESHTOKEN_EXPIRES_AT={expires_at}\n",
+            env::ACCESS_TOKEN
+        ),
+        Format::Json => {
+            let mut v = json!({
+                "access_token": secret,
+                "token_type": token.token_type(),
+                "expires_in": token.remaining(now).as_secs(),
+                "expires_at": expires_at,
+            });
+            if let Some(scope) = token.scope() {
+                v["scope"] = json!(scope);
+            }
+            format!("{v}\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use freshtoken::ExpirySource;
+    use secrecy::SecretString;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn formats() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t = Token::new(
+            SecretString::from("tok".to_owned()),
+            at,
+            at + Duration::from_secs(3600),
+            ExpirySource::ExpiresIn,
+        )
+        .with_scope(Some("a b".into()));
+        let now = at + Duration::from_secs(600);
+        assert_eq!(render(&t, Format::Raw, now), "tok\n");
+        assert_eq!(
+            render(&t, Format::Header, now),
+            "Authorization: Bearer tok\n"
+        );
+        assert_eq!(
+            render(&t, Format::Env, now),
+            "FRESHTOKEN_ACCESS_TOKEN=tok\nFRESHTOKEN_EXPIRES_AT=1700003600\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&render(&t, Format::Json, now)).unwrap();
+        assert_eq!(
+            v,
+            json!({"access_token":"tok","token_type":"Bearer","expires_in":3000,"expires_at":1700003600,"scope":"a b"})
+        );
+    }
+}

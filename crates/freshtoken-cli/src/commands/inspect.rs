@@ -1,0 +1,182 @@
+//! `freshtoken inspect`: what a token says about itself, read without verifying it.
+
+use std::io::Read;
+use std::time::SystemTime;
+
+use freshtoken::jwt::{self, NotAJwt};
+use freshtoken::{Fingerprint, Token};
+use serde_json::{Value, json};
+
+use crate::cli::{Cli, InspectArgs};
+use crate::exit::{CliError, CliResult};
+use crate::human;
+use crate::settings::Settings;
+
+pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
+    let now = SystemTime::now();
+    let (text, cached) = match args.token.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .take(1024 * 1024)
+                .read_to_string(&mut s)
+                .map_err(|e| CliError::usage(format!("cannot read the token from stdin: {e}")))?;
+            (s.trim().to_owned(), None)
+        }
+        Some(t) => (t.trim().to_owned(), None),
+        None => {
+            let token = cached_token(cli, args)?;
+            (token.expose_secret().to_owned(), Some(token))
+        }
+    };
+    if text.is_empty() {
+        return Err(CliError::usage("no token to inspect: the input is empty"));
+    }
+    let report = describe(&text, cached.as_ref(), now);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.text);
+    }
+    Ok(())
+}
+
+fn cached_token(cli: &Cli, args: &InspectArgs) -> CliResult<Token> {
+    let settings = Settings::resolve(cli, &args.credentials)?;
+    let store = settings.cache.store();
+    let key = settings.cache_key();
+    let token = super::runtime()?.block_on(store.load(&key))?;
+    token.ok_or_else(|| {
+        CliError::usage(format!(
+            "no token given and none cached for profile {:?} ({}); pass TOKEN or - for stdin",
+            settings.profile,
+            store.location(&key)
+        ))
+    })
+}
+
+pub struct Report {
+    pub text: String,
+    pub json: Value,
+}
+
+/// Describes `token`; `cached` adds what the cache knows about it.
+pub fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> Report {
+    let fingerprint = Fingerprint::of(token).to_string();
+    let mut text = String::new();
+    let mut out = match jwt::decode(token) {
+        Ok(decoded) => {
+            text.push_str("JWT (signature not checked)\n");
+            text.push_str(&format!(
+                "header: {}\n",
+                pretty(&Value::Object(decoded.header.clone()))
+            ));
+            text.push_str(&format!(
+                "claims: {}\n",
+                pretty(&Value::Object(decoded.claims.clone()))
+            ));
+            let mut times = json!({});
+            for (claim, label) in [("iat", "issued"), ("nbf", "not before"), ("exp", "expires")] {
+                if let Some(t) = decoded.time_claim(claim) {
+                    text.push_str(&format!(
+                        "{label:<11} {} ({})\n",
+                        human::timestamp(t),
+                        human::relative(t, now)
+                    ));
+                    times[claim] = json!(human::timestamp(t));
+                }
+            }
+            if let Some(exp) = decoded.time_claim("exp") {
+                let left = exp.duration_since(now).map(|d| d.as_secs()).unwrap_or(0);
+                text.push_str(&format!(
+                    "time left   {}\n",
+                    if left == 0 {
+                        "none: expired".to_owned()
+                    } else {
+                        human::duration(std::time::Duration::from_secs(left))
+                    }
+                ));
+                times["expires_in"] = json!(left);
+            }
+            json!({"kind": "jwt", "header": decoded.header, "claims": decoded.claims, "times": times, "fingerprint": fingerprint})
+        }
+        Err(why) => {
+            let detail = match why {
+                NotAJwt::Opaque => String::new(),
+                NotAJwt::Malformed(m) => {
+                    format!(" (three dot-separated parts, but not a JWT: {m})")
+                }
+            };
+            text.push_str(&format!(
+                "opaque token{detail}: {} characters, fingerprint {fingerprint}\nIts expiry is known only to the server and to freshtoken's cache (see `freshtoken status`).\n",
+                token.chars().count()
+            ));
+            json!({"kind": "opaque", "length": token.chars().count(), "fingerprint": fingerprint})
+        }
+    };
+    if let Some(t) = cached {
+        text.push_str(&format!(
+            "cache says: expires {} ({}), received {}\n",
+            human::timestamp(t.expires_at()),
+            human::relative(t.expires_at(), now),
+            human::timestamp(t.received_at())
+        ));
+        out["cache"] = json!({
+            "expires_at": human::timestamp(t.expires_at()),
+            "expires_in": t.remaining(now).as_secs(),
+            "received_at": human::timestamp(t.received_at()),
+        });
+    }
+    Report { text, json: out }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn jwt_and_opaque() {
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let jwt = format!(
+            "{}.{}.sig",
+            b.encode(r#"{"alg":"RS256"}"#),
+            b.encode(r#"{"sub":"ci","exp":1700000600,"iat":1699999400}"#)
+        );
+        let r = describe(&jwt, None, now);
+        assert!(r.text.contains("\"sub\": \"ci\""), "{}", r.text);
+        assert!(
+            r.text.contains("expires     2023-11-14T22:23:20Z (in 10m)"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("time left   10m"), "{}", r.text);
+        assert!(
+            !r.text.contains("sig"),
+            "the signature is not shown: {}",
+            r.text
+        );
+        assert_eq!(r.json["times"]["expires_in"], 600);
+
+        let r = describe("dev-abcdef", None, now);
+        assert!(
+            r.text.starts_with("opaque token: 10 characters"),
+            "{}",
+            r.text
+        );
+        assert!(!r.text.contains("dev-abcdef"));
+        assert_eq!(r.json["kind"], "opaque");
+
+        let r = describe("a.b.c", None, now);
+        assert!(r.text.contains("not a JWT: header"), "{}", r.text);
+    }
+}

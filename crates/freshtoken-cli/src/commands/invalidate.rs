@@ -1,0 +1,26 @@
+//! `freshtoken invalidate`: drop a profile's cached token, e.g. after it was revoked.
+
+use crate::cli::{Cli, CredentialArgs};
+use crate::exit::CliResult;
+use crate::settings::Settings;
+
+pub fn run(cli: &Cli, args: &CredentialArgs) -> CliResult {
+    let settings = Settings::resolve(cli, args)?;
+    let store = settings.cache.store();
+    let key = settings.cache_key();
+    let removed = super::runtime()?.block_on(store.remove(&key))?;
+    if removed {
+        eprintln!(
+            "dropped the cached token of profile {} ({})",
+            settings.profile,
+            store.location(&key)
+        );
+    } else {
+        eprintln!(
+            "no cached token for profile {} ({})",
+            settings.profile,
+            store.location(&key)
+        );
+    }
+    Ok(())
+}

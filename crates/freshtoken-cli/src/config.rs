@@ -1,0 +1,235 @@
+//! The config file: TOML, strict (an unknown key is an error naming file, line and column).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::exit::{CliError, CliResult};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Named profiles; `default` is used when no profile is named.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileConfig>,
+}
+
+/// One profile: how to get one client's token.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretSource>,
+    pub auth_method: Option<String>,
+    pub scope: Option<OneOrMany>,
+    pub audience: Option<String>,
+    pub resource: Option<OneOrMany>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub cache: Option<String>,
+    pub timeout: Option<String>,
+    pub retry_for: Option<String>,
+    /// Lifetime assumed when the server gives no expiry at all.
+    pub default_lifetime: Option<String>,
+    /// Fraction of the lifetime after which a refresh starts (default 0.75).
+    pub refresh_at: Option<f64>,
+    /// Largest random jitter subtracted from `refresh_at`, as a fraction (default 0.05).
+    pub refresh_jitter: Option<f64>,
+    /// Callers wait for a new token when less than min(this, fraction × lifetime) is left.
+    pub refresh_margin_max: Option<String>,
+    /// See `refresh_margin_max` (default 0.10).
+    pub refresh_margin_fraction: Option<f64>,
+}
+
+/// A string or a list of strings (`scope = "a b"` or `scope = ["a", "b"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// Split into items, space-separated strings included.
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => s.split_whitespace().map(str::to_owned).collect(),
+            OneOrMany::Many(v) => v
+                .iter()
+                .flat_map(|s| s.split_whitespace())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+/// Where a secret comes from. A plain string is refused: secrets do not belong in files
+/// that get committed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file (trailing newline ignored).
+    File(PathBuf),
+    /// A program's standard output, e.g. `["vault", "kv", "get", "-field=secret", "ci/app"]`.
+    Command(Vec<String>),
+}
+
+const SECRET_SHAPES: &str =
+    "a secret must be { env = \"VAR\" }, { file = \"PATH\" } or { command = [\"prog\", \"arg\"] }";
+
+impl TryFrom<toml::Value> for SecretSource {
+    type Error = String;
+
+    // Hand-written so that no error message can echo the value: it may be the secret itself.
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        let table = match value {
+            toml::Value::Table(t) => t,
+            toml::Value::String(_) => {
+                return Err(format!(
+                    "{SECRET_SHAPES}, not a plain string: secrets do not belong in config files"
+                ));
+            }
+            _ => return Err(SECRET_SHAPES.to_owned()),
+        };
+        let mut entries = table.into_iter();
+        let (Some((kind, value)), None) = (entries.next(), entries.next()) else {
+            return Err(format!("{SECRET_SHAPES} (exactly one of them)"));
+        };
+        match (kind.as_str(), value) {
+            ("env", toml::Value::String(v)) if !v.is_empty() => Ok(SecretSource::Env(v)),
+            ("file", toml::Value::String(p)) if !p.is_empty() => {
+                Ok(SecretSource::File(PathBuf::from(p)))
+            }
+            ("command", toml::Value::Array(items)) if !items.is_empty() => items
+                .into_iter()
+                .map(|i| match i {
+                    toml::Value::String(s) => Ok(s),
+                    _ => Err("command = [...] must be a list of strings".to_owned()),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(SecretSource::Command),
+            (other, _) if !["env", "file", "command"].contains(&other) => {
+                Err(format!("{SECRET_SHAPES}; `{other}` is not one of them"))
+            }
+            _ => Err(SECRET_SHAPES.to_owned()),
+        }
+    }
+}
+
+/// The file's path and contents.
+#[derive(Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub file: ConfigFile,
+}
+
+/// Finds the config file: `explicit` (which must exist), else `./freshtoken.toml`, else
+/// `$XDG_CONFIG_HOME/freshtoken/config.toml` (or `~/.config/...`). `None` when there is none.
+pub fn load(explicit: Option<&Path>) -> CliResult<Option<Loaded>> {
+    if let Some(path) = explicit {
+        return read(path).map(Some);
+    }
+    for path in default_paths() {
+        if path.is_file() {
+            return read(&path).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+fn default_paths() -> Vec<PathBuf> {
+    let mut paths = vec![PathBuf::from("freshtoken.toml")];
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        });
+    if let Some(base) = base {
+        paths.push(base.join("freshtoken").join("config.toml"));
+    }
+    paths
+}
+
+fn read(path: &Path) -> CliResult<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read config file {}: {e}", path.display())))?;
+    parse(&text, path).map(|file| Loaded {
+        path: path.to_owned(),
+        file,
+    })
+}
+
+/// Parses `text`; errors read `PATH:LINE:COL: what is wrong`.
+pub fn parse(text: &str, path: &Path) -> CliResult<ConfigFile> {
+    toml::from_str::<ConfigFile>(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(":{line}:{col}")
+            })
+            .unwrap_or_default();
+        let message = e.message().trim().replace('\n', " ");
+        CliError::usage(format!("{}{at}: {message}", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        parse(text, Path::new("f.toml")).unwrap_err().message
+    }
+
+    #[test]
+    fn reads_the_documented_shape() {
+        let f = parse(
+            r#"
+[profiles.default]
+token_url = "https://login.mypurecloud.com/oauth/token"
+client_id = "abc"
+client_secret = { env = "GENESYS_SECRET" }
+scope = ["a", "b c"]
+
+[profiles.other]
+client_secret = { command = ["pass", "show", "ci"] }
+params = { tenant = "t1" }
+"#,
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        let d = &f.profiles["default"];
+        assert_eq!(d.scope.as_ref().unwrap().items(), ["a", "b", "c"]);
+        assert!(matches!(d.client_secret, Some(SecretSource::Env(ref v)) if v == "GENESYS_SECRET"));
+        assert_eq!(f.profiles["other"].params["tenant"], "t1");
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_column() {
+        let e = parse_err("[profiles.default]\nclient_id = \"a\"\ntokn_url = \"x\"\n");
+        assert!(e.starts_with("f.toml:3:1: unknown field `tokn_url`"), "{e}");
+        let e = parse_err("[profile.default]\n");
+        assert!(e.starts_with("f.toml:1:2: unknown field `profile`"), "{e}");
+    }
+
+    #[test]
+    fn plain_secrets_and_bad_syntax_are_refused() {
+        let e = parse_err("[profiles.default]\nclient_secret = \"hunter2\"\n");
+        assert!(e.starts_with("f.toml:2:17:"), "{e}");
+        assert!(!e.contains("hunter2"), "the secret must not be echoed: {e}");
+        let e = parse_err("[profiles.default\n");
+        assert!(e.starts_with("f.toml:1:"), "{e}");
+    }
+}

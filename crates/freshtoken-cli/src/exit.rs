@@ -1,0 +1,79 @@
+//! Exit codes and the one-line errors that go with them.
+
+use std::fmt;
+
+use freshtoken::ErrorKind;
+
+/// The documented exit codes (also in `--help` and README.md).
+pub mod code {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Usage or configuration error: fix the flags, environment or config file.
+    pub const USAGE: u8 = 2;
+    /// The authorization server rejected the request (an OAuth 4xx such as invalid_client).
+    pub const REJECTED: u8 = 3;
+    /// The server is unreachable, kept failing after retries, or answered nonsense.
+    pub const UNAVAILABLE: u8 = 4;
+    /// Anything else failed locally (cache I/O, an internal fault).
+    pub const INTERNAL: u8 = 5;
+}
+
+/// The text of the exit-code table, for `--help`.
+pub const HELP: &str = "\
+Exit codes:
+  0  success
+  2  usage or configuration error (flags, environment, config file, --min-ttl longer than the token lives)
+  3  the authorization server rejected the request (OAuth 4xx, e.g. invalid_client)
+  4  the authorization server is unreachable, kept failing after retries, or answered nonsense
+  5  internal failure (cache I/O and the like)";
+
+/// A failure of a command: the message printed and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code.
+    pub code: u8,
+    /// One line; a second line may carry a hint.
+    pub message: String,
+}
+
+impl CliError {
+    /// A usage or configuration error.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: code::USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// A local failure.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            code: code::INTERNAL,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<freshtoken::Error> for CliError {
+    fn from(e: freshtoken::Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::Config => code::USAGE,
+            ErrorKind::Rejected => code::REJECTED,
+            ErrorKind::Unavailable => code::UNAVAILABLE,
+            _ => code::INTERNAL,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Result of a command.
+pub type CliResult<T = ()> = Result<T, CliError>;

@@ -1,0 +1,443 @@
+//! Flags, then environment, then config file, then defaults — resolved in one place into
+//! the settings a command runs with.
+//!
+//! clap already puts a flag before its `FRESHTOKEN_*` variable; this module puts both before
+//! the config file's profile and fills in defaults.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshtoken::{
+    AuthMethod, CacheKey, FileStore, HttpOptions, MemoryStore, RefreshPolicy, RetryPolicy,
+    TokenRequest, TokenStore,
+};
+use secrecy::SecretString;
+use url::Url;
+
+use crate::cli::{Cli, CredentialArgs};
+use crate::config::{self, ProfileConfig, SecretSource};
+use crate::env;
+use crate::exit::{CliError, CliResult};
+
+/// Where tokens are cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheChoice {
+    /// Only in this process: every `get` fetches.
+    Memory,
+    /// Per user on this machine, in a directory.
+    File(PathBuf),
+}
+
+impl CacheChoice {
+    /// Parses `memory`, `file` or `file:DIR`.
+    pub fn parse(value: &str) -> CliResult<Self> {
+        match value.trim() {
+            "memory" => Ok(CacheChoice::Memory),
+            "file" => FileStore::default_dir().map(CacheChoice::File).ok_or_else(|| {
+                CliError::usage("cannot find a cache directory: set XDG_CACHE_HOME or HOME, or use --cache file:DIR")
+            }),
+            v => match v.strip_prefix("file:") {
+                Some(dir) if !dir.is_empty() => Ok(CacheChoice::File(PathBuf::from(dir))),
+                _ => Err(CliError::usage(format!("unknown cache {v:?}; use file, file:DIR or memory"))),
+            },
+        }
+    }
+
+    /// The store for this choice.
+    pub fn store(&self) -> Arc<dyn TokenStore> {
+        match self {
+            CacheChoice::Memory => Arc::new(MemoryStore::new()),
+            CacheChoice::File(dir) => Arc::new(FileStore::new(dir)),
+        }
+    }
+}
+
+/// Where the client secret comes from, decided but not yet read.
+#[derive(Debug, Clone)]
+enum SecretSpec {
+    Stdin,
+    File(PathBuf),
+    Env(&'static str),
+    Config(SecretSource),
+    Missing,
+}
+
+/// Everything a command needs to get a profile's token.
+#[derive(Debug)]
+pub struct Settings {
+    /// The profile name.
+    pub profile: String,
+    /// The config file read, if any.
+    pub config_path: Option<PathBuf>,
+    /// The request, without its secret (see [`Settings::token_request`]).
+    request: TokenRequest,
+    secret: SecretSpec,
+    /// Talking to the token endpoint.
+    pub http: HttpOptions,
+    /// When to refresh.
+    pub policy: RefreshPolicy,
+    /// Where to cache.
+    pub cache: CacheChoice,
+}
+
+impl Settings {
+    /// Resolves the settings of the selected profile for `args`.
+    pub fn resolve(cli: &Cli, args: &CredentialArgs) -> CliResult<Self> {
+        let loaded = config::load(cli.config.as_deref())?;
+        let profile_name = cli.profile.clone().unwrap_or_else(|| "default".to_owned());
+        let profile = match &loaded {
+            Some(l) => match l.file.profiles.get(&profile_name) {
+                Some(p) => p.clone(),
+                None if cli.profile.is_none() => ProfileConfig::default(),
+                None => {
+                    let known: Vec<_> = l.file.profiles.keys().map(String::as_str).collect();
+                    return Err(CliError::usage(format!(
+                        "no profile {profile_name:?} in {} (profiles there: {})",
+                        l.path.display(),
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    )));
+                }
+            },
+            None if cli.profile.is_some() => {
+                return Err(CliError::usage(format!(
+                    "profile {profile_name:?} asked for, but no config file was found (use --config PATH)"
+                )));
+            }
+            None => ProfileConfig::default(),
+        };
+        let config_path = loaded.map(|l| l.path);
+        let from = |what: &str| match &config_path {
+            Some(p) => format!("{what} in profile {profile_name:?} of {}", p.display()),
+            None => what.to_owned(),
+        };
+
+        let token_url = args.token_url.clone().or(profile.token_url.clone()).ok_or_else(|| {
+            CliError::usage(format!(
+                "no token URL: set --token-url, {} or token_url in a profile of the config file",
+                env::TOKEN_URL
+            ))
+        })?;
+        let token_url = Url::parse(token_url.trim())
+            .map_err(|e| CliError::usage(format!("token URL {token_url:?} is not a URL: {e}")))?;
+        let client_id = args.client_id.clone().or(profile.client_id.clone()).ok_or_else(|| {
+            CliError::usage(format!(
+                "no client id: set --client-id, {} or client_id in a profile of the config file",
+                env::CLIENT_ID
+            ))
+        })?;
+        let auth_method = match args
+            .auth_method
+            .as_deref()
+            .or(profile.auth_method.as_deref())
+        {
+            Some(m) => m
+                .parse::<AuthMethod>()
+                .map_err(|e| CliError::usage(format!("{}: {e}", from("auth_method"))))?,
+            None => AuthMethod::default(),
+        };
+        let scope = if args.scope.is_empty() {
+            profile
+                .scope
+                .as_ref()
+                .map(|s| s.items())
+                .unwrap_or_default()
+        } else {
+            args.scope
+                .iter()
+                .flat_map(|s| s.split_whitespace())
+                .map(str::to_owned)
+                .collect()
+        };
+        let resource = if args.resource.is_empty() {
+            profile
+                .resource
+                .as_ref()
+                .map(|s| s.items())
+                .unwrap_or_default()
+        } else {
+            args.resource
+                .iter()
+                .flat_map(|s| s.split_whitespace())
+                .map(str::to_owned)
+                .collect()
+        };
+        let params = if args.params.is_empty() {
+            profile.params.clone().into_iter().collect()
+        } else {
+            args.params
+                .iter()
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                    _ => Err(CliError::usage(format!("--param {p:?} is not KEY=VALUE"))),
+                })
+                .collect::<CliResult<Vec<_>>>()?
+        };
+
+        let secret = if args.client_secret_stdin {
+            SecretSpec::Stdin
+        } else if let Some(path) = &args.client_secret_file {
+            SecretSpec::File(path.clone())
+        } else if std::env::var_os(env::CLIENT_SECRET).is_some() {
+            SecretSpec::Env(env::CLIENT_SECRET)
+        } else if let Some(source) = &profile.client_secret {
+            SecretSpec::Config(source.clone())
+        } else {
+            SecretSpec::Missing
+        };
+
+        let duration = |flag: Option<&String>,
+                        file: Option<&String>,
+                        name: &str|
+         -> CliResult<Option<Duration>> {
+            match (flag, file) {
+                (Some(v), _) => parse_duration(v)
+                    .map(Some)
+                    .map_err(|e| CliError::usage(format!("--{name}: {e}"))),
+                (None, Some(v)) => parse_duration(v)
+                    .map(Some)
+                    .map_err(|e| CliError::usage(format!("{}: {e}", from(name)))),
+                (None, None) => Ok(None),
+            }
+        };
+        let mut http = HttpOptions::default();
+        if let Some(t) = duration(args.timeout.as_ref(), profile.timeout.as_ref(), "timeout")? {
+            if t.is_zero() {
+                return Err(CliError::usage("--timeout must be longer than zero"));
+            }
+            http.timeout = t;
+            http.connect_timeout = http.connect_timeout.min(t);
+        }
+        if let Some(r) = duration(
+            args.retry_for.as_ref(),
+            profile.retry_for.as_ref(),
+            "retry_for",
+        )? {
+            http.retry = RetryPolicy {
+                deadline: r,
+                ..RetryPolicy::default()
+            };
+        }
+        if let Some(d) = duration(None, profile.default_lifetime.as_ref(), "default_lifetime")? {
+            http.default_lifetime = d;
+        }
+
+        let mut policy = RefreshPolicy::default();
+        if let Some(v) = profile.refresh_at {
+            policy.stale_fraction = v;
+        }
+        if let Some(v) = profile.refresh_jitter {
+            policy.jitter_fraction = v;
+        }
+        if let Some(v) = profile.refresh_margin_fraction {
+            policy.margin_fraction = v;
+        }
+        if let Some(v) = duration(
+            None,
+            profile.refresh_margin_max.as_ref(),
+            "refresh_margin_max",
+        )? {
+            policy.margin_cap = v;
+        }
+        policy.validate().map_err(|e| CliError::usage(from(&e)))?;
+
+        let cache = CacheChoice::parse(
+            args.cache
+                .as_deref()
+                .or(profile.cache.as_deref())
+                .unwrap_or("file"),
+        )?;
+
+        let mut request = TokenRequest::new(token_url, client_id, None);
+        request.auth_method = auth_method;
+        request.scope = scope;
+        request.audience = args.audience.clone().or(profile.audience.clone());
+        request.resource = resource;
+        request.params = params;
+
+        Ok(Settings {
+            profile: profile_name,
+            config_path,
+            request,
+            secret,
+            http,
+            policy,
+            cache,
+        })
+    }
+
+    /// The cache key, which needs no secret.
+    pub fn cache_key(&self) -> CacheKey {
+        self.request.cache_key()
+    }
+
+    /// The request without its secret, for display.
+    pub fn request_public(&self) -> &TokenRequest {
+        &self.request
+    }
+
+    /// The full request: reads the secret now (from stdin, a file, the environment or a
+    /// command) and checks that the request can work.
+    pub fn token_request(&self) -> CliResult<TokenRequest> {
+        let mut request = self.request.clone();
+        if request.auth_method.needs_secret() {
+            request.client_secret = Some(self.read_secret()?);
+        }
+        request.validate()?;
+        Ok(request)
+    }
+
+    fn read_secret(&self) -> CliResult<SecretString> {
+        let (text, from) = match &self.secret {
+            SecretSpec::Stdin => {
+                let mut s = String::new();
+                std::io::stdin()
+                    .take(64 * 1024)
+                    .read_to_string(&mut s)
+                    .map_err(|e| {
+                        CliError::usage(format!("cannot read the client secret from stdin: {e}"))
+                    })?;
+                (s, "standard input".to_owned())
+            }
+            SecretSpec::File(path) => (read_secret_file(path)?, path.display().to_string()),
+            SecretSpec::Env(var) => (
+                std::env::var(var)
+                    .map_err(|_| CliError::usage(format!("{var} is not valid UTF-8")))?,
+                (*var).to_owned(),
+            ),
+            SecretSpec::Config(SecretSource::Env(var)) => (
+                std::env::var(var).map_err(|_| {
+                    CliError::usage(format!(
+                        "the profile's client_secret comes from ${var}, which is not set"
+                    ))
+                })?,
+                format!("${var}"),
+            ),
+            SecretSpec::Config(SecretSource::File(path)) => {
+                (read_secret_file(path)?, path.display().to_string())
+            }
+            SecretSpec::Config(SecretSource::Command(argv)) => {
+                (run_secret_command(argv)?, format!("command {:?}", argv[0]))
+            }
+            SecretSpec::Missing => {
+                return Err(CliError::usage(format!(
+                    "auth method {} needs a client secret: set {}, --client-secret-file, --client-secret-stdin or client_secret in the profile",
+                    self.request.auth_method,
+                    env::CLIENT_SECRET
+                )));
+            }
+        };
+        let trimmed = text.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            return Err(CliError::usage(format!(
+                "the client secret from {from} is empty"
+            )));
+        }
+        Ok(SecretString::from(trimmed.to_owned()))
+    }
+}
+
+fn read_secret_file(path: &Path) -> CliResult<String> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read the client secret file {}: {e}",
+            path.display()
+        ))
+    })?;
+    if meta.mode() & 0o077 != 0 {
+        tracing::warn!(
+            "client secret file {} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            meta.mode() & 0o777
+        );
+    }
+    let mut s = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut s))
+        .map_err(|e| {
+            CliError::usage(format!(
+                "cannot read the client secret file {}: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(s)
+}
+
+fn run_secret_command(argv: &[String]) -> CliResult<String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(CliError::usage("client_secret command is empty"));
+    };
+    let output = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            CliError::usage(format!(
+                "cannot run the client secret command {program:?}: {e}"
+            ))
+        })?;
+    if !output.status.success() {
+        // Its output is not shown: it may be part of the secret.
+        return Err(CliError::usage(format!(
+            "the client secret command {program:?} failed ({})",
+            output.status
+        )));
+    }
+    String::from_utf8(output.stdout).map_err(|_| {
+        CliError::usage(format!(
+            "the client secret command {program:?} printed something that is not UTF-8"
+        ))
+    })
+}
+
+/// Durations as people write them: `30s`, `5m`, `1h30m`, `250ms`, or bare seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v)
+        .map_err(|_| format!("{value:?} is not a duration (try 30s, 5m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(
+            parse_duration("-5s")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cache_choices() {
+        assert_eq!(CacheChoice::parse("memory").unwrap(), CacheChoice::Memory);
+        assert_eq!(
+            CacheChoice::parse("file:/tmp/x").unwrap(),
+            CacheChoice::File("/tmp/x".into())
+        );
+        assert!(
+            CacheChoice::parse("redis-ish")
+                .unwrap_err()
+                .message
+                .contains("unknown cache")
+        );
+        assert!(CacheChoice::parse("file:").is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! The dev-server's HTTP surface.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State as Extract};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::Faults;
+use crate::faults::Canned;
+use crate::state::State;
+
+type Shared = Arc<State>;
+
+/// The routes: `/oauth/token`, `/api/{*path}`, `/__stats`, `/__faults`, `/__revoke`.
+pub fn app(state: Shared) -> Router {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/api/{*path}", any(api))
+        .route("/__stats", get(stats))
+        .route("/__faults", get(get_faults).post(set_faults))
+        .route("/__revoke", post(revoke))
+        .with_state(state)
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"dev-server\""),
+        );
+    }
+    r
+}
+
+fn with_retry_after(mut r: Response, secs: u64) -> Response {
+    if let Ok(v) = HeaderValue::try_from(secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+async fn token(Extract(state): Extract<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    state.count(|c| c.token_requests());
+    let faults = state.faults();
+    if !faults.delay().is_zero() {
+        tokio::time::sleep(faults.delay()).await;
+    }
+    if let Some(r) = fault_answer(&state, &faults) {
+        state.count(|c| c.token_errors());
+        return r;
+    }
+    match issue(&state, &headers, &body) {
+        Ok(r) => {
+            state.count(|c| c.tokens_issued());
+            r
+        }
+        Err(r) => {
+            state.count(|c| c.token_errors());
+            r
+        }
+    }
+}
+
+fn fault_answer(state: &State, faults: &Faults) -> Option<Response> {
+    if state.take_outage() {
+        let page = "<html><head><title>503 Service Unavailable</title></head><body><h1>Service Unavailable</h1></body></html>";
+        return Some(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/html")],
+                page,
+            )
+                .into_response(),
+        );
+    }
+    if let Some(secs) = faults.rate_limit {
+        let r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"error": "rate_limited"})),
+        )
+            .into_response();
+        return Some(with_retry_after(r, secs));
+    }
+    if let Some(secs) = faults.throttle {
+        let body = json!({
+            "error": "invalid_request",
+            "description": format!("Rate limit exceeded the maximum. Retry the request in [{secs}] seconds"),
+        });
+        let r = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        return Some(with_retry_after(r, secs));
+    }
+    faults.canned.as_ref().map(canned)
+}
+
+fn canned(c: &Canned) -> Response {
+    let status = c
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut builder = Response::builder().status(status);
+    if let Some(ct) = &c.content_type {
+        builder = builder.header(header::CONTENT_TYPE, ct.as_str());
+    }
+    let body = if c.endless {
+        let chunk = Bytes::from(if c.body.is_empty() {
+            " ".to_owned()
+        } else {
+            c.body.clone()
+        });
+        // A chunk every 10 ms, forever: the client's timeout has to end it.
+        Body::from_stream(futures_util::stream::unfold(chunk, |chunk| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((Ok::<_, std::io::Error>(chunk.clone()), chunk))
+        }))
+    } else {
+        Body::from(c.body.repeat(c.repeat.unwrap_or(1).max(1)))
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Response> {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match field("grant_type") {
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                &format!("grant_type {other} is not supported here"),
+            ));
+        }
+        None => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is missing",
+            ));
+        }
+    }
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(parse_basic);
+    let (client_id, secret) = match (basic, field("client_id"), field("client_secret")) {
+        (Some(Some(_)), _, Some(_)) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "more than one client authentication method",
+            ));
+        }
+        (Some(Some((id, secret))), _, None) => (id, Some(secret)),
+        (Some(None), _, _) => {
+            return Err(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "malformed Basic credentials",
+            ));
+        }
+        (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
+        (None, None, _) => {
+            return Err(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "no client authentication",
+            ));
+        }
+    };
+    match (state.clients.get(&client_id), secret) {
+        (Some(expected), Some(given))
+            if constant_time_eq(expected.as_bytes(), given.as_bytes()) => {}
+        _ => {
+            return Err(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            ));
+        }
+    }
+    let scope = field("scope").map(str::to_owned).filter(|s| !s.is_empty());
+    let (token, ttl) = state.issue(&client_id, scope.clone());
+    let mut answer = json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": ttl.as_secs().max(1),
+    });
+    if let Some(scope) = scope {
+        answer["scope"] = Value::String(scope);
+    }
+    let mut r = axum::Json(answer).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// `Basic base64(urlencode(id):urlencode(secret))` → (id, secret); `None` when malformed.
+fn parse_basic(value: &str) -> Option<(String, String)> {
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (id, secret) = raw.split_once(':')?;
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((dec(id)?, dec(secret)?))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn api(
+    Extract(state): Extract<Shared>,
+    method: Method,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.count(|c| c.api_calls());
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let issued = bearer.and_then(|t| state.check(t.trim()));
+    let issued = match issued {
+        Some(issued) if !state.faults().reject_api => issued,
+        _ => {
+            state.count(|c| c.api_401());
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "invalid_token"})),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+            return r;
+        }
+    };
+    state.count(|c| c.api_ok());
+    axum::Json(json!({
+        "method": method.as_str(),
+        "path": format!("/api/{path}"),
+        "client_id": issued.client_id,
+        "body_bytes": body.len(),
+    }))
+    .into_response()
+}
+
+async fn stats(Extract(state): Extract<Shared>) -> Response {
+    axum::Json(state.stats()).into_response()
+}
+
+async fn get_faults(Extract(state): Extract<Shared>) -> Response {
+    axum::Json(state.faults()).into_response()
+}
+
+/// Merges the given fields into the current switches; unknown fields are refused.
+async fn set_faults(Extract(state): Extract<Shared>, body: Bytes) -> Response {
+    let update: Value = match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => Value::Object(m),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "expected a JSON object of fault switches\n",
+            )
+                .into_response();
+        }
+    };
+    let mut merged = serde_json::to_value(state.faults()).unwrap_or_else(|_| json!({}));
+    if let (Value::Object(into), Value::Object(from)) = (&mut merged, update) {
+        into.extend(from);
+    }
+    match serde_json::from_value::<Faults>(merged) {
+        Ok(faults) => {
+            state.set_faults(faults.clone());
+            axum::Json(faults).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("bad fault switches: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn revoke(Extract(state): Extract<Shared>, body: Bytes) -> Response {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    match form.iter().find(|(k, _)| k == "token") {
+        Some((_, t)) => {
+            axum::Json(json!({ "revoked": u64::from(state.revoke(t)) })).into_response()
+        }
+        None => axum::Json(json!({ "revoked": state.revoke_all() })).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_urldecoded() {
+        let enc = base64::engine::general_purpose::STANDARD.encode("a%3Ab+c:p%40ss%3Aw%2Frd");
+        assert_eq!(
+            parse_basic(&format!("Basic {enc}")),
+            Some(("a:b c".into(), "p@ss:w/rd".into()))
+        );
+        assert_eq!(parse_basic("Basic !!!"), None);
+        assert_eq!(parse_basic("Bearer x"), None);
+    }
+}
