@@ -1,6 +1,8 @@
 //! Logs go to stderr, terse by default. Nothing logged ever holds a secret or a token: the
 //! library logs fingerprints, and secrets are types whose `Debug` is redacted.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Sets up logging from `-v` count, `--log-level` and `RUST_LOG` (in that order of weight:
@@ -32,6 +34,7 @@ pub fn init(verbose: u8, level: Option<&str>) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .compact()
         .try_init()

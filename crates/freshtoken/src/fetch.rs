@@ -250,7 +250,7 @@ impl HttpFetcher {
         } else {
             format!("request to {} failed", host(&self.request))
         };
-        self.redact(format!("{what}: {}", chain(e)))
+        self.redact(format!("{what}: {}", root_cause(e)))
     }
 
     /// Removes the client secret from text that came from the server or the network stack:
@@ -396,6 +396,15 @@ fn host(req: &TokenRequest) -> String {
         (Some(h), None) => h.to_owned(),
         _ => url.to_string(),
     }
+}
+
+/// The innermost cause, which is the part that says what happened ("Connection refused").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(s) = cause.source() {
+        cause = s;
+    }
+    cause.to_string().replace(['\n', '\r'], " ")
 }
 
 /// The error and its sources on one line, each new piece of text once.

@@ -1,0 +1,271 @@
+//! The cached source: single flight, background refresh, outages, invalidation.
+//!
+//! Expiry is crossed by moving a `ManualClock`, never by sleeping. The fetcher is scripted
+//! where a fault is needed; the single-flight test uses the real dev-server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use freshtoken::Clock;
+use freshtoken::{
+    CachedSource, Error, ExpirySource, Fetch, HttpFetcher, HttpOptions, ManualClock, RefreshPolicy,
+    Token, TokenRequest, Want,
+};
+use secrecy::SecretString;
+
+/// Issues `tok-N` tokens that live `lifetime` on the shared clock, or fails when told to.
+#[derive(Debug)]
+struct Scripted {
+    clock: ManualClock,
+    lifetime: Duration,
+    calls: AtomicU32,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Scripted {
+    fn new(clock: &ManualClock, lifetime: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            clock: clock.clone(),
+            lifetime,
+            calls: AtomicU32::new(0),
+            failing: Default::default(),
+        })
+    }
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn set_failing(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Fetch for Scripted {
+    async fn fetch(&self, _previous: Option<&Token>) -> freshtoken::Result<Token> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::task::yield_now().await;
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::Transport("scripted outage".into()));
+        }
+        let now = self.clock.now();
+        Ok(Token::new(
+            SecretString::from(format!("tok-{n}")),
+            now,
+            now + self.lifetime,
+            ExpirySource::ExpiresIn,
+        ))
+    }
+}
+
+fn no_jitter() -> RefreshPolicy {
+    RefreshPolicy {
+        jitter_fraction: 0.0,
+        ..RefreshPolicy::default()
+    }
+}
+
+fn source(fetcher: &Arc<Scripted>, clock: &ManualClock) -> CachedSource {
+    CachedSource::builder_shared(fetcher.clone())
+        .clock(Arc::new(clock.clone()))
+        .policy(no_jitter())
+        .build()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Lets spawned background tasks run to completion.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_token_is_served_from_memory() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    let a = s.token().await.unwrap();
+    clock.advance(Duration::from_secs(2000));
+    let b = s.token().await.unwrap();
+    assert_eq!(a.expose_secret(), "tok-1");
+    assert_eq!(b.expose_secret(), "tok-1");
+    assert_eq!(f.calls(), 1);
+    assert!(s.cached().is_some());
+}
+
+#[tokio::test]
+async fn a_stale_token_is_served_while_one_background_refresh_runs() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    s.token().await.unwrap();
+    clock.advance(Duration::from_secs(2700)); // 75 %: stale
+    for _ in 0..10 {
+        assert_eq!(
+            s.token().await.unwrap().expose_secret(),
+            "tok-1",
+            "stale tokens keep being served"
+        );
+    }
+    assert!(s.cached().is_none(), "a stale token is not a hit");
+    settle().await;
+    assert_eq!(f.calls(), 2, "ten stale reads start one refresh");
+    assert_eq!(s.token().await.unwrap().expose_secret(), "tok-2");
+}
+
+#[tokio::test]
+async fn one_shot_callers_refresh_a_stale_token_now() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    s.token().await.unwrap();
+    clock.advance(Duration::from_secs(2800));
+    assert_eq!(
+        s.token_with(Want::one_shot(Duration::ZERO))
+            .await
+            .unwrap()
+            .expose_secret(),
+        "tok-2"
+    );
+}
+
+#[tokio::test]
+async fn one_shot_falls_back_to_the_stale_token_when_refresh_fails() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    s.token().await.unwrap();
+    clock.advance(Duration::from_secs(2800));
+    f.set_failing(true);
+    assert_eq!(
+        s.token_with(Want::one_shot(Duration::ZERO))
+            .await
+            .unwrap()
+            .expose_secret(),
+        "tok-1"
+    );
+    // ... but not when the caller needs longer than the token has left.
+    let e = s
+        .token_with(Want::one_shot(Duration::from_secs(900)))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("scripted outage"), "{e}");
+}
+
+#[tokio::test]
+async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    s.token().await.unwrap();
+    f.set_failing(true);
+
+    // Stale: background refreshes fail, the token keeps being served.
+    clock.advance(Duration::from_secs(3000));
+    assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
+    settle().await;
+    // Must refresh (20 s left): the blocking refresh fails, the valid token is still served.
+    clock.advance(Duration::from_secs(580));
+    assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
+    // Expired: an error, never the expired token.
+    clock.advance(Duration::from_secs(20));
+    let e = s.token().await.unwrap_err();
+    assert!(e.to_string().contains("scripted outage"), "{e}");
+    assert!(s.cached().is_none());
+
+    // Recovery: the next call gets a new token.
+    f.set_failing(false);
+    let t = s.token().await.unwrap();
+    assert!(t.is_valid_at(clock.now()));
+    assert_ne!(t.expose_secret(), "tok-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_failures_back_off_instead_of_hammering() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    s.token().await.unwrap();
+    f.set_failing(true);
+    clock.advance(Duration::from_secs(2800));
+    for _ in 0..100 {
+        s.token().await.unwrap();
+        settle().await;
+    }
+    assert_eq!(f.calls(), 2, "one failed background refresh, then a pause");
+    clock.advance(Duration::from_secs(1));
+    s.token().await.unwrap();
+    settle().await;
+    assert_eq!(f.calls(), 3, "after the pause, one more try");
+}
+
+#[tokio::test]
+async fn invalidate_drops_only_the_token_it_names() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    let first = s.token().await.unwrap();
+    assert!(s.invalidate(&first).await.unwrap());
+    let second = s.token().await.unwrap();
+    assert_eq!(second.expose_secret(), "tok-2");
+    // A caller still holding the first token gets a 401 late: the newer token stays.
+    assert!(!s.invalidate(&first).await.unwrap());
+    assert_eq!(s.token().await.unwrap().expose_secret(), "tok-2");
+    assert_eq!(f.calls(), 2);
+}
+
+#[tokio::test]
+async fn min_ttl_longer_than_the_lifetime_is_a_clear_error() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, Duration::from_secs(300));
+    let s = source(&f, &clock);
+    let e = s
+        .token_with(Want::one_shot(Duration::from_secs(600)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), freshtoken::ErrorKind::Config);
+    assert!(
+        e.to_string().contains("less than the 600.0 s asked for"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_callers_make_one_request() {
+    let server = freshtoken_devserver::Running::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let request = TokenRequest::new(
+        server.token_url().parse().unwrap(),
+        freshtoken_devserver::DEFAULT_CLIENT_ID,
+        Some(SecretString::from(
+            freshtoken_devserver::DEFAULT_CLIENT_SECRET.to_owned(),
+        )),
+    );
+    let s =
+        CachedSource::builder(HttpFetcher::new(request, HttpOptions::default()).unwrap()).build();
+    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                s.token().await.map(|t| t.expose_secret().to_owned())
+            })
+        })
+        .collect();
+    let mut tokens = std::collections::HashSet::new();
+    for t in tasks {
+        tokens.insert(t.await.unwrap().unwrap());
+    }
+    assert_eq!(tokens.len(), 1, "everyone got the same token");
+    assert_eq!(server.state().stats().token_requests, 1);
+    assert_eq!(s.fetch_count(), 1);
+}

@@ -1,0 +1,235 @@
+//! One suite, every store: what `TokenStore` promises, checked against each implementation.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use freshtoken::{CacheKey, ExpirySource, FileStore, MemoryStore, Token, TokenRequest, TokenStore};
+use secrecy::SecretString;
+
+fn key(client: &str) -> CacheKey {
+    TokenRequest::new("https://idp.example/token".parse().unwrap(), client, None).cache_key()
+}
+
+fn token(value: &str, lifetime: Duration) -> Token {
+    let now = SystemTime::now();
+    Token::new(
+        SecretString::from(value.to_owned()),
+        now,
+        now + lifetime,
+        ExpirySource::ExpiresIn,
+    )
+    .with_scope(Some("a b".into()))
+}
+
+async fn round_trip(store: Arc<dyn TokenStore>) {
+    let k = key("c1");
+    assert!(store.load(&k).await.unwrap().is_none());
+    let t = token("tok-1", Duration::from_secs(60));
+    store.save(&k, &t).await.unwrap();
+    let back = store.load(&k).await.unwrap().expect("saved token loads");
+    assert!(back.same_token(&t));
+    assert_eq!(back.scope(), Some("a b"));
+    // Millisecond precision is what persistent stores keep.
+    let diff = |a: SystemTime, b: SystemTime| {
+        a.duration_since(b)
+            .or_else(|e| Ok::<_, ()>(e.duration()))
+            .unwrap()
+    };
+    assert!(diff(back.expires_at(), t.expires_at()) < Duration::from_millis(1));
+}
+
+async fn replace_and_remove(store: Arc<dyn TokenStore>) {
+    let k = key("c2");
+    store
+        .save(&k, &token("old", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    store
+        .save(&k, &token("new", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&k).await.unwrap().unwrap().expose_secret(),
+        "new"
+    );
+    assert!(store.remove(&k).await.unwrap());
+    assert!(!store.remove(&k).await.unwrap());
+    assert!(store.load(&k).await.unwrap().is_none());
+}
+
+async fn keys_are_separate(store: Arc<dyn TokenStore>) {
+    store
+        .save(&key("a"), &token("for-a", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    store
+        .save(&key("b"), &token("for-b", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .load(&key("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        "for-a"
+    );
+    assert_eq!(
+        store
+            .load(&key("b"))
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        "for-b"
+    );
+}
+
+async fn lock_excludes_and_releases(store: Arc<dyn TokenStore>) {
+    let k = key("c3");
+    let held = store.lock(&k).await.unwrap();
+    let contender = {
+        let (store, k) = (store.clone(), k.clone());
+        tokio::spawn(async move { store.lock(&k).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !contender.is_finished(),
+        "a second lock waits while the first is held"
+    );
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(5), contender)
+        .await
+        .expect("released lock is taken")
+        .unwrap()
+        .unwrap();
+    // Other keys are not blocked.
+    let _a = store.lock(&key("x")).await.unwrap();
+    let _b = store.lock(&key("y")).await.unwrap();
+}
+
+macro_rules! conformance {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn round_trip() {
+                let (store, _guard) = $make;
+                super::round_trip(store).await;
+            }
+
+            #[tokio::test]
+            async fn replace_and_remove() {
+                let (store, _guard) = $make;
+                super::replace_and_remove(store).await;
+            }
+
+            #[tokio::test]
+            async fn keys_are_separate() {
+                let (store, _guard) = $make;
+                super::keys_are_separate(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lock_excludes_and_releases() {
+                let (store, _guard) = $make;
+                super::lock_excludes_and_releases(store).await;
+            }
+        }
+    };
+}
+
+fn memory() -> (Arc<dyn TokenStore>, ()) {
+    (Arc::new(MemoryStore::new()), ())
+}
+
+fn file() -> (Arc<dyn TokenStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Arc::new(FileStore::new(dir.path().join("cache"))), dir)
+}
+
+conformance!(memory_store, memory());
+conformance!(file_store, file());
+
+// What only the file store must do.
+
+#[tokio::test]
+async fn file_store_modes_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("nested").join("cache");
+    let store = FileStore::new(&cache);
+    store
+        .save(&key("m"), &token("t", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cache), 0o700);
+    assert_eq!(mode(&cache.join(format!("{}.json", key("m")))), 0o600);
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[tokio::test]
+async fn file_store_ignores_corrupt_foreign_and_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path());
+    let k = key("f");
+    let path = dir.path().join(format!("{k}.json"));
+    store
+        .save(&k, &token("good", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    // Truncated.
+    std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+    assert!(store.load(&k).await.unwrap().is_none());
+    // Garbage.
+    std::fs::write(&path, b"\x00\xffnot json").unwrap();
+    assert!(store.load(&k).await.unwrap().is_none());
+    // Another key's record copied over.
+    store
+        .save(&key("other"), &token("theirs", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    std::fs::copy(dir.path().join(format!("{}.json", key("other"))), &path).unwrap();
+    assert!(store.load(&k).await.unwrap().is_none());
+    // A good record that others may read or change is not trusted.
+    std::fs::write(&path, &good).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(store.load(&k).await.unwrap().is_none());
+    // A symlink is not followed.
+    std::fs::remove_file(&path).unwrap();
+    let elsewhere = dir.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, &good).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+    assert!(store.load(&k).await.unwrap().is_none());
+    // Saving replaces whatever was there.
+    store
+        .save(&k, &token("fresh", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&k).await.unwrap().unwrap().expose_secret(),
+        "fresh"
+    );
+}
+
+#[tokio::test]
+async fn file_store_lock_wait_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path()).with_lock_wait(Duration::from_millis(200));
+    let _held = store.lock(&key("l")).await.unwrap();
+    // Another "process": a second store on the same directory.
+    let other = FileStore::new(dir.path()).with_lock_wait(Duration::from_millis(200));
+    let e = other.lock(&key("l")).await.unwrap_err();
+    assert!(e.to_string().contains("another process has held"), "{e}");
+}
