@@ -106,12 +106,45 @@ impl Error {
             Error::Config(_) | Error::Redirect { .. } | Error::LifetimeTooShort { .. } => {
                 ErrorKind::Config
             }
+            Error::OAuth { status, .. } | Error::Status { status, .. }
+                if self.is_transient() || *status >= 500 =>
+            {
+                ErrorKind::Unavailable
+            }
             Error::OAuth { .. } | Error::Status { .. } => ErrorKind::Rejected,
             Error::InvalidResponse { .. } | Error::Transport(_) | Error::Unavailable { .. } => {
                 ErrorKind::Unavailable
             }
             Error::NoValidToken(_) => ErrorKind::Unavailable,
             Error::Store(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl Error {
+    /// Whether the same request may well succeed later: 5xx, 408, 429, and Genesys Cloud's
+    /// throttling answer (HTTP 400 `invalid_request`, "rate limit exceeded …").
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport(_) => true,
+            Error::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            Error::OAuth {
+                status,
+                error,
+                description,
+            } => {
+                *status >= 500
+                    || *status == 429
+                    || *status == 408
+                    || (*status == 400
+                        && error == "invalid_request"
+                        && description.as_deref().is_some_and(|d| {
+                            d.trim_start()
+                                .to_ascii_lowercase()
+                                .starts_with("rate limit exceeded")
+                        }))
+            }
+            _ => false,
         }
     }
 }

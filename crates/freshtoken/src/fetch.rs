@@ -231,7 +231,7 @@ impl HttpFetcher {
             },
         };
         let error = self.redact_error(error);
-        if is_retryable(code, &error) {
+        if error.is_transient() {
             Attempt::Retryable(error, retry_after)
         } else {
             Attempt::Fatal(error)
@@ -338,25 +338,6 @@ enum Attempt {
     Fatal(Error),
 }
 
-/// 5xx, 429, and Genesys Cloud's throttling answer (HTTP 400 `invalid_request`, "rate limit
-/// exceeded …") are worth another try; any other OAuth error will not change by retrying.
-fn is_retryable(status: u16, error: &Error) -> bool {
-    if status >= 500 || status == 429 || status == 408 {
-        return true;
-    }
-    match error {
-        Error::OAuth {
-            error,
-            description: Some(d),
-            ..
-        } if status == 400 && error == "invalid_request" => d
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("rate limit exceeded"),
-        _ => false,
-    }
-}
-
 enum BodyError {
     TooLarge,
     Transport(reqwest::Error),
@@ -449,39 +430,38 @@ mod tests {
 
     #[test]
     fn retry_classification() {
-        let oauth = |error: &str, d: Option<&str>| Error::OAuth {
-            status: 400,
+        let oauth = |status: u16, error: &str, d: Option<&str>| Error::OAuth {
+            status,
             error: error.into(),
             description: d.map(Into::into),
         };
-        let plain = Error::Status {
-            status: 0,
+        let plain = |status| Error::Status {
+            status,
             excerpt: String::new(),
         };
-        assert!(is_retryable(503, &plain));
-        assert!(is_retryable(500, &plain));
-        assert!(is_retryable(429, &plain));
-        assert!(!is_retryable(404, &plain));
-        assert!(!is_retryable(401, &oauth("invalid_client", None)));
-        assert!(!is_retryable(
-            400,
-            &oauth("invalid_request", Some("missing grant_type"))
-        ));
-        assert!(is_retryable(
-            400,
-            &oauth(
+        assert!(plain(503).is_transient());
+        assert!(plain(500).is_transient());
+        assert!(plain(429).is_transient());
+        assert!(!plain(404).is_transient());
+        assert!(!oauth(401, "invalid_client", None).is_transient());
+        assert!(!oauth(400, "invalid_request", Some("missing grant_type")).is_transient());
+        assert!(
+            oauth(
+                400,
                 "invalid_request",
                 Some("Rate limit exceeded the maximum. Retry the request in [3] seconds")
             )
-        ));
-        assert!(is_retryable(
-            400,
-            &oauth("invalid_request", Some("  rate limit exceeded"))
-        ));
-        assert!(!is_retryable(
-            400,
-            &oauth("invalid_client", Some("rate limit exceeded"))
-        ));
+            .is_transient()
+        );
+        assert!(oauth(400, "invalid_request", Some("  rate limit exceeded")).is_transient());
+        assert!(!oauth(400, "invalid_client", Some("rate limit exceeded")).is_transient());
+        assert!(oauth(503, "temporarily_unavailable", None).is_transient());
+        assert_eq!(plain(502).kind(), crate::ErrorKind::Unavailable);
+        assert_eq!(plain(404).kind(), crate::ErrorKind::Rejected);
+        assert_eq!(
+            oauth(400, "invalid_request", Some("Rate limit exceeded")).kind(),
+            crate::ErrorKind::Unavailable
+        );
     }
 
     #[test]

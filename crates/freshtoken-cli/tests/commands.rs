@@ -1,0 +1,176 @@
+//! `inspect`, `dev-server` and `demo` as whole processes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+
+#[test]
+fn inspect_reads_jwts_and_says_when_a_token_is_opaque() {
+    let sb = Sandbox::new();
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let jwt = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b.encode(r#"{"alg":"RS256","kid":"k1"}"#),
+        b.encode(format!(r#"{{"sub":"pipeline","exp":{exp}}}"#))
+    );
+
+    let o = run(sb.cmd().args(["inspect", &jwt]));
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("\"kid\": \"k1\"") && out.contains("\"sub\": \"pipeline\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("time left   9m") || out.contains("time left   10m"),
+        "{out}"
+    );
+
+    let mut cmd = sb.cmd();
+    cmd.args(["inspect", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{jwt}\n").as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["kind"], "jwt");
+    assert_eq!(v["claims"]["exp"], exp);
+
+    let o = run(sb.cmd().args(["inspect", "opaque-genesys-style-token"]));
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).starts_with("opaque token: 26 characters"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("opaque-genesys-style-token"));
+
+    let o = run(sb.cmd().args(["inspect", ""]));
+    assert_code(&o, 2);
+}
+
+#[test]
+fn dev_server_command_serves_tokens_and_stats() {
+    let sb = Sandbox::new();
+    let mut child = sb
+        .cmd()
+        .args([
+            "dev-server",
+            "--ttl",
+            "2s",
+            "--client",
+            &format!("{CLIENT_ID}:{SECRET}"),
+            "--fault",
+            "outage-next=1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+
+    let o = run(sb
+        .cmd()
+        .env("FRESHTOKEN_TOKEN_URL", format!("{base}/oauth/token"))
+        .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
+        .env("FRESHTOKEN_CLIENT_SECRET", SECRET)
+        .args(["get", "--format", "json", "--cache", "memory"]));
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["expires_in"].as_u64().unwrap() <= 2, "{v}");
+
+    let http = http_get(&format!("{base}/__stats"));
+    let stats: serde_json::Value = serde_json::from_str(&http).unwrap();
+    assert_eq!(
+        stats["token_requests"], 2,
+        "one 503 (the fault), then one token: {stats}"
+    );
+
+    send_signal(child.id(), 15);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM stops it cleanly: {status:?}");
+
+    let o = run(sb.cmd().args(["dev-server", "--listen", "0.0.0.0:0"]));
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains("only listens on loopback"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn demo_crosses_several_expiries_without_a_401() {
+    let sb = Sandbox::new();
+    let o = run(sb.cmd().args([
+        "demo",
+        "--ttl",
+        "1s",
+        "--duration",
+        "4s",
+        "--calls",
+        "200",
+        "--workers",
+        "3",
+    ]));
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    let rotations = out.lines().filter(|l| l.contains("rotated to")).count();
+    assert!(
+        rotations >= 3,
+        "a 1 s token over 4 s rotates at least 3 times:\n{out}"
+    );
+    assert!(
+        out.contains("200 API calls") && out.contains("0 answered 401"),
+        "{out}"
+    );
+}
+
+/// Sends a signal with kill(1), as an operator would.
+fn send_signal(pid: u32, signal: i32) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A GET with nothing but std, enough for a JSON stats page on loopback.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
