@@ -66,9 +66,9 @@ async fn token(Extract(state): Extract<Shared>, headers: HeaderMap, body: Bytes)
             state.count(|c| c.tokens_issued());
             r
         }
-        Err(r) => {
+        Err(reject) => {
             state.count(|c| c.token_errors());
-            r
+            oauth_error(reject.status, reject.error, &reject.description)
         }
     }
 }
@@ -132,7 +132,20 @@ fn canned(c: &Canned) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Response> {
+/// An OAuth error answer, built only at the edge.
+struct Reject {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+impl Reject {
+    fn new(status: StatusCode, error: &'static str, description: &str) -> Self {
+        Self { status, error, description: description.to_owned() }
+    }
+}
+
+fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Reject> {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
     let field = |name: &str| {
         form.iter()
@@ -142,15 +155,13 @@ fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Re
     match field("grant_type") {
         Some("client_credentials") => {}
         Some(other) => {
-            return Err(oauth_error(
-                StatusCode::BAD_REQUEST,
+            return Err(Reject::new(StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 &format!("grant_type {other} is not supported here"),
             ));
         }
         None => {
-            return Err(oauth_error(
-                StatusCode::BAD_REQUEST,
+            return Err(Reject::new(StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "grant_type is missing",
             ));
@@ -162,24 +173,21 @@ fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Re
         .map(parse_basic);
     let (client_id, secret) = match (basic, field("client_id"), field("client_secret")) {
         (Some(Some(_)), _, Some(_)) => {
-            return Err(oauth_error(
-                StatusCode::BAD_REQUEST,
+            return Err(Reject::new(StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "more than one client authentication method",
             ));
         }
         (Some(Some((id, secret))), _, None) => (id, Some(secret)),
         (Some(None), _, _) => {
-            return Err(oauth_error(
-                StatusCode::UNAUTHORIZED,
+            return Err(Reject::new(StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "malformed Basic credentials",
             ));
         }
         (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
         (None, None, _) => {
-            return Err(oauth_error(
-                StatusCode::UNAUTHORIZED,
+            return Err(Reject::new(StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "no client authentication",
             ));
@@ -189,8 +197,7 @@ fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Re
         (Some(expected), Some(given))
             if constant_time_eq(expected.as_bytes(), given.as_bytes()) => {}
         _ => {
-            return Err(oauth_error(
-                StatusCode::UNAUTHORIZED,
+            return Err(Reject::new(StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "client authentication failed",
             ));

@@ -22,7 +22,7 @@ impl Decoded {
     /// A numeric date claim (`exp`, `iat`, `nbf`) as a time.
     pub fn time_claim(&self, name: &str) -> Option<SystemTime> {
         let secs = self.claims.get(name)?.as_f64()?;
-        (secs.is_finite() && secs >= 0.0 && secs < 1e11)
+        (secs.is_finite() && (0.0..1e11).contains(&secs))
             .then(|| UNIX_EPOCH + Duration::from_secs_f64(secs))
     }
 }

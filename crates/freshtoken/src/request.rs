@@ -271,14 +271,14 @@ mod tests {
             "the secret must not change the key"
         );
 
-        let changes: Vec<Box<dyn Fn(&mut TokenRequest)>> = vec![
-            Box::new(|r| r.token_url = Url::parse("https://login.example.com/other").unwrap()),
-            Box::new(|r| r.client_id = "client-2".into()),
-            Box::new(|r| r.auth_method = AuthMethod::ClientSecretPost),
-            Box::new(|r| r.scope = vec!["a".into()]),
-            Box::new(|r| r.audience = Some("api".into())),
-            Box::new(|r| r.resource = vec!["https://api".into()]),
-            Box::new(|r| r.params = vec![("x".into(), "1".into())]),
+        let changes: [fn(&mut TokenRequest); 7] = [
+            (|r| r.token_url = Url::parse("https://login.example.com/other").unwrap()),
+            (|r| r.client_id = "client-2".into()),
+            (|r| r.auth_method = AuthMethod::ClientSecretPost),
+            (|r| r.scope = vec!["a".into()]),
+            (|r| r.audience = Some("api".into())),
+            (|r| r.resource = vec!["https://api".into()]),
+            (|r| r.params = vec![("x".into(), "1".into())]),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut r = req();

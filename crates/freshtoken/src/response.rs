@@ -436,7 +436,8 @@ mod tests {
 
     #[test]
     fn reads_oauth_errors_including_genesys_description() {
-        let rows: &[(&str, Option<(&str, Option<&str>)>)] = &[
+        type Row<'a> = (&'a str, Option<(&'a str, Option<&'a str>)>);
+        let rows: &[Row] = &[
             (
                 r#"{"error":"invalid_client","error_description":"bad secret"}"#,
                 Some(("invalid_client", Some("bad secret"))),

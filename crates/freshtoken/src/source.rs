@@ -82,37 +82,46 @@ impl Entry {
     }
 }
 
-/// A token handed out by [`CachedSource::token`]. Cheap to clone; `Debug` is redacted.
-#[derive(Clone)]
-pub struct AccessToken(Arc<Entry>);
+/// A token handed out by [`CachedSource::token`]. `Debug` is redacted.
+///
+/// On the hit path it borrows the cached entry through an `arc_swap` guard, so that handing
+/// it out touches no reference count shared between threads; a clone holds an owned `Arc`.
+pub struct AccessToken(Held);
+
+enum Held {
+    Borrowed(Guard<Arc<Entry>>),
+    Owned(Arc<Entry>),
+}
+
+impl AccessToken {
+    fn entry(&self) -> &Entry {
+        match &self.0 {
+            Held::Borrowed(guard) => guard,
+            Held::Owned(arc) => arc,
+        }
+    }
+}
+
+impl Clone for AccessToken {
+    fn clone(&self) -> Self {
+        let arc = match &self.0 {
+            Held::Borrowed(guard) => Arc::clone(guard),
+            Held::Owned(arc) => Arc::clone(arc),
+        };
+        AccessToken(Held::Owned(arc))
+    }
+}
 
 impl Deref for AccessToken {
     type Target = Token;
     fn deref(&self) -> &Token {
-        &self.0.token
+        &self.entry().token
     }
 }
 
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.token.fmt(f)
-    }
-}
-
-/// A borrowed view of the current token from [`CachedSource::cached`]: the lock-free hit
-/// path, with no reference-count traffic shared between threads. Keep it short-lived.
-pub struct CachedRef(Guard<Arc<Entry>>);
-
-impl Deref for CachedRef {
-    type Target = Token;
-    fn deref(&self) -> &Token {
-        &self.0.token
-    }
-}
-
-impl fmt::Debug for CachedRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.token.fmt(f)
+        self.entry().token.fmt(f)
     }
 }
 
@@ -228,16 +237,16 @@ impl CachedSource {
             .thresholds
             .assess(self.inner.clock.now(), want.min_ttl)
         {
-            Freshness::Fresh => return Ok(AccessToken(Guard::into_inner(entry))),
+            Freshness::Fresh => return Ok(AccessToken(Held::Borrowed(entry))),
             Freshness::Stale if !want.one_shot => {
                 self.spawn_background_refresh();
-                return Ok(AccessToken(Guard::into_inner(entry)));
+                return Ok(AccessToken(Held::Borrowed(entry)));
             }
             Freshness::Stale | Freshness::MustRefresh | Freshness::Expired => {}
         }
         drop(entry);
         match self.inner.refresh(want).await {
-            Ok(entry) => Ok(AccessToken(entry)),
+            Ok(entry) => Ok(AccessToken(Held::Owned(entry))),
             Err(e @ Error::LifetimeTooShort { .. }) => Err(e),
             Err(e) => {
                 // The refresh failed: the current token still serves if it is valid for as
@@ -251,22 +260,17 @@ impl CachedSource {
                     "could not refresh the token; using the current one, valid for {} more: {e}",
                     fmt_duration(left)
                 );
-                Ok(AccessToken(current))
+                Ok(AccessToken(Held::Owned(current)))
             }
         }
     }
 
-    /// The hit path alone: the current token if it is fresh for a caller that needs nothing
-    /// more than validity, without any waiting, spawning or reference counting. `None` means
-    /// "call [`CachedSource::token`]".
-    #[inline]
-    pub fn cached(&self) -> Option<CachedRef> {
+    /// The current token if it is fresh, without waiting or starting a refresh; `None`
+    /// means "call [`CachedSource::token`]". For synchronous code and health checks.
+    pub fn cached(&self) -> Option<AccessToken> {
         let entry = self.inner.current.load();
-        match entry
-            .thresholds
-            .assess(self.inner.clock.now(), Duration::ZERO)
-        {
-            Freshness::Fresh => Some(CachedRef(entry)),
+        match entry.thresholds.assess(self.inner.clock.now(), Duration::ZERO) {
+            Freshness::Fresh => Some(AccessToken(Held::Borrowed(entry))),
             _ => None,
         }
     }

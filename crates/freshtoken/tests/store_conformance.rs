@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use freshtoken::{CacheKey, ExpirySource, FileStore, MemoryStore, Token, TokenRequest, TokenStore};
+use freshtoken::{CacheKey, Clock, ExpirySource, FileStore, MemoryStore, Token, TokenRequest, TokenStore};
 use secrecy::SecretString;
 
 fn key(client: &str) -> CacheKey {
@@ -12,7 +12,7 @@ fn key(client: &str) -> CacheKey {
 }
 
 fn token(value: &str, lifetime: Duration) -> Token {
-    let now = SystemTime::now();
+    let now = freshtoken::SystemClock.now();
     Token::new(
         SecretString::from(value.to_owned()),
         now,
