@@ -174,7 +174,11 @@ pub fn parse(text: &str, path: &Path) -> CliResult<ConfigFile> {
         let at = e
             .span()
             .map(|span| {
-                let before = &text[..span.start.min(text.len())];
+                let mut start = span.start.min(text.len());
+                while !text.is_char_boundary(start) {
+                    start -= 1;
+                }
+                let before = &text[..start];
                 let line = before.matches('\n').count() + 1;
                 let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
                 format!(":{line}:{col}")
@@ -231,5 +235,37 @@ params = { tenant = "t1" }
         assert!(!e.contains("hunter2"), "the secret must not be echoed: {e}");
         let e = parse_err("[profiles.default\n");
         assert!(e.starts_with("f.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn damaged_configs_never_panic_and_errors_stay_on_one_line() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let seed = "[profiles.default]\ntoken_url = \"https://x/t\"\nclient_id = \"a\"\nclient_secret = { command = [\"p\", \"q\"] }\nscope = [\"a\", \"b\"]\nrefresh_at = 0.5\nparams = { k = \"v\" }\n";
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..5_000 {
+            let mut bytes = seed.as_bytes().to_vec();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..bytes.len());
+                match rng.random_range(0..3) {
+                    0 => {
+                        let pool = b"[]{}=\"'\n.,#x0";
+                        bytes[i] = pool[rng.random_range(0..pool.len())];
+                    }
+                    1 => {
+                        bytes.remove(i);
+                    }
+                    _ => bytes.truncate(i),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(e) = parse(&text, Path::new("f.toml")) {
+                assert!(!e.message.contains('\n'), "{}", e.message);
+                assert!(e.message.starts_with("f.toml"), "{}", e.message);
+            }
+        }
     }
 }

@@ -141,7 +141,11 @@ struct Reject {
 
 impl Reject {
     fn new(status: StatusCode, error: &'static str, description: &str) -> Self {
-        Self { status, error, description: description.to_owned() }
+        Self {
+            status,
+            error,
+            description: description.to_owned(),
+        }
     }
 }
 
@@ -155,13 +159,15 @@ fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Re
     match field("grant_type") {
         Some("client_credentials") => {}
         Some(other) => {
-            return Err(Reject::new(StatusCode::BAD_REQUEST,
+            return Err(Reject::new(
+                StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 &format!("grant_type {other} is not supported here"),
             ));
         }
         None => {
-            return Err(Reject::new(StatusCode::BAD_REQUEST,
+            return Err(Reject::new(
+                StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "grant_type is missing",
             ));
@@ -173,21 +179,24 @@ fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Re
         .map(parse_basic);
     let (client_id, secret) = match (basic, field("client_id"), field("client_secret")) {
         (Some(Some(_)), _, Some(_)) => {
-            return Err(Reject::new(StatusCode::BAD_REQUEST,
+            return Err(Reject::new(
+                StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "more than one client authentication method",
             ));
         }
         (Some(Some((id, secret))), _, None) => (id, Some(secret)),
         (Some(None), _, _) => {
-            return Err(Reject::new(StatusCode::UNAUTHORIZED,
+            return Err(Reject::new(
+                StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "malformed Basic credentials",
             ));
         }
         (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
         (None, None, _) => {
-            return Err(Reject::new(StatusCode::UNAUTHORIZED,
+            return Err(Reject::new(
+                StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "no client authentication",
             ));
@@ -197,7 +206,8 @@ fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Re
         (Some(expected), Some(given))
             if constant_time_eq(expected.as_bytes(), given.as_bytes()) => {}
         _ => {
-            return Err(Reject::new(StatusCode::UNAUTHORIZED,
+            return Err(Reject::new(
+                StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "client authentication failed",
             ));

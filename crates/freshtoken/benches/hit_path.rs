@@ -61,13 +61,20 @@ fn concurrent<S: Sync>(state: &S, threads: usize, iters: u64, op: impl Fn(&S) + 
                 })
             })
             .collect();
-        elapsed = handles.into_iter().map(|h| h.join().unwrap()).max().unwrap();
+        elapsed = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap();
     });
     elapsed
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let source = CachedSource::builder(OneHour).build();
     runtime.block_on(source.token()).unwrap();
     let mutex: Mutex<Option<Token>> = Mutex::new(Some(hour_token(SystemClock.now())));
@@ -95,7 +102,10 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 concurrent(&mutex, threads, iters, |m| {
                     let guard = m.lock().unwrap();
-                    let t = guard.as_ref().filter(|t| t.is_valid_at(clock.now())).expect("fresh");
+                    let t = guard
+                        .as_ref()
+                        .filter(|t| t.is_valid_at(clock.now()))
+                        .expect("fresh");
                     black_box(t.expose_secret().len());
                 })
             })

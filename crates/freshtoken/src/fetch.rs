@@ -76,7 +76,8 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
 
 /// Fetches tokens from an RFC 6749 token endpoint with the client credentials grant.
 pub struct HttpFetcher {
-    http: reqwest::Client,
+    /// Built on first use: a warm cache never needs it, and building it costs milliseconds.
+    http: tokio::sync::OnceCell<reqwest::Client>,
     request: TokenRequest,
     options: HttpOptions,
     clock: SharedClock,
@@ -96,7 +97,7 @@ impl HttpFetcher {
     pub fn new(request: TokenRequest, options: HttpOptions) -> Result<Self> {
         request.validate()?;
         Ok(Self {
-            http: http_client(&options)?,
+            http: tokio::sync::OnceCell::new(),
             request,
             options,
             clock: Arc::new(SystemClock),
@@ -115,7 +116,7 @@ impl HttpFetcher {
     }
 
     /// The token request, built without awaiting (the form serializer is not `Send`).
-    fn build(&self) -> Result<reqwest::RequestBuilder> {
+    fn build(&self, http: &reqwest::Client) -> Result<reqwest::RequestBuilder> {
         let req = &self.request;
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials");
@@ -131,8 +132,7 @@ impl HttpFetcher {
         for (k, v) in &req.params {
             form.append_pair(k, v);
         }
-        let mut builder = self
-            .http
+        let mut builder = http
             .post(req.token_url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .header(
@@ -166,7 +166,15 @@ impl HttpFetcher {
 
     async fn attempt(&self) -> Attempt {
         let req = &self.request;
-        let builder = match self.build() {
+        let http = match self
+            .http
+            .get_or_try_init(|| async { http_client(&self.options) })
+            .await
+        {
+            Ok(http) => http,
+            Err(e) => return Attempt::Fatal(e),
+        };
+        let builder = match self.build(http) {
             Ok(b) => b,
             Err(e) => return Attempt::Fatal(e),
         };

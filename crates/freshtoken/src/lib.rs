@@ -35,6 +35,9 @@ mod source;
 pub mod store;
 mod token;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use fetch::{DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client};

@@ -269,7 +269,10 @@ impl CachedSource {
     /// means "call [`CachedSource::token`]". For synchronous code and health checks.
     pub fn cached(&self) -> Option<AccessToken> {
         let entry = self.inner.current.load();
-        match entry.thresholds.assess(self.inner.clock.now(), Duration::ZERO) {
+        match entry
+            .thresholds
+            .assess(self.inner.clock.now(), Duration::ZERO)
+        {
             Freshness::Fresh => Some(AccessToken(Held::Borrowed(entry))),
             _ => None,
         }

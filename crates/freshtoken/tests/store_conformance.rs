@@ -4,7 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use freshtoken::{CacheKey, Clock, ExpirySource, FileStore, MemoryStore, Token, TokenRequest, TokenStore};
+use freshtoken::{
+    CacheKey, Clock, ExpirySource, FileStore, MemoryStore, Token, TokenRequest, TokenStore,
+};
 use secrecy::SecretString;
 
 fn key(client: &str) -> CacheKey {

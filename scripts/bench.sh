@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs every benchmark and prints the figures that docs/BENCHMARKS.md records:
+#   1. the in-process hit path (criterion), at 1 and 2 threads, next to a Mutex<Option<Token>>;
+#   2. `freshtoken get` as a whole process on a warm file cache, next to the shell recipe
+#      (cut | base64 -d | jq, compare exp with date), timed by hyperfine.
+# Usage: scripts/bench.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=300
+[ "${1:-}" = "--quick" ] && runs=50
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $2 (Debian package) for the benchmarks" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; fi
+}
+need hyperfine hyperfine
+need jq jq
+
+cargo build --release --quiet
+bin=$PWD/target/release/freshtoken
+
+echo "== hit path (criterion) =="
+cargo bench --quiet -p freshtoken --bench hit_path 2>/dev/null | grep -E '^hit_path|time:'
+
+echo
+echo "== freshtoken get on a warm file cache vs the shell recipe (hyperfine, $runs runs) =="
+work=$(mktemp -d)
+trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+"$bin" dev-server --client bench:bench-secret >"$work/server.out" &
+server_pid=$!
+for _ in $(seq 100); do grep -q '^freshtoken dev-server on' "$work/server.out" 2>/dev/null && break; sleep 0.05; done
+base=$(head -n1 "$work/server.out" | awk '{print $NF}')
+export FRESHTOKEN_TOKEN_URL="$base/oauth/token" FRESHTOKEN_CLIENT_ID=bench FRESHTOKEN_CLIENT_SECRET=bench-secret
+export XDG_CACHE_HOME="$work/cache"
+"$bin" get >/dev/null   # warm the cache
+
+# A JWT with exp an hour ahead, as the recipe expects (the dev-server's tokens are opaque).
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+exp=$(( $(date +%s) + 3600 ))
+printf '%s.%s.%s' "$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)" \
+  "$(printf '{"sub":"bench","exp":%d}' "$exp" | b64url)" "c2lnbmF0dXJl" >"$work/token.jwt"
+
+hyperfine --style basic --warmup 20 --runs "$runs" -N \
+  --export-markdown "$work/cli.md" \
+  -n 'freshtoken get (warm file cache)' "$bin get" \
+  -n 'shell recipe (cut|base64|jq|date)' "bash benches/cli/jwt-exp-recipe.sh $work/token.jwt"
+echo
+cat "$work/cli.md"
+echo
+echo "token requests during the whole run: $(curl -s "$base/__stats" | jq .token_requests) (expected 1)"
