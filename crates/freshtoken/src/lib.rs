@@ -44,6 +44,6 @@ pub use fetch::{DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration,
 pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest};
 pub use retry::RetryPolicy;
-pub use source::{AccessToken, CachedSource, CachedSourceBuilder, Want};
+pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, Want};
 pub use store::{FileStore, MemoryStore, StoreLock, TokenStore};
 pub use token::{ExpirySource, Fingerprint, Token};

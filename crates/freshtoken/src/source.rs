@@ -25,6 +25,9 @@ use crate::request::CacheKey;
 use crate::store::TokenStore;
 use crate::token::{ExpirySource, Token};
 
+/// Longest a caller that holds a still-usable token waits for its refresh before using it.
+pub const FALLBACK_WAIT: Duration = Duration::from_secs(10);
+
 /// What a caller needs from the token it asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Want {
@@ -244,8 +247,29 @@ impl CachedSource {
             }
             Freshness::Stale | Freshness::MustRefresh | Freshness::Expired => {}
         }
+        // With a token that still serves this caller as a fallback, wait for the refresh only
+        // a bounded time: a slow or retrying token endpoint must not stall a caller that
+        // already holds something usable.
+        let fallback_wait = entry
+            .token
+            .remaining(self.inner.clock.now())
+            .checked_sub(want.min_ttl)
+            .filter(|spare| !spare.is_zero())
+            .map(|spare| spare.min(FALLBACK_WAIT));
         drop(entry);
-        match self.inner.refresh(want).await {
+        let refresh = self.inner.refresh(want);
+        let result = match fallback_wait {
+            Some(wait) => tokio::time::timeout(wait, refresh)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Transport(format!(
+                        "no new token within {}",
+                        fmt_duration(wait)
+                    )))
+                }),
+            None => refresh.await,
+        };
+        match result {
             Ok(entry) => Ok(AccessToken(Held::Owned(entry))),
             Err(e @ Error::LifetimeTooShort { .. }) => Err(e),
             Err(e) => {

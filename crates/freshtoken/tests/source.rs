@@ -23,6 +23,7 @@ struct Scripted {
     lifetime: Duration,
     calls: AtomicU32,
     failing: std::sync::atomic::AtomicBool,
+    hanging: std::sync::atomic::AtomicBool,
 }
 
 impl Scripted {
@@ -32,6 +33,7 @@ impl Scripted {
             lifetime,
             calls: AtomicU32::new(0),
             failing: Default::default(),
+            hanging: Default::default(),
         })
     }
     fn calls(&self) -> u32 {
@@ -40,6 +42,9 @@ impl Scripted {
     fn set_failing(&self, on: bool) {
         self.failing.store(on, Ordering::SeqCst);
     }
+    fn set_hanging(&self, on: bool) {
+        self.hanging.store(on, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -47,6 +52,9 @@ impl Fetch for Scripted {
     async fn fetch(&self, _previous: Option<&Token>) -> freshtoken::Result<Token> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::task::yield_now().await;
+        if self.hanging.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(Error::Transport("scripted outage".into()));
         }
@@ -154,6 +162,31 @@ async fn one_shot_falls_back_to_the_stale_token_when_refresh_fails() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("scripted outage"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    s.token().await.unwrap();
+    clock.advance(Duration::from_secs(2800));
+    f.set_hanging(true);
+    let started = tokio::time::Instant::now();
+    let t = s.token_with(Want::one_shot(Duration::ZERO)).await.unwrap();
+    assert_eq!(t.expose_secret(), "tok-1");
+    assert_eq!(
+        started.elapsed(),
+        freshtoken::FALLBACK_WAIT,
+        "waited the bounded time, then fell back"
+    );
+    // Without a usable token there is nothing to fall back to: the wait is the fetcher's own.
+    clock.advance(Duration::from_secs(900));
+    let waited = tokio::time::timeout(Duration::from_secs(3600), s.token()).await;
+    assert!(
+        waited.is_err(),
+        "an expired token is never a fallback, however long the fetch takes"
+    );
 }
 
 #[tokio::test]
