@@ -101,11 +101,81 @@ fn dev_server_command_serves_tokens_and_stats() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(v["expires_in"].as_u64().unwrap() <= 2, "{v}");
 
-    let http = http_get(&format!("{base}/__stats"));
-    let stats: serde_json::Value = serde_json::from_str(&http).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(&format!("{base}/__stats"))).unwrap();
     assert_eq!(
         stats["token_requests"], 2,
         "one 503 (the fault), then one token: {stats}"
+    );
+
+    // Fault switches at run time: an outage on, then off; unknown switches are refused.
+    let get = || {
+        run(sb
+            .cmd()
+            .env("FRESHTOKEN_TOKEN_URL", format!("{base}/oauth/token"))
+            .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
+            .env("FRESHTOKEN_CLIENT_SECRET", SECRET)
+            .env("FRESHTOKEN_RETRY_FOR", "0")
+            .args(["get", "--cache", "memory"]))
+    };
+    assert_eq!(
+        http(
+            &format!("{base}/__faults"),
+            "POST",
+            r#"{"outage":true}"#,
+            None
+        )
+        .0,
+        200
+    );
+    assert_code(&get(), 4);
+    assert!(http_get(&format!("{base}/__faults")).contains("\"outage\":true"));
+    assert_eq!(
+        http(
+            &format!("{base}/__faults"),
+            "POST",
+            r#"{"outage":false}"#,
+            None
+        )
+        .0,
+        200
+    );
+    let o = get();
+    assert_code(&o, 0);
+    let (status, body) = http(
+        &format!("{base}/__faults"),
+        "POST",
+        r#"{"meteor":true}"#,
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // The protected API: 401 without a valid token, an echo with one.
+    let token = stdout(&o).trim().to_owned();
+    assert_eq!(
+        http(&format!("{base}/api/v2/users/me"), "GET", "", None).0,
+        401
+    );
+    assert_eq!(
+        http(
+            &format!("{base}/api/v2/users/me"),
+            "GET",
+            "",
+            Some("dev-forged")
+        )
+        .0,
+        401
+    );
+    let (status, echo) = http(
+        &format!("{base}/api/v2/users/me"),
+        "PUT",
+        "{}",
+        Some(&token),
+    );
+    assert_eq!(status, 200, "{echo}");
+    assert!(
+        echo.contains("\"path\":\"/api/v2/users/me\"") && echo.contains(CLIENT_ID),
+        "{echo}"
     );
 
     send_signal(child.id(), 15);
@@ -160,17 +230,27 @@ fn send_signal(pid: u32, signal: i32) {
 
 /// A GET with nothing but std, enough for a JSON stats page on loopback.
 fn http_get(url: &str) -> String {
+    http(url, "GET", "", None).1
+}
+
+/// A request with nothing but std: (status, body).
+fn http(url: &str, method: &str, body: &str, bearer: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut s = std::net::TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").unwrap().1.to_owned()
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, out.split_once("\r\n\r\n").unwrap().1.to_owned())
 }

@@ -178,3 +178,32 @@ impl Counters {
         &self.api_401
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use freshtoken::ManualClock;
+    use std::sync::Arc;
+
+    #[test]
+    fn tokens_expire_on_the_servers_clock_and_can_be_revoked() {
+        let clock = ManualClock::starting_now();
+        let state = State::new(Config {
+            ttl: Duration::from_secs(3),
+            clock: Arc::new(clock.clone()),
+            ..Config::default()
+        });
+        let (a, _) = state.issue("c", None);
+        let (b, _) = state.issue("c", Some("s".into()));
+        assert_eq!(state.check(&a).unwrap().client_id, "c");
+        clock.advance(Duration::from_millis(2999));
+        assert!(state.check(&a).is_some());
+        clock.advance(Duration::from_millis(1));
+        assert!(state.check(&a).is_none(), "expired exactly at ttl");
+        assert!(state.check("dev-unknown").is_none());
+        let (c, _) = state.issue("c", None);
+        assert!(state.revoke(&c));
+        assert!(state.check(&c).is_none());
+        assert!(!state.revoke(&b) || state.check(&b).is_none());
+    }
+}
