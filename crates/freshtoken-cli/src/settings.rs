@@ -142,32 +142,8 @@ impl Settings {
                 .map_err(|e| CliError::usage(format!("{}: {e}", from("auth_method"))))?,
             None => AuthMethod::default(),
         };
-        let scope = if args.scope.is_empty() {
-            profile
-                .scope
-                .as_ref()
-                .map(|s| s.items())
-                .unwrap_or_default()
-        } else {
-            args.scope
-                .iter()
-                .flat_map(|s| s.split_whitespace())
-                .map(str::to_owned)
-                .collect()
-        };
-        let resource = if args.resource.is_empty() {
-            profile
-                .resource
-                .as_ref()
-                .map(|s| s.items())
-                .unwrap_or_default()
-        } else {
-            args.resource
-                .iter()
-                .flat_map(|s| s.split_whitespace())
-                .map(str::to_owned)
-                .collect()
-        };
+        let scope = list(&args.scope, profile.scope.as_ref());
+        let resource = list(&args.resource, profile.resource.as_ref());
         let params = if args.params.is_empty() {
             profile.params.clone().into_iter().collect()
         } else {
@@ -340,6 +316,18 @@ impl Settings {
             )));
         }
         Ok(SecretString::from(trimmed.to_owned()))
+    }
+}
+
+/// A list setting: the flag's values (each may be space-separated) if given, else the file's.
+fn list(flag: &[String], file: Option<&config::OneOrMany>) -> Vec<String> {
+    if flag.is_empty() {
+        file.map(config::OneOrMany::items).unwrap_or_default()
+    } else {
+        flag.iter()
+            .flat_map(|s| s.split_whitespace())
+            .map(str::to_owned)
+            .collect()
     }
 }
 

@@ -90,12 +90,7 @@ fn the_file_cache_serves_later_processes_and_status_shows_it() {
     );
 
     let o = run(sb.cmd_for(&server).arg("invalidate"));
-    assert_code(&o, 0);
-    assert!(
-        stderr(&o).contains("dropped the cached token"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 0, "dropped the cached token");
     let third = stdout(&run(sb.cmd_for(&server).arg("get")));
     assert_ne!(third, first);
     assert_eq!(server.stats().token_requests, 2);
@@ -214,12 +209,7 @@ cache = "memory"
         stderr(&o)
     );
     let o = run(sb.cmd().arg("get"));
-    assert_code(&o, 2);
-    assert!(
-        stderr(&o).contains("$MY_SECRET, which is not set"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 2, "$MY_SECRET, which is not set");
 }
 
 #[test]
@@ -245,8 +235,7 @@ fn config_errors_name_file_and_line() {
     )
     .unwrap();
     let o = run(sb.cmd().arg("get"));
-    assert_code(&o, 2);
-    assert!(stderr(&o).contains("not a plain string"), "{}", stderr(&o));
+    assert_fails_with(&o, 2, "not a plain string");
     assert!(!stderr(&o).contains("hunter2-plain"), "{}", stderr(&o));
 }
 
@@ -256,8 +245,7 @@ fn exit_codes() {
     let sb = Sandbox::new();
     // 2: nothing configured.
     let o = run(sb.cmd().arg("get"));
-    assert_code(&o, 2);
-    assert!(stderr(&o).contains("no token URL"), "{}", stderr(&o));
+    assert_fails_with(&o, 2, "no token URL");
     // 2: bad flag value.
     assert_code(
         &run(sb.cmd_for(&server).args(["get", "--format", "xml"])),
@@ -269,12 +257,7 @@ fn exit_codes() {
     );
     // 2: a min-ttl the server's tokens can never meet.
     let o = run(sb.cmd_for(&server).args(["get", "--min-ttl", "2h"]));
-    assert_code(&o, 2);
-    assert!(
-        stderr(&o).contains("less than the 7200.0 s asked for"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 2, "less than the 7200.0 s asked for");
     // 3: wrong secret, with the server's OAuth error; not retried.
     let before = server.stats().token_requests;
     let o = run(sb
@@ -282,12 +265,7 @@ fn exit_codes() {
         .env("FRESHTOKEN_CLIENT_SECRET", "wrong")
         .env("FRESHTOKEN_RETRY_FOR", "30s")
         .args(["get", "--cache", "memory"]));
-    assert_code(&o, 3);
-    assert!(
-        stderr(&o).contains("invalid_client (client authentication failed)"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 3, "invalid_client (client authentication failed)");
     assert_eq!(
         server.stats().token_requests,
         before + 1,
@@ -301,12 +279,7 @@ fn exit_codes() {
         "--token-url",
         "http://127.0.0.1:9/token",
     ]));
-    assert_code(&o, 4);
-    assert!(
-        stderr(&o).contains("cannot connect to 127.0.0.1:9"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 4, "cannot connect to 127.0.0.1:9");
     // 0 and usage on --help.
     let o = run(sb.cmd().args(["get", "--help"]));
     assert_code(&o, 0);
@@ -376,12 +349,7 @@ fn oversized_endless_and_slow_answers_are_cut_off() {
         ..Faults::default()
     });
     let o = run(sb.cmd_for(&server).args(["get", "--cache", "memory"]));
-    assert_code(&o, 4);
-    assert!(
-        stderr(&o).contains("larger than 1048576 bytes"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 4, "larger than 1048576 bytes");
     // A body that never ends: the timeout ends it.
     server.set_faults(Faults {
         canned: Some(freshtoken_devserver::Canned {
@@ -409,12 +377,7 @@ fn oversized_endless_and_slow_answers_are_cut_off() {
     let o = run(sb
         .cmd_for(&server)
         .args(["get", "--cache", "memory", "--timeout", "500ms"]));
-    assert_code(&o, 4);
-    assert!(
-        stderr(&o).contains("no answer from 127.0.0.1"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 4, "no answer from 127.0.0.1");
 }
 
 #[test]
@@ -443,8 +406,7 @@ fn retries_outages_and_throttling_then_succeeds() {
         .cmd_for(&server)
         .env("FRESHTOKEN_RETRY_FOR", "2500ms")
         .args(["get", "--cache", "memory"]));
-    assert_code(&o, 4);
-    assert!(stderr(&o).contains("Rate limit exceeded"), "{}", stderr(&o));
+    assert_fails_with(&o, 4, "Rate limit exceeded");
     let attempts = server.stats().token_requests - before;
     assert!(
         (2..=3).contains(&attempts),
@@ -461,8 +423,7 @@ fn retries_outages_and_throttling_then_succeeds() {
         .cmd_for(&server)
         .env("FRESHTOKEN_RETRY_FOR", "5s")
         .args(["get", "--cache", "memory"]));
-    assert_code(&o, 4);
-    assert!(stderr(&o).contains("HTTP 429"), "{}", stderr(&o));
+    assert_fails_with(&o, 4, "HTTP 429");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "gave up at once rather than sleeping past the deadline"

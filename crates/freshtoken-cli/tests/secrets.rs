@@ -89,8 +89,7 @@ fn errors_hold_no_secret_even_when_the_server_echoes_it() {
         "--auth-method",
         "client_secret_post",
     ]));
-    assert_code(&o, 3);
-    assert!(stderr(&o).contains("[REDACTED]"), "{}", stderr(&o));
+    assert_fails_with(&o, 3, "[REDACTED]");
     assert_clean(&stderr(&o), None);
 
     server.canned(200, &format!("<html>debug: {SECRET}</html>"));

@@ -157,3 +157,14 @@ pub fn assert_code(o: &Output, code: i32) {
         stderr(o)
     );
 }
+
+/// Asserts the exit code and that stderr holds `needle`, showing the output when not.
+#[track_caller]
+pub fn assert_fails_with(o: &Output, code: i32, needle: &str) {
+    assert_code(o, code);
+    assert!(
+        stderr(o).contains(needle),
+        "stderr lacks {needle:?}:\n{}",
+        stderr(o)
+    );
+}
