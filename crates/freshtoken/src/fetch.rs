@@ -11,6 +11,7 @@ use rand::Rng;
 use secrecy::ExposeSecret;
 use url::form_urlencoded;
 
+use crate::assertion::{ASSERTION_TYPE, Signer};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::request::{AuthMethod, TokenRequest};
@@ -79,6 +80,8 @@ pub struct HttpFetcher {
     /// Built on first use: a warm cache never needs it, and building it costs milliseconds.
     http: tokio::sync::OnceCell<reqwest::Client>,
     request: TokenRequest,
+    signer: Option<Signer>,
+    scope_warned: std::sync::atomic::AtomicBool,
     options: HttpOptions,
     clock: SharedClock,
 }
@@ -98,6 +101,8 @@ impl HttpFetcher {
         request.validate()?;
         Ok(Self {
             http: tokio::sync::OnceCell::new(),
+            signer: request.signer()?,
+            scope_warned: std::sync::atomic::AtomicBool::new(false),
             request,
             options,
             clock: Arc::new(SystemClock),
@@ -116,21 +121,30 @@ impl HttpFetcher {
     }
 
     /// The token request, built without awaiting (the form serializer is not `Send`).
-    fn build(&self, http: &reqwest::Client) -> Result<reqwest::RequestBuilder> {
+    fn build(&self, http: &reqwest::Client, grant: Grant<'_>) -> Result<reqwest::RequestBuilder> {
         let req = &self.request;
         let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "client_credentials");
-        if !req.scope.is_empty() {
-            form.append_pair("scope", &req.scope.join(" "));
-        }
-        if let Some(aud) = &req.audience {
-            form.append_pair("audience", aud);
-        }
-        for r in &req.resource {
-            form.append_pair("resource", r);
-        }
-        for (k, v) in &req.params {
-            form.append_pair(k, v);
+        match grant {
+            Grant::ClientCredentials => {
+                form.append_pair("grant_type", "client_credentials");
+                if !req.scope.is_empty() {
+                    form.append_pair("scope", &req.scope.join(" "));
+                }
+                if let Some(aud) = &req.audience {
+                    form.append_pair("audience", aud);
+                }
+                for r in &req.resource {
+                    form.append_pair("resource", r);
+                }
+                for (k, v) in &req.params {
+                    form.append_pair(k, v);
+                }
+            }
+            // The refreshed token keeps the original grant's scope and audience (RFC 6749 §6).
+            Grant::RefreshToken(rt) => {
+                form.append_pair("grant_type", "refresh_token");
+                form.append_pair("refresh_token", rt.expose_secret());
+            }
         }
         let mut builder = http
             .post(req.token_url.clone())
@@ -157,6 +171,27 @@ impl HttpFetcher {
                 form.append_pair("client_id", &req.client_id);
                 form.append_pair("client_secret", secret.expose_secret());
             }
+            (AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt, _) => {
+                let Some(signer) = &self.signer else {
+                    return Err(Error::Config(format!(
+                        "{} has no key to sign with",
+                        req.auth_method
+                    )));
+                };
+                let audience = req
+                    .assertion_audience
+                    .clone()
+                    .unwrap_or_else(|| req.token_url.to_string());
+                let assertion = signer.assertion(
+                    &req.client_id,
+                    &audience,
+                    self.clock.now(),
+                    req.assertion_lifetime,
+                )?;
+                form.append_pair("client_id", &req.client_id);
+                form.append_pair("client_assertion_type", ASSERTION_TYPE);
+                form.append_pair("client_assertion", &assertion);
+            }
             _ => {
                 form.append_pair("client_id", &req.client_id);
             }
@@ -164,7 +199,7 @@ impl HttpFetcher {
         Ok(builder.body(form.finish()))
     }
 
-    async fn attempt(&self) -> Attempt {
+    async fn attempt(&self, grant: Grant<'_>) -> Attempt {
         let req = &self.request;
         let http = match self
             .http
@@ -174,7 +209,7 @@ impl HttpFetcher {
             Ok(http) => http,
             Err(e) => return Attempt::Fatal(e),
         };
-        let builder = match self.build(http) {
+        let builder = match self.build(http, grant) {
             Ok(b) => b,
             Err(e) => return Attempt::Fatal(e),
         };
@@ -296,25 +331,16 @@ impl HttpFetcher {
     }
 }
 
-#[async_trait]
-impl Fetch for HttpFetcher {
-    async fn fetch(&self, _previous: Option<&Token>) -> Result<Token> {
+impl HttpFetcher {
+    /// One grant, retried as the retry policy allows.
+    async fn fetch_grant(&self, grant: Grant<'_>) -> Result<Token> {
         let policy = self.options.retry;
         let started = tokio::time::Instant::now();
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let (error, retry_after) = match self.attempt().await {
-                Attempt::Done(token) => {
-                    if token.expiry_source() == ExpirySource::Default {
-                        tracing::warn!(
-                            "the token response gave no expires_in and the token is not a JWT with exp; assuming it lives {}",
-                            fmt_duration(self.options.default_lifetime)
-                        );
-                    }
-                    tracing::debug!(token = %token.fingerprint(), lifetime_s = token.lifetime().as_secs_f64(), "token received");
-                    return Ok(token);
-                }
+            let (error, retry_after) = match self.attempt(grant).await {
+                Attempt::Done(token) => return Ok(token),
                 Attempt::Fatal(e) => return Err(e),
                 Attempt::Retryable(e, after) => (e, after),
             };
@@ -330,13 +356,91 @@ impl Fetch for HttpFetcher {
                     last: Box::new(error),
                 });
             }
-            tracing::warn!(
-                attempt = attempts,
-                wait_ms = wait.as_millis() as u64,
-                "token request failed, retrying: {error}"
-            );
+            if attempts == 1 {
+                tracing::warn!(
+                    "token request failed, retrying for up to {}: {error}",
+                    fmt_duration(policy.deadline)
+                );
+            } else {
+                tracing::debug!(
+                    attempt = attempts,
+                    wait_ms = wait.as_millis() as u64,
+                    "token request failed again: {error}"
+                );
+            }
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Says once per fetcher when the server granted less than was asked for: a scope such
+    /// as a "long-lived token" scope is silently ignored by the client credentials grant.
+    fn check_scope(&self, token: &Token) {
+        let Some(granted) = token.scope() else { return };
+        let granted: Vec<&str> = granted.split_whitespace().collect();
+        let missing: Vec<&str> = self
+            .request
+            .scope
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !granted.contains(s))
+            .collect();
+        if !missing.is_empty()
+            && !self
+                .scope_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "the server did not grant the requested scope {}; granted: {}",
+                missing.join(" "),
+                if granted.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    granted.join(" ")
+                }
+            );
+        }
+    }
+}
+
+/// Which grant a request uses.
+#[derive(Clone, Copy)]
+enum Grant<'a> {
+    ClientCredentials,
+    RefreshToken(&'a secrecy::SecretString),
+}
+
+#[async_trait]
+impl Fetch for HttpFetcher {
+    async fn fetch(&self, previous: Option<&Token>) -> Result<Token> {
+        let mut token = None;
+        if let Some(rt) = previous.and_then(Token::refresh_token) {
+            match self.fetch_grant(Grant::RefreshToken(rt)).await {
+                // A server that does not rotate refresh tokens keeps the old one valid.
+                Ok(t) if t.refresh_token().is_none() => {
+                    token = Some(t.with_refresh_token(Some(rt.clone())))
+                }
+                Ok(t) => token = Some(t),
+                Err(Error::OAuth { error, .. }) if error == "invalid_grant" => {
+                    tracing::debug!(
+                        "the refresh token was refused (invalid_grant); using the client's own grant"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let token = match token {
+            Some(t) => t,
+            None => self.fetch_grant(Grant::ClientCredentials).await?,
+        };
+        if token.expiry_source() == ExpirySource::Default {
+            tracing::warn!(
+                "the token response gave no expires_in and the token is not a JWT with exp; assuming it lives {}",
+                fmt_duration(self.options.default_lifetime)
+            );
+        }
+        self.check_scope(&token);
+        tracing::debug!(token = %token.fingerprint(), lifetime_s = token.lifetime().as_secs_f64(), "token received");
+        Ok(token)
     }
 }
 

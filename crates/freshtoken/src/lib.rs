@@ -23,11 +23,14 @@
 
 #![warn(missing_docs)]
 
+mod assertion;
 pub mod clock;
+pub mod discovery;
 mod error;
 mod fetch;
 pub mod jwt;
 pub mod policy;
+pub mod provider;
 mod request;
 mod response;
 pub mod retry;
@@ -38,6 +41,7 @@ mod token;
 #[cfg(test)]
 mod fuzz_tests;
 
+pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use fetch::{DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client};

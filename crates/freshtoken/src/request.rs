@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::assertion::{DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
 use crate::error::Error;
 
 /// How the client proves who it is at the token endpoint (RFC 6749 §2.3).
@@ -18,6 +20,10 @@ pub enum AuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the form body.
     ClientSecretPost,
+    /// A JWT assertion signed with the client secret (HS256/384/512).
+    ClientSecretJwt,
+    /// A JWT assertion signed with a private key (RS*, PS*, ES256, ES384, EdDSA).
+    PrivateKeyJwt,
     /// A public client: `client_id` in the body, no secret.
     None,
 }
@@ -28,19 +34,41 @@ impl AuthMethod {
         match self {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::ClientSecretJwt => "client_secret_jwt",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
             AuthMethod::None => "none",
         }
     }
 
     /// Whether this method needs a client secret.
     pub fn needs_secret(self) -> bool {
-        !matches!(self, AuthMethod::None)
+        matches!(
+            self,
+            AuthMethod::ClientSecretBasic
+                | AuthMethod::ClientSecretPost
+                | AuthMethod::ClientSecretJwt
+        )
+    }
+
+    /// Whether this method needs a private key.
+    pub fn needs_private_key(self) -> bool {
+        matches!(self, AuthMethod::PrivateKeyJwt)
+    }
+
+    /// Whether this method signs an assertion.
+    pub fn is_jwt(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt
+        )
     }
 
     /// Every method, for help texts and error messages.
-    pub const ALL: [AuthMethod; 3] = [
+    pub const ALL: [AuthMethod; 5] = [
         AuthMethod::ClientSecretBasic,
         AuthMethod::ClientSecretPost,
+        AuthMethod::ClientSecretJwt,
+        AuthMethod::PrivateKeyJwt,
         AuthMethod::None,
     ];
 }
@@ -99,6 +127,16 @@ pub struct TokenRequest {
     pub resource: Vec<String>,
     /// Any other form fields, in order.
     pub params: Vec<(String, String)>,
+    /// The PEM private key, for `private_key_jwt`.
+    pub private_key: Option<SecretString>,
+    /// `kid` of the assertion's header.
+    pub key_id: Option<String>,
+    /// The assertion's algorithm; by default it follows the key (or HS256 with a secret).
+    pub signing_alg: Option<SigningAlg>,
+    /// The assertion's `aud`; by default the token endpoint.
+    pub assertion_audience: Option<String>,
+    /// How long an assertion is valid.
+    pub assertion_lifetime: Duration,
 }
 
 impl TokenRequest {
@@ -117,6 +155,24 @@ impl TokenRequest {
             audience: None,
             resource: Vec::new(),
             params: Vec::new(),
+            private_key: None,
+            key_id: None,
+            signing_alg: None,
+            assertion_audience: None,
+            assertion_lifetime: DEFAULT_ASSERTION_LIFETIME,
+        }
+    }
+
+    /// The assertion signer for the JWT methods (`None` for the others).
+    pub fn signer(&self) -> Result<Option<Signer>, Error> {
+        match (self.auth_method, &self.client_secret, &self.private_key) {
+            (AuthMethod::ClientSecretJwt, Some(secret), _) => {
+                Signer::with_secret(secret, self.signing_alg).map(Some)
+            }
+            (AuthMethod::PrivateKeyJwt, _, Some(key)) => {
+                Signer::with_private_key(key, self.signing_alg, self.key_id.clone()).map(Some)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -152,6 +208,17 @@ impl TokenRequest {
         if self.auth_method.needs_secret() && self.client_secret.is_none() {
             return Err(Error::Config(format!(
                 "auth method {} needs a client secret: set FRESHTOKEN_CLIENT_SECRET, --client-secret-file, --client-secret-stdin or client_secret in the profile",
+                self.auth_method
+            )));
+        }
+        if self.auth_method.needs_private_key() && self.private_key.is_none() {
+            return Err(Error::Config(
+                "private_key_jwt needs a private key: set --private-key PATH, FRESHTOKEN_PRIVATE_KEY or private_key in the profile".into(),
+            ));
+        }
+        if self.signing_alg.is_some() && !self.auth_method.is_jwt() {
+            return Err(Error::Config(format!(
+                "a signing algorithm applies to client_secret_jwt and private_key_jwt, not {}",
                 self.auth_method
             )));
         }
