@@ -70,7 +70,19 @@ pub struct CredentialArgs {
     #[arg(long, env = env::TOKEN_URL, value_name = "URL")]
     pub token_url: Option<String>,
 
-    /// OAuth client id.
+    /// OpenID Connect issuer: the token endpoint is found by discovery.
+    #[arg(long, env = env::ISSUER, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// A known provider that fills in the endpoints: genesys.
+    #[arg(long, env = env::PROVIDER, value_name = "NAME")]
+    pub provider: Option<String>,
+
+    /// The provider's region, e.g. us-east-1, eu-west-1 (also GENESYSCLOUD_REGION).
+    #[arg(long, env = env::REGION, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// OAuth client id (also GENESYSCLOUD_OAUTHCLIENT_ID with --provider genesys).
     #[arg(long, env = env::CLIENT_ID, value_name = "ID")]
     pub client_id: Option<String>,
 
@@ -82,9 +94,28 @@ pub struct CredentialArgs {
     #[arg(long)]
     pub client_secret_stdin: bool,
 
-    /// Client authentication: client_secret_basic (default), client_secret_post or none.
+    /// Client authentication: client_secret_basic (default), client_secret_post,
+    /// client_secret_jwt, private_key_jwt or none.
     #[arg(long, env = env::AUTH_METHOD, value_name = "METHOD")]
     pub auth_method: Option<String>,
+
+    /// PEM private key file for private_key_jwt (PKCS#1, PKCS#8 or SEC1; FRESHTOKEN_PRIVATE_KEY
+    /// may hold the PEM itself).
+    #[arg(long, env = env::PRIVATE_KEY_FILE, value_name = "PATH")]
+    pub private_key: Option<PathBuf>,
+
+    /// `kid` header of client assertions.
+    #[arg(long, env = env::KEY_ID, value_name = "KID")]
+    pub key_id: Option<String>,
+
+    /// Client assertion algorithm: HS256/384/512 for client_secret_jwt; RS256, PS256, ES256,
+    /// ES384 or EdDSA for private_key_jwt (default: follows the key).
+    #[arg(long, env = env::SIGNING_ALG, value_name = "ALG")]
+    pub signing_alg: Option<String>,
+
+    /// `aud` of client assertions (default: the token endpoint).
+    #[arg(long, env = env::ASSERTION_AUDIENCE, value_name = "AUD")]
+    pub assertion_audience: Option<String>,
 
     /// Scope to request (repeatable, or space-separated).
     #[arg(long, env = env::SCOPE, value_name = "SCOPE", num_args = 1, action = ArgAction::Append)]

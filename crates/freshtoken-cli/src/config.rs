@@ -21,6 +21,19 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct ProfileConfig {
     pub token_url: Option<String>,
+    /// OpenID Connect issuer; the token endpoint comes from discovery.
+    pub issuer: Option<String>,
+    /// A known provider: `genesys`.
+    pub provider: Option<String>,
+    /// The provider's region.
+    pub region: Option<String>,
+    /// PEM private key for `private_key_jwt`.
+    pub private_key: Option<SecretSource>,
+    pub key_id: Option<String>,
+    pub signing_alg: Option<String>,
+    pub assertion_audience: Option<String>,
+    /// Lifetime of client assertions (default 60s).
+    pub assertion_lifetime: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<SecretSource>,
     pub auth_method: Option<String>,

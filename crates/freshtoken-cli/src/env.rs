@@ -8,6 +8,28 @@ pub const CLIENT_ID: &str = "FRESHTOKEN_CLIENT_ID";
 pub const CLIENT_SECRET: &str = "FRESHTOKEN_CLIENT_SECRET";
 /// A file holding the client secret.
 pub const CLIENT_SECRET_FILE: &str = "FRESHTOKEN_CLIENT_SECRET_FILE";
+/// OIDC issuer, for discovery of the token endpoint.
+pub const ISSUER: &str = "FRESHTOKEN_ISSUER";
+/// A known provider (`genesys`).
+pub const PROVIDER: &str = "FRESHTOKEN_PROVIDER";
+/// The provider's region.
+pub const REGION: &str = "FRESHTOKEN_REGION";
+/// A PEM private key's contents, for `private_key_jwt`.
+pub const PRIVATE_KEY: &str = "FRESHTOKEN_PRIVATE_KEY";
+/// A PEM private key file, for `private_key_jwt`.
+pub const PRIVATE_KEY_FILE: &str = "FRESHTOKEN_PRIVATE_KEY_FILE";
+/// `kid` of client assertions.
+pub const KEY_ID: &str = "FRESHTOKEN_KEY_ID";
+/// Algorithm of client assertions.
+pub const SIGNING_ALG: &str = "FRESHTOKEN_SIGNING_ALG";
+/// `aud` of client assertions.
+pub const ASSERTION_AUDIENCE: &str = "FRESHTOKEN_ASSERTION_AUDIENCE";
+/// Genesys Cloud's own variables, as its Terraform provider and CLI read them.
+pub const GENESYS_CLIENT_ID: &str = "GENESYSCLOUD_OAUTHCLIENT_ID";
+/// See [`GENESYS_CLIENT_ID`].
+pub const GENESYS_CLIENT_SECRET: &str = "GENESYSCLOUD_OAUTHCLIENT_SECRET";
+/// See [`GENESYS_CLIENT_ID`].
+pub const GENESYS_REGION: &str = "GENESYSCLOUD_REGION";
 /// Client authentication method.
 pub const AUTH_METHOD: &str = "FRESHTOKEN_AUTH_METHOD";
 /// Requested scope, space-separated.

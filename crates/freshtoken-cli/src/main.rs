@@ -8,6 +8,7 @@ use clap::Parser;
 mod cli;
 mod commands;
 mod config;
+mod discovery;
 mod env;
 mod exit;
 mod human;

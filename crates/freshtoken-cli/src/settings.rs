@@ -10,15 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use freshtoken::discovery::Metadata;
+use freshtoken::provider::GenesysRegion;
 use freshtoken::{
     AuthMethod, CacheKey, FileStore, HttpOptions, MemoryStore, RefreshPolicy, RetryPolicy,
-    TokenRequest, TokenStore,
+    SigningAlg, TokenRequest, TokenStore,
 };
 use secrecy::SecretString;
 use url::Url;
 
 use crate::cli::{Cli, CredentialArgs};
 use crate::config::{self, ProfileConfig, SecretSource};
+use crate::discovery;
 use crate::env;
 use crate::exit::{CliError, CliResult};
 
@@ -75,6 +78,11 @@ pub struct Settings {
     /// The request, without its secret (see [`Settings::token_request`]).
     request: TokenRequest,
     secret: SecretSpec,
+    key: SecretSpec,
+    /// The issuer's metadata, when the endpoint came from discovery.
+    metadata: Option<Metadata>,
+    /// The provider's API base URL, when a provider is used.
+    pub api_base: Option<Url>,
     /// Talking to the token endpoint.
     pub http: HttpOptions,
     /// When to refresh.
@@ -118,20 +126,59 @@ impl Settings {
             None => what.to_owned(),
         };
 
-        let token_url = args.token_url.clone().or(profile.token_url.clone()).ok_or_else(|| {
-            CliError::usage(format!(
-                "no token URL: set --token-url, {} or token_url in a profile of the config file",
-                env::TOKEN_URL
-            ))
-        })?;
-        let token_url = Url::parse(token_url.trim())
-            .map_err(|e| CliError::usage(format!("token URL {token_url:?} is not a URL: {e}")))?;
-        let client_id = args.client_id.clone().or(profile.client_id.clone()).ok_or_else(|| {
-            CliError::usage(format!(
-                "no client id: set --client-id, {} or client_id in a profile of the config file",
-                env::CLIENT_ID
-            ))
-        })?;
+        // A known provider fills in endpoints. Genesys Cloud is assumed when nothing else names
+        // an endpoint and its own GENESYSCLOUD_REGION is set, so its users need no flags.
+        let explicit_endpoint = args.token_url.is_some()
+            || args.issuer.is_some()
+            || profile.token_url.is_some()
+            || profile.issuer.is_some();
+        let provider = match args.provider.as_deref().or(profile.provider.as_deref()) {
+            Some(p)
+                if p.eq_ignore_ascii_case("genesys") || p.eq_ignore_ascii_case("genesyscloud") =>
+            {
+                true
+            }
+            Some(p) => {
+                return Err(CliError::usage(format!(
+                    "unknown provider {p:?}; known: genesys"
+                )));
+            }
+            None => !explicit_endpoint && std::env::var_os(env::GENESYS_REGION).is_some(),
+        };
+        let genesys = if provider {
+            let region = args
+                .region
+                .clone()
+                .or_else(|| std::env::var(env::GENESYS_REGION).ok())
+                .or(profile.region.clone())
+                .ok_or_else(|| {
+                    CliError::usage(format!(
+                        "the genesys provider needs a region: --region, {} or region in the profile (e.g. us-east-1)",
+                        env::GENESYS_REGION
+                    ))
+                })?;
+            Some(GenesysRegion::find(&region).map_err(CliError::usage)?)
+        } else {
+            None
+        };
+        let genesys_env = |var: &str| {
+            genesys
+                .as_ref()
+                .and_then(|_| std::env::var(var).ok())
+                .filter(|v| !v.is_empty())
+        };
+
+        let client_id = args
+            .client_id
+            .clone()
+            .or_else(|| genesys_env(env::GENESYS_CLIENT_ID))
+            .or(profile.client_id.clone())
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "no client id: set --client-id, {} or client_id in a profile of the config file",
+                    env::CLIENT_ID
+                ))
+            })?;
         let auth_method = match args
             .auth_method
             .as_deref()
@@ -162,6 +209,8 @@ impl Settings {
             SecretSpec::File(path.clone())
         } else if std::env::var_os(env::CLIENT_SECRET).is_some() {
             SecretSpec::Env(env::CLIENT_SECRET)
+        } else if genesys_env(env::GENESYS_CLIENT_SECRET).is_some() {
+            SecretSpec::Env(env::GENESYS_CLIENT_SECRET)
         } else if let Some(source) = &profile.client_secret {
             SecretSpec::Config(source.clone())
         } else {
@@ -230,7 +279,67 @@ impl Settings {
                 .unwrap_or("file"),
         )?;
 
+        let key = if let Some(path) = &args.private_key {
+            SecretSpec::File(path.clone())
+        } else if std::env::var_os(env::PRIVATE_KEY).is_some() {
+            SecretSpec::Env(env::PRIVATE_KEY)
+        } else if let Some(source) = &profile.private_key {
+            SecretSpec::Config(source.clone())
+        } else {
+            SecretSpec::Missing
+        };
+        let signing_alg = match args
+            .signing_alg
+            .as_deref()
+            .or(profile.signing_alg.as_deref())
+        {
+            Some(a) => Some(
+                a.parse::<SigningAlg>()
+                    .map_err(|e| CliError::usage(format!("{}: {e}", from("signing_alg"))))?,
+            ),
+            None => None,
+        };
+        let assertion_lifetime = duration(
+            None,
+            profile.assertion_lifetime.as_ref(),
+            "assertion_lifetime",
+        )?;
+
+        // The token endpoint: named outright, else found from the issuer, else the provider's.
+        let mut metadata = None;
+        let token_url = match (
+            args.token_url.as_ref().or(profile.token_url.as_ref()),
+            args.issuer.as_ref().or(profile.issuer.as_ref()),
+            &genesys,
+        ) {
+            (Some(url), _, _) => parse_url("token URL", url)?,
+            (None, Some(issuer), _) => {
+                let issuer = parse_url("issuer", issuer)?;
+                let meta = discovery::cached(&issuer, &http, &cache)?;
+                let url = meta.token_endpoint.clone();
+                metadata = Some(meta);
+                url
+            }
+            (None, None, Some(region)) => region.token_url(),
+            (None, None, None) => {
+                return Err(CliError::usage(format!(
+                    "no token endpoint: set --token-url ({}), --issuer ({}) or --provider genesys --region R, or token_url in a profile of the config file",
+                    env::TOKEN_URL,
+                    env::ISSUER
+                )));
+            }
+        };
+
         let mut request = TokenRequest::new(token_url, client_id, None);
+        request.signing_alg = signing_alg;
+        request.key_id = args.key_id.clone().or(profile.key_id.clone());
+        request.assertion_audience = args
+            .assertion_audience
+            .clone()
+            .or(profile.assertion_audience.clone());
+        if let Some(l) = assertion_lifetime {
+            request.assertion_lifetime = l;
+        }
         request.auth_method = auth_method;
         request.scope = scope;
         request.audience = args.audience.clone().or(profile.audience.clone());
@@ -242,6 +351,9 @@ impl Settings {
             config_path,
             request,
             secret,
+            key,
+            metadata,
+            api_base: genesys.as_ref().map(GenesysRegion::api_base),
             http,
             policy,
             cache,
@@ -263,60 +375,99 @@ impl Settings {
     pub fn token_request(&self) -> CliResult<TokenRequest> {
         let mut request = self.request.clone();
         if request.auth_method.needs_secret() {
-            request.client_secret = Some(self.read_secret()?);
+            request.client_secret = Some(read_secret(
+                &self.secret,
+                Secret::ClientSecret,
+                request.auth_method,
+            )?);
+        }
+        if request.auth_method.needs_private_key() {
+            request.private_key = Some(read_secret(
+                &self.key,
+                Secret::PrivateKey,
+                request.auth_method,
+            )?);
         }
         request.validate()?;
+        if let Some(meta) = &self.metadata {
+            let alg = request.signer()?.map(|s| s.alg());
+            meta.check(request.auth_method, alg)?;
+        }
         Ok(request)
     }
+}
 
-    fn read_secret(&self) -> CliResult<SecretString> {
-        let (text, from) = match &self.secret {
-            SecretSpec::Stdin => {
-                let mut s = String::new();
-                std::io::stdin()
-                    .take(64 * 1024)
-                    .read_to_string(&mut s)
-                    .map_err(|e| {
-                        CliError::usage(format!("cannot read the client secret from stdin: {e}"))
-                    })?;
-                (s, "standard input".to_owned())
-            }
-            SecretSpec::File(path) => (read_secret_file(path)?, path.display().to_string()),
-            SecretSpec::Env(var) => (
-                std::env::var(var)
-                    .map_err(|_| CliError::usage(format!("{var} is not valid UTF-8")))?,
-                (*var).to_owned(),
+/// Which secret is being read, for messages and for how its text is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secret {
+    ClientSecret,
+    PrivateKey,
+}
+
+impl Secret {
+    fn name(self) -> &'static str {
+        match self {
+            Secret::ClientSecret => "client secret",
+            Secret::PrivateKey => "private key",
+        }
+    }
+}
+
+fn read_secret(spec: &SecretSpec, what: Secret, method: AuthMethod) -> CliResult<SecretString> {
+    let name = what.name();
+    let (text, from) = match spec {
+        SecretSpec::Stdin => {
+            let mut s = String::new();
+            std::io::stdin()
+                .take(64 * 1024)
+                .read_to_string(&mut s)
+                .map_err(|e| CliError::usage(format!("cannot read the {name} from stdin: {e}")))?;
+            (s, "standard input".to_owned())
+        }
+        SecretSpec::File(path) | SecretSpec::Config(SecretSource::File(path)) => {
+            (read_secret_file(path, name)?, path.display().to_string())
+        }
+        SecretSpec::Env(var) => (env_secret(var, name)?, format!("${var}")),
+        SecretSpec::Config(SecretSource::Env(var)) => (env_secret(var, name)?, format!("${var}")),
+        SecretSpec::Config(SecretSource::Command(argv)) => (
+            run_secret_command(argv, name)?,
+            format!(
+                "command {:?}",
+                argv.first().map(String::as_str).unwrap_or("")
             ),
-            SecretSpec::Config(SecretSource::Env(var)) => (
-                std::env::var(var).map_err(|_| {
-                    CliError::usage(format!(
-                        "the profile's client_secret comes from ${var}, which is not set"
-                    ))
-                })?,
-                format!("${var}"),
-            ),
-            SecretSpec::Config(SecretSource::File(path)) => {
-                (read_secret_file(path)?, path.display().to_string())
-            }
-            SecretSpec::Config(SecretSource::Command(argv)) => {
-                (run_secret_command(argv)?, format!("command {:?}", argv[0]))
-            }
-            SecretSpec::Missing => {
-                return Err(CliError::usage(format!(
-                    "auth method {} needs a client secret: set {}, --client-secret-file, --client-secret-stdin or client_secret in the profile",
-                    self.request.auth_method,
+        ),
+        SecretSpec::Missing => {
+            let how = match what {
+                Secret::ClientSecret => format!(
+                    "set {}, --client-secret-file, --client-secret-stdin or client_secret in the profile",
                     env::CLIENT_SECRET
-                )));
-            }
-        };
-        let trimmed = text.trim_end_matches(['\n', '\r']);
-        if trimmed.is_empty() {
+                ),
+                Secret::PrivateKey => format!(
+                    "set --private-key PATH, {} (the PEM itself) or private_key in the profile",
+                    env::PRIVATE_KEY
+                ),
+            };
             return Err(CliError::usage(format!(
-                "the client secret from {from} is empty"
+                "auth method {method} needs a {name}: {how}"
             )));
         }
-        Ok(SecretString::from(trimmed.to_owned()))
+    };
+    let text = match what {
+        Secret::ClientSecret => text.trim_end_matches(['\n', '\r']).to_owned(),
+        Secret::PrivateKey => text,
+    };
+    if text.trim().is_empty() {
+        return Err(CliError::usage(format!("the {name} from {from} is empty")));
     }
+    Ok(SecretString::from(text))
+}
+
+fn env_secret(var: &str, name: &str) -> CliResult<String> {
+    std::env::var(var).map_err(|_| {
+        CliError::usage(format!(
+            "the {name} comes from ${var}, which is not set (or not UTF-8)"
+        ))
+    })
 }
 
 /// A list setting: the flag's values (each may be space-separated) if given, else the file's.
@@ -331,16 +482,16 @@ fn list(flag: &[String], file: Option<&config::OneOrMany>) -> Vec<String> {
     }
 }
 
-fn read_secret_file(path: &Path) -> CliResult<String> {
+fn read_secret_file(path: &Path, name: &str) -> CliResult<String> {
     let meta = std::fs::metadata(path).map_err(|e| {
         CliError::usage(format!(
-            "cannot read the client secret file {}: {e}",
+            "cannot read the {name} file {}: {e}",
             path.display()
         ))
     })?;
     if meta.mode() & 0o077 != 0 {
         tracing::warn!(
-            "client secret file {} is readable by others (mode {:o}); chmod 600 it",
+            "{name} file {} is readable by others (mode {:o}); chmod 600 it",
             path.display(),
             meta.mode() & 0o777
         );
@@ -350,39 +501,40 @@ fn read_secret_file(path: &Path) -> CliResult<String> {
         .and_then(|f| f.take(64 * 1024).read_to_string(&mut s))
         .map_err(|e| {
             CliError::usage(format!(
-                "cannot read the client secret file {}: {e}",
+                "cannot read the {name} file {}: {e}",
                 path.display()
             ))
         })?;
     Ok(s)
 }
 
-fn run_secret_command(argv: &[String]) -> CliResult<String> {
+fn run_secret_command(argv: &[String], name: &str) -> CliResult<String> {
     let Some((program, args)) = argv.split_first() else {
-        return Err(CliError::usage("client_secret command is empty"));
+        return Err(CliError::usage("the secret command is empty"));
     };
     let output = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| {
-            CliError::usage(format!(
-                "cannot run the client secret command {program:?}: {e}"
-            ))
-        })?;
+        .map_err(|e| CliError::usage(format!("cannot run the {name} command {program:?}: {e}")))?;
     if !output.status.success() {
         // Its output is not shown: it may be part of the secret.
         return Err(CliError::usage(format!(
-            "the client secret command {program:?} failed ({})",
+            "the {name} command {program:?} failed ({})",
             output.status
         )));
     }
     String::from_utf8(output.stdout).map_err(|_| {
         CliError::usage(format!(
-            "the client secret command {program:?} printed something that is not UTF-8"
+            "the {name} command {program:?} printed something that is not UTF-8"
         ))
     })
+}
+
+fn parse_url(what: &str, value: &str) -> CliResult<Url> {
+    Url::parse(value.trim())
+        .map_err(|e| CliError::usage(format!("{what} {value:?} is not a URL: {e}")))
 }
 
 /// Durations as people write them: `30s`, `5m`, `1h30m`, `250ms`, or bare seconds.

@@ -245,7 +245,9 @@ fn exit_codes() {
     let sb = Sandbox::new();
     // 2: nothing configured.
     let o = run(sb.cmd().arg("get"));
-    assert_fails_with(&o, 2, "no token URL");
+    assert_fails_with(&o, 2, "no client id");
+    let o = run(sb.cmd().env("FRESHTOKEN_CLIENT_ID", "x").arg("get"));
+    assert_fails_with(&o, 2, "no token endpoint");
     // 2: bad flag value.
     assert_code(
         &run(sb.cmd_for(&server).args(["get", "--format", "xml"])),

@@ -1,10 +1,16 @@
 //! Finding the token endpoint from an issuer: OpenID Connect Discovery, falling back to
 //! RFC 8414 authorization server metadata.
 
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::assertion::SigningAlg;
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::fetch::{HttpOptions, http_client};
 use crate::request::AuthMethod;
@@ -69,6 +75,93 @@ pub fn metadata_urls(issuer: &Url) -> Vec<Url> {
     rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
     urls.push(rfc8414);
     urls
+}
+
+/// How long discovered metadata is trusted before it is read again.
+pub const METADATA_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Discovered metadata, per process and (with `dir`) in a file shared by the user's processes,
+/// kept for [`METADATA_MAX_AGE`]. A damaged cache file is ignored and rewritten.
+pub async fn discover_cached(
+    issuer: &Url,
+    options: &HttpOptions,
+    dir: Option<&Path>,
+) -> Result<Metadata> {
+    static MEMORY: Mutex<Vec<(String, SystemTime, Metadata)>> = Mutex::new(Vec::new());
+    let now = SystemClock.now();
+    let fresh = |at: SystemTime| {
+        now.duration_since(at)
+            .is_ok_and(|age| age < METADATA_MAX_AGE)
+    };
+    {
+        let memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, _, m)) = memory
+            .iter()
+            .find(|(i, at, _)| i == issuer.as_str() && fresh(*at))
+        {
+            return Ok(m.clone());
+        }
+    }
+    let path = dir.map(|d| {
+        d.join(format!(
+            "discovery-{}.json",
+            &hex::encode(Sha256::digest(issuer.as_str()))[..32]
+        ))
+    });
+    let from_file = path.as_ref().and_then(|p| {
+        let meta = std::fs::metadata(p).ok()?;
+        if !fresh(meta.modified().ok()?) || meta.len() > 1024 * 1024 {
+            return None;
+        }
+        serde_json::from_slice::<Metadata>(&std::fs::read(p).ok()?).ok()
+    });
+    let metadata = match from_file {
+        Some(m) => m,
+        None => {
+            let m = discover(issuer, options).await?;
+            if let (Some(path), Ok(bytes)) = (&path, serde_json::to_vec(&m))
+                && let Err(e) = write_private(path, &bytes)
+            {
+                tracing::warn!(
+                    "cannot cache the issuer's metadata in {}: {e}",
+                    path.display()
+                );
+            }
+            m
+        }
+    };
+    MEMORY.lock().unwrap_or_else(PoisonError::into_inner).push((
+        issuer.to_string(),
+        now,
+        metadata.clone(),
+    ));
+    Ok(metadata)
+}
+
+/// Writes `bytes` to `path` (mode 0600, directory 0700) by rename, so readers never see half.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(
+        ".discovery.{}.{:08x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Reads the issuer's metadata over HTTP.

@@ -35,6 +35,9 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
             "cache": { "kind": store.kind(), "location": store.location(&key) },
             "cached": token.is_some(),
         });
+        if let Some(api) = &settings.api_base {
+            v["api_base"] = json!(api.as_str());
+        }
         if let Some(t) = &token {
             v["token"] = json!({
                 "fingerprint": t.fingerprint().to_string(),
@@ -57,6 +60,9 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
         ("auth method", request.auth_method.to_string()),
         ("cache", location),
     ];
+    if let Some(api) = &settings.api_base {
+        lines.insert(2, ("API base", api.to_string()));
+    }
     match &token {
         None => lines.push(("token", "not cached".into())),
         Some(t) => {
