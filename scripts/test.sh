@@ -2,11 +2,23 @@
 # Runs every check of the project: formatting, lints, and all tests (unit, integration
 # against the real dev-server, whole-process runs of the binary).
 #
-# It installs what the tests need when it is missing, so that a fresh machine passes too.
-# Today that is only the Rust toolchain (expected on the machine); services the tests start
-# themselves (the dev-server) are built from this repository.
+# It installs what the tests need when it is missing, so that a fresh machine passes too:
+# Node.js and npm (Debian packages) and the pinned oidc-provider (`npm ci`) for the interop
+# suite. The Rust toolchain is expected on the machine; the dev-server is built from here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+apt_install() {
+  echo "== installing $* (Debian packages)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+
+echo "== npm ci (tests/interop: oidc-provider for the interop suite)"
+npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
 
 # Two cores: keep the build and the test threads to what the machine has.
 jobs=$(nproc 2>/dev/null || echo 2)

@@ -235,7 +235,9 @@ impl Signer {
             }
         };
         let key = match kind {
-            KeyKind::Rsa => EncodingKey::from_rsa_der(&der),
+            // The RSA signer takes PKCS#1; jsonwebtoken unwraps PKCS#8 from the PEM itself.
+            KeyKind::Rsa => EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes())
+                .map_err(|e| Error::Config(format!("cannot read the RSA private key: {e}")))?,
             KeyKind::P256 | KeyKind::P384 => EncodingKey::from_ec_der(&der),
             KeyKind::Ed25519 => EncodingKey::from_ed_der(&der),
         };
