@@ -223,12 +223,7 @@ fn refusals_end_with_exit_3_and_the_providers_oauth_error() {
             "private_key_jwt",
             "--private-key",
         ])
-        .arg(
-            &p.info["wrong_key_file"]
-                .as_str()
-                .map(PathBuf::from)
-                .unwrap(),
-        ));
+        .arg(p.info["wrong_key_file"].as_str().unwrap()));
     assert_fails_with(&o, 3, "invalid_client (client authentication failed)");
 
     // The right key, the wrong audience.
