@@ -216,6 +216,14 @@ pub struct DevServerArgs {
     #[arg(long = "client", value_name = "ID:SECRET", action = ArgAction::Append)]
     pub clients: Vec<String>,
 
+    /// Register a private_key_jwt client as ID:PUBLIC_KEY_PEM_FILE (repeatable).
+    #[arg(long = "client-key", value_name = "ID:PEM_FILE", action = ArgAction::Append)]
+    pub client_keys: Vec<String>,
+
+    /// Issue refresh tokens (rotated on every use) and accept the refresh_token grant.
+    #[arg(long)]
+    pub refresh_tokens: bool,
+
     /// Switch on a fault: outage, outage-next=N, rate-limit=SECS, throttle=SECS, delay=MS,
     /// reject-api (repeatable; also settable at run time with POST /__faults).
     #[arg(long = "fault", value_name = "FAULT", action = ArgAction::Append)]

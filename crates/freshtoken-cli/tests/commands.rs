@@ -249,3 +249,74 @@ fn http(url: &str, method: &str, body: &str, bearer: Option<&str>) -> (u16, Stri
     let status = out.split(' ').nth(1).unwrap().parse().unwrap();
     (status, out.split_once("\r\n\r\n").unwrap().1.to_owned())
 }
+
+#[test]
+fn dev_server_accepts_private_key_jwt_from_the_binary() {
+    let sb = Sandbox::new();
+    let key = sb.path().join("key.pem");
+    let public = sb.path().join("key.pub.pem");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let s = std::process::Command::new("openssl")
+            .args(args)
+            .status()
+            .expect("openssl is needed to generate test keys: apt-get install openssl");
+        assert!(s.success());
+    };
+    openssl(&[
+        "genpkey".as_ref(),
+        "-quiet".as_ref(),
+        "-algorithm".as_ref(),
+        "EC".as_ref(),
+        "-pkeyopt".as_ref(),
+        "ec_paramgen_curve:P-384".as_ref(),
+        "-out".as_ref(),
+        key.as_os_str(),
+    ]);
+    openssl(&[
+        "pkey".as_ref(),
+        "-pubout".as_ref(),
+        "-in".as_ref(),
+        key.as_os_str(),
+        "-out".as_ref(),
+        public.as_os_str(),
+    ]);
+    let mut child = sb
+        .cmd()
+        .args(["dev-server", "--client-key"])
+        .arg(format!("pipeline:{}", public.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first.trim().rsplit(' ').next().unwrap().to_owned();
+    let o = run(sb
+        .cmd()
+        .env("FRESHTOKEN_TOKEN_URL", format!("{base}/oauth/token"))
+        .env("FRESHTOKEN_CLIENT_ID", "pipeline")
+        .env(
+            "FRESHTOKEN_PRIVATE_KEY",
+            std::fs::read_to_string(&key).unwrap(),
+        )
+        .args([
+            "get",
+            "--cache",
+            "memory",
+            "--auth-method",
+            "private_key_jwt",
+            "--key-id",
+            "k1",
+        ]));
+    assert_code(&o, 0);
+    let (status, _) = http(
+        &format!("{base}/api/ping"),
+        "GET",
+        "",
+        Some(stdout(&o).trim()),
+    );
+    assert_eq!(status, 200);
+    send_signal(child.id(), 15);
+    assert!(child.wait().unwrap().success());
+}

@@ -15,9 +15,11 @@ use std::time::Duration;
 use freshtoken::{SharedClock, SystemClock};
 use tokio::net::TcpListener;
 
+mod assertion;
 mod faults;
 mod routes;
 mod state;
+mod token;
 
 pub use faults::{Canned, Faults};
 pub use routes::app;
@@ -28,8 +30,15 @@ pub use state::{State, Stats};
 pub struct Config {
     /// Lifetime of the tokens it issues.
     pub ttl: Duration,
-    /// Registered clients: (id, secret).
+    /// Registered clients: (id, secret). The secret also keys client_secret_jwt.
     pub clients: Vec<(String, String)>,
+    /// Clients that authenticate with private_key_jwt: (id, public key PEM).
+    pub client_keys: Vec<(String, String)>,
+    /// Issue refresh tokens (rotated on every use) and accept the refresh_token grant.
+    pub refresh_tokens: bool,
+    /// When set, only these scopes are granted; others asked for are silently dropped, as
+    /// real servers do with scopes the client credentials grant does not know.
+    pub scopes: Option<Vec<String>>,
     /// Faults switched on from the start.
     pub faults: Faults,
     /// The clock that decides expiry.
@@ -44,6 +53,9 @@ impl Default for Config {
                 DEFAULT_CLIENT_ID.to_owned(),
                 DEFAULT_CLIENT_SECRET.to_owned(),
             )],
+            client_keys: Vec::new(),
+            refresh_tokens: false,
+            scopes: None,
             faults: Faults::default(),
             clock: Arc::new(SystemClock),
         }

@@ -9,7 +9,6 @@ use axum::extract::{Path, State as Extract};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::Faults;
@@ -61,13 +60,18 @@ async fn token(Extract(state): Extract<Shared>, headers: HeaderMap, body: Bytes)
         state.count(|c| c.token_errors());
         return r;
     }
-    match issue(&state, &headers, &body) {
+    match crate::token::issue(&state, &headers, &body) {
         Ok(r) => {
             state.count(|c| c.tokens_issued());
             r
         }
         Err(reject) => {
             state.count(|c| c.token_errors());
+            tracing::debug!(
+                error = reject.error,
+                "token request refused: {}",
+                reject.description
+            );
             oauth_error(reject.status, reject.error, &reject.description)
         }
     }
@@ -130,125 +134,6 @@ fn canned(c: &Canned) -> Response {
     builder
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-/// An OAuth error answer, built only at the edge.
-struct Reject {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-}
-
-impl Reject {
-    fn new(status: StatusCode, error: &'static str, description: &str) -> Self {
-        Self {
-            status,
-            error,
-            description: description.to_owned(),
-        }
-    }
-}
-
-fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Reject> {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    match field("grant_type") {
-        Some("client_credentials") => {}
-        Some(other) => {
-            return Err(Reject::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                &format!("grant_type {other} is not supported here"),
-            ));
-        }
-        None => {
-            return Err(Reject::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "grant_type is missing",
-            ));
-        }
-    }
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(parse_basic);
-    let (client_id, secret) = match (basic, field("client_id"), field("client_secret")) {
-        (Some(Some(_)), _, Some(_)) => {
-            return Err(Reject::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "more than one client authentication method",
-            ));
-        }
-        (Some(Some((id, secret))), _, None) => (id, Some(secret)),
-        (Some(None), _, _) => {
-            return Err(Reject::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "malformed Basic credentials",
-            ));
-        }
-        (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
-        (None, None, _) => {
-            return Err(Reject::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "no client authentication",
-            ));
-        }
-    };
-    match (state.clients.get(&client_id), secret) {
-        (Some(expected), Some(given))
-            if constant_time_eq(expected.as_bytes(), given.as_bytes()) => {}
-        _ => {
-            return Err(Reject::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "client authentication failed",
-            ));
-        }
-    }
-    let scope = field("scope").map(str::to_owned).filter(|s| !s.is_empty());
-    let (token, ttl) = state.issue(&client_id, scope.clone());
-    let mut answer = json!({
-        "access_token": token,
-        "token_type": "bearer",
-        "expires_in": ttl.as_secs().max(1),
-    });
-    if let Some(scope) = scope {
-        answer["scope"] = Value::String(scope);
-    }
-    let mut r = axum::Json(answer).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
-}
-
-/// `Basic base64(urlencode(id):urlencode(secret))` → (id, secret); `None` when malformed.
-fn parse_basic(value: &str) -> Option<(String, String)> {
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let raw = String::from_utf8(raw).ok()?;
-    let (id, secret) = raw.split_once(':')?;
-    let dec = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-    };
-    Some((dec(id)?, dec(secret)?))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn api(
@@ -337,21 +222,5 @@ async fn revoke(Extract(state): Extract<Shared>, body: Bytes) -> Response {
             axum::Json(json!({ "revoked": u64::from(state.revoke(t)) })).into_response()
         }
         None => axum::Json(json!({ "revoked": state.revoke_all() })).into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_credentials_are_urldecoded() {
-        let enc = base64::engine::general_purpose::STANDARD.encode("a%3Ab+c:p%40ss%3Aw%2Frd");
-        assert_eq!(
-            parse_basic(&format!("Basic {enc}")),
-            Some(("a:b c".into(), "p@ss:w/rd".into()))
-        );
-        assert_eq!(parse_basic("Basic !!!"), None);
-        assert_eq!(parse_basic("Bearer x"), None);
     }
 }

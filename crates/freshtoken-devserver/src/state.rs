@@ -19,6 +19,7 @@ pub struct Counters {
     api_calls: AtomicU64,
     api_ok: AtomicU64,
     api_401: AtomicU64,
+    refresh_grants: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -36,6 +37,9 @@ pub struct Stats {
     pub api_ok: u64,
     /// `/api/...` requests answered 401.
     pub api_401: u64,
+    /// Tokens issued through the refresh_token grant.
+    #[serde(default)]
+    pub refresh_grants: u64,
 }
 
 /// A token this server issued.
@@ -54,6 +58,11 @@ pub struct Issued {
 pub struct State {
     pub(crate) ttl: Duration,
     pub(crate) clients: HashMap<String, String>,
+    pub(crate) client_keys: HashMap<String, String>,
+    pub(crate) refresh_tokens: bool,
+    scopes: Option<Vec<String>>,
+    refresh: Mutex<HashMap<String, (String, Option<String>)>>,
+    seen_jti: Mutex<HashMap<(String, String), u64>>,
     pub(crate) clock: SharedClock,
     tokens: Mutex<HashMap<String, Issued>>,
     faults: Mutex<Faults>,
@@ -70,6 +79,11 @@ impl State {
         Self {
             ttl: config.ttl,
             clients: config.clients.into_iter().collect(),
+            client_keys: config.client_keys.into_iter().collect(),
+            refresh_tokens: config.refresh_tokens,
+            scopes: config.scopes,
+            refresh: Mutex::new(HashMap::new()),
+            seen_jti: Mutex::new(HashMap::new()),
             clock: config.clock,
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(config.faults),
@@ -88,6 +102,7 @@ impl State {
             api_calls: get(&c.api_calls),
             api_ok: get(&c.api_ok),
             api_401: get(&c.api_401),
+            refresh_grants: get(&c.refresh_grants),
         }
     }
 
@@ -114,8 +129,55 @@ impl State {
         false
     }
 
-    /// Makes every issued token invalid at once (as a revocation would).
+    /// Makes every refresh token invalid, leaving access tokens alone.
+    pub fn revoke_refresh_tokens(&self) {
+        lock(&self.refresh).clear();
+    }
+
+    pub(crate) fn issue_refresh_token(&self, client_id: &str, scope: Option<String>) -> String {
+        let rt = format!("rt-{:032x}", rand::random::<u128>());
+        lock(&self.refresh).insert(rt.clone(), (client_id.to_owned(), scope));
+        rt
+    }
+
+    /// Uses up `rt` (refresh tokens rotate); returns the scope it carried.
+    pub(crate) fn redeem_refresh_token(&self, rt: &str, client_id: &str) -> Option<Option<String>> {
+        let mut refresh = lock(&self.refresh);
+        match refresh.get(rt) {
+            Some((owner, _)) if owner == client_id => refresh.remove(rt).map(|(_, scope)| scope),
+            _ => None,
+        }
+    }
+
+    /// The part of `requested` this server grants.
+    pub(crate) fn grantable_scope(&self, requested: &str) -> String {
+        match &self.scopes {
+            None => requested.to_owned(),
+            Some(known) => requested
+                .split_whitespace()
+                .filter(|s| known.iter().any(|k| k == s))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
+    /// Records a client assertion's `jti`; false if it was seen before.
+    pub(crate) fn first_use_of_jti(&self, client_id: &str, jti: &str, exp: u64) -> bool {
+        let now = self
+            .clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut seen = lock(&self.seen_jti);
+        seen.retain(|_, e| *e + 60 > now);
+        seen.insert((client_id.to_owned(), jti.to_owned()), exp)
+            .is_none()
+    }
+
+    /// Makes every issued access and refresh token invalid at once (as a revocation would).
     pub fn revoke_all(&self) -> usize {
+        lock(&self.refresh).clear();
         let mut tokens = lock(&self.tokens);
         let n = tokens.len();
         tokens.clear();
@@ -176,6 +238,9 @@ impl Counters {
     }
     pub(crate) fn api_401(&self) -> &AtomicU64 {
         &self.api_401
+    }
+    pub(crate) fn refresh_grants(&self) -> &AtomicU64 {
+        &self.refresh_grants
     }
 }
 

@@ -80,6 +80,20 @@ fn config(args: &DevServerArgs) -> CliResult<Config> {
             })
             .collect::<CliResult<_>>()?;
     }
+    for entry in &args.client_keys {
+        let Some((id, path)) = entry
+            .split_once(':')
+            .filter(|(id, p)| !id.is_empty() && !p.is_empty())
+        else {
+            return Err(CliError::usage(
+                "--client-key must be ID:PUBLIC_KEY_PEM_FILE",
+            ));
+        };
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| CliError::usage(format!("--client-key {id}: cannot read {path}: {e}")))?;
+        config.client_keys.push((id.to_owned(), pem));
+    }
+    config.refresh_tokens = args.refresh_tokens;
     let mut faults = Faults::default();
     for f in &args.faults {
         faults.apply_flag(f).map_err(CliError::usage)?;
