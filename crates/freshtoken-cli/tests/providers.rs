@@ -1,0 +1,64 @@
+//! The Genesys Cloud provider: endpoints from the region, and the variables Genesys Cloud's
+//! own tools already use.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn genesys_region_fills_in_the_endpoints_and_status_shows_the_api_base() {
+    let sb = Sandbox::new();
+    let o = run(sb.cmd().env("GENESYSCLOUD_OAUTHCLIENT_ID", "gc-client").args(["status", "--provider", "genesys", "--region", "eu_west_1"]));
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("token URL:   https://login.mypurecloud.ie/oauth/token"), "{out}");
+    assert!(out.contains("API base:    https://api.mypurecloud.ie/"), "{out}");
+    assert!(out.contains("client id:   gc-client"), "{out}");
+
+    // Nothing but Genesys Cloud's own variables: the provider is implied.
+    let o = run(sb
+        .cmd()
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "gc-client")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "gc-secret")
+        .env("GENESYSCLOUD_REGION", "mypurecloud.de")
+        .args(["status", "--json"]));
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["token_url"], "https://login.mypurecloud.de/oauth/token");
+    assert_eq!(v["api_base"], "https://api.mypurecloud.de/");
+
+    // FRESHTOKEN_* wins over GENESYSCLOUD_*.
+    let o = run(sb
+        .cmd()
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "gc-client")
+        .env("FRESHTOKEN_CLIENT_ID", "ft-client")
+        .env("GENESYSCLOUD_REGION", "us-east-1")
+        .args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["client_id"], "ft-client");
+    assert_eq!(v["token_url"], "https://login.mypurecloud.com/oauth/token");
+}
+
+#[test]
+fn unknown_regions_and_providers_are_clear_errors() {
+    let sb = Sandbox::new();
+    let o = run(sb.cmd().args(["status", "--client-id", "x", "--provider", "genesys", "--region", "mars-north-1"]));
+    assert_fails_with(&o, 2, "unknown Genesys Cloud region \"mars-north-1\"; known regions: us-east-1, us-east-2");
+    let o = run(sb.cmd().args(["status", "--client-id", "x", "--provider", "genesys"]));
+    assert_fails_with(&o, 2, "needs a region");
+    let o = run(sb.cmd().args(["status", "--client-id", "x", "--provider", "okta"]));
+    assert_fails_with(&o, 2, "unknown provider \"okta\"");
+}
+
+#[test]
+fn genesys_profiles_in_the_config_file() {
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path().join("freshtoken.toml"),
+        "[profiles.default]\nprovider = \"genesys\"\nregion = \"ap-southeast-2\"\nclient_id = \"gc\"\nclient_secret = { env = \"GC_SECRET\" }\n",
+    )
+    .unwrap();
+    let o = run(sb.cmd().args(["status"]));
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("https://login.mypurecloud.com.au/oauth/token"), "{}", stdout(&o));
+}
