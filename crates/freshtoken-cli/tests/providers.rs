@@ -8,11 +8,20 @@ use common::*;
 #[test]
 fn genesys_region_fills_in_the_endpoints_and_status_shows_the_api_base() {
     let sb = Sandbox::new();
-    let o = run(sb.cmd().env("GENESYSCLOUD_OAUTHCLIENT_ID", "gc-client").args(["status", "--provider", "genesys", "--region", "eu_west_1"]));
+    let o = run(sb
+        .cmd()
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "gc-client")
+        .args(["status", "--provider", "genesys", "--region", "eu_west_1"]));
     assert_code(&o, 0);
     let out = stdout(&o);
-    assert!(out.contains("token URL:   https://login.mypurecloud.ie/oauth/token"), "{out}");
-    assert!(out.contains("API base:    https://api.mypurecloud.ie/"), "{out}");
+    assert!(
+        out.contains("token URL:   https://login.mypurecloud.ie/oauth/token"),
+        "{out}"
+    );
+    assert!(
+        out.contains("API base:    https://api.mypurecloud.ie/"),
+        "{out}"
+    );
     assert!(out.contains("client id:   gc-client"), "{out}");
 
     // Nothing but Genesys Cloud's own variables: the provider is implied.
@@ -42,11 +51,27 @@ fn genesys_region_fills_in_the_endpoints_and_status_shows_the_api_base() {
 #[test]
 fn unknown_regions_and_providers_are_clear_errors() {
     let sb = Sandbox::new();
-    let o = run(sb.cmd().args(["status", "--client-id", "x", "--provider", "genesys", "--region", "mars-north-1"]));
-    assert_fails_with(&o, 2, "unknown Genesys Cloud region \"mars-north-1\"; known regions: us-east-1, us-east-2");
-    let o = run(sb.cmd().args(["status", "--client-id", "x", "--provider", "genesys"]));
+    let o = run(sb.cmd().args([
+        "status",
+        "--client-id",
+        "x",
+        "--provider",
+        "genesys",
+        "--region",
+        "mars-north-1",
+    ]));
+    assert_fails_with(
+        &o,
+        2,
+        "unknown Genesys Cloud region \"mars-north-1\"; known regions: us-east-1, us-east-2",
+    );
+    let o = run(sb
+        .cmd()
+        .args(["status", "--client-id", "x", "--provider", "genesys"]));
     assert_fails_with(&o, 2, "needs a region");
-    let o = run(sb.cmd().args(["status", "--client-id", "x", "--provider", "okta"]));
+    let o = run(sb
+        .cmd()
+        .args(["status", "--client-id", "x", "--provider", "okta"]));
     assert_fails_with(&o, 2, "unknown provider \"okta\"");
 }
 
@@ -60,5 +85,9 @@ fn genesys_profiles_in_the_config_file() {
     .unwrap();
     let o = run(sb.cmd().args(["status"]));
     assert_code(&o, 0);
-    assert!(stdout(&o).contains("https://login.mypurecloud.com.au/oauth/token"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("https://login.mypurecloud.com.au/oauth/token"),
+        "{}",
+        stdout(&o)
+    );
 }
