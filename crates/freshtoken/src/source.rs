@@ -147,6 +147,7 @@ struct Inner {
     background_not_before: AtomicU64,
     background_failures: AtomicU32,
     fetches: AtomicU64,
+    lock_wait: Duration,
 }
 
 impl fmt::Debug for CachedSource {
@@ -167,9 +168,19 @@ pub struct CachedSourceBuilder {
     key: Option<CacheKey>,
     clock: SharedClock,
     policy: RefreshPolicy,
+    lock_wait: Duration,
 }
 
+/// How long a caller waits for another process's refresh (seen through the store's lock)
+/// before fetching on its own: longer than one fetch with its retries can take.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(90);
+
 impl CachedSourceBuilder {
+    /// Bounds the wait for another process's refresh (default [`DEFAULT_LOCK_WAIT`]).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
     /// Shares tokens through `store` under `key` (see [`crate::TokenRequest::cache_key`]).
     pub fn store(mut self, store: Arc<dyn TokenStore>, key: CacheKey) -> Self {
         self.store = Some(store);
@@ -205,6 +216,7 @@ impl CachedSourceBuilder {
                 background_not_before: AtomicU64::new(0),
                 background_failures: AtomicU32::new(0),
                 fetches: AtomicU64::new(0),
+                lock_wait: self.lock_wait,
             }),
         }
     }
@@ -224,6 +236,7 @@ impl CachedSource {
             key: None,
             clock: Arc::new(SystemClock),
             policy: RefreshPolicy::default(),
+            lock_wait: DEFAULT_LOCK_WAIT,
         }
     }
 
@@ -411,18 +424,40 @@ impl Inner {
         if let Some(entry) = self.adopt_from_store(store.as_ref(), want).await {
             return Ok(entry);
         }
-        let _lock = match store.lock(&self.key).await {
-            Ok(lock) => Some(lock),
-            Err(e) => {
-                tracing::warn!("going on without the {} cache's lock: {e}", store.kind());
-                None
+        // Take the store's lock, or wait for whoever holds it to publish their token.
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let lock = loop {
+            match store.try_lock(&self.key).await {
+                Ok(Some(lock)) => break Some(lock),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("going on without the {} cache's lock: {e}", store.kind());
+                    break None;
+                }
             }
+            if let Some(entry) = self.adopt_from_store(store.as_ref(), want).await {
+                return Ok(entry);
+            }
+            if started.elapsed() >= self.lock_wait {
+                tracing::warn!(
+                    "another process has been refreshing for over {}; fetching without waiting longer",
+                    fmt_duration(self.lock_wait)
+                );
+                break None;
+            }
+            tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>())).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         };
-        // Someone may have refreshed while we waited for the lock.
-        if let Some(entry) = self.adopt_from_store(store.as_ref(), want).await {
-            return Ok(entry);
+        // Someone may have refreshed just before we took the lock.
+        let result = match self.adopt_from_store(store.as_ref(), want).await {
+            Some(entry) => Ok(entry),
+            None => self.fetch_and_adopt(Some(store.as_ref())).await,
+        };
+        if let Some(lock) = lock {
+            lock.release().await;
         }
-        self.fetch_and_adopt(Some(store.as_ref())).await
+        result
     }
 
     /// Takes the store's token if it is newer than ours; returns it if it satisfies `want`.

@@ -9,7 +9,6 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -22,23 +21,16 @@ use crate::token::Token;
 /// Largest cache file read; a record is well under a kilobyte plus the token.
 const MAX_RECORD: u64 = 256 * 1024;
 
-/// How long a process waits for another one's refresh before going ahead on its own.
-const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(120);
-
 /// A per-user, per-machine store in a directory.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
-    lock_wait: Duration,
 }
 
 impl FileStore {
     /// A store in `dir`, created (mode 0700) on first write.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            lock_wait: DEFAULT_LOCK_WAIT,
-        }
+        Self { dir: dir.into() }
     }
 
     /// `$XDG_CACHE_HOME/freshtoken`, else `$HOME/.cache/freshtoken`.
@@ -53,12 +45,6 @@ impl FileStore {
                     .map(|h| h.join(".cache"))
             })
             .map(|base| base.join("freshtoken"))
-    }
-
-    /// Bounds how long [`TokenStore::lock`] waits for another process (default 2 minutes).
-    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
-        self.lock_wait = wait;
-        self
     }
 
     /// The directory this store uses.
@@ -257,34 +243,19 @@ impl TokenStore for FileStore {
         blocking(move || this.remove_blocking(&key)).await?
     }
 
-    async fn lock(&self, key: &CacheKey) -> Result<StoreLock> {
-        let file = {
-            let (this, key) = (self.clone(), key.clone());
-            blocking(move || this.open_lock_file(&key)).await??
-        };
-        // Poll rather than block a thread: the wait stays cancellable and bounded.
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
+    async fn try_lock(&self, key: &CacheKey) -> Result<Option<StoreLock>> {
+        let (this, key) = (self.clone(), key.clone());
+        blocking(move || {
+            let file = this.open_lock_file(&key)?;
             match file.try_lock() {
-                Ok(()) => return Ok(StoreLock::new(file)),
-                Err(TryLockError::WouldBlock) => {}
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::Store(format!(
-                        "cannot lock {}: {e}",
-                        self.lock_path(key).display()
-                    )));
-                }
+                Ok(()) => Ok(Some(StoreLock::new(file))),
+                Err(TryLockError::WouldBlock) => Ok(None),
+                Err(TryLockError::Error(e)) => Err(Error::Store(format!(
+                    "cannot lock {}: {e}",
+                    this.lock_path(&key).display()
+                ))),
             }
-            if started.elapsed() >= self.lock_wait {
-                return Err(Error::Store(format!(
-                    "another process has held {} for over {} s",
-                    self.lock_path(key).display(),
-                    self.lock_wait.as_secs()
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
+        })
+        .await?
     }
 }

@@ -61,7 +61,7 @@ impl TokenStore for MemoryStore {
             .is_some())
     }
 
-    async fn lock(&self, key: &CacheKey) -> Result<StoreLock> {
+    async fn try_lock(&self, key: &CacheKey) -> Result<Option<StoreLock>> {
         let lock = self
             .locks
             .lock()
@@ -69,6 +69,6 @@ impl TokenStore for MemoryStore {
             .entry(key.clone())
             .or_default()
             .clone();
-        Ok(StoreLock::new(lock.lock_owned().await))
+        Ok(lock.try_lock_owned().ok().map(StoreLock::new))
     }
 }

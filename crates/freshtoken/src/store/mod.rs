@@ -5,6 +5,9 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -39,19 +42,53 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Drops `key`'s token; `true` if there was one.
     async fn remove(&self, key: &CacheKey) -> Result<bool>;
 
-    /// Serialises refreshes of `key` among everyone sharing this store, so that many
-    /// processes make one token request. Held until the returned guard is dropped. The
-    /// holder must re-read the store after taking it: someone else may have just refreshed.
-    async fn lock(&self, key: &CacheKey) -> Result<StoreLock>;
+    /// Tries to take the refresh lock of `key` without waiting: `None` while someone else
+    /// holds it. The lock serialises refreshes among everyone sharing this store, so that
+    /// many processes (or machines) make one token request; the cached source polls it and
+    /// re-reads the store in between, so waiters pick up the holder's token as soon as it
+    /// lands. The holder must re-read the store after taking it.
+    async fn try_lock(&self, key: &CacheKey) -> Result<Option<StoreLock>>;
+
+    /// How long the store itself will keep `key`'s token (Redis's PTTL), where it says.
+    async fn ttl(&self, _key: &CacheKey) -> Result<Option<Duration>> {
+        Ok(None)
+    }
 }
 
-/// Holds a store's refresh lock until dropped.
-pub struct StoreLock(#[allow(dead_code)] Box<dyn Any + Send + Sync>);
+/// Releases a lock that needs work to release (a network round trip).
+pub trait Release: Send + Sync {
+    /// Gives the lock back.
+    fn release(self: Box<Self>) -> BoxFuture;
+}
+
+/// A boxed future, for releases.
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+enum Held {
+    Dropped(#[allow(dead_code)] Box<dyn Any + Send + Sync>),
+    Released(Box<dyn Release>),
+}
+
+/// Holds a store's refresh lock until released (or dropped).
+pub struct StoreLock(Held);
 
 impl StoreLock {
-    /// Wraps whatever releases the lock when dropped.
+    /// A lock that is given back by dropping `guard` (a file lock, a mutex guard).
     pub fn new(guard: impl Any + Send + Sync) -> Self {
-        Self(Box::new(guard))
+        Self(Held::Dropped(Box::new(guard)))
+    }
+
+    /// A lock that is given back by running `release`.
+    pub fn with_release(release: impl Release + 'static) -> Self {
+        Self(Held::Released(Box::new(release)))
+    }
+
+    /// Gives the lock back now.
+    pub async fn release(self) {
+        match self.0 {
+            Held::Dropped(guard) => drop(guard),
+            Held::Released(r) => r.release().await,
+        }
     }
 }
 
