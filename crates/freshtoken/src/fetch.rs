@@ -61,11 +61,7 @@ impl Default for HttpOptions {
 /// Builds the HTTP client freshtoken uses everywhere: rustls with the platform's roots, no
 /// redirects, the given timeouts.
 pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Fails only if another provider is installed already, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(options.timeout)
@@ -73,6 +69,15 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
         .user_agent(concat!("freshtoken/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", chain(&e))))
+}
+
+/// Makes ring the process's rustls crypto provider (HTTPS and `rediss://`), once.
+pub(crate) fn install_crypto_provider() {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        // Fails only if another provider is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Fetches tokens from an RFC 6749 token endpoint with the client credentials grant.

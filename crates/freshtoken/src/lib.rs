@@ -49,5 +49,7 @@ pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest};
 pub use retry::RetryPolicy;
 pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, Want};
-pub use store::{FileStore, MemoryStore, StoreLock, TokenStore};
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
+pub use store::{FileStore, LayeredStore, MemoryStore, StoreLock, TokenStore};
 pub use token::{ExpirySource, Fingerprint, Token};

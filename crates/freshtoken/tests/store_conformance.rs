@@ -159,6 +159,22 @@ fn file() -> (Arc<dyn TokenStore>, tempfile::TempDir) {
 
 conformance!(memory_store, memory());
 conformance!(file_store, file());
+#[cfg(feature = "redis")]
+conformance!(redis_store, redis());
+
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+#[cfg(feature = "redis")]
+fn redis() -> (Arc<dyn TokenStore>, redis_server::RedisServer) {
+    let server = redis_server::RedisServer::start();
+    let creds = SecretString::from("client-secret".to_owned());
+    (
+        Arc::new(freshtoken::RedisStore::new(&server.url(), None, &creds).unwrap()),
+        server,
+    )
+}
 
 // What only the file store must do.
 

@@ -16,12 +16,20 @@ use crate::request::CacheKey;
 use crate::token::Token;
 
 mod file;
+mod layered;
 mod memory;
 mod record;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+mod seal;
 
 pub use file::FileStore;
+pub use layered::LayeredStore;
 pub use memory::MemoryStore;
 pub use record::Record;
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_LEASE, RedisStore};
 
 /// A place that keeps tokens by [`CacheKey`], shared by everyone who uses the same place.
 #[async_trait]

@@ -1,0 +1,437 @@
+//! Tokens shared by a fleet through Redis (single node, TLS, or Redis Cluster).
+//!
+//! - Key `freshtoken:v1:<hash>`: the same identity hash as the file store, so no client id
+//!   and no secret in it. Value: the record sealed with the client's own credentials
+//!   ([`Sealer`]). TTL: the token's remaining life minus the refresh margin, in ms.
+//! - Refresh lock `freshtoken:v1:<hash>:lock`: `SET NX PX` with a random owner and a lease;
+//!   released by a compare-and-delete script, or by the lease running out if the holder dies.
+//! - The connection is made on first use and remade after failures (at most every 2 s), so
+//!   a long-running process picks up a Redis that comes back, without a restart.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::ConnectionLike;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::record::Record;
+use super::seal::Sealer;
+use super::{BoxFuture, Release, StoreLock, TokenStore};
+use crate::clock::{SharedClock, SystemClock};
+use crate::error::{Error, Result};
+use crate::request::CacheKey;
+use crate::token::Token;
+
+/// Default lease of the refresh lock: longer than a fetch normally takes; a dead holder
+/// blocks the others at most this long.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+const MAX_VALUE: usize = 256 * 1024;
+
+/// Deletes the lock only if it is still ours.
+const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+#[derive(Clone)]
+enum Target {
+    Node(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Node(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    async fn run<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let value = match self {
+            Conn::Node(c) => c.req_packed_command(cmd).await?,
+            Conn::Cluster(c) => c.req_packed_command(cmd).await?,
+        };
+        Ok(redis::from_redis_value(value)?)
+    }
+}
+
+/// A Redis-backed store.
+pub struct RedisStore {
+    target: Target,
+    shown: String,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    last_failure: Mutex<Option<Instant>>,
+    sealer: Sealer,
+    lease: Duration,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.shown)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store at `url` (`redis://`, `rediss://`, or `redis+cluster://host:port,host:port`
+    /// and `rediss+cluster://…`), sealing values with `credentials` (the client secret or
+    /// private key). `password` overrides one in the URL. Nothing is connected yet.
+    pub fn new(
+        url: &str,
+        password: Option<&SecretString>,
+        credentials: &SecretString,
+    ) -> Result<Self> {
+        crate::fetch::install_crypto_provider();
+        let bad =
+            |e: redis::RedisError| Error::Config(format!("Redis URL {}: {e}", redact_url(url)));
+        let with_password = |info: redis::ConnectionInfo| match password {
+            Some(p) => {
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(p.expose_secret());
+                info.set_redis_settings(settings)
+            }
+            None => info,
+        };
+        let cluster = url
+            .strip_prefix("redis+cluster://")
+            .map(|rest| ("redis", rest))
+            .or_else(|| {
+                url.strip_prefix("rediss+cluster://")
+                    .map(|rest| ("rediss", rest))
+            });
+        let target = match cluster {
+            Some((scheme, rest)) => {
+                let (auth, hosts) = match rest.rsplit_once('@') {
+                    Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                    None => (String::new(), rest),
+                };
+                let hosts = hosts.split('/').next().unwrap_or_default();
+                let nodes = hosts
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(|h| {
+                        redis::IntoConnectionInfo::into_connection_info(format!(
+                            "{scheme}://{auth}{h}"
+                        ))
+                        .map(with_password)
+                    })
+                    .collect::<redis::RedisResult<Vec<_>>>()
+                    .map_err(bad)?;
+                if nodes.is_empty() {
+                    return Err(Error::Config(format!(
+                        "Redis URL {}: no cluster nodes",
+                        redact_url(url)
+                    )));
+                }
+                let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                    .connection_timeout(TIMEOUT)
+                    .response_timeout(TIMEOUT)
+                    .build()
+                    .map_err(bad)?;
+                Target::Cluster(client)
+            }
+            None => {
+                let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad)?;
+                Target::Node(redis::Client::open(with_password(info)).map_err(bad)?)
+            }
+        };
+        Ok(Self {
+            target,
+            shown: redact_url(url),
+            conn: tokio::sync::Mutex::new(None),
+            last_failure: Mutex::new(None),
+            sealer: Sealer::new(credentials.expose_secret().as_bytes()),
+            lease: DEFAULT_LEASE,
+            clock: std::sync::Arc::new(SystemClock),
+        })
+    }
+
+    /// Sets the refresh lock's lease.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Uses `clock` for TTLs.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The key under which `key`'s token lives.
+    pub fn key_name(key: &CacheKey) -> String {
+        format!("freshtoken:v1:{key}")
+    }
+
+    fn lock_name(key: &CacheKey) -> String {
+        format!("freshtoken:v1:{key}:lock")
+    }
+
+    async fn connection(&self) -> Result<Conn> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let recent = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < RECONNECT_AFTER);
+        if recent {
+            return Err(Error::Store(format!(
+                "Redis at {} is unreachable (retrying shortly)",
+                self.shown
+            )));
+        }
+        let made = match &self.target {
+            Target::Node(client) => {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(TIMEOUT))
+                    .set_response_timeout(Some(TIMEOUT))
+                    .set_number_of_retries(1);
+                tokio::time::timeout(
+                    TIMEOUT * 2,
+                    client.get_connection_manager_with_config(config),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "connect timed out",
+                    )))
+                })
+                .map(Conn::Node)
+            }
+            Target::Cluster(client) => {
+                tokio::time::timeout(TIMEOUT * 2, client.get_async_connection())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "connect timed out",
+                        )))
+                    })
+                    .map(Conn::Cluster)
+            }
+        };
+        match made {
+            Ok(c) => {
+                *conn = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                *self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                Err(Error::Store(format!(
+                    "cannot connect to Redis at {}: {e}",
+                    self.shown
+                )))
+            }
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut conn = self.connection().await?;
+        match tokio::time::timeout(TIMEOUT * 2, conn.run(cmd)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    *self.conn.lock().await = None;
+                    *self
+                        .last_failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                }
+                Err(Error::Store(format!("Redis at {}: {e}", self.shown)))
+            }
+            Err(_) => {
+                *self.conn.lock().await = None;
+                Err(Error::Store(format!(
+                    "Redis at {} did not answer within {} s",
+                    self.shown,
+                    (TIMEOUT * 2).as_secs()
+                )))
+            }
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// How long Redis keeps a token: its remaining life minus the refresh margin, so that a
+/// token read from Redis is never one a caller must refresh at once.
+fn ttl_for(token: &Token, now: std::time::SystemTime) -> Option<Duration> {
+    let margin = crate::policy::RefreshPolicy::default()
+        .must_refresh_margin(token.lifetime(), Duration::ZERO);
+    token
+        .remaining(now)
+        .checked_sub(margin)
+        .filter(|d| d.as_millis() > 0)
+}
+
+struct RedisLock {
+    conn: Conn,
+    name: String,
+    owner: String,
+}
+
+impl Release for RedisLock {
+    fn release(self: Box<Self>) -> BoxFuture {
+        Box::pin(async move {
+            let mut conn = self.conn;
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(RELEASE).arg(1).arg(&self.name).arg(&self.owner);
+            if let Err(e) = tokio::time::timeout(TIMEOUT, conn.run::<i64>(&cmd))
+                .await
+                .unwrap_or(Ok(0))
+            {
+                tracing::debug!("could not release the Redis lock (its lease will end it): {e}");
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn location(&self, key: &CacheKey) -> String {
+        format!("{} key {}", self.shown, Self::key_name(key))
+    }
+
+    async fn load(&self, key: &CacheKey) -> Result<Option<Token>> {
+        let name = Self::key_name(key);
+        let value: Option<String> = self.run(redis::cmd("GET").arg(&name)).await?;
+        let Some(value) = value.filter(|v| v.len() <= MAX_VALUE) else {
+            return Ok(None);
+        };
+        let Some(plain) = self.sealer.open(&name, &value) else {
+            tracing::warn!(
+                "ignoring the Redis value at {name}: it was not sealed with these credentials"
+            );
+            return Ok(None);
+        };
+        match Record::parse(&plain, key) {
+            Ok(t) => Ok(Some(t)),
+            Err(why) => {
+                tracing::warn!("ignoring the Redis value at {name}: {why}");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn save(&self, key: &CacheKey, token: &Token) -> Result<()> {
+        let name = Self::key_name(key);
+        let Some(ttl) = ttl_for(token, self.clock.now()) else {
+            return Ok(());
+        };
+        let sealed = self.sealer.seal(&name, &Record::new(key, token).to_bytes());
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.run::<()>(redis::cmd("SET").arg(&name).arg(sealed).arg("PX").arg(ms))
+            .await
+    }
+
+    async fn remove(&self, key: &CacheKey) -> Result<bool> {
+        let n: i64 = self.run(redis::cmd("DEL").arg(Self::key_name(key))).await?;
+        Ok(n > 0)
+    }
+
+    async fn try_lock(&self, key: &CacheKey) -> Result<Option<StoreLock>> {
+        let name = Self::lock_name(key);
+        let owner = format!("{:032x}", rand::random::<u128>());
+        let ms = u64::try_from(self.lease.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let set: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(&name)
+                    .arg(&owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await?;
+        if set.is_none() {
+            return Ok(None);
+        }
+        let conn = self.connection().await?;
+        Ok(Some(StoreLock::with_release(RedisLock {
+            conn,
+            name,
+            owner,
+        })))
+    }
+
+    async fn ttl(&self, key: &CacheKey) -> Result<Option<Duration>> {
+        let ms: i64 = self
+            .run(redis::cmd("PTTL").arg(Self::key_name(key)))
+            .await?;
+        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        assert_eq!(
+            redact_url("redis://:hunter2@cache:6379/0"),
+            "redis://…@cache:6379/0"
+        );
+        assert_eq!(redact_url("rediss://user:pw@h:1"), "rediss://…@h:1");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_without_the_password() {
+        let creds = SecretString::from("s".to_owned());
+        let e = RedisStore::new("redis+cluster://:pw@", None, &creds)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no cluster nodes") && !e.contains("pw"), "{e}");
+        assert!(RedisStore::new("redis://127.0.0.1:6379/0", None, &creds).is_ok());
+        assert!(
+            RedisStore::new(
+                "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+                None,
+                &creds
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn ttl_stops_short_of_the_refresh_margin() {
+        use crate::token::ExpirySource;
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t = Token::new(
+            SecretString::from("t".to_owned()),
+            now,
+            now + Duration::from_secs(3600),
+            ExpirySource::ExpiresIn,
+        );
+        assert_eq!(ttl_for(&t, now), Some(Duration::from_secs(3570)));
+        assert_eq!(ttl_for(&t, now + Duration::from_secs(3580)), None);
+    }
+}
