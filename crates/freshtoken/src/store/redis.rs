@@ -36,7 +36,7 @@ const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redi
 
 #[derive(Clone)]
 enum Target {
-    Node(redis::Client),
+    Node(Box<redis::Client>),
     Cluster(redis::cluster::ClusterClient),
 }
 
@@ -138,7 +138,9 @@ impl RedisStore {
             }
             None => {
                 let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad)?;
-                Target::Node(redis::Client::open(with_password(info)).map_err(bad)?)
+                Target::Node(Box::new(
+                    redis::Client::open(with_password(info)).map_err(bad)?,
+                ))
             }
         };
         Ok(Self {
