@@ -36,8 +36,8 @@ const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redi
 
 #[derive(Clone)]
 enum Target {
-    Node(Box<redis::Client>),
-    Cluster(redis::cluster::ClusterClient),
+    Node(redis::Client),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 #[derive(Clone)]
@@ -134,7 +134,7 @@ impl RedisStore {
                     .response_timeout(TIMEOUT)
                     .build()
                     .map_err(bad)?;
-                Target::Cluster(client)
+                Target::Cluster(Box::new(client))
             }
             None => {
                 let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad)?;
