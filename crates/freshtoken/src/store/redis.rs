@@ -138,9 +138,7 @@ impl RedisStore {
             }
             None => {
                 let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad)?;
-                Target::Node(Box::new(
-                    redis::Client::open(with_password(info)).map_err(bad)?,
-                ))
+                Target::Node(redis::Client::open(with_password(info)).map_err(bad)?)
             }
         };
         Ok(Self {
