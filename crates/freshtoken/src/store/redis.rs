@@ -34,10 +34,12 @@ const MAX_VALUE: usize = 256 * 1024;
 /// Deletes the lock only if it is still ours.
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
+// One per store, made once: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Target {
     Node(redis::Client),
-    Cluster(Box<redis::cluster::ClusterClient>),
+    Cluster(redis::cluster::ClusterClient),
 }
 
 #[derive(Clone)]
@@ -134,7 +136,7 @@ impl RedisStore {
                     .response_timeout(TIMEOUT)
                     .build()
                     .map_err(bad)?;
-                Target::Cluster(Box::new(client))
+                Target::Cluster(client)
             }
             None => {
                 let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad)?;
