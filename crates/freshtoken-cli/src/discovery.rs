@@ -10,10 +10,7 @@ use crate::settings::CacheChoice;
 
 /// The issuer's metadata, from the cache directory of `cache` when it is a file cache.
 pub fn cached(issuer: &Url, http: &HttpOptions, cache: &CacheChoice) -> CliResult<Metadata> {
-    let dir = match cache {
-        CacheChoice::File(dir) => Some(dir.as_path()),
-        CacheChoice::Memory => None,
-    };
+    let dir = cache.file_dir();
     let runtime = crate::commands::runtime()?;
     runtime
         .block_on(discover_cached(issuer, http, dir))

@@ -48,6 +48,13 @@ pub const RETRY_FOR: &str = "FRESHTOKEN_RETRY_FOR";
 pub const CONFIG: &str = "FRESHTOKEN_CONFIG";
 /// Profile name.
 pub const PROFILE: &str = "FRESHTOKEN_PROFILE";
+/// Password for the Redis cache (instead of one in the URL).
+pub const REDIS_PASSWORD: &str = "FRESHTOKEN_REDIS_PASSWORD";
+/// Lease of the Redis refresh lock (default 30s).
+pub const REDIS_LEASE: &str = "FRESHTOKEN_REDIS_LEASE";
+/// Moves freshtoken's clock ahead by a duration: for whole-process tests of expiry, and for
+/// hosts whose clock is known to lag.
+pub const CLOCK_SKEW: &str = "FRESHTOKEN_CLOCK_SKEW";
 /// Log level (`error`, `warn`, `info`, `debug`, `trace`).
 pub const LOG_LEVEL: &str = "FRESHTOKEN_LOG_LEVEL";
 /// Where `exec` puts the token by default.

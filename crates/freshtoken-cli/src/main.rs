@@ -14,6 +14,7 @@ mod exit;
 mod human;
 mod logging;
 mod settings;
+mod stores;
 
 use cli::{Cli, Command};
 use exit::{CliError, code};

@@ -13,8 +13,8 @@ use std::time::Duration;
 use freshtoken::discovery::Metadata;
 use freshtoken::provider::GenesysRegion;
 use freshtoken::{
-    AuthMethod, CacheKey, FileStore, HttpOptions, MemoryStore, RefreshPolicy, RetryPolicy,
-    SigningAlg, TokenRequest, TokenStore,
+    AuthMethod, CacheKey, FileStore, HttpOptions, RefreshPolicy, RetryPolicy, SharedClock,
+    SigningAlg, SkewedClock, SystemClock, TokenRequest, TokenStore,
 };
 use secrecy::SecretString;
 use url::Url;
@@ -32,28 +32,47 @@ pub enum CacheChoice {
     Memory,
     /// Per user on this machine, in a directory.
     File(PathBuf),
+    /// Per fleet, through Redis, with the per-user file cache in front when there is one.
+    Redis {
+        /// `redis://`, `rediss://`, `redis+cluster://…`.
+        url: String,
+        /// The file layer in front of Redis.
+        file: Option<PathBuf>,
+    },
 }
 
 impl CacheChoice {
-    /// Parses `memory`, `file` or `file:DIR`.
+    /// Parses `memory`, `file`, `file:DIR` or a Redis URL.
     pub fn parse(value: &str) -> CliResult<Self> {
         match value.trim() {
             "memory" => Ok(CacheChoice::Memory),
             "file" => FileStore::default_dir().map(CacheChoice::File).ok_or_else(|| {
                 CliError::usage("cannot find a cache directory: set XDG_CACHE_HOME or HOME, or use --cache file:DIR")
             }),
+            v if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"].iter().any(|p| v.starts_with(p)) => {
+                Ok(CacheChoice::Redis {
+                    url: v.to_owned(),
+                    file: FileStore::default_dir(),
+                })
+            }
             v => match v.strip_prefix("file:") {
                 Some(dir) if !dir.is_empty() => Ok(CacheChoice::File(PathBuf::from(dir))),
-                _ => Err(CliError::usage(format!("unknown cache {v:?}; use file, file:DIR or memory"))),
+                _ => Err(CliError::usage(format!(
+                    "unknown cache {:?}; use file, file:DIR, memory or redis://HOST:PORT/DB",
+                    crate::stores::redact(v)
+                ))),
             },
         }
     }
 
-    /// The store for this choice.
-    pub fn store(&self) -> Arc<dyn TokenStore> {
+    /// The per-user directory of this cache, if it has one (for discovery documents too).
+    pub fn file_dir(&self) -> Option<&Path> {
         match self {
-            CacheChoice::Memory => Arc::new(MemoryStore::new()),
-            CacheChoice::File(dir) => Arc::new(FileStore::new(dir)),
+            CacheChoice::File(dir)
+            | CacheChoice::Redis {
+                file: Some(dir), ..
+            } => Some(dir),
+            _ => None,
         }
     }
 }
@@ -89,6 +108,8 @@ pub struct Settings {
     pub policy: RefreshPolicy,
     /// Where to cache.
     pub cache: CacheChoice,
+    /// The clock (the real one, unless FRESHTOKEN_CLOCK_SKEW moves it).
+    pub clock: SharedClock,
 }
 
 impl Settings {
@@ -346,7 +367,17 @@ impl Settings {
         request.resource = resource;
         request.params = params;
 
+        let clock: SharedClock = match std::env::var(env::CLOCK_SKEW) {
+            Ok(v) if !v.trim().is_empty() => {
+                let ahead = parse_duration(&v)
+                    .map_err(|e| CliError::usage(format!("{}: {e}", env::CLOCK_SKEW)))?;
+                Arc::new(SkewedClock::ahead(ahead))
+            }
+            _ => Arc::new(SystemClock),
+        };
+
         Ok(Settings {
+            clock,
             profile: profile_name,
             config_path,
             request,
@@ -358,6 +389,16 @@ impl Settings {
             policy,
             cache,
         })
+    }
+
+    /// The cache layers, nearest first (see [`crate::stores::layers`]).
+    pub fn layers(&self, request: Option<&TokenRequest>) -> CliResult<Vec<Arc<dyn TokenStore>>> {
+        crate::stores::layers(&self.cache, request, &self.clock)
+    }
+
+    /// The cache as one store.
+    pub fn store(&self, request: Option<&TokenRequest>) -> CliResult<Arc<dyn TokenStore>> {
+        Ok(crate::stores::stack(self.layers(request)?, &self.clock))
     }
 
     /// The cache key, which needs no secret.

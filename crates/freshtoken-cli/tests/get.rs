@@ -77,7 +77,7 @@ fn the_file_cache_serves_later_processes_and_status_shows_it() {
     assert_code(&o, 0);
     let status = stdout(&o);
     assert!(
-        status.contains("token:       cached (fingerprint"),
+        status.contains("token:       cached in file (fingerprint"),
         "{status}"
     );
     assert!(

@@ -28,6 +28,26 @@ impl Clock for SystemClock {
     }
 }
 
+/// The real clock moved by a fixed offset: for whole-process tests of expiry (a process
+/// cannot share a `ManualClock`), and for hosts whose clock is known to lag.
+#[derive(Debug, Clone, Copy)]
+pub struct SkewedClock {
+    ahead: Duration,
+}
+
+impl SkewedClock {
+    /// The real time plus `ahead`.
+    pub fn ahead(ahead: Duration) -> Self {
+        Self { ahead }
+    }
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> SystemTime {
+        SystemClock.now() + self.ahead
+    }
+}
+
 /// A clock that only moves when told to; tests use it to cross token lifetimes instantly.
 #[derive(Debug, Clone)]
 pub struct ManualClock {

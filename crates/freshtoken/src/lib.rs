@@ -42,7 +42,7 @@ mod token;
 mod fuzz_tests;
 
 pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use clock::{Clock, ManualClock, SharedClock, SkewedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use fetch::{DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client};
 pub use policy::{Freshness, RefreshPolicy};

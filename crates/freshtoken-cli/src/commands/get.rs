@@ -19,7 +19,7 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
     let settings = Settings::resolve(cli, &args.credentials)?;
     let source = super::source(&settings)?;
     let token = super::runtime()?.block_on(source.token_with(Want::one_shot(min_ttl)))?;
-    let text = render(&token, args.format, SystemTime::now());
+    let text = render(&token, args.format, settings.clock.now());
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())

@@ -46,7 +46,8 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
 
 fn cached_token(cli: &Cli, args: &InspectArgs) -> CliResult<Token> {
     let settings = Settings::resolve(cli, &args.credentials)?;
-    let store = settings.cache.store();
+    let request = settings.token_request().ok();
+    let store = settings.store(request.as_ref())?;
     let key = settings.cache_key();
     let token = super::runtime()?.block_on(store.load(&key))?;
     token.ok_or_else(|| {

@@ -6,7 +6,8 @@ use crate::settings::Settings;
 
 pub fn run(cli: &Cli, args: &CredentialArgs) -> CliResult {
     let settings = Settings::resolve(cli, args)?;
-    let store = settings.cache.store();
+    let request = settings.token_request().ok();
+    let store = settings.store(request.as_ref())?;
     let key = settings.cache_key();
     let removed = super::runtime()?.block_on(store.remove(&key))?;
     if removed {

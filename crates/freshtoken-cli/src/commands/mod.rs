@@ -22,9 +22,13 @@ pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
 
 /// The cached source a command gets its token from.
 pub fn source(settings: &Settings) -> CliResult<CachedSource> {
-    let fetcher = HttpFetcher::new(settings.token_request()?, settings.http.clone())?;
+    let request = settings.token_request()?;
+    let store = settings.store(Some(&request))?;
+    let fetcher =
+        HttpFetcher::new(request, settings.http.clone())?.with_clock(settings.clock.clone());
     Ok(CachedSource::builder(fetcher)
-        .store(settings.cache.store(), settings.cache_key())
+        .store(store, settings.cache_key())
         .policy(settings.policy)
+        .clock(settings.clock.clone())
         .build())
 }

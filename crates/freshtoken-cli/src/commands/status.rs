@@ -1,82 +1,123 @@
-//! `freshtoken status`: what the cache holds for a profile. Never the token itself.
+//! `freshtoken status`: what each cache layer holds for a profile. Never the token itself.
 
 use std::time::SystemTime;
 
-use serde_json::json;
+use freshtoken::Token;
+use serde_json::{Value, json};
 
 use crate::cli::{Cli, StatusArgs};
 use crate::exit::CliResult;
 use crate::human;
 use crate::settings::{CacheChoice, Settings};
 
+/// What one layer holds.
+struct Layer {
+    kind: &'static str,
+    location: String,
+    token: Result<Option<Token>, String>,
+    ttl: Option<std::time::Duration>,
+}
+
 pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
     let settings = Settings::resolve(cli, &args.credentials)?;
-    let store = settings.cache.store();
     let key = settings.cache_key();
-    let token = super::runtime()?.block_on(store.load(&key))?;
-    let now = SystemTime::now();
-    let request = settings.request_public();
-    let location = match settings.cache {
-        CacheChoice::Memory => "memory (nothing is kept between commands)".to_owned(),
-        CacheChoice::File(_) => format!("file {}", store.location(&key)),
-    };
-    let source = settings
-        .config_path
-        .as_ref()
-        .map(|p| format!(" (from {})", p.display()))
-        .unwrap_or_default();
+    let request = settings.token_request().ok();
+    let redis_without_credentials =
+        matches!(settings.cache, CacheChoice::Redis { .. }) && request.is_none();
+    let layers = settings.layers(request.as_ref())?;
+    let runtime = super::runtime()?;
+    let layers: Vec<Layer> = runtime.block_on(async {
+        let mut out = Vec::new();
+        for store in &layers {
+            let token = store.load(&key).await.map_err(|e| e.to_string());
+            let ttl = store.ttl(&key).await.ok().flatten();
+            out.push(Layer {
+                kind: store.kind(),
+                location: store.location(&key),
+                token,
+                ttl,
+            });
+        }
+        out
+    });
+    let now = settings.clock.now();
+    let answered = layers
+        .iter()
+        .find(|l| matches!(&l.token, Ok(Some(t)) if t.is_valid_at(now)));
+    let public = settings.request_public();
 
     if args.json {
         let mut v = json!({
             "profile": settings.profile,
-            "token_url": request.token_url.as_str(),
-            "client_id": request.client_id,
-            "auth_method": request.auth_method.as_str(),
-            "cache": { "kind": store.kind(), "location": store.location(&key) },
-            "cached": token.is_some(),
+            "token_url": public.token_url.as_str(),
+            "client_id": public.client_id,
+            "auth_method": public.auth_method.as_str(),
+            "layers": layers.iter().map(|l| layer_json(l, now)).collect::<Vec<_>>(),
+            "cached": answered.is_some(),
+            "answered_by": answered.map(|l| l.kind),
         });
         if let Some(api) = &settings.api_base {
             v["api_base"] = json!(api.as_str());
         }
-        if let Some(t) = &token {
-            v["token"] = json!({
-                "fingerprint": t.fingerprint().to_string(),
-                "valid": t.is_valid_at(now),
-                "expires_at": human::timestamp(t.expires_at()),
-                "expires_in": t.remaining(now).as_secs(),
-                "expiry_from": t.expiry_source(),
-                "scope": t.scope(),
-                "fetched_at": human::timestamp(t.received_at()),
-            });
+        if let Some(Ok(Some(t))) = answered.map(|l| &l.token) {
+            v["token"] = token_json(t, now);
         }
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
 
+    let source = settings
+        .config_path
+        .as_ref()
+        .map(|p| format!(" (from {})", p.display()))
+        .unwrap_or_default();
     let mut lines = vec![
-        ("profile", format!("{}{source}", settings.profile)),
-        ("token URL", request.token_url.to_string()),
-        ("client id", request.client_id.clone()),
-        ("auth method", request.auth_method.to_string()),
-        ("cache", location),
+        (
+            "profile".to_owned(),
+            format!("{}{source}", settings.profile),
+        ),
+        ("token URL".to_owned(), public.token_url.to_string()),
     ];
     if let Some(api) = &settings.api_base {
-        lines.insert(2, ("API base", api.to_string()));
+        lines.push(("API base".to_owned(), api.to_string()));
     }
-    match &token {
-        None => lines.push(("token", "not cached".into())),
-        Some(t) => {
-            let state = if t.is_valid_at(now) {
-                "cached"
-            } else {
-                "cached, expired"
-            };
+    lines.push(("client id".to_owned(), public.client_id.clone()));
+    lines.push(("auth method".to_owned(), public.auth_method.to_string()));
+    for l in &layers {
+        let where_ = if l.kind == "memory" {
+            "memory (nothing is kept between commands)".to_owned()
+        } else {
+            format!("{} {}", l.kind, l.location)
+        };
+        let state = match &l.token {
+            Err(e) => format!("not answering: {e}"),
+            Ok(None) => "no token".to_owned(),
+            Ok(Some(t)) if !t.is_valid_at(now) => {
+                format!("expired token (fingerprint {})", t.fingerprint())
+            }
+            Ok(Some(t)) => format!(
+                "token {} expires {}",
+                t.fingerprint(),
+                human::relative(t.expires_at(), now)
+            ),
+        };
+        let ttl = l
+            .ttl
+            .map(|d| format!(", key TTL {}", human::duration(d)))
+            .unwrap_or_default();
+        lines.push(("cache".to_owned(), format!("{where_}: {state}{ttl}")));
+    }
+    if redis_without_credentials {
+        lines.push(("cache".to_owned(), "redis: not read (its values are sealed with the client's secret, which is not available)".into()));
+    }
+    match answered.map(|l| (&l.token, l.kind)) {
+        Some((Ok(Some(t)), kind)) => {
             lines.push((
-                "token",
-                format!("{state} (fingerprint {})", t.fingerprint()),
+                "token".to_owned(),
+                format!("cached in {kind} (fingerprint {})", t.fingerprint()),
             ));
             lines.push((
-                "expires",
+                "expires".to_owned(),
                 format!(
                     "{} ({}; from {})",
                     human::timestamp(t.expires_at()),
@@ -84,9 +125,12 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
                     expiry_from(t)
                 ),
             ));
-            lines.push(("scope", t.scope().unwrap_or("(not reported)").to_owned()));
             lines.push((
-                "last fetch",
+                "scope".to_owned(),
+                t.scope().unwrap_or("(not reported)").to_owned(),
+            ));
+            lines.push((
+                "last fetch".to_owned(),
                 format!(
                     "{} ({})",
                     human::timestamp(t.received_at()),
@@ -94,6 +138,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
                 ),
             ));
         }
+        _ => lines.push(("token".to_owned(), "not cached".to_owned())),
     }
     for (label, value) in lines {
         println!("{:<12} {value}", format!("{label}:"));
@@ -101,7 +146,32 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
     Ok(())
 }
 
-fn expiry_from(t: &freshtoken::Token) -> &'static str {
+fn token_json(t: &Token, now: SystemTime) -> Value {
+    json!({
+        "fingerprint": t.fingerprint().to_string(),
+        "valid": t.is_valid_at(now),
+        "expires_at": human::timestamp(t.expires_at()),
+        "expires_in": t.remaining(now).as_secs(),
+        "expiry_from": t.expiry_source(),
+        "scope": t.scope(),
+        "fetched_at": human::timestamp(t.received_at()),
+    })
+}
+
+fn layer_json(l: &Layer, now: SystemTime) -> Value {
+    let mut v = json!({ "kind": l.kind, "location": l.location });
+    match &l.token {
+        Err(e) => v["error"] = json!(e),
+        Ok(Some(t)) => v["token"] = token_json(t, now),
+        Ok(None) => v["token"] = Value::Null,
+    }
+    if let Some(ttl) = l.ttl {
+        v["ttl_ms"] = json!(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    }
+    v
+}
+
+fn expiry_from(t: &Token) -> &'static str {
     match t.expiry_source() {
         freshtoken::ExpirySource::ExpiresIn => "expires_in",
         freshtoken::ExpirySource::JwtExp => "the JWT's exp",
