@@ -4,7 +4,7 @@
 #
 # It installs what the tests need when it is missing, so that a fresh machine passes too:
 # Node.js and npm (Debian packages) and the pinned oidc-provider (`npm ci`) for the interop
-# suite. The Rust toolchain is expected on the machine; the dev-server is built from here.
+# suite, and redis-server (Debian package; the tests start their own on a free port). The Rust toolchain is expected on the machine; the dev-server is built from here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
 
 echo "== npm ci (tests/interop: oidc-provider for the interop suite)"
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error

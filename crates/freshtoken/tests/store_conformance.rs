@@ -244,3 +244,75 @@ async fn file_store_ignores_corrupt_foreign_and_open_files() {
         "fresh"
     );
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_values_are_useless_without_the_credentials() {
+    let (store, server) = redis();
+    let k = key("sealed");
+    store
+        .save(&k, &token("tok-sealed", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let stranger = freshtoken::RedisStore::new(
+        &server.url(),
+        None,
+        &SecretString::from("another-secret".to_owned()),
+    )
+    .unwrap();
+    assert!(
+        stranger.load(&k).await.unwrap().is_none(),
+        "other credentials cannot open the value"
+    );
+    assert!(!server.dump().contains("tok-sealed"));
+    // A value moved to another key does not open either.
+    let moved = server
+        .command(&["GET", &format!("freshtoken:v1:{k}")])
+        .unwrap();
+    let value = moved.lines().nth(1).unwrap().to_owned();
+    server.command(&[
+        "SET",
+        &format!("freshtoken:v1:{}", key("elsewhere")),
+        &value,
+    ]);
+    assert!(store.load(&key("elsewhere")).await.unwrap().is_none());
+}
+
+/// A long-running process picks Redis up again after an outage, without a restart.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_store_reconnects_after_an_outage() {
+    let (store, mut server) = redis();
+    let k = key("reconnect");
+    store
+        .save(&k, &token("before", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    server.stop();
+    assert!(
+        store
+            .save(&k, &token("during", Duration::from_secs(600)))
+            .await
+            .is_err()
+    );
+    server.restart();
+    let started = std::time::Instant::now();
+    loop {
+        if store
+            .save(&k, &token("after", Duration::from_secs(600)))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        store.load(&k).await.unwrap().unwrap().expose_secret(),
+        "after"
+    );
+}
