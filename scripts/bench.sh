@@ -18,6 +18,8 @@ need() {
 }
 need hyperfine hyperfine
 need jq jq
+need redis-server redis-server
+need curl curl
 
 cargo build --release --quiet
 bin=$PWD/target/release/freshtoken
@@ -51,3 +53,44 @@ echo
 cat "$work/cli.md"
 echo
 echo "token requests during the whole run: $(curl -s "$base/__stats" | jq .token_requests) (expected 1)"
+
+echo
+echo "== freshtoken get on a warm Redis cache (empty file layer each run) vs a warm file cache =="
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >/dev/null &
+redis_pid=$!
+trap 'kill "$server_pid" "$redis_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+redis_url="redis://127.0.0.1:$redis_port/0"
+FRESHTOKEN_CACHE=$redis_url XDG_CACHE_HOME="$work/warm-redis" "$bin" get >/dev/null
+hyperfine --style basic --warmup 20 --runs "$runs" -N \
+  --export-markdown "$work/redis.md" \
+  -n 'freshtoken get (warm file cache)' "$bin get" \
+  -n 'freshtoken get (warm Redis, cold file layer)' \
+  --prepare "rm -rf $work/redis-machine" \
+  "env FRESHTOKEN_CACHE=$redis_url XDG_CACHE_HOME=$work/redis-machine $bin get"
+echo
+cat "$work/redis.md"
+
+echo
+echo "== token requests for N concurrent processes on a cold cache =="
+echo "| processes | freshtoken get (4 machines, shared Redis) | shell recipe (curl per process) |"
+echo "|---:|---:|---:|"
+for n in 10 50 200 500; do
+  redis-cli -p "$redis_port" flushall >/dev/null
+  before=$(curl -s "$base/__stats" | jq .token_requests)
+  for i in $(seq "$n"); do
+    FRESHTOKEN_CACHE=$redis_url XDG_CACHE_HOME="$work/fleet-$n-$(( i % 4 ))" "$bin" get >/dev/null &
+  done
+  wait_pids=$(jobs -p | grep -v -e "^$server_pid\$" -e "^$redis_pid\$" || true)
+  for p in $wait_pids; do wait "$p" || true; done
+  ours=$(( $(curl -s "$base/__stats" | jq .token_requests) - before ))
+  before=$(curl -s "$base/__stats" | jq .token_requests)
+  for i in $(seq "$n"); do
+    curl -s -o /dev/null -u bench:bench-secret -d grant_type=client_credentials "$base/oauth/token" &
+  done
+  wait_pids=$(jobs -p | grep -v -e "^$server_pid\$" -e "^$redis_pid\$" || true)
+  for p in $wait_pids; do wait "$p" || true; done
+  theirs=$(( $(curl -s "$base/__stats" | jq .token_requests) - before ))
+  echo "| $n | $ours | $theirs |"
+done
