@@ -59,7 +59,7 @@ impl CacheChoice {
                 Some(dir) if !dir.is_empty() => Ok(CacheChoice::File(PathBuf::from(dir))),
                 _ => Err(CliError::usage(format!(
                     "unknown cache {:?}; use file, file:DIR, memory or redis://HOST:PORT/DB",
-                    crate::stores::redact(v)
+                    freshtoken::store::redact_url(v)
                 ))),
             },
         }

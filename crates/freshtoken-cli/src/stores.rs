@@ -74,13 +74,3 @@ fn redis(
         "this freshtoken was built without the redis feature; rebuild with --features redis",
     ))
 }
-
-/// A URL with any password replaced, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}

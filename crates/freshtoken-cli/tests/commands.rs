@@ -84,12 +84,8 @@ fn dev_server_command_serves_tokens_and_stats() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    let base = announced_url(&mut child);
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     let o = run(sb
         .cmd()
@@ -287,11 +283,7 @@ fn dev_server_accepts_private_key_jwt_from_the_binary() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first.trim().rsplit(' ').next().unwrap().to_owned();
+    let base = announced_url(&mut child);
     let o = run(sb
         .cmd()
         .env("FRESHTOKEN_TOKEN_URL", format!("{base}/oauth/token"))
@@ -319,4 +311,13 @@ fn dev_server_accepts_private_key_jwt_from_the_binary() {
     assert_eq!(status, 200);
     send_signal(child.id(), 15);
     assert!(child.wait().unwrap().success());
+}
+
+/// The base URL a dev-server process prints on its first line.
+fn announced_url(child: &mut std::process::Child) -> String {
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    first.trim().rsplit(' ').next().unwrap().to_owned()
 }

@@ -458,22 +458,16 @@ mod tests {
         let s = Signer::with_secret(&secret, None).unwrap();
         assert_eq!(s.alg(), SigningAlg::HS256);
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let a = s
-            .assertion(
+        let sign = || {
+            s.assertion(
                 "client-1",
                 "https://idp/token",
                 now,
                 DEFAULT_ASSERTION_LIFETIME,
             )
-            .unwrap();
-        let b = s
-            .assertion(
-                "client-1",
-                "https://idp/token",
-                now,
-                DEFAULT_ASSERTION_LIFETIME,
-            )
-            .unwrap();
+            .unwrap()
+        };
+        let (a, b) = (sign(), sign());
         let d = crate::jwt::decode(&a).unwrap();
         assert_eq!(d.header["alg"], "HS256");
         assert_eq!(d.claims["iss"], "client-1");

@@ -303,61 +303,26 @@ async fn a_thousand_concurrent_callers_make_one_request() {
     assert_eq!(s.fetch_count(), 1);
 }
 
-/// Another process holds the store's lock and publishes its token: the waiter adopts it and
-/// makes no request of its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_takes_the_lock_holders_token_instead_of_fetching() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn freshtoken::TokenStore> = Arc::new(freshtoken::FileStore::new(dir.path()));
-    let key =
-        TokenRequest::new("https://idp.example/token".parse().unwrap(), "c", None).cache_key();
-    let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
-    let s = CachedSource::builder_shared(f.clone())
-        .store(store.clone(), key.clone())
-        .clock(Arc::new(clock.clone()))
-        .build();
-
-    // "Another process": a second store on the same directory holds the lock.
-    let other = freshtoken::FileStore::new(dir.path());
-    let held = freshtoken::TokenStore::try_lock(&other, &key)
-        .await
-        .unwrap()
-        .unwrap();
-    let waiter = tokio::spawn({
-        let s = s.clone();
-        async move { s.token().await.map(|t| t.expose_secret().to_owned()) }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        !waiter.is_finished(),
-        "the waiter waits while the lock is held"
-    );
-    let now = clock.now();
-    let published = Token::new(
-        SecretString::from("from-the-holder".to_owned()),
-        now,
-        now + HOUR,
-        ExpirySource::ExpiresIn,
-    );
-    freshtoken::TokenStore::save(&other, &key, &published)
-        .await
-        .unwrap();
-    assert_eq!(waiter.await.unwrap().unwrap(), "from-the-holder");
-    assert_eq!(f.calls(), 0, "the waiter made no request");
-    held.release().await;
+/// A source on a file store, while "another process" (a second store on the same directory)
+/// holds the refresh lock, and a task of this one already waiting for a token.
+struct Contended {
+    _dir: tempfile::TempDir,
+    other: freshtoken::FileStore,
+    key: freshtoken::CacheKey,
+    clock: ManualClock,
+    fetcher: Arc<Scripted>,
+    held: freshtoken::StoreLock,
+    waiter: tokio::task::JoinHandle<freshtoken::Result<String>>,
 }
 
-/// The holder died without publishing: once the lock is free, one waiter fetches.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_fetches_once_a_dead_holders_lock_is_gone() {
+async fn contended() -> Contended {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn freshtoken::TokenStore> = Arc::new(freshtoken::FileStore::new(dir.path()));
     let key =
         TokenRequest::new("https://idp.example/token".parse().unwrap(), "c", None).cache_key();
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
-    let s = CachedSource::builder_shared(f.clone())
+    let fetcher = Scripted::new(&clock, HOUR);
+    let s = CachedSource::builder_shared(fetcher.clone())
         .store(store, key.clone())
         .clock(Arc::new(clock.clone()))
         .build();
@@ -366,12 +331,47 @@ async fn a_waiter_fetches_once_a_dead_holders_lock_is_gone() {
         .await
         .unwrap()
         .unwrap();
-    let waiter = tokio::spawn({
-        let s = s.clone();
-        async move { s.token().await.map(|t| t.expose_secret().to_owned()) }
-    });
+    let waiter = tokio::spawn(async move { s.token().await.map(|t| t.expose_secret().to_owned()) });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    drop(held); // the holder dies: its lock goes with it
-    assert_eq!(waiter.await.unwrap().unwrap(), "tok-1");
-    assert_eq!(f.calls(), 1);
+    assert!(
+        !waiter.is_finished(),
+        "the waiter waits while the lock is held"
+    );
+    Contended {
+        _dir: dir,
+        other,
+        key,
+        clock,
+        fetcher,
+        held,
+        waiter,
+    }
+}
+
+/// The holder publishes its token: the waiter adopts it and makes no request of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_takes_the_lock_holders_token_instead_of_fetching() {
+    let c = contended().await;
+    let now = c.clock.now();
+    let published = Token::new(
+        SecretString::from("from-the-holder".to_owned()),
+        now,
+        now + HOUR,
+        ExpirySource::ExpiresIn,
+    );
+    freshtoken::TokenStore::save(&c.other, &c.key, &published)
+        .await
+        .unwrap();
+    assert_eq!(c.waiter.await.unwrap().unwrap(), "from-the-holder");
+    assert_eq!(c.fetcher.calls(), 0, "the waiter made no request");
+    c.held.release().await;
+}
+
+/// The holder dies without publishing: once its lock is gone, one waiter fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_fetches_once_a_dead_holders_lock_is_gone() {
+    let c = contended().await;
+    drop(c.held); // the holder dies: its lock goes with it
+    assert_eq!(c.waiter.await.unwrap().unwrap(), "tok-1");
+    assert_eq!(c.fetcher.calls(), 1);
 }

@@ -105,3 +105,27 @@ impl fmt::Debug for StoreLock {
         f.write_str("StoreLock")
     }
 }
+
+/// A store URL with any password replaced, for messages and status output.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        use super::redact_url;
+        assert_eq!(
+            redact_url("redis://:hunter2@cache:6379/0"),
+            "redis://…@cache:6379/0"
+        );
+        assert_eq!(redact_url("rediss://user:pw@h:1"), "rediss://…@h:1");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+    }
+}
