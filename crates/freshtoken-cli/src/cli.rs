@@ -56,6 +56,11 @@ pub enum Command {
     Status(StatusArgs),
     /// Drop the cached token of a profile (e.g. after it was revoked).
     Invalidate(CredentialArgs),
+    /// Run CMD with a valid token in its environment (and optionally a local proxy).
+    #[command(after_help = EXEC_HELP)]
+    Exec(ExecArgs),
+    /// Local reverse proxy: a fresh bearer token on every request, one replay after a 401.
+    Proxy(ProxyArgs),
     /// Run a local authorization server and protected API for trying pipelines.
     DevServer(DevServerArgs),
     /// Show the whole idea end to end against an in-process dev-server.
@@ -195,6 +200,70 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+const EXEC_HELP: &str = "\
+Exit status: CMD's own exit code (128+N if a signal N ended it); 127 if CMD cannot be run;
+otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 internal).";
+
+/// `freshtoken exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The token handed to CMD stays valid at least this long.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub min_ttl: String,
+
+    /// Environment variable that receives the token (repeatable; default FRESHTOKEN_ACCESS_TOKEN).
+    #[arg(long = "env", value_name = "NAME", action = ArgAction::Append)]
+    pub env: Vec<String>,
+
+    /// Also run the proxy for CMD's whole life on an ephemeral loopback port, and put its URL
+    /// in FRESHTOKEN_PROXY_URL (or --proxy-env): a CMD that runs for hours keeps working.
+    #[arg(long)]
+    pub proxy: bool,
+
+    /// Environment variable that receives the proxy's URL (repeatable).
+    #[arg(long, value_name = "NAME", action = ArgAction::Append, requires = "proxy")]
+    pub proxy_env: Vec<String>,
+
+    /// Where the proxy forwards (default: the provider's API base).
+    #[arg(long, value_name = "URL", requires = "proxy")]
+    pub upstream: Option<String>,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `freshtoken proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub listen: String,
+
+    /// Where every request goes (default: the provider's API base).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// Request bodies up to this size are kept so that they can be replayed after a 401.
+    #[arg(long, default_value = "1MiB", value_name = "SIZE")]
+    pub replay_limit: String,
+
+    /// Allow listening on an address other than loopback (anyone who can reach it gets
+    /// requests made with your token).
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// How long in-flight requests may finish after SIGINT/SIGTERM.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub grace: String,
 
     #[command(flatten)]
     pub credentials: CredentialArgs,

@@ -57,5 +57,7 @@ pub const REDIS_LEASE: &str = "FRESHTOKEN_REDIS_LEASE";
 pub const CLOCK_SKEW: &str = "FRESHTOKEN_CLOCK_SKEW";
 /// Log level (`error`, `warn`, `info`, `debug`, `trace`).
 pub const LOG_LEVEL: &str = "FRESHTOKEN_LOG_LEVEL";
+/// Where `exec --proxy` puts the proxy's URL by default.
+pub const PROXY_URL: &str = "FRESHTOKEN_PROXY_URL";
 /// Where `exec` puts the token by default.
 pub const ACCESS_TOKEN: &str = "FRESHTOKEN_ACCESS_TOKEN";

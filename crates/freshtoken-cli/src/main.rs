@@ -60,6 +60,8 @@ fn run(cli: &Cli) -> Result<u8, CliError> {
         Command::Status(args) => commands::status::run(cli, args),
         Command::Invalidate(args) => commands::invalidate::run(cli, args),
         Command::DevServer(args) => commands::dev_server::run(args),
+        Command::Proxy(args) => commands::proxy::run(cli, args),
+        Command::Exec(args) => return commands::exec::run(cli, args),
         Command::Demo(args) => commands::demo::run(args),
     }
     .map(|()| code::OK)

@@ -108,6 +108,8 @@ pub struct Settings {
     pub policy: RefreshPolicy,
     /// Where to cache.
     pub cache: CacheChoice,
+    /// Whether the cache was chosen (flag, environment or profile) rather than defaulted.
+    pub cache_explicit: bool,
     /// The clock (the real one, unless FRESHTOKEN_CLOCK_SKEW moves it).
     pub clock: SharedClock,
 }
@@ -376,7 +378,9 @@ impl Settings {
             _ => Arc::new(SystemClock),
         };
 
+        let cache_explicit = args.cache.is_some() || profile.cache.is_some();
         Ok(Settings {
+            cache_explicit,
             clock,
             profile: profile_name,
             config_path,

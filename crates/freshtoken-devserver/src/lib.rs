@@ -15,6 +15,7 @@ use std::time::Duration;
 use freshtoken::{SharedClock, SystemClock};
 use tokio::net::TcpListener;
 
+mod api;
 mod assertion;
 mod faults;
 mod routes;
@@ -23,7 +24,7 @@ mod token;
 
 pub use faults::{Canned, Faults};
 pub use routes::app;
-pub use state::{State, Stats};
+pub use state::{ApiRequest, State, Stats};
 
 /// How a dev-server behaves.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State as Extract};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State as Extract;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::{Value, json};
@@ -21,7 +21,10 @@ type Shared = Arc<State>;
 pub fn app(state: Shared) -> Router {
     Router::new()
         .route("/oauth/token", post(token))
-        .route("/api/{*path}", any(api))
+        .route("/api/blob/{bytes}", get(crate::api::blob))
+        .route("/api/sink", any(crate::api::sink))
+        .route("/api/redirect", get(crate::api::redirect))
+        .route("/api/{*path}", any(crate::api::echo))
         .route("/__stats", get(stats))
         .route("/__faults", get(get_faults).post(set_faults))
         .route("/__revoke", post(revoke))
@@ -134,48 +137,6 @@ fn canned(c: &Canned) -> Response {
     builder
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-async fn api(
-    Extract(state): Extract<Shared>,
-    method: Method,
-    Path(path): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state.count(|c| c.api_calls());
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let issued = bearer.and_then(|t| state.check(t.trim()));
-    let issued = match issued {
-        Some(issued) if !state.faults().reject_api => issued,
-        _ => {
-            state.count(|c| c.api_401());
-            let mut r = (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"error": "invalid_token"})),
-            )
-                .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
-            return r;
-        }
-    };
-    state.count(|c| c.api_ok());
-    axum::Json(json!({
-        "method": method.as_str(),
-        "path": format!("/api/{path}"),
-        "client_id": issued.client_id,
-        "body_bytes": body.len(),
-    }))
-    .into_response()
 }
 
 async fn stats(Extract(state): Extract<Shared>) -> Response {

@@ -42,6 +42,17 @@ pub struct Stats {
     pub refresh_grants: u64,
 }
 
+/// An API request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path, from `/api`.
+    pub path: String,
+    /// The body (cut at 64 KiB).
+    pub body: Vec<u8>,
+}
+
 /// A token this server issued.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -63,6 +74,7 @@ pub struct State {
     scopes: Option<Vec<String>>,
     refresh: Mutex<HashMap<String, (String, Option<String>)>>,
     seen_jti: Mutex<HashMap<(String, String), u64>>,
+    api_log: Mutex<std::collections::VecDeque<ApiRequest>>,
     pub(crate) clock: SharedClock,
     tokens: Mutex<HashMap<String, Issued>>,
     faults: Mutex<Faults>,
@@ -84,6 +96,7 @@ impl State {
             scopes: config.scopes,
             refresh: Mutex::new(HashMap::new()),
             seen_jti: Mutex::new(HashMap::new()),
+            api_log: Mutex::new(std::collections::VecDeque::new()),
             clock: config.clock,
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(config.faults),
@@ -127,6 +140,23 @@ impl State {
             return true;
         }
         false
+    }
+
+    /// The last API requests (up to 256), oldest first, with their bodies (up to 64 KiB each).
+    pub fn api_log(&self) -> Vec<ApiRequest> {
+        lock(&self.api_log).iter().cloned().collect()
+    }
+
+    pub(crate) fn record(&self, method: &str, path: &str, body: &[u8]) {
+        let mut log = lock(&self.api_log);
+        if log.len() == 256 {
+            log.pop_front();
+        }
+        log.push_back(ApiRequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            body: body[..body.len().min(64 * 1024)].to_vec(),
+        });
     }
 
     /// Makes every refresh token invalid, leaving access tokens alone.

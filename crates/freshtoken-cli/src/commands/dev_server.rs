@@ -49,7 +49,7 @@ pub fn run(args: &DevServerArgs) -> CliResult {
         );
         let _ = out.flush();
         drop(out);
-        shutdown_signal().await;
+        super::shutdown_signal().await;
         server
             .stop()
             .await
@@ -100,23 +100,4 @@ fn config(args: &DevServerArgs) -> CliResult<Config> {
     }
     config.faults = faults;
     Ok(config)
-}
-
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

@@ -2,9 +2,11 @@
 
 pub mod demo;
 pub mod dev_server;
+pub mod exec;
 pub mod get;
 pub mod inspect;
 pub mod invalidate;
+pub mod proxy;
 pub mod status;
 
 use freshtoken::{CachedSource, HttpFetcher};
@@ -20,10 +22,50 @@ pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
         .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))
 }
 
+/// A runtime for a long-running command: two worker threads (the machines are small).
+pub fn server_runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
 /// The cached source a command gets its token from.
 pub fn source(settings: &Settings) -> CliResult<CachedSource> {
+    source_with(settings, None)
+}
+
+/// Like [`source`]; a long-running command passes `Some(memory)` to keep its tokens in
+/// process unless a cache was chosen explicitly.
+pub fn source_with(
+    settings: &Settings,
+    default_store: Option<std::sync::Arc<dyn freshtoken::TokenStore>>,
+) -> CliResult<CachedSource> {
     let request = settings.token_request()?;
-    let store = settings.store(Some(&request))?;
+    let store = match default_store {
+        Some(store) if !settings.cache_explicit => store,
+        _ => settings.store(Some(&request))?,
+    };
     let fetcher =
         HttpFetcher::new(request, settings.http.clone())?.with_clock(settings.clock.clone());
     Ok(CachedSource::builder(fetcher)

@@ -1,0 +1,162 @@
+//! `freshtoken exec`: runs a command with a valid token in its environment, optionally with
+//! the proxy running beside it for its whole life; passes its exit code through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshtoken::{MemoryStore, Want};
+use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
+
+use crate::cli::{Cli, ExecArgs};
+use crate::env;
+use crate::exit::{CliError, CliResult};
+use crate::settings::{Settings, parse_duration};
+
+/// Exit code when CMD cannot be started, as shells use it.
+const CANNOT_RUN: u8 = 127;
+
+pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
+    let min_ttl =
+        parse_duration(&args.min_ttl).map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?;
+    let names = if args.env.is_empty() {
+        vec![env::ACCESS_TOKEN.to_owned()]
+    } else {
+        args.env.clone()
+    };
+    if let Some(bad) = names
+        .iter()
+        .chain(&args.proxy_env)
+        .find(|n| !valid_env_name(n))
+    {
+        return Err(CliError::usage(format!(
+            "{bad:?} is not an environment variable name"
+        )));
+    }
+    let settings = Settings::resolve(cli, &args.credentials)?;
+    let runtime = super::server_runtime()?;
+    runtime.block_on(async {
+        let source = super::source(&settings)?;
+        let token = source.token_with(Want::one_shot(min_ttl)).await?;
+
+        let mut command = tokio::process::Command::new(&args.command[0]);
+        command.args(&args.command[1..]);
+        for name in &names {
+            command.env(name, token.expose_secret());
+        }
+        drop(token);
+
+        // The proxy, for a child that outlives its token: tokens kept in memory, refreshed
+        // in the background, until the child is gone.
+        let mut proxy_task = None;
+        if args.proxy {
+            let upstream = super::proxy::upstream(args.upstream.as_deref(), &settings)?;
+            let proxy_source = super::source_with(&settings, Some(Arc::new(MemoryStore::new())))?;
+            let proxy = Proxy::new(
+                proxy_source,
+                Config {
+                    upstream,
+                    replay_limit: DEFAULT_REPLAY_LIMIT,
+                },
+            )?;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .map_err(|e| CliError::internal(format!("cannot start the proxy: {e}")))?;
+            let url = format!(
+                "http://{}",
+                listener
+                    .local_addr()
+                    .map_err(|e| CliError::internal(e.to_string()))?
+            );
+            let names = if args.proxy_env.is_empty() {
+                vec![env::PROXY_URL.to_owned()]
+            } else {
+                args.proxy_env.clone()
+            };
+            for name in &names {
+                command.env(name, &url);
+            }
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(freshtoken_proxy::run(
+                listener,
+                proxy,
+                async move {
+                    let _ = stopped.await;
+                },
+                Duration::from_secs(1),
+            ));
+            proxy_task = Some((stop, task));
+        }
+
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("freshtoken: error: cannot run {:?}: {e}", args.command[0]);
+                return Ok(CANNOT_RUN);
+            }
+        };
+        let code = wait_forwarding_signals(&mut child).await?;
+        if let Some((stop, task)) = proxy_task {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        Ok(code)
+    })
+}
+
+/// Waits for the child, passing SIGINT and SIGTERM on to it; its exit code, or 128+N when
+/// signal N ended it.
+async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> CliResult<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen =
+        |kind| signal(kind).map_err(|e| CliError::internal(format!("cannot watch signals: {e}")));
+    let mut int = listen(SignalKind::interrupt())?;
+    let mut term = listen(SignalKind::terminate())?;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let forward = |sig: i32| {
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) with a pid we spawned and still wait for; no memory is involved.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.map_err(|e| CliError::internal(format!("cannot wait for the command: {e}")))?;
+                return Ok(exit_code(status));
+            }
+            _ = int.recv() => forward(libc::SIGINT),
+            _ = term.recv() => forward(libc::SIGTERM),
+        }
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from((128 + sig) & 0xff).unwrap_or(1),
+        (None, None) => 1,
+    }
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        assert!(valid_env_name("GENESYSCLOUD_ACCESS_TOKEN"));
+        assert!(valid_env_name("_x1"));
+        assert!(!valid_env_name("1X"));
+        assert!(!valid_env_name("A-B"));
+        assert!(!valid_env_name(""));
+    }
+}

@@ -1,0 +1,135 @@
+//! `freshtoken proxy`: a local reverse proxy that puts a fresh token on every request.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use freshtoken::MemoryStore;
+use freshtoken_proxy::{Config, Proxy};
+use url::Url;
+
+use crate::cli::{Cli, ProxyArgs};
+use crate::exit::{CliError, CliResult};
+use crate::settings::{Settings, parse_duration};
+
+pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
+    let settings = Settings::resolve(cli, &args.credentials)?;
+    let upstream = upstream(args.upstream.as_deref(), &settings)?;
+    let replay_limit = parse_size(&args.replay_limit)
+        .map_err(|e| CliError::usage(format!("--replay-limit: {e}")))?;
+    let grace =
+        parse_duration(&args.grace).map_err(|e| CliError::usage(format!("--grace: {e}")))?;
+    let addr = listen_addr(&args.listen, args.allow_remote)?;
+    let source = super::source_with(&settings, Some(Arc::new(MemoryStore::new())))?;
+    let proxy = Proxy::new(
+        source,
+        Config {
+            upstream,
+            replay_limit,
+        },
+    )?;
+    super::server_runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| CliError::internal(e.to_string()))?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "freshtoken proxy on http://{bound} -> {}",
+            proxy.upstream()
+        );
+        let _ = out.flush();
+        drop(out);
+        freshtoken_proxy::run(listener, proxy, super::shutdown_signal(), grace)
+            .await
+            .map_err(|e| CliError::internal(format!("proxy failed: {e}")))
+    })
+}
+
+/// `--upstream`, else the provider's API base.
+pub fn upstream(flag: Option<&str>, settings: &Settings) -> CliResult<Url> {
+    match (flag, &settings.api_base) {
+        (Some(u), _) => Url::parse(u)
+            .map_err(|e| CliError::usage(format!("--upstream {u:?} is not a URL: {e}"))),
+        (None, Some(api)) => Ok(api.clone()),
+        (None, None) => Err(CliError::usage(
+            "no upstream: set --upstream URL (or use --provider genesys --region R)",
+        )),
+    }
+}
+
+/// The address to listen on; anything but loopback only with `allow_remote`.
+pub fn listen_addr(listen: &str, allow_remote: bool) -> CliResult<SocketAddr> {
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        CliError::usage(format!(
+            "--listen {listen:?} is not an address like 127.0.0.1:8080"
+        ))
+    })?;
+    if !addr.ip().is_loopback() {
+        if !allow_remote {
+            return Err(CliError::usage(format!(
+                "--listen {addr} is not loopback: anyone who reaches it gets requests made with your token; add --allow-remote if that is really meant"
+            )));
+        }
+        tracing::warn!(
+            "listening on {addr}, beyond loopback: anyone who can reach it can make requests with this token"
+        );
+    }
+    Ok(addr)
+}
+
+/// Sizes as people write them: `1048576`, `512KiB`, `1MiB`, `10MB`, `1GiB`.
+pub fn parse_size(value: &str) -> Result<usize, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size (try 1MiB or 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        _ => return Err(format!("{value:?} is not a size (try 1MiB or 1048576)")),
+    };
+    n.checked_mul(factor)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{value:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1_048_576);
+        assert_eq!(parse_size("512KiB").unwrap(), 524_288);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("42").unwrap(), 42);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_consent() {
+        assert!(listen_addr("127.0.0.1:0", false).is_ok());
+        assert!(listen_addr("[::1]:0", false).is_ok());
+        assert!(
+            listen_addr("0.0.0.0:8080", false)
+                .unwrap_err()
+                .message
+                .contains("--allow-remote")
+        );
+        assert!(listen_addr("0.0.0.0:8080", true).is_ok());
+        assert!(listen_addr("localhost", false).is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! One request through the proxy: check it is for the upstream, read the body (keeping it
+//! for a replay if it is small enough), forward with a fresh token, replay once on a 401,
+//! stream the answer back.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+
+use crate::headers::end_to_end;
+use crate::{Shared, Stats};
+
+/// Errors inside streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type the proxy answers with.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A request body: all of it (replayable), or what was read so far and the rest to stream.
+enum Body {
+    Whole(Bytes),
+    Streaming(Bytes, Incoming),
+}
+
+/// Handles one request; never fails (errors become 4xx/5xx answers).
+pub async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (response, replayed) = match forward(shared, req).await {
+        Ok(r) => r,
+        Err(refusal) => (refusal, false),
+    };
+    tracing::info!(
+        target: "freshtoken::access",
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        ms = %format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+        replayed,
+        "proxied"
+    );
+    Ok(response)
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(text.into() + "\n"))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn forward(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+    let upstream = &shared.config.upstream;
+    if req.method() == Method::CONNECT {
+        return Err(plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("freshtoken proxy forwards only to {upstream}; CONNECT is refused"),
+        ));
+    }
+    if let Some(authority) = req.uri().authority() {
+        let same = authority
+            .host()
+            .eq_ignore_ascii_case(upstream.host_str().unwrap_or_default())
+            && authority
+                .port_u16()
+                .or_else(|| upstream.port_or_known_default())
+                == upstream.port_or_known_default();
+        if !same {
+            return Err(plain(
+                StatusCode::FORBIDDEN,
+                format!("freshtoken proxy forwards only to {upstream}, not to {authority}"),
+            ));
+        }
+    }
+    let url = {
+        let base = upstream.as_str().trim_end_matches('/');
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        match url::Url::parse(&format!("{base}{pq}")) {
+            Ok(u) => u,
+            Err(_) => {
+                return Err(plain(
+                    StatusCode::BAD_REQUEST,
+                    "the request path does not make a URL",
+                ));
+            }
+        }
+    };
+    let (parts, incoming) = req.into_parts();
+    let mut headers = end_to_end(&parts.headers);
+    headers.remove(header::HOST);
+    headers.remove(header::AUTHORIZATION);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = read_body(incoming, declared, shared.config.replay_limit)
+        .await
+        .map_err(|e| {
+            plain(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+
+    Stats::add(&shared.stats.requests);
+    let token = shared.source.token().await.map_err(|e| {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("freshtoken has no valid token to forward with: {e}"),
+        )
+    })?;
+    let (body, replay_copy) = match body {
+        Body::Whole(bytes) => (reqwest::Body::from(bytes.clone()), Some(bytes)),
+        Body::Streaming(prefix, rest) => {
+            let rest = BodyDataStream::new(rest).map_err(|e| Box::new(e) as BoxError);
+            let stream =
+                futures_util::stream::once(async move { Ok::<_, BoxError>(prefix) }).chain(rest);
+            (reqwest::Body::wrap_stream(stream), None)
+        }
+    };
+    let first = send(
+        shared,
+        &parts.method,
+        &url,
+        &headers,
+        token.expose_secret(),
+        body,
+    )
+    .await?;
+    if first.status() != reqwest::StatusCode::UNAUTHORIZED {
+        return Ok((respond(first), false));
+    }
+    let Some(bytes) = replay_copy else {
+        Stats::add(&shared.stats.not_replayable);
+        Stats::add(&shared.stats.unauthorized);
+        tracing::info!(
+            "401 from the upstream for a body over the replay limit; passed to the client"
+        );
+        return Ok((respond(first), false));
+    };
+    // Drop exactly the token that was refused: another request may already hold a newer one.
+    drop(first);
+    if let Err(e) = shared.source.invalidate(&token).await {
+        tracing::warn!("cannot drop the refused token from the cache: {e}");
+    }
+    let fresh = shared.source.token().await.map_err(|e| {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the upstream refused the token and no new one could be had: {e}"),
+        )
+    })?;
+    Stats::add(&shared.stats.replayed);
+    let second = send(
+        shared,
+        &parts.method,
+        &url,
+        &headers,
+        fresh.expose_secret(),
+        reqwest::Body::from(bytes),
+    )
+    .await?;
+    if second.status() == reqwest::StatusCode::UNAUTHORIZED {
+        Stats::add(&shared.stats.unauthorized);
+    }
+    Ok((respond(second), true))
+}
+
+async fn read_body(
+    mut incoming: Incoming,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Body, hyper::Error> {
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(Body::Streaming(Bytes::new(), incoming));
+    }
+    let mut kept = BytesMut::new();
+    while let Some(frame) = incoming.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            kept.extend_from_slice(&data);
+            if kept.len() > limit {
+                return Ok(Body::Streaming(kept.freeze(), incoming));
+            }
+        }
+    }
+    Ok(Body::Whole(kept.freeze()))
+}
+
+async fn send(
+    shared: &Shared,
+    method: &Method,
+    url: &url::Url,
+    headers: &http::HeaderMap,
+    token: &str,
+    body: reqwest::Body,
+) -> Result<reqwest::Response, Response<ProxyBody>> {
+    let mut auth = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the token cannot be sent in a header",
+        )
+    })?;
+    auth.set_sensitive(true);
+    shared
+        .http
+        .request(method.clone(), url.clone())
+        .headers(headers.clone())
+        .header(header::AUTHORIZATION, auth)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            Stats::add(&shared.stats.upstream_errors);
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            plain(
+                StatusCode::BAD_GATEWAY,
+                format!("freshtoken proxy: the upstream did not answer: {cause}"),
+            )
+        })
+}
+
+fn respond(upstream: reqwest::Response) -> Response<ProxyBody> {
+    let status = upstream.status();
+    let headers = end_to_end(upstream.headers());
+    let stream = upstream
+        .bytes_stream()
+        .map_ok(Frame::data)
+        .map_err(|e| Box::new(e) as BoxError);
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
