@@ -16,8 +16,8 @@ use crate::state::{Issued, State};
 
 type Shared = Arc<State>;
 
-/// The token's grant, or the 401 to answer with.
-fn authorize(state: &State, headers: &HeaderMap) -> Result<Issued, Response> {
+/// The token's grant, if it is valid (`None`: answer with [`unauthorized`]).
+fn authorize(state: &State, headers: &HeaderMap) -> Option<Issued> {
     state.count(|c| c.api_calls());
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -29,22 +29,26 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<Issued, Response> {
     match bearer.and_then(|t| state.check(t.trim())) {
         Some(issued) if !state.faults().reject_api => {
             state.count(|c| c.api_ok());
-            Ok(issued)
+            Some(issued)
         }
         _ => {
             state.count(|c| c.api_401());
-            let mut r = (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"error": "invalid_token"})),
-            )
-                .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
-            Err(r)
+            None
         }
     }
+}
+
+fn unauthorized() -> Response {
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "invalid_token"})),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    r
 }
 
 /// Echoes the request; every request (401s too) is recorded with its body for tests.
@@ -57,9 +61,8 @@ pub(crate) async fn echo(
 ) -> Response {
     let path = format!("/api/{path}");
     state.record(method.as_str(), &path, &body);
-    let issued = match authorize(&state, &headers) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(issued) = authorize(&state, &headers) else {
+        return unauthorized();
     };
     axum::Json(json!({
         "method": method.as_str(),
@@ -76,8 +79,8 @@ pub(crate) async fn blob(
     Path(bytes): Path<u64>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
+    if authorize(&state, &headers).is_none() {
+        return unauthorized();
     }
     const CHUNK: usize = 64 * 1024;
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
@@ -103,8 +106,8 @@ pub(crate) async fn sink(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
+    if authorize(&state, &headers).is_none() {
+        return unauthorized();
     }
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
@@ -123,8 +126,8 @@ pub(crate) async fn redirect(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
+    if authorize(&state, &headers).is_none() {
+        return unauthorized();
     }
     let to = q.get("to").cloned().unwrap_or_else(|| "/".into());
     let mut r = StatusCode::FOUND.into_response();
