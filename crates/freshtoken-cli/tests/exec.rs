@@ -1,0 +1,136 @@
+//! `freshtoken exec` as a whole process.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn passes_the_exit_code_and_a_valid_token() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let out = sb.path().join("seen");
+    let o = run(sb
+        .cmd_for(&server)
+        .args([
+            "exec",
+            "--env",
+            "GENESYSCLOUD_ACCESS_TOKEN",
+            "--env",
+            "API_TOKEN",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "printf '%s %s' \"$GENESYSCLOUD_ACCESS_TOKEN\" \"$API_TOKEN\" > {}; exit 7",
+                out.display()
+            ),
+        ]));
+    assert_code(&o, 7);
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let (a, b) = seen.split_once(' ').unwrap();
+    assert_eq!(a, b);
+    assert!(
+        server.state().check(a).is_some(),
+        "the child got a token the server accepts"
+    );
+
+    let o = run(sb.cmd_for(&server).args([
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$FRESHTOKEN_ACCESS_TOKEN\"",
+    ]));
+    assert_code(&o, 0);
+    let o = run(sb
+        .cmd_for(&server)
+        .args(["exec", "--", "/nonexistent/program"]));
+    assert_fails_with(&o, 127, "cannot run");
+    // stdin and stdout pass through.
+    let mut child = sb
+        .cmd_for(&server)
+        .args(["exec", "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"through\n").unwrap();
+    assert_eq!(stdout(&child.wait_with_output().unwrap()), "THROUGH\n");
+}
+
+#[test]
+fn min_ttl_longer_than_the_token_lives_is_refused_before_running() {
+    let server = Server::start(Duration::from_secs(60));
+    let sb = Sandbox::new();
+    let marker = sb.path().join("ran");
+    let o = run(sb
+        .cmd_for(&server)
+        .args(["exec", "--"])
+        .args(["touch", marker.to_str().unwrap()]));
+    assert_fails_with(&o, 2, "less than the 300.0 s asked for");
+    assert!(!marker.exists(), "the command did not run");
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_child() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let ready = sb.path().join("ready");
+    let mut child = sb
+        .cmd_for(&server)
+        .args(["exec", "--", "sh", "-c"])
+        .arg(format!(
+            "trap 'exit 42' TERM; touch {}; while :; do sleep 0.05; done",
+            ready.display()
+        ))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !ready.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the child never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "the child's trap ran and its code came back"
+    );
+}
+
+#[test]
+fn exec_proxy_keeps_a_long_child_working_across_token_lifetimes() {
+    let server = Server::start(Duration::from_secs(1));
+    let sb = Sandbox::new();
+    // The child outlives four 1 s tokens and never sends a token itself.
+    let script = "for i in $(seq 25); do curl -s -o /dev/null -w '%{http_code}\\n' \"$FRESHTOKEN_PROXY_URL/api/items/$i\"; sleep 0.15; done";
+    let o = run(sb.cmd_for(&server).args([
+        "exec",
+        "--min-ttl",
+        "500ms",
+        "--proxy",
+        "--upstream",
+        &server.base_url(),
+        "--",
+        "bash",
+        "-c",
+        script,
+    ]));
+    assert_code(&o, 0);
+    let codes = stdout(&o);
+    assert_eq!(codes.lines().count(), 25);
+    assert!(codes.lines().all(|c| c == "200"), "{codes}");
+    assert!(server.stats().tokens_issued >= 4, "{:?}", server.stats());
+}
