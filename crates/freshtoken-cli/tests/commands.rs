@@ -204,8 +204,19 @@ fn demo_crosses_several_expiries_without_a_401() {
         "a 1 s token over 4 s rotates at least 3 times:\n{out}"
     );
     assert!(
-        out.contains("200 API calls") && out.contains("0 answered 401"),
+        out.contains("200 API calls") && out.contains(": 0 answered 401 to the job"),
         "{out}"
+    );
+    assert!(out.contains("the dev-server revokes every token"), "{out}");
+    let replayed: u64 = out
+        .split(" replayed by the proxy")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        replayed >= 1,
+        "the revocation was absorbed by replays:\n{out}"
     );
 }
 

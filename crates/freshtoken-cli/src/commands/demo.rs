@@ -1,18 +1,21 @@
 //! `freshtoken demo`: the whole idea in one command. A dev-server issues 3-second tokens; a
-//! bulk job makes hundreds of API calls through the library's cached source across several
-//! expiries; every rotation is printed; the run passes only if no call saw a 401.
+//! bulk job makes hundreds of plain HTTP calls — no token, no auth code — through the
+//! freshtoken proxy across several expiries; half way the dev-server revokes every token, as
+//! an administrator might. Every rotation is printed; the run passes only if the job never
+//! saw a 401.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use freshtoken::{CachedSource, Fingerprint, HttpFetcher, HttpOptions, TokenRequest};
+use freshtoken::{CachedSource, HttpFetcher, HttpOptions, TokenRequest};
 use freshtoken_devserver::{Config, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Running};
+use freshtoken_proxy::{DEFAULT_REPLAY_LIMIT, Proxy};
 use secrecy::SecretString;
 
 use crate::cli::DemoArgs;
-use crate::exit::{CliError, CliResult};
+use crate::exit::{CliError, CliResult, code};
 use crate::settings::parse_duration;
 
 pub fn run(args: &DemoArgs) -> CliResult {
@@ -24,31 +27,28 @@ pub fn run(args: &DemoArgs) -> CliResult {
             "--ttl must be at least 1s, --calls and --workers above 0",
         ));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
-    let outcome = runtime.block_on(bulk_job(ttl, duration, args.calls, args.workers))?;
+    let outcome =
+        super::server_runtime()?.block_on(bulk_job(ttl, duration, args.calls, args.workers))?;
     println!();
     println!(
-        "{} API calls in {:.1} s, {} answered 401, {} token requests for {} token rotations",
+        "{} API calls in {:.1} s: {} answered 401 to the job, {} replayed by the proxy after a 401, {} token requests, {} tokens used",
         outcome.calls,
         outcome.elapsed.as_secs_f64(),
         outcome.unauthorized,
+        outcome.replayed,
         outcome.token_requests,
         outcome.rotations
     );
     if outcome.unauthorized > 0 || outcome.failed > 0 {
         return Err(CliError {
-            code: crate::exit::code::UNAVAILABLE,
+            code: code::UNAVAILABLE,
             message: format!(
-                "the demo saw {} 401s and {} other failures",
+                "the demo's job saw {} 401s and {} other failures",
                 outcome.unauthorized, outcome.failed
             ),
         });
     }
-    println!("no call ever used an expired token: that is the point of freshtoken.");
+    println!("the job never held a token and never saw a 401: that is the point of freshtoken.");
     Ok(())
 }
 
@@ -56,6 +56,7 @@ struct Outcome {
     calls: u64,
     unauthorized: u64,
     failed: u64,
+    replayed: u64,
     token_requests: u64,
     rotations: u64,
     elapsed: Duration,
@@ -67,20 +68,15 @@ async fn bulk_job(
     calls: u32,
     workers: u32,
 ) -> CliResult<Outcome> {
-    let config = Config {
-        ttl,
-        ..Config::default()
-    };
-    let server = Running::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), config)
-        .await
-        .map_err(|e| CliError::internal(format!("cannot start the demo's dev-server: {e}")))?;
-    println!(
-        "dev-server on {} issues tokens that live {}; running {calls} API calls over {} with {workers} workers",
-        server.base_url(),
-        freshtoken::fmt_duration(ttl),
-        freshtoken::fmt_duration(duration)
-    );
-
+    let server = Running::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        Config {
+            ttl,
+            ..Config::default()
+        },
+    )
+    .await
+    .map_err(|e| CliError::internal(format!("cannot start the demo's dev-server: {e}")))?;
     let token_url = server
         .token_url()
         .parse()
@@ -91,11 +87,61 @@ async fn bulk_job(
         Some(SecretString::from(DEFAULT_CLIENT_SECRET.to_owned())),
     );
     let source = CachedSource::builder(HttpFetcher::new(request, HttpOptions::default())?).build();
-    let http = freshtoken::http_client(&HttpOptions::default())?;
+    let upstream = server
+        .base_url()
+        .parse()
+        .map_err(|_| CliError::internal("bad dev-server URL"))?;
+    let proxy = Proxy::new(
+        source.clone(),
+        freshtoken_proxy::Config {
+            upstream,
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+        },
+    )?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| CliError::internal(format!("cannot start the demo's proxy: {e}")))?;
+    let proxy_url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_err(|e| CliError::internal(e.to_string()))?
+    );
+    let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy_task = tokio::spawn(freshtoken_proxy::run(
+        listener,
+        proxy.clone(),
+        async move {
+            let _ = proxy_stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    println!(
+        "dev-server on {} issues tokens that live {}; the freshtoken proxy on {proxy_url} sits in front of it",
+        server.base_url(),
+        freshtoken::fmt_duration(ttl)
+    );
+    println!(
+        "a bulk job makes {calls} plain HTTP calls (no token of its own) over {} with {workers} workers",
+        freshtoken::fmt_duration(duration)
+    );
 
     let started = Instant::now();
-    let last: Arc<Mutex<Option<Fingerprint>>> = Arc::default();
     let rotations = Arc::new(AtomicU64::new(0));
+    let watcher = tokio::spawn(watch_rotations(source.clone(), started, rotations.clone()));
+    let revoker = {
+        let state = server.state().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration / 2).await;
+            let n = state.revoke_all();
+            println!(
+                "  {:>5.2} s  the dev-server revokes every token ({n}), as an administrator might",
+                started.elapsed().as_secs_f64()
+            );
+        })
+    };
+
+    let http = freshtoken::http_client(&HttpOptions::default())?;
     let unauthorized = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -103,56 +149,15 @@ async fn bulk_job(
     let pause = duration / per_worker.max(1);
     let mut tasks = Vec::new();
     for worker in 0..workers {
-        let (source, http, base) = (source.clone(), http.clone(), server.base_url());
-        let (last, rotations, unauthorized, failed, done) = (
-            last.clone(),
-            rotations.clone(),
-            unauthorized.clone(),
-            failed.clone(),
-            done.clone(),
-        );
+        let (http, base) = (http.clone(), proxy_url.clone());
+        let (unauthorized, failed, done) = (unauthorized.clone(), failed.clone(), done.clone());
         let mine = per_worker.min(calls.saturating_sub(worker * per_worker));
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(pause);
             for i in 0..mine {
                 tick.tick().await;
-                let token = match source.token().await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("  token: {e}");
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                };
-                let fp = token.fingerprint();
-                {
-                    let mut last = last
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if *last != Some(fp) {
-                        let n = rotations.fetch_add(1, Ordering::Relaxed) + 1;
-                        let what = if last.is_none() {
-                            "first token"
-                        } else {
-                            "rotated to"
-                        };
-                        println!(
-                            "  {:>5.2} s  {what} {fp} (#{n}), valid {} more",
-                            started.elapsed().as_secs_f64(),
-                            freshtoken::fmt_duration(token.remaining(std::time::SystemTime::now()))
-                        );
-                        let _ = std::io::stdout().flush();
-                        *last = Some(fp);
-                    }
-                }
                 let url = format!("{base}/api/items/{worker}-{i}");
-                match http
-                    .put(&url)
-                    .bearer_auth(token.expose_secret())
-                    .body("{\"enabled\":true}")
-                    .send()
-                    .await
-                {
+                match http.put(&url).body("{\"enabled\":true}").send().await {
                     Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
                         unauthorized.fetch_add(1, Ordering::Relaxed);
                     }
@@ -168,15 +173,48 @@ async fn bulk_job(
     for t in tasks {
         let _ = t.await;
     }
-    let stats = server.state().stats();
     let elapsed = started.elapsed();
+    revoker.abort();
+    watcher.abort();
+    let _ = stop_proxy.send(());
+    let _ = proxy_task.await;
+    let stats = server.state().stats();
     let _ = server.stop().await;
     Ok(Outcome {
         calls: done.load(Ordering::Relaxed),
         unauthorized: unauthorized.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
+        replayed: proxy.stats().replayed,
         token_requests: stats.token_requests,
         rotations: rotations.load(Ordering::Relaxed),
         elapsed,
     })
+}
+
+/// Prints a line whenever the proxy's token changes.
+async fn watch_rotations(source: CachedSource, started: Instant, rotations: Arc<AtomicU64>) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        let Some(token) = source.cached() else {
+            continue;
+        };
+        let fp = token.fingerprint();
+        if last != Some(fp) {
+            let n = rotations.fetch_add(1, Ordering::Relaxed) + 1;
+            println!(
+                "  {:>5.2} s  {} {fp} (#{n}), valid {} more",
+                started.elapsed().as_secs_f64(),
+                if last.is_none() {
+                    "first token"
+                } else {
+                    "rotated to"
+                },
+                freshtoken::fmt_duration(token.remaining(std::time::SystemTime::now()))
+            );
+            let _ = std::io::stdout().flush();
+            last = Some(fp);
+        }
+    }
 }
