@@ -20,6 +20,8 @@ need hyperfine hyperfine
 need jq jq
 need redis-server redis-server
 need curl curl
+need wrk wrk
+need nginx nginx-light
 
 cargo build --release --quiet
 bin=$PWD/target/release/freshtoken
@@ -94,3 +96,27 @@ for n in 10 50 200 500; do
   theirs=$(( $(curl -s "$base/__stats" | jq .token_requests) - before ))
   echo "| $n | $ours | $theirs |"
 done
+
+echo
+echo "== proxy: wrk against a small upstream, direct / through nginx / through freshtoken proxy =="
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up_port=$(free_port); nginx_port=$(free_port)
+mkdir -p "$work/nginx"
+token=$("$bin" get)
+sed -e "s#@DIR@#$work/nginx#g" -e "s#@UPSTREAM@#$up_port#g" -e "s#@NGINX@#$nginx_port#g" -e "s#@TOKEN@#$token#g" \
+  benches/proxy/nginx.conf.template >"$work/nginx/nginx.conf"
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/nginx/error.log" &
+nginx_pid=$!
+"$bin" proxy --upstream "http://127.0.0.1:$up_port" >"$work/proxy.out" 2>/dev/null &
+proxy_pid=$!
+trap 'kill "$server_pid" "$redis_pid" "$nginx_pid" "$proxy_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q '^freshtoken proxy on' "$work/proxy.out" 2>/dev/null && curl -s -o /dev/null "http://127.0.0.1:$nginx_port/" && break; sleep 0.05; done
+proxy_url=$(awk '{print $4}' "$work/proxy.out")
+wrk_run() { wrk -t2 -c32 -d"${WRK_SECONDS:-10}"s --latency "$1" | awk -v name="$2" '
+  /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /^Requests\/sec/ {rps=$2}
+  END {printf "| %s | %s | %s | %s |\n", name, rps, p50, p99}'; }
+echo "| path | requests/s | p50 latency | p99 latency |"
+echo "|---|---:|---:|---:|"
+wrk_run "http://127.0.0.1:$up_port/" "direct to the upstream"
+wrk_run "http://127.0.0.1:$nginx_port/" "nginx reverse proxy, static Authorization"
+wrk_run "$proxy_url/" "freshtoken proxy"

@@ -65,6 +65,14 @@ impl Proxy {
     }
 }
 
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // A test that fails half way must not leave its proxy running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn curl(args: &[&str]) -> String {
     let o = Command::new("curl")
         .args(["-s", "-S"])

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -92,23 +92,17 @@ async fn forward(
             ));
         }
     }
-    let url = {
-        let base = upstream.as_str().trim_end_matches('/');
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        match url::Url::parse(&format!("{base}{pq}")) {
-            Ok(u) => u,
-            Err(_) => {
-                return Err(plain(
-                    StatusCode::BAD_REQUEST,
-                    "the request path does not make a URL",
-                ));
-            }
-        }
-    };
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri: Uri = format!("{}{pq}", shared.base).parse().map_err(|_| {
+        plain(
+            StatusCode::BAD_REQUEST,
+            "the request path does not make a URL",
+        )
+    })?;
     let (parts, incoming) = req.into_parts();
     let mut headers = end_to_end(&parts.headers);
     headers.remove(header::HOST);
@@ -135,24 +129,25 @@ async fn forward(
         )
     })?;
     let (body, replay_copy) = match body {
-        Body::Whole(bytes) => (reqwest::Body::from(bytes.clone()), Some(bytes)),
+        Body::Whole(bytes) => (full(bytes.clone()), Some(bytes)),
         Body::Streaming(prefix, rest) => {
             let rest = BodyDataStream::new(rest).map_err(|e| Box::new(e) as BoxError);
-            let stream =
-                futures_util::stream::once(async move { Ok::<_, BoxError>(prefix) }).chain(rest);
-            (reqwest::Body::wrap_stream(stream), None)
+            let stream = futures_util::stream::once(async move { Ok::<_, BoxError>(prefix) })
+                .chain(rest)
+                .map_ok(Frame::data);
+            (BodyExt::boxed(StreamBody::new(stream)), None)
         }
     };
     let first = send(
         shared,
         &parts.method,
-        &url,
+        &uri,
         &headers,
         token.expose_secret(),
         body,
     )
     .await?;
-    if first.status() != reqwest::StatusCode::UNAUTHORIZED {
+    if first.status() != StatusCode::UNAUTHORIZED {
         return Ok((respond(first), false));
     }
     let Some(bytes) = replay_copy else {
@@ -178,16 +173,20 @@ async fn forward(
     let second = send(
         shared,
         &parts.method,
-        &url,
+        &uri,
         &headers,
         fresh.expose_secret(),
-        reqwest::Body::from(bytes),
+        full(bytes),
     )
     .await?;
-    if second.status() == reqwest::StatusCode::UNAUTHORIZED {
+    if second.status() == StatusCode::UNAUTHORIZED {
         Stats::add(&shared.stats.unauthorized);
     }
     Ok((respond(second), true))
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 async fn read_body(
@@ -197,6 +196,9 @@ async fn read_body(
 ) -> Result<Body, hyper::Error> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Ok(Body::Streaming(Bytes::new(), incoming));
+    }
+    if declared == Some(0) {
+        return Ok(Body::Whole(Bytes::new()));
     }
     let mut kept = BytesMut::new();
     while let Some(frame) = incoming.frame().await {
@@ -213,11 +215,11 @@ async fn read_body(
 async fn send(
     shared: &Shared,
     method: &Method,
-    url: &url::Url,
+    uri: &Uri,
     headers: &http::HeaderMap,
     token: &str,
-    body: reqwest::Body,
-) -> Result<reqwest::Response, Response<ProxyBody>> {
+    body: ProxyBody,
+) -> Result<Response<Incoming>, Response<ProxyBody>> {
     let mut auth = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -225,36 +227,26 @@ async fn send(
         )
     })?;
     auth.set_sensitive(true);
-    shared
-        .http
-        .request(method.clone(), url.clone())
-        .headers(headers.clone())
-        .header(header::AUTHORIZATION, auth)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            Stats::add(&shared.stats.upstream_errors);
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            plain(
-                StatusCode::BAD_GATEWAY,
-                format!("freshtoken proxy: the upstream did not answer: {cause}"),
-            )
-        })
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers.clone();
+    request.headers_mut().insert(header::AUTHORIZATION, auth);
+    shared.http.request(request).await.map_err(|e| {
+        Stats::add(&shared.stats.upstream_errors);
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        plain(
+            StatusCode::BAD_GATEWAY,
+            format!("freshtoken proxy: the upstream did not answer: {cause}"),
+        )
+    })
 }
 
-fn respond(upstream: reqwest::Response) -> Response<ProxyBody> {
-    let status = upstream.status();
-    let headers = end_to_end(upstream.headers());
-    let stream = upstream
-        .bytes_stream()
-        .map_ok(Frame::data)
-        .map_err(|e| Box::new(e) as BoxError);
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    r
+fn respond(upstream: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = upstream.into_parts();
+    parts.headers = end_to_end(&parts.headers);
+    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use freshtoken::CachedSource;
 use url::Url;
 
-pub use server::{DEFAULT_GRACE, run};
+pub use server::{DEFAULT_GRACE, run, run_threaded};
 
 /// Request bodies up to this size are kept for a replay after a 401.
 pub const DEFAULT_REPLAY_LIMIT: usize = 1024 * 1024;
@@ -83,12 +83,30 @@ pub struct Proxy {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+/// The pooled upstream client: HTTP/1.1 or HTTP/2 (ALPN) over rustls with the platform's
+/// roots, or plain HTTP to loopback upstreams. Redirects are never followed: hyper's client
+/// does not follow them at all.
+type Upstream = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    forward::ProxyBody,
+>;
+
 struct Shared {
     source: CachedSource,
     config: Config,
-    http: reqwest::Client,
-    stats: Stats,
+    http: Upstream,
+    /// The upstream as a string without a trailing slash, joined to each request's path.
+    base: String,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Proxy {
@@ -102,18 +120,29 @@ impl Proxy {
                 config.upstream
             )));
         }
-        let options = freshtoken::HttpOptions {
-            // Requests through the proxy may stream for a long time; only connecting is bounded.
-            timeout: std::time::Duration::from_secs(24 * 3600),
-            ..freshtoken::HttpOptions::default()
-        };
-        let http = freshtoken::http_client(&options)?;
+        let base = config.upstream.as_str().trim_end_matches('/').to_owned();
         Ok(Self {
             shared: Arc::new(Shared {
+                http: upstream_client()?,
                 source,
                 config,
-                http,
-                stats: Stats::default(),
+                base,
+                stats: Arc::default(),
+            }),
+        })
+    }
+
+    /// A proxy sharing this one's token source, upstream and counters, with a connection
+    /// pool of its own: one per serving thread keeps each request on one thread.
+    pub fn for_another_thread(&self) -> freshtoken::Result<Self> {
+        let s = &self.shared;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                http: upstream_client()?,
+                source: s.source.clone(),
+                config: s.config.clone(),
+                base: s.base.clone(),
+                stats: Arc::clone(&s.stats),
             }),
         })
     }
@@ -127,4 +156,30 @@ impl Proxy {
     pub fn upstream(&self) -> &Url {
         &self.shared.config.upstream
     }
+}
+
+fn upstream_client() -> freshtoken::Result<Upstream> {
+    freshtoken::install_crypto_provider();
+    use hyper_rustls::ConfigBuilderExt;
+    let tls = rustls::ClientConfig::builder()
+        .try_with_platform_verifier()
+        .map_err(|e| {
+            freshtoken::Error::Config(format!("cannot load the platform's TLS roots: {e}"))
+        })?
+        .with_no_client_auth();
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+    connector.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(connector);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build(https),
+    )
 }

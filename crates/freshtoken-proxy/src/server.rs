@@ -65,3 +65,47 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// Serves `proxy` on `threads` OS threads, each with a single-threaded runtime and its own
+/// upstream pool, all accepting on `listener` (as nginx's workers do): a request and its
+/// upstream call stay on one thread, with no cross-thread wake-ups. Returns once `shutdown`
+/// turns true and every thread has drained.
+pub fn run_threaded(
+    listener: std::net::TcpListener,
+    proxy: &Proxy,
+    threads: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let listener = listener.try_clone()?;
+        let proxy = proxy.for_another_thread().map_err(std::io::Error::other)?;
+        let mut shutdown = shutdown.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("proxy-{i}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let stop = async move {
+                        while !*shutdown.borrow() {
+                            if shutdown.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    run(listener, proxy, stop, grace).await
+                })
+            })?;
+        handles.push(handle);
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| std::io::Error::other("a proxy thread panicked"))??;
+    }
+    Ok(())
+}

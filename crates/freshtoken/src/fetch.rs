@@ -71,8 +71,9 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
         .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", chain(&e))))
 }
 
-/// Makes ring the process's rustls crypto provider (HTTPS and `rediss://`), once.
-pub(crate) fn install_crypto_provider() {
+/// Makes ring the process's rustls crypto provider (HTTPS and `rediss://`), once; call it
+/// before building any other rustls client in the process.
+pub fn install_crypto_provider() {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         // Fails only if another provider is installed already, which is just as good.

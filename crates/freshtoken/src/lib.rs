@@ -44,7 +44,10 @@ mod fuzz_tests;
 pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
 pub use clock::{Clock, ManualClock, SharedClock, SkewedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
-pub use fetch::{DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client};
+pub use fetch::{
+    DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client,
+    install_crypto_provider,
+};
 pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest};
 pub use retry::RetryPolicy;

@@ -28,25 +28,31 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
             replay_limit,
         },
     )?;
-    super::server_runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| CliError::internal(e.to_string()))?;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "freshtoken proxy on http://{bound} -> {}",
-            proxy.upstream()
-        );
-        let _ = out.flush();
-        drop(out);
-        freshtoken_proxy::run(listener, proxy, super::shutdown_signal(), grace)
-            .await
-            .map_err(|e| CliError::internal(format!("proxy failed: {e}")))
-    })
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::internal(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "freshtoken proxy on http://{bound} -> {}",
+        proxy.upstream()
+    );
+    let _ = out.flush();
+    drop(out);
+    // Signals are watched on a thread of their own; the serving threads drain when told.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runtime = super::runtime()?;
+    std::thread::spawn(move || {
+        runtime.block_on(super::shutdown_signal());
+        let _ = stop.send(true);
+    });
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    freshtoken_proxy::run_threaded(listener, &proxy, threads, stopped, grace)
+        .map_err(|e| CliError::internal(format!("proxy failed: {e}")))
 }
 
 /// `--upstream`, else the provider's API base.
