@@ -109,8 +109,8 @@ pub struct CredentialArgs {
     #[arg(long, env = env::PRIVATE_KEY_FILE, value_name = "PATH")]
     pub private_key: Option<PathBuf>,
 
-    /// `kid` header of client assertions.
-    #[arg(long, env = env::KEY_ID, value_name = "KID")]
+    /// `kid` header of client assertions (may start with "-", as JWK thumbprints do).
+    #[arg(long, env = env::KEY_ID, value_name = "KID", allow_hyphen_values = true)]
     pub key_id: Option<String>,
 
     /// Client assertion algorithm: HS256/384/512 for client_secret_jwt; RS256, PS256, ES256,

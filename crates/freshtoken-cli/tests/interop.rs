@@ -179,7 +179,7 @@ fn every_client_authentication_method_gets_an_active_token() {
         ])
         .arg(p.file(client, key_field));
         if let Some(kid) = p.info["clients"][client]["kid"].as_str() {
-            cmd.args(["--key-id", kid]);
+            cmd.arg(format!("--key-id={kid}")); // thumbprints may start with "-"
         }
         if let Some(alg) = alg {
             cmd.args(["--signing-alg", alg]);

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use freshtoken::CachedSource;
 use url::Url;
 
-pub use server::{DEFAULT_GRACE, run, run_threaded};
+pub use server::{Background, DEFAULT_GRACE, run, run_threaded};
 
 /// Request bodies up to this size are kept for a replay after a 401.
 pub const DEFAULT_REPLAY_LIMIT: usize = 1024 * 1024;

@@ -109,3 +109,36 @@ pub fn run_threaded(
     }
     Ok(())
 }
+
+/// A proxy serving in the background of the current runtime on an ephemeral loopback port,
+/// for a child process (`exec --proxy`) or a demo; stopped with [`Background::stop`].
+pub struct Background {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Background {
+    /// Binds 127.0.0.1 on a free port and starts serving.
+    pub async fn start(proxy: Proxy) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(run(listener, proxy, shutdown, Duration::from_secs(1)));
+        Ok(Self { url, stop, task })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops accepting and waits (up to a second) for requests in flight.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}

@@ -98,24 +98,10 @@ async fn bulk_job(
             replay_limit: DEFAULT_REPLAY_LIMIT,
         },
     )?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+    let background = freshtoken_proxy::Background::start(proxy.clone())
         .await
         .map_err(|e| CliError::internal(format!("cannot start the demo's proxy: {e}")))?;
-    let proxy_url = format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .map_err(|e| CliError::internal(e.to_string()))?
-    );
-    let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy_task = tokio::spawn(freshtoken_proxy::run(
-        listener,
-        proxy.clone(),
-        async move {
-            let _ = proxy_stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
+    let proxy_url = background.url().to_owned();
     println!(
         "dev-server on {} issues tokens that live {}; the freshtoken proxy on {proxy_url} sits in front of it",
         server.base_url(),
@@ -176,8 +162,7 @@ async fn bulk_job(
     let elapsed = started.elapsed();
     revoker.abort();
     watcher.abort();
-    let _ = stop_proxy.send(());
-    let _ = proxy_task.await;
+    background.stop().await;
     let stats = server.state().stats();
     let _ = server.stop().await;
     Ok(Outcome {

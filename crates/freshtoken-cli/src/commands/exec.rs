@@ -2,7 +2,6 @@
 //! the proxy running beside it for its whole life; passes its exit code through.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use freshtoken::{MemoryStore, Want};
 use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
@@ -58,33 +57,18 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
                     replay_limit: DEFAULT_REPLAY_LIMIT,
                 },
             )?;
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            let background = freshtoken_proxy::Background::start(proxy)
                 .await
                 .map_err(|e| CliError::internal(format!("cannot start the proxy: {e}")))?;
-            let url = format!(
-                "http://{}",
-                listener
-                    .local_addr()
-                    .map_err(|e| CliError::internal(e.to_string()))?
-            );
             let names = if args.proxy_env.is_empty() {
                 vec![env::PROXY_URL.to_owned()]
             } else {
                 args.proxy_env.clone()
             };
             for name in &names {
-                command.env(name, &url);
+                command.env(name, background.url());
             }
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(freshtoken_proxy::run(
-                listener,
-                proxy,
-                async move {
-                    let _ = stopped.await;
-                },
-                Duration::from_secs(1),
-            ));
-            proxy_task = Some((stop, task));
+            proxy_task = Some(background);
         }
 
         let mut child = match command.spawn() {
@@ -95,9 +79,8 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
             }
         };
         let code = wait_forwarding_signals(&mut child).await?;
-        if let Some((stop, task)) = proxy_task {
-            let _ = stop.send(());
-            let _ = task.await;
+        if let Some(background) = proxy_task {
+            background.stop().await;
         }
         Ok(code)
     })
