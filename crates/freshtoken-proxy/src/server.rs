@@ -38,22 +38,32 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&proxy.shared);
-        let service = service_fn(move |req| {
-            let shared = Arc::clone(&shared);
-            async move { handle(&shared, req).await }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("client connection ended: {e}");
-            }
-        });
+        serve_connection(stream, &proxy, &graceful);
     }
     drop(listener);
+    drain(graceful, grace).await;
+    Ok(())
+}
+
+/// Serves one client connection on the current runtime, watched for graceful shutdown.
+fn serve_connection(stream: tokio::net::TcpStream, proxy: &Proxy, graceful: &GracefulShutdown) {
+    let _ = stream.set_nodelay(true);
+    let shared = Arc::clone(&proxy.shared);
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { handle(&shared, req).await }
+    });
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("client connection ended: {e}");
+        }
+    });
+}
+
+async fn drain(graceful: GracefulShutdown, grace: Duration) {
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
@@ -63,26 +73,28 @@ pub async fn run(
             grace.as_secs()
         );
     }
-    Ok(())
 }
 
 /// Serves `proxy` on `threads` OS threads, each with a single-threaded runtime and its own
-/// upstream pool, all accepting on `listener` (as nginx's workers do): a request and its
-/// upstream call stay on one thread, with no cross-thread wake-ups. Returns once `shutdown`
-/// turns true and every thread has drained.
+/// upstream pool (as nginx's workers do): a request and its upstream call stay on one thread,
+/// with no cross-thread wake-ups. This thread accepts and deals connections out in turn, so
+/// the loops share the load evenly. Returns once `shutdown` turns true and every loop has
+/// drained.
 pub fn run_threaded(
     listener: std::net::TcpListener,
     proxy: &Proxy,
     threads: usize,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let mut queues = Vec::new();
     let mut handles = Vec::new();
     for i in 0..threads.max(1) {
-        let listener = listener.try_clone()?;
+        let (queue, mut connections) =
+            tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        queues.push(queue);
         let proxy = proxy.for_another_thread().map_err(std::io::Error::other)?;
-        let mut shutdown = shutdown.clone();
         let handle = std::thread::Builder::new()
             .name(format!("proxy-{i}"))
             .spawn(move || {
@@ -90,19 +102,48 @@ pub fn run_threaded(
                     .enable_all()
                     .build()?;
                 runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener)?;
-                    let stop = async move {
-                        while !*shutdown.borrow() {
-                            if shutdown.changed().await.is_err() {
-                                break;
-                            }
+                    let graceful = GracefulShutdown::new();
+                    while let Some(stream) = connections.recv().await {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => serve_connection(stream, &proxy, &graceful),
+                            Err(e) => tracing::warn!("cannot adopt a connection: {e}"),
                         }
-                    };
-                    run(listener, proxy, stop, grace).await
+                    }
+                    drain(graceful, grace).await;
+                    Ok::<(), std::io::Error>(())
                 })
             })?;
         handles.push(handle);
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = TcpListener::from_std(listener)?;
+        let mut next = 0usize;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let stream = stream.into_std()?;
+                        let _ = queues[next % queues.len()].send(stream);
+                        next = next.wrapping_add(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    drop(queues);
     for h in handles {
         h.join()
             .map_err(|_| std::io::Error::other("a proxy thread panicked"))??;
