@@ -13,7 +13,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 
-use crate::headers::end_to_end;
+use crate::headers::strip_hop_by_hop;
 use crate::{Shared, Stats};
 
 /// Errors inside streamed bodies.
@@ -104,11 +104,11 @@ async fn forward(
         )
     })?;
     let (parts, incoming) = req.into_parts();
-    let mut headers = end_to_end(&parts.headers);
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     headers.remove(header::AUTHORIZATION);
-    let declared = parts
-        .headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -142,7 +142,7 @@ async fn forward(
         shared,
         &parts.method,
         &uri,
-        &headers,
+        headers.clone(),
         token.expose_secret(),
         body,
     )
@@ -174,7 +174,7 @@ async fn forward(
         shared,
         &parts.method,
         &uri,
-        &headers,
+        headers,
         fresh.expose_secret(),
         full(bytes),
     )
@@ -216,21 +216,20 @@ async fn send(
     shared: &Shared,
     method: &Method,
     uri: &Uri,
-    headers: &http::HeaderMap,
+    headers: http::HeaderMap,
     token: &str,
     body: ProxyBody,
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
-    let mut auth = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+    let auth = shared.authorization(token).ok_or_else(|| {
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "the token cannot be sent in a header",
         )
     })?;
-    auth.set_sensitive(true);
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri.clone();
-    *request.headers_mut() = headers.clone();
+    *request.headers_mut() = headers;
     request.headers_mut().insert(header::AUTHORIZATION, auth);
     shared.http.request(request).await.map_err(|e| {
         Stats::add(&shared.stats.upstream_errors);
@@ -247,6 +246,6 @@ async fn send(
 
 fn respond(upstream: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = upstream.into_parts();
-    parts.headers = end_to_end(&parts.headers);
+    strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
 }

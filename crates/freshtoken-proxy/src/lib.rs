@@ -98,6 +98,27 @@ struct Shared {
     /// The upstream as a string without a trailing slash, joined to each request's path.
     base: String,
     stats: Arc<Stats>,
+    /// The last `Authorization` value built, reused while the token stays the same.
+    authorization: std::sync::Mutex<Option<(String, http::HeaderValue)>>,
+}
+
+impl Shared {
+    /// `Bearer <token>`, marked sensitive; built once per token.
+    fn authorization(&self, token: &str) -> Option<http::HeaderValue> {
+        let mut cached = self
+            .authorization
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((t, v)) = cached.as_ref()
+            && t == token
+        {
+            return Some(v.clone());
+        }
+        let mut value = http::HeaderValue::try_from(format!("Bearer {token}")).ok()?;
+        value.set_sensitive(true);
+        *cached = Some((token.to_owned(), value.clone()));
+        Some(value)
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,6 +149,7 @@ impl Proxy {
                 config,
                 base,
                 stats: Arc::default(),
+                authorization: Default::default(),
             }),
         })
     }
@@ -143,6 +165,7 @@ impl Proxy {
                 config: s.config.clone(),
                 base: s.base.clone(),
                 stats: Arc::clone(&s.stats),
+                authorization: Default::default(),
             }),
         })
     }
