@@ -32,6 +32,10 @@ pub struct Cli {
     #[arg(long, global = true, env = env::LOG_LEVEL, value_name = "LEVEL")]
     pub log_level: Option<String>,
 
+    /// Log lines as text (default) or JSON objects, one per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = env::LOG_FORMAT)]
+    pub log_format: LogFormat,
+
     /// Config file (default: ./freshtoken.toml, else $XDG_CONFIG_HOME/freshtoken/config.toml).
     #[arg(long, global = true, env = env::CONFIG, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -61,6 +65,10 @@ pub enum Command {
     Exec(ExecArgs),
     /// Local reverse proxy: a fresh bearer token on every request, one replay after a 401.
     Proxy(ProxyArgs),
+    /// Keep every profile of the config file fresh: sink files, a local token endpoint,
+    /// proxies, /metrics. SIGHUP reloads the config, SIGTERM stops.
+    #[command(long_about = AGENT_HELP)]
+    Agent(AgentArgs),
     /// Run a local authorization server and protected API for trying pipelines.
     DevServer(DevServerArgs),
     /// Show the whole idea end to end against an in-process dev-server.
@@ -164,6 +172,44 @@ pub enum Format {
     Env,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald, Loki and the like).
+    Json,
+}
+
+const AGENT_HELP: &str = "\
+Keeps every profile of the config file fresh in the background (refresh-ahead with jitter),
+writes each profile's sinks (files holding its token, replaced whole, removed or emptied
+once the token expires with no new one), serves a local endpoint, and runs the [[proxy]]
+entries.
+
+Endpoint, on a unix socket of mode 0600 ([agent] socket, default
+$XDG_RUNTIME_DIR/freshtoken/agent.sock) and, if [agent] listen is set, on loopback TCP:
+  GET /v1/token/<profile>?min_ttl=60s   the token as JSON (or raw with Accept: text/plain);
+                                        404 unknown profile, 503 no valid token (with why)
+  GET /healthz    the process is alive
+  GET /readyz     every profile holds a valid token (503 lists those that do not)
+  GET /metrics    Prometheus text: token requests by profile and outcome, seconds until
+                  expiry, refresh latency, sink writes, proxy requests and 401 replays
+
+Signals: SIGHUP re-reads the config (profiles added, changed, removed; a config that does
+not parse keeps the running one, and says why); SIGTERM or SIGINT stops: proxies drain,
+sinks are removed or emptied (nothing keeps them fresh any more), exit 0.
+
+`freshtoken get --agent` asks the agent first and falls back to its own fetch.";
+
+/// `freshtoken agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Check the config (profiles, secrets, sinks, proxies) and exit, starting nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
 /// `freshtoken get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
@@ -174,6 +220,12 @@ pub struct GetArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
+
+    /// Ask a running `freshtoken agent` first (on SOCKET, default the config's [agent]
+    /// socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock); fetch directly if it cannot answer.
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1)]
+    #[allow(clippy::option_option)]
+    pub agent: Option<Option<std::path::PathBuf>>,
 
     #[command(flatten)]
     pub credentials: CredentialArgs,

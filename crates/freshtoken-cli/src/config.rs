@@ -14,10 +14,84 @@ pub struct ConfigFile {
     /// Named profiles; `default` is used when no profile is named.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileConfig>,
+    /// Where `freshtoken agent` serves its endpoint.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Proxies that `freshtoken agent` runs, one per `[[proxy]]`.
+    #[serde(default)]
+    pub proxy: Vec<ProxyConfig>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The token endpoint's unix socket (default `$XDG_RUNTIME_DIR/freshtoken/agent.sock`).
+    pub socket: Option<PathBuf>,
+    /// A loopback TCP address serving the token endpoint, `/metrics`, `/healthz`, `/readyz`.
+    pub listen: Option<String>,
+}
+
+/// One `[[proxy]]`: the same proxy as `freshtoken proxy`, kept by the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The profile whose token it sets.
+    pub profile: String,
+    /// Loopback address to listen on, e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// Where requests go; defaults to the provider's API base.
+    pub upstream: Option<String>,
+    /// Largest request body kept for a replay after a 401 (default 1MiB).
+    pub replay_limit: Option<String>,
+}
+
+/// One `[[profiles.NAME.sinks]]`: a file the agent keeps holding the profile's token.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: SinkFormat,
+    /// With `format = "template"`: the text, with `{{access_token}}` and the like.
+    pub template: Option<String>,
+    /// With `format = "env"`: the variable's name (default FRESHTOKEN_ACCESS_TOKEN).
+    pub env_name: Option<String>,
+    /// Octal file mode (default "0600").
+    pub mode: Option<String>,
+    /// What happens once the token expires with no new one: `remove` (default) or `empty`.
+    #[serde(default)]
+    pub on_expiry: OnExpiry,
+}
+
+/// How a sink holds the token.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    /// The token alone.
+    #[default]
+    Raw,
+    /// `{"access_token", "token_type", "expires_in", "expires_at", "scope"}`.
+    Json,
+    /// `NAME=token` and `FRESHTOKEN_EXPIRES_AT=…` lines.
+    Env,
+    /// The `template` text with its placeholders filled in.
+    Template,
+}
+
+/// What a sink becomes when its token expires.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExpiry {
+    /// The file is removed.
+    #[default]
+    Remove,
+    /// The file is kept, empty.
+    Empty,
 }
 
 /// One profile: how to get one client's token.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileConfig {
     pub token_url: Option<String>,
@@ -55,10 +129,24 @@ pub struct ProfileConfig {
     pub refresh_margin_max: Option<String>,
     /// See `refresh_margin_max` (default 0.10).
     pub refresh_margin_fraction: Option<f64>,
+    /// Files `freshtoken agent` keeps holding this profile's token (other commands ignore them).
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl ProfileConfig {
+    /// Whether `other` gets the same tokens: everything but the sinks is the same.
+    pub fn same_credentials(&self, other: &ProfileConfig) -> bool {
+        let strip = |p: &ProfileConfig| ProfileConfig {
+            sinks: Vec::new(),
+            ..p.clone()
+        };
+        strip(self) == strip(other)
+    }
 }
 
 /// A string or a list of strings (`scope = "a b"` or `scope = ["a", "b"]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -81,7 +169,7 @@ impl OneOrMany {
 
 /// Where a secret comes from. A plain string is refused: secrets do not belong in files
 /// that get committed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "toml::Value")]
 pub enum SecretSource {
     /// An environment variable.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod agent;
 mod cli;
 mod commands;
 mod config;
@@ -44,7 +45,13 @@ fn main() -> ExitCode {
             });
         }
     };
-    if let Err(e) = logging::init(cli.verbose, cli.log_level.as_deref()) {
+    let daemon = matches!(cli.command, Command::Agent(_));
+    if let Err(e) = logging::init(
+        cli.verbose,
+        cli.log_level.as_deref(),
+        cli.log_format,
+        daemon,
+    ) {
         return report(CliError::usage(e));
     }
     match run(&cli) {
@@ -61,6 +68,7 @@ fn run(cli: &Cli) -> Result<u8, CliError> {
         Command::Invalidate(args) => commands::invalidate::run(cli, args),
         Command::DevServer(args) => commands::dev_server::run(args),
         Command::Proxy(args) => commands::proxy::run(cli, args),
+        Command::Agent(args) => agent::run(cli, args),
         Command::Exec(args) => return commands::exec::run(cli, args),
         Command::Demo(args) => commands::demo::run(args),
     }

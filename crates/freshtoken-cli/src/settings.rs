@@ -144,6 +144,37 @@ impl Settings {
             None => ProfileConfig::default(),
         };
         let config_path = loaded.map(|l| l.path);
+        Self::build(
+            profile_name,
+            &profile,
+            config_path,
+            args,
+            Layers::FlagsAndEnvironment,
+        )
+    }
+
+    /// The settings of one profile of a config file as written there: no flags, and no
+    /// `FRESHTOKEN_*` or `GENESYSCLOUD_*` variables, which name one client and so cannot
+    /// apply to every profile the agent keeps.
+    pub fn for_profile(name: &str, profile: &ProfileConfig, config_path: &Path) -> CliResult<Self> {
+        Self::build(
+            name.to_owned(),
+            profile,
+            Some(config_path.to_owned()),
+            &CredentialArgs::default(),
+            Layers::ConfigOnly,
+        )
+    }
+
+    fn build(
+        profile_name: String,
+        profile: &ProfileConfig,
+        config_path: Option<PathBuf>,
+        args: &CredentialArgs,
+        layers: Layers,
+    ) -> CliResult<Self> {
+        let use_env = layers == Layers::FlagsAndEnvironment;
+        let env_var = |name: &str| use_env.then(|| std::env::var(name).ok()).flatten();
         let from = |what: &str| match &config_path {
             Some(p) => format!("{what} in profile {profile_name:?} of {}", p.display()),
             None => what.to_owned(),
@@ -166,13 +197,13 @@ impl Settings {
                     "unknown provider {p:?}; known: genesys"
                 )));
             }
-            None => !explicit_endpoint && std::env::var_os(env::GENESYS_REGION).is_some(),
+            None => !explicit_endpoint && env_var(env::GENESYS_REGION).is_some(),
         };
         let genesys = if provider {
             let region = args
                 .region
                 .clone()
-                .or_else(|| std::env::var(env::GENESYS_REGION).ok())
+                .or_else(|| env_var(env::GENESYS_REGION))
                 .or(profile.region.clone())
                 .ok_or_else(|| {
                     CliError::usage(format!(
@@ -187,7 +218,7 @@ impl Settings {
         let genesys_env = |var: &str| {
             genesys
                 .as_ref()
-                .and_then(|_| std::env::var(var).ok())
+                .and_then(|_| env_var(var))
                 .filter(|v| !v.is_empty())
         };
 
@@ -230,7 +261,7 @@ impl Settings {
             SecretSpec::Stdin
         } else if let Some(path) = &args.client_secret_file {
             SecretSpec::File(path.clone())
-        } else if std::env::var_os(env::CLIENT_SECRET).is_some() {
+        } else if env_var(env::CLIENT_SECRET).is_some() {
             SecretSpec::Env(env::CLIENT_SECRET)
         } else if genesys_env(env::GENESYS_CLIENT_SECRET).is_some() {
             SecretSpec::Env(env::GENESYS_CLIENT_SECRET)
@@ -304,7 +335,7 @@ impl Settings {
 
         let key = if let Some(path) = &args.private_key {
             SecretSpec::File(path.clone())
-        } else if std::env::var_os(env::PRIVATE_KEY).is_some() {
+        } else if env_var(env::PRIVATE_KEY).is_some() {
             SecretSpec::Env(env::PRIVATE_KEY)
         } else if let Some(source) = &profile.private_key {
             SecretSpec::Config(source.clone())
@@ -369,14 +400,7 @@ impl Settings {
         request.resource = resource;
         request.params = params;
 
-        let clock: SharedClock = match std::env::var(env::CLOCK_SKEW) {
-            Ok(v) if !v.trim().is_empty() => {
-                let ahead = parse_duration(&v)
-                    .map_err(|e| CliError::usage(format!("{}: {e}", env::CLOCK_SKEW)))?;
-                Arc::new(SkewedClock::ahead(ahead))
-            }
-            _ => Arc::new(SystemClock),
-        };
+        let clock = clock_from_env()?;
 
         let cache_explicit = args.cache.is_some() || profile.cache.is_some();
         Ok(Settings {
@@ -440,6 +464,25 @@ impl Settings {
         }
         Ok(request)
     }
+}
+
+/// The real clock, unless FRESHTOKEN_CLOCK_SKEW moves it (for tests of expiry and fleets).
+pub fn clock_from_env() -> CliResult<SharedClock> {
+    match std::env::var(env::CLOCK_SKEW) {
+        Ok(v) if !v.trim().is_empty() => {
+            let ahead = parse_duration(&v)
+                .map_err(|e| CliError::usage(format!("{}: {e}", env::CLOCK_SKEW)))?;
+            Ok(Arc::new(SkewedClock::ahead(ahead)))
+        }
+        _ => Ok(Arc::new(SystemClock)),
+    }
+}
+
+/// Which layers besides the config file count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layers {
+    FlagsAndEnvironment,
+    ConfigOnly,
 }
 
 /// Which secret is being read, for messages and for how its text is treated.

@@ -54,5 +54,8 @@ pub use retry::RetryPolicy;
 pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, Want};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
-pub use store::{FileStore, LayeredStore, MemoryStore, StoreLock, TokenStore};
+pub use store::{
+    FileStore, LayeredStore, MemoryStore, StoreLock, TokenStore, is_temporary_of,
+    write_file_atomically,
+};
 pub use token::{ExpirySource, Fingerprint, Token};

@@ -12,7 +12,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, Guard};
 use secrecy::SecretString;
@@ -148,6 +148,8 @@ struct Inner {
     background_failures: AtomicU32,
     fetches: AtomicU64,
     lock_wait: Duration,
+    /// Bumped whenever the held token changes, for watchers such as the agent's sinks.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl fmt::Debug for CachedSource {
@@ -217,6 +219,7 @@ impl CachedSourceBuilder {
                 background_failures: AtomicU32::new(0),
                 fetches: AtomicU64::new(0),
                 lock_wait: self.lock_wait,
+                changes: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -322,6 +325,29 @@ impl CachedSource {
         }
     }
 
+    /// The token held now if it is still valid, fresh or stale, without waiting or starting
+    /// a refresh: what a sink may show, never an expired token.
+    pub fn current(&self) -> Option<AccessToken> {
+        let entry = self.inner.current.load();
+        entry
+            .token
+            .is_valid_at(self.inner.clock.now())
+            .then(|| AccessToken(Held::Borrowed(entry)))
+    }
+
+    /// When the held token turns stale (refresh-ahead starts, jitter included); `None`
+    /// before the first token. A keeper that refreshes on its own schedule sleeps until then.
+    pub fn next_refresh(&self) -> Option<SystemTime> {
+        let entry = self.inner.current.load();
+        (!entry.token.expose_secret().is_empty()).then_some(entry.thresholds.stale_at)
+    }
+
+    /// A receiver that sees a change each time the held token is replaced or dropped, so
+    /// that whoever mirrors the token elsewhere (files, metrics) need not poll.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
     /// Drops the cached token, but only if it is still `token`: after a 401, a caller must
     /// not throw away a newer token that another caller already fetched.
     pub async fn invalidate(&self, token: &Token) -> Result<bool> {
@@ -334,6 +360,9 @@ impl CachedSource {
             .current
             .compare_and_swap(&current, Arc::new(Entry::empty()));
         let dropped = Arc::ptr_eq(&previous, &current);
+        if dropped {
+            self.inner.changed();
+        }
         if let Some(store) = &self.inner.store {
             let stored = store.load(&self.inner.key).await?;
             if stored.is_some_and(|s| s.same_token(token)) {
@@ -387,6 +416,10 @@ impl CachedSource {
 }
 
 impl Inner {
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn assess(&self, entry: &Entry, want: Want) -> Freshness {
         entry.thresholds.assess(self.clock.now(), want.min_ttl)
     }
@@ -484,6 +517,7 @@ impl Inner {
         }
         let entry = Arc::new(Entry::new(stored, &self.policy));
         self.current.store(Arc::clone(&entry));
+        self.changed();
         tracing::debug!(token = %entry.token.fingerprint(), store = store.kind(), "took the token from the cache");
         self.satisfies(&entry, want).then_some(entry)
     }
@@ -515,6 +549,7 @@ impl Inner {
         );
         let entry = Arc::new(Entry::new(token, &self.policy));
         self.current.store(Arc::clone(&entry));
+        self.changed();
         Ok(entry)
     }
 }

@@ -1,6 +1,7 @@
 //! `freshtoken get`: a valid token on stdout, and nothing else.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use freshtoken::{Token, Want};
@@ -16,10 +17,32 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
         Some(v) => parse_duration(v).map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?,
         None => Duration::ZERO,
     };
+    if let Some(socket) = &args.agent {
+        match from_agent(cli, socket.as_deref(), min_ttl) {
+            Ok(token) => return print(&render(&token, args.format, SystemTime::now())),
+            Err(why) => tracing::info!("not using the agent: {why}; fetching directly"),
+        }
+    }
     let settings = Settings::resolve(cli, &args.credentials)?;
     let source = super::source(&settings)?;
     let token = super::runtime()?.block_on(source.token_with(Want::one_shot(min_ttl)))?;
-    let text = render(&token, args.format, settings.clock.now());
+    print(&render(&token, args.format, settings.clock.now()))
+}
+
+/// The fast path: a running agent's token, without reading secrets or starting a runtime.
+fn from_agent(cli: &Cli, socket: Option<&Path>, min_ttl: Duration) -> Result<Token, String> {
+    let socket = match socket {
+        Some(s) => s.to_owned(),
+        None => match crate::config::load(cli.config.as_deref()) {
+            Ok(Some(loaded)) => crate::agent::socket_path(&loaded.file.agent),
+            _ => crate::agent::default_socket(),
+        },
+    };
+    let profile = cli.profile.as_deref().unwrap_or("default");
+    crate::agent::client::fetch(&socket, profile, min_ttl)
+}
+
+fn print(text: &str) -> CliResult {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())

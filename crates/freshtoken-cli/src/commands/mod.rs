@@ -9,7 +9,9 @@ pub mod invalidate;
 pub mod proxy;
 pub mod status;
 
-use freshtoken::{CachedSource, HttpFetcher};
+use std::sync::Arc;
+
+use freshtoken::{CachedSource, Fetch, HttpFetcher};
 
 use crate::exit::{CliError, CliResult};
 use crate::settings::Settings;
@@ -63,7 +65,16 @@ pub fn source(settings: &Settings) -> CliResult<CachedSource> {
 /// process unless a cache was chosen explicitly.
 pub fn source_with(
     settings: &Settings,
-    default_store: Option<std::sync::Arc<dyn freshtoken::TokenStore>>,
+    default_store: Option<Arc<dyn freshtoken::TokenStore>>,
+) -> CliResult<CachedSource> {
+    source_from(settings, default_store, |fetcher| fetcher)
+}
+
+/// Like [`source_with`], with the HTTP fetcher wrapped by `wrap` (the agent counts requests).
+pub fn source_from(
+    settings: &Settings,
+    default_store: Option<Arc<dyn freshtoken::TokenStore>>,
+    wrap: impl FnOnce(Arc<dyn Fetch>) -> Arc<dyn Fetch>,
 ) -> CliResult<CachedSource> {
     let request = settings.token_request()?;
     let store = match default_store {
@@ -72,7 +83,7 @@ pub fn source_with(
     };
     let fetcher =
         HttpFetcher::new(request, settings.http.clone())?.with_clock(settings.clock.clone());
-    Ok(CachedSource::builder(fetcher)
+    Ok(CachedSource::builder_shared(wrap(Arc::new(fetcher)))
         .store(store, settings.cache_key())
         .policy(settings.policy)
         .clock(settings.clock.clone())

@@ -6,7 +6,7 @@
 //! and renamed over the old one, so readers see the old token or the new one, never half.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -148,36 +148,8 @@ impl FileStore {
     fn save_blocking(&self, key: &CacheKey, token: &Token) -> Result<()> {
         self.ensure_dir()?;
         let path = self.record_path(key);
-        let tmp = self.dir.join(format!(
-            ".{key}.{}.{:08x}.tmp",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let err = |what: &str, p: &Path, e: io::Error| {
-            Error::Store(format!("cannot {what} {}: {e}", p.display()))
-        };
-        let write = || -> Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| err("create", &tmp, e))?;
-            f.write_all(&Record::new(key, token).to_bytes())
-                .map_err(|e| err("write", &tmp, e))?;
-            f.sync_all().map_err(|e| err("sync", &tmp, e))?;
-            fs::rename(&tmp, &path).map_err(|e| err("replace", &path, e))?;
-            // Make the rename itself durable.
-            if let Ok(d) = File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        };
-        let result = write();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        super::atomic::write_file_atomically(&path, &Record::new(key, token).to_bytes(), 0o600)
+            .map_err(|e| Error::Store(format!("cannot replace {}: {e}", path.display())))
     }
 
     fn remove_blocking(&self, key: &CacheKey) -> Result<bool> {

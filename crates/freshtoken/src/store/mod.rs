@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::request::CacheKey;
 use crate::token::Token;
 
+mod atomic;
 mod file;
 mod layered;
 mod memory;
@@ -24,6 +25,7 @@ mod redis;
 #[cfg(feature = "redis")]
 mod seal;
 
+pub use atomic::{is_temporary_of, write_file_atomically};
 pub use file::FileStore;
 pub use layered::LayeredStore;
 pub use memory::MemoryStore;

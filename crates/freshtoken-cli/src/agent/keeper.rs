@@ -1,0 +1,134 @@
+//! One profile's keeper: refreshes ahead of expiry on its own schedule (before anyone asks),
+//! mirrors the token into the profile's sinks, and takes it out of them once it expires.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use freshtoken::{CachedSource, Fingerprint, SharedClock, Want};
+
+use super::metrics::ProfileMetrics;
+use super::sink::Sink;
+
+/// First pause after a failed refresh; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Everything a keeper needs.
+pub struct Keeper {
+    pub profile: String,
+    pub source: CachedSource,
+    pub sinks: Arc<Vec<Sink>>,
+    pub metrics: Arc<ProfileMetrics>,
+    pub clock: SharedClock,
+}
+
+impl Keeper {
+    /// Runs until aborted.
+    pub async fn run(self) {
+        for sink in self.sinks.iter() {
+            sink.sweep();
+        }
+        let mut changes = self.source.subscribe();
+        // What the sinks hold: a token's fingerprint, `None` for cleared, or unknown at start.
+        let mut shown: Option<Option<Fingerprint>> = None;
+        let mut failures = 0u32;
+        let mut retry_at: Option<SystemTime> = None;
+        loop {
+            changes.borrow_and_update();
+            self.sync_sinks(&mut shown);
+            let now = self.clock.now();
+            let current = self.source.current();
+            let fresh_until = self.source.next_refresh().filter(|_| current.is_some());
+            let wake = match (fresh_until, retry_at) {
+                (Some(stale_at), _) if stale_at > now => {
+                    failures = 0;
+                    retry_at = None;
+                    Some(stale_at)
+                }
+                (_, Some(at)) if at > now => {
+                    // Backing off; still wake at expiry to take the token out of the sinks.
+                    let expiry = current.as_ref().map(|t| t.expires_at());
+                    Some(expiry.map_or(at, |e| e.min(at)))
+                }
+                _ => None,
+            };
+            if let Some(wake) = wake {
+                let wait = wake.duration_since(now).unwrap_or_default();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            // Stale, expired or missing: refresh now. A stale token is kept if this fails.
+            let _ = self.source.token_with(Want::one_shot(Duration::ZERO)).await;
+            let refreshed = self
+                .source
+                .next_refresh()
+                .is_some_and(|stale_at| stale_at > self.clock.now());
+            if refreshed {
+                failures = 0;
+                retry_at = None;
+            } else {
+                failures = failures.saturating_add(1);
+                let pause = FIRST_BACKOFF
+                    .saturating_mul(1 << failures.min(6).saturating_sub(1))
+                    .min(MAX_BACKOFF);
+                let pause = pause.mul_f64(0.8 + 0.4 * rand::random::<f64>());
+                retry_at = Some(self.clock.now() + pause);
+                tracing::warn!(
+                    profile = %self.profile,
+                    "could not refresh the token: {}; next try in {} s",
+                    self.metrics.last_error().unwrap_or_else(|| "no new token".into()),
+                    pause.as_secs()
+                );
+            }
+        }
+    }
+
+    /// Writes the current token to every sink if it changed, or clears them once no valid
+    /// token is left.
+    fn sync_sinks(&self, shown: &mut Option<Option<Fingerprint>>) {
+        let now = self.clock.now();
+        let current = self.source.current();
+        let want = current.as_ref().map(|t| t.fingerprint());
+        if shown.as_ref() == Some(&want) {
+            return;
+        }
+        match &current {
+            Some(token) => {
+                for sink in self.sinks.iter() {
+                    let result = sink.write(token, now);
+                    self.metrics.sink_written(result.is_ok());
+                    if let Err(e) = result {
+                        tracing::error!(profile = %self.profile, "cannot write sink {}: {e}", sink.path().display());
+                    }
+                }
+            }
+            None => {
+                if !self.sinks.is_empty() {
+                    // At start there is simply no token yet: clear quietly.
+                    if shown.is_some() {
+                        tracing::error!(
+                            profile = %self.profile,
+                            "the token expired with no new one ({}); sinks cleared",
+                            self.metrics.last_error().unwrap_or_else(|| "no refresh yet".into())
+                        );
+                        self.metrics.sink_cleared();
+                    }
+                    clear(&self.profile, &self.sinks);
+                }
+            }
+        }
+        *shown = Some(want);
+    }
+}
+
+/// Removes or empties `sinks` (as each is configured), logging what cannot be.
+pub fn clear(profile: &str, sinks: &[Sink]) {
+    for sink in sinks {
+        if let Err(e) = sink.clear() {
+            tracing::error!(%profile, "cannot clear sink {}: {e}", sink.path().display());
+        }
+    }
+}

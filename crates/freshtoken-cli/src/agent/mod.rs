@@ -1,0 +1,348 @@
+//! `freshtoken agent`: keeps every profile of the config file fresh in the background,
+//! mirrors tokens into sink files, serves them on a local endpoint, runs the configured
+//! proxies, and reloads all of that on SIGHUP without dropping a valid token.
+
+pub mod client;
+mod endpoint;
+mod keeper;
+mod metrics;
+mod proxies;
+mod sink;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use freshtoken::{CachedSource, MemoryStore, SharedClock};
+use tokio::task::JoinHandle;
+
+use crate::cli::{AgentArgs, Cli};
+use crate::config::{self, ConfigFile, ProfileConfig};
+use crate::exit::{CliError, CliResult};
+use crate::settings::Settings;
+use keeper::Keeper;
+use metrics::{ProfileMetrics, Reloads};
+use proxies::RunningProxy;
+use sink::Sink;
+
+pub use endpoint::{default_socket, socket_path};
+
+/// How long in-flight proxy and endpoint requests may run on after SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// A profile the agent keeps.
+struct Profile {
+    config: ProfileConfig,
+    source: CachedSource,
+    sinks: Arc<Vec<Sink>>,
+    metrics: Arc<ProfileMetrics>,
+    keeper: JoinHandle<()>,
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// The agent's state, shared with the endpoint.
+pub struct Agent {
+    config_path: PathBuf,
+    clock: SharedClock,
+    profiles: Mutex<BTreeMap<String, Arc<Profile>>>,
+    proxies: tokio::sync::Mutex<Vec<RunningProxy>>,
+    /// `[agent]` as started: changes to it need a restart.
+    endpoint: config::AgentConfig,
+    reloads: Reloads,
+}
+
+/// A profile checked and ready to start: its source is built, its sinks are valid.
+struct Prepared {
+    config: ProfileConfig,
+    source: Option<CachedSource>,
+    /// The profile's counters: the running profile's, kept across reloads.
+    metrics: Arc<ProfileMetrics>,
+    sinks: Vec<Sink>,
+}
+
+impl Agent {
+    fn profiles(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Profile>>> {
+        self.profiles.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The source of `profile`, if the agent keeps it.
+    fn source(&self, profile: &str) -> Option<CachedSource> {
+        self.profiles().get(profile).map(|p| p.source.clone())
+    }
+
+    /// Checks every profile of `file` and builds what is new or changed, touching nothing
+    /// running: a config that fails here leaves the agent as it was.
+    fn prepare(&self, file: &ConfigFile) -> CliResult<BTreeMap<String, Prepared>> {
+        if file.profiles.is_empty() {
+            return Err(CliError::usage(format!(
+                "{}: no [profiles.NAME] to keep",
+                self.config_path.display()
+            )));
+        }
+        // What runs now, copied out so that no lock is held while sources are built.
+        let running: BTreeMap<String, (ProfileConfig, Arc<ProfileMetrics>)> = self
+            .profiles()
+            .iter()
+            .map(|(n, p)| (n.clone(), (p.config.clone(), Arc::clone(&p.metrics))))
+            .collect();
+        let mut paths: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let mut prepared = BTreeMap::new();
+        for (name, profile) in &file.profiles {
+            let sinks = profile
+                .sinks
+                .iter()
+                .map(|s| Sink::from_config(s, name))
+                .collect::<CliResult<Vec<_>>>()?;
+            for sink in &sinks {
+                if let Some(other) = paths.insert(sink.path().to_owned(), name.clone()) {
+                    return Err(CliError::usage(format!(
+                        "sink {} is named twice (profiles {other:?} and {name:?})",
+                        sink.path().display()
+                    )));
+                }
+            }
+            let previous = running.get(name);
+            let keep = previous.is_some_and(|(config, _)| config.same_credentials(profile));
+            let metrics = previous.map(|(_, m)| Arc::clone(m)).unwrap_or_default();
+            let source =
+                if keep {
+                    None
+                } else {
+                    let settings = Settings::for_profile(name, profile, &self.config_path)
+                        .map_err(|e| CliError {
+                            message: format!("profile {name:?}: {}", e.message),
+                            ..e
+                        })?;
+                    Some(build_source(&settings, name, Arc::clone(&metrics))?)
+                };
+            prepared.insert(
+                name.clone(),
+                Prepared {
+                    config: profile.clone(),
+                    source,
+                    metrics,
+                    sinks,
+                },
+            );
+        }
+        Ok(prepared)
+    }
+
+    /// Starts what `prepared` describes, keeping the sources of unchanged profiles and
+    /// clearing the sinks nobody keeps any more.
+    fn apply(&self, prepared: BTreeMap<String, Prepared>) {
+        let mut running = self.profiles();
+        let mut old = std::mem::take(&mut *running);
+        for (name, p) in prepared {
+            let previous = old.remove(&name);
+            let unchanged = previous
+                .as_ref()
+                .is_some_and(|prev| p.source.is_none() && *prev.sinks == p.sinks);
+            if unchanged && let Some(prev) = previous {
+                running.insert(name, prev);
+                continue;
+            }
+            let metrics = p.metrics;
+            let source = match (&previous, p.source) {
+                (_, Some(source)) => source,
+                (Some(prev), None) => prev.source.clone(),
+                (None, None) => unreachable!("a new profile always gets a source"),
+            };
+            if let Some(prev) = previous {
+                let dropped: Vec<_> = prev
+                    .sinks
+                    .iter()
+                    .filter(|s| !p.sinks.iter().any(|n| n.path() == s.path()))
+                    .cloned()
+                    .collect();
+                prev.keeper.abort();
+                keeper::clear(&name, &dropped);
+                tracing::info!(profile = %name, "profile changed");
+            } else {
+                tracing::info!(profile = %name, "keeping profile");
+            }
+            let sinks = Arc::new(p.sinks);
+            let keeper = tokio::spawn(
+                Keeper {
+                    profile: name.clone(),
+                    source: source.clone(),
+                    sinks: Arc::clone(&sinks),
+                    metrics: Arc::clone(&metrics),
+                    clock: self.clock.clone(),
+                }
+                .run(),
+            );
+            running.insert(
+                name,
+                Arc::new(Profile {
+                    config: p.config,
+                    source,
+                    sinks,
+                    metrics,
+                    keeper,
+                }),
+            );
+        }
+        for (name, gone) in old {
+            gone.keeper.abort();
+            keeper::clear(&name, &gone.sinks);
+            tracing::info!(profile = %name, "profile removed; its sinks are cleared");
+        }
+    }
+
+    /// Re-reads the config file; a file that does not parse or check keeps the old one.
+    async fn reload(&self) {
+        match self.try_reload().await {
+            Ok(()) => {
+                self.reloads
+                    .ok
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("reloaded {}", self.config_path.display());
+            }
+            Err(e) => {
+                self.reloads
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!("kept the running config: {}", e.message);
+            }
+        }
+    }
+
+    async fn try_reload(&self) -> CliResult {
+        let file = read_config(&self.config_path)?;
+        let prepared = self.prepare(&file)?;
+        proxies::check(&file, &prepared)?;
+        if file.agent != self.endpoint {
+            tracing::warn!("changes to [agent] (socket, listen) take effect at the next start");
+        }
+        // Proxies whose profile gets a new source are restarted with it.
+        let renewed: Vec<String> = prepared
+            .iter()
+            .filter(|(_, p)| p.source.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.apply(prepared);
+        // A proxy that cannot start is logged by `reconcile`; the rest of the config holds.
+        let _ = proxies::reconcile(self, &file.proxy, &renewed).await;
+        Ok(())
+    }
+
+    /// Stops the proxies (draining them) and the keepers, and clears every sink: nothing
+    /// will keep them fresh any more, and a sink never outlives its token.
+    async fn shutdown(&self) {
+        proxies::stop_all(self).await;
+        let profiles = std::mem::take(&mut *self.profiles());
+        for (name, p) in profiles {
+            p.keeper.abort();
+            keeper::clear(&name, &p.sinks);
+        }
+    }
+}
+
+fn build_source(
+    settings: &Settings,
+    name: &str,
+    metrics: Arc<ProfileMetrics>,
+) -> CliResult<CachedSource> {
+    crate::commands::source_from(settings, Some(Arc::new(MemoryStore::new())), |fetcher| {
+        Arc::new(metrics::Metered::new(fetcher, metrics))
+    })
+    .map_err(|e| CliError {
+        message: format!("profile {name:?}: {}", e.message),
+        ..e
+    })
+}
+
+fn read_config(path: &Path) -> CliResult<ConfigFile> {
+    Ok(config::load(Some(path))?
+        .map(|l| l.file)
+        .unwrap_or_default())
+}
+
+/// `freshtoken agent`.
+pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
+    let config_path = match config::load(cli.config.as_deref())? {
+        Some(loaded) => loaded.path,
+        None => {
+            return Err(CliError::usage(
+                "the agent needs a config file: --config PATH (or ./freshtoken.toml, or $XDG_CONFIG_HOME/freshtoken/config.toml)",
+            ));
+        }
+    };
+    let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
+    let file = read_config(&config_path)?;
+    let runtime = crate::commands::server_runtime()?;
+    runtime.block_on(async {
+        let clock = crate::settings::clock_from_env()?;
+        let agent = Arc::new(Agent {
+            config_path: config_path.clone(),
+            clock,
+            profiles: Mutex::default(),
+            proxies: tokio::sync::Mutex::default(),
+            endpoint: file.agent.clone(),
+            reloads: Reloads::default(),
+        });
+        let prepared = agent.prepare(&file)?;
+        proxies::check(&file, &prepared)?;
+        let endpoints = endpoint::bind(&file.agent)?;
+        if args.check {
+            println!(
+                "{}: {} profiles, {} proxies: ok",
+                config_path.display(),
+                file.profiles.len(),
+                file.proxy.len()
+            );
+            return Ok(());
+        }
+        agent.apply(prepared);
+        if let Some(e) = proxies::reconcile(&agent, &file.proxy, &[])
+            .await
+            .into_iter()
+            .next()
+        {
+            return Err(e);
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let served = tokio::spawn(endpoints.serve(Arc::clone(&agent), stopped));
+        tracing::info!(
+            "freshtoken agent: {} profiles, {} proxies, config {}",
+            file.profiles.len(),
+            file.proxy.len(),
+            config_path.display()
+        );
+        signals(&agent).await;
+        tracing::info!("stopping");
+        let _ = stop.send(true);
+        agent.shutdown().await;
+        if tokio::time::timeout(GRACE, served).await.is_err() {
+            tracing::warn!("endpoint requests still running after the grace period were cut off");
+        }
+        Ok(())
+    })
+}
+
+/// Runs reloads on SIGHUP until SIGINT or SIGTERM.
+async fn signals(agent: &Agent) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot watch signals; stopping");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => agent.reload().await,
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}
