@@ -22,16 +22,19 @@ pub struct Server {
 
 impl Server {
     pub fn start(ttl: Duration) -> Self {
+        Self::start_with(Config {
+            ttl,
+            clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+            ..Config::default()
+        })
+    }
+
+    pub fn start_with(config: Config) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let config = Config {
-            ttl,
-            clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
-            ..Config::default()
-        };
         let running = runtime
             .block_on(Running::start(
                 SocketAddr::from(([127, 0, 0, 1], 0)),

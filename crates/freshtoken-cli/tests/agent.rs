@@ -1,0 +1,816 @@
+//! `freshtoken agent` as a whole process against the dev-server: sinks under rotation and
+//! SIGKILL, the token endpoint, /metrics against the server's own counts, SIGHUP reloads,
+//! and who may reach the endpoint.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use freshtoken_devserver::Config;
+
+/// Three clients, so each profile is its own client.
+fn server(ttl: Duration) -> Server {
+    Server::start_with(Config {
+        ttl,
+        clients: ["a", "b", "c"]
+            .iter()
+            .map(|c| ((*c).to_owned(), format!("{SECRET}-{c}")))
+            .chain([(CLIENT_ID.to_owned(), SECRET.to_owned())])
+            .collect(),
+        ..Config::default()
+    })
+}
+
+/// A profile of client `c` (secret from $SECRET_C), with `extra` lines after it.
+fn profile(server: &Server, c: &str, extra: &str) -> String {
+    format!(
+        "[profiles.{c}]\ntoken_url = \"{}\"\nclient_id = \"{c}\"\nclient_secret = {{ env = \"SECRET_{}\" }}\nretry_for = \"0s\"\n{extra}\n",
+        server.token_url(),
+        c.to_uppercase()
+    )
+}
+
+fn agent_section(sb: &Sandbox) -> String {
+    format!(
+        "[agent]\nsocket = \"{}\"\n",
+        sb.path().join("run/agent.sock").display()
+    )
+}
+
+/// A running agent; SIGKILLed if still running when dropped.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(sb: &Sandbox, config: &str) -> Self {
+        let path = sb.path().join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = sb
+            .path()
+            .join(format!("agent-{}.log", rand::random::<u32>()));
+        let child = sb
+            .cmd()
+            .args(["--config", path.to_str().unwrap(), "agent"])
+            .env("SECRET_A", format!("{SECRET}-a"))
+            .env("SECRET_B", format!("{SECRET}-b"))
+            .env("SECRET_C", format!("{SECRET}-c"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut agent = Self {
+            child,
+            socket: sb.path().join("run/agent.sock"),
+            log,
+        };
+        let started = Instant::now();
+        while http(&agent.socket, "/healthz").map(|r| r.0) != Some(200) {
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                panic!("the agent exited with {status}: {}", agent.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no agent: {}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http(&self.socket, path).unwrap_or_else(|| panic!("agent unreachable: {}", self.log()))
+    }
+
+    /// Waits until `/readyz` says every profile holds a token.
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        while self.get("/readyz").0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never ready: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill with a pid we spawned.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the agent did not exit: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over the socket: `(status, body)`, `None` if nobody answers.
+fn http(socket: &Path, path: &str) -> Option<(u16, String)> {
+    http_with(socket, path, "application/json")
+}
+
+fn http_with(socket: &Path, path: &str, accept: &str) -> Option<(u16, String)> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(35))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: agent\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
+}
+
+#[test]
+fn sinks_never_show_a_refused_empty_or_partial_token_across_rotations() {
+    let server = server(Duration::from_secs(2));
+    let sb = Sandbox::new();
+    let sink = |n: &str| sb.path().join("sinks").join(n);
+    std::fs::create_dir_all(sb.path().join("sinks")).unwrap();
+    let config = format!(
+        "{}{}{}{}",
+        agent_section(&sb),
+        profile(
+            &server,
+            "a",
+            &format!(
+                "[[profiles.a.sinks]]\npath = \"{}\"\n",
+                sink("a.token").display()
+            )
+        ),
+        profile(
+            &server,
+            "b",
+            &format!(
+                "[[profiles.b.sinks]]\npath = \"{}\"\nformat = \"json\"\n",
+                sink("b.json").display()
+            )
+        ),
+        profile(
+            &server,
+            "c",
+            &format!(
+                "[[profiles.c.sinks]]\npath = \"{}\"\nformat = \"template\"\ntemplate = \"token={{{{access_token}}}} until={{{{expires_at}}}} end\\n\"\n",
+                sink("c.tpl").display()
+            )
+        ),
+    );
+    let agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+    let read_token = |name: &str, text: &str| -> String {
+        match name {
+            "a.token" => text
+                .strip_suffix('\n')
+                .unwrap_or_else(|| panic!("partial raw sink {text:?}"))
+                .to_owned(),
+            "b.json" => json(text)["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("bad json sink {text:?}"))
+                .to_owned(),
+            _ => {
+                let rest = text
+                    .strip_prefix("token=")
+                    .unwrap_or_else(|| panic!("partial template sink {text:?}"));
+                assert!(rest.ends_with(" end\n"), "partial template sink {text:?}");
+                rest.split(' ').next().unwrap().to_owned()
+            }
+        }
+    };
+    let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let started = Instant::now();
+    let mut reads = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        for name in ["a.token", "b.json", "c.tpl"] {
+            let text = std::fs::read_to_string(sink(name)).unwrap_or_else(|e| {
+                panic!(
+                    "sink {name} unreadable after {:?}: {e}\n{}",
+                    started.elapsed(),
+                    agent.log()
+                )
+            });
+            assert!(!text.is_empty(), "sink {name} empty");
+            let token = read_token(name, &text);
+            assert!(
+                server.state().check(&token).is_some(),
+                "sink {name} holds a token the dev-server refuses, after {:?}",
+                started.elapsed()
+            );
+            seen.entry(name).or_default().insert(token);
+            reads += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(reads > 300, "only {reads} reads");
+    for (name, tokens) in &seen {
+        // 2 s tokens refreshed at ~75 %: a dozen or so in 10 s; at least 5 proves rotation.
+        assert!(
+            tokens.len() >= 5,
+            "sink {name} saw only {} tokens",
+            tokens.len()
+        );
+    }
+    for name in ["a.token", "b.json", "c.tpl"] {
+        let mode = std::fs::metadata(sink(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+    let log = agent.log();
+    assert!(!log.contains(SECRET), "the log holds a secret");
+    for tokens in seen.values() {
+        for t in tokens {
+            assert!(!log.contains(t.as_str()), "the log holds a token");
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_a_sink_write_leaves_the_old_or_the_new_file_whole() {
+    let server = server(Duration::from_secs(1));
+    let sb = Sandbox::new();
+    let dir = sb.path().join("sinks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("big.tpl");
+    // A large file makes each write last long enough to be caught in the middle.
+    let padding = "x".repeat(32 * 1024 * 1024);
+    let config = format!(
+        "{}{}",
+        agent_section(&sb),
+        profile(
+            &server,
+            "a",
+            &format!(
+                "[[profiles.a.sinks]]\npath = \"{}\"\nformat = \"template\"\ntemplate = \"BEGIN {{{{access_token}}}} {padding} END\"\n",
+                path.display()
+            )
+        )
+    );
+    let whole = |text: &str| {
+        text.starts_with("BEGIN dev-") && text.ends_with(" END") && text.len() > padding.len()
+    };
+    let mut caught = 0;
+    for attempt in 0..40 {
+        let mut agent = Agent::start(&sb, &config);
+        // Wait for a write in progress: its temporary file beside the sink.
+        let started = Instant::now();
+        let mut killed_mid_write = false;
+        while started.elapsed() < Duration::from_secs(5) {
+            let temp = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"));
+            if temp {
+                agent.signal(libc::SIGKILL);
+                killed_mid_write = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if !killed_mid_write {
+            agent.signal(libc::SIGKILL);
+        }
+        agent.wait(Duration::from_secs(5));
+        let temp_left = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"));
+        if killed_mid_write && temp_left {
+            caught += 1;
+        }
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            assert!(
+                whole(&text),
+                "attempt {attempt}: a partial sink of {} bytes",
+                text.len()
+            );
+        }
+        if caught >= 3 {
+            break;
+        }
+    }
+    assert!(
+        caught >= 3,
+        "the kill landed mid-write only {caught} times in 40 tries"
+    );
+    // The next start sweeps the temporary files a killed agent left.
+    let agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+    let started = Instant::now();
+    while std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "temporary files were never swept"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Parses `/metrics` with a Prometheus text parser: (name, labels) → value.
+fn metrics(agent: &Agent) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let (status, text) = agent.get("/metrics");
+    assert_eq!(status, 200);
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape =
+        prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text");
+    assert!(!scrape.docs.is_empty(), "no HELP lines");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => ((s.metric, labels), v),
+                // The parser gathers a histogram's buckets; its +Inf bucket is the count.
+                prometheus_parse::Value::Histogram(buckets) => {
+                    let inf = buckets
+                        .iter()
+                        .find(|b| b.less_than.is_infinite())
+                        .expect("+Inf bucket");
+                    let metric = s
+                        .metric
+                        .trim_end_matches("_bucket")
+                        .trim_end_matches("_count");
+                    ((format!("{metric}_count"), labels), inf.count)
+                }
+                other => panic!("unexpected sample {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn sum(
+    m: &BTreeMap<(String, BTreeMap<String, String>), f64>,
+    name: &str,
+    label: (&str, &str),
+) -> f64 {
+    m.iter()
+        .filter(|((n, l), _)| n == name && l.get(label.0).map(String::as_str) == Some(label.1))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn endpoint_metrics_and_get_agree_with_the_dev_server() {
+    let server = server(Duration::from_secs(2));
+    let sb = Sandbox::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "{}{}{}[[proxy]]\nprofile = \"a\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n",
+        agent_section(&sb),
+        profile(&server, "a", ""),
+        profile(&server, "b", ""),
+        server.base_url()
+    );
+    let mut agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+
+    // The token endpoint: JSON by default, raw on request, clear refusals.
+    let (status, body) = agent.get("/v1/token/a?min_ttl=1s");
+    assert_eq!(status, 200, "{body}");
+    let token = json(&body)["access_token"].as_str().unwrap().to_owned();
+    assert!(server.state().check(&token).is_some());
+    let (status, raw) = http_with(&agent.socket, "/v1/token/b", "text/plain").unwrap();
+    assert_eq!(status, 200);
+    assert!(server.state().check(&raw).is_some(), "raw answer {raw:?}");
+    let (status, body) = agent.get("/v1/token/nope");
+    assert_eq!(status, 404);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("no profile \"nope\""),
+        "{body}"
+    );
+    let (status, body) = agent.get("/v1/token/a?min_ttl=1h");
+    assert_eq!(status, 503);
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("less than"),
+        "{body}"
+    );
+    let (status, _) = agent.get("/v1/token/a?min_ttl=soon");
+    assert_eq!(status, 400);
+
+    // get --agent: the agent's token, with no credentials at all in the environment.
+    let out = run(sb.cmd().args([
+        "get",
+        "--agent",
+        agent.socket.to_str().unwrap(),
+        "--profile",
+        "b",
+        "--format",
+        "json",
+    ]));
+    assert_code(&out, 0);
+    let from_agent = json(&stdout(&out))["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(server.state().check(&from_agent).is_some());
+
+    // Requests through the agent's proxy, across token rotations.
+    let mut ok = 0;
+    for _ in 0..30 {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://127.0.0.1:{port}/api/x"),
+            ])
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        ok += usize::from(String::from_utf8_lossy(&out.stdout) == "200");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ok, 30);
+
+    let m = metrics(&agent);
+    let stats = server.stats();
+    let ours: f64 = ["a", "b"]
+        .iter()
+        .map(|p| sum(&m, "freshtoken_token_requests_total", ("profile", p)))
+        .sum();
+    assert_eq!(
+        ours as u64, stats.token_requests,
+        "token requests: ours vs the dev-server's"
+    );
+    assert_eq!(
+        sum(&m, "freshtoken_token_requests_total", ("outcome", "ok")) as u64,
+        stats.tokens_issued
+    );
+    assert_eq!(
+        sum(&m, "freshtoken_proxy_requests_total", ("profile", "a")) as u64,
+        stats.api_calls
+    );
+    assert_eq!(
+        sum(&m, "freshtoken_proxy_replays_total", ("profile", "a")),
+        0.0
+    );
+    assert_eq!(sum(&m, "freshtoken_token_valid", ("profile", "a")), 1.0);
+    let left = sum(&m, "freshtoken_token_expires_in_seconds", ("profile", "b"));
+    assert!(left > 0.0 && left <= 2.0, "{left}");
+    let count = sum(
+        &m,
+        "freshtoken_refresh_duration_seconds_count",
+        ("profile", "a"),
+    );
+    assert!(count >= 3.0, "3 s of 2 s tokens: {count} refreshes");
+
+    // SIGTERM: exit 0, socket gone; then get --agent falls back to its own fetch.
+    agent.signal(libc::SIGTERM);
+    assert!(
+        agent.wait(Duration::from_secs(15)).success(),
+        "{}",
+        agent.log()
+    );
+    assert!(!agent.socket.exists(), "the socket outlived the agent");
+    let before = server.stats().token_requests;
+    let out = run(sb
+        .cmd_for(&server)
+        .args(["get", "--agent", agent.socket.to_str().unwrap()]));
+    assert_code(&out, 0);
+    assert!(server.state().check(stdout(&out).trim()).is_some());
+    assert_eq!(
+        server.stats().token_requests,
+        before + 1,
+        "the fallback fetched on its own"
+    );
+}
+
+#[test]
+fn sighup_adds_and_removes_profiles_keeps_valid_tokens_and_survives_a_broken_config() {
+    let server = server(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let sink = |n: &str| sb.path().join(n);
+    let with_sink = |c: &str| {
+        format!(
+            "[[profiles.{c}.sinks]]\npath = \"{}\"\n",
+            sink(&format!("{c}.token")).display()
+        )
+    };
+    let config_ab = format!(
+        "{}{}{}",
+        agent_section(&sb),
+        profile(&server, "a", &with_sink("a")),
+        profile(&server, "b", &with_sink("b"))
+    );
+    let agent = Agent::start(&sb, &config_ab);
+    agent.wait_ready();
+    let token_a = json(&agent.get("/v1/token/a").1)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let requests = server.stats().token_requests;
+    assert_eq!(requests, 2);
+
+    // b removed, c added; a untouched.
+    let config_ac = format!(
+        "{}{}{}",
+        agent_section(&sb),
+        profile(&server, "a", &with_sink("a")),
+        profile(&server, "c", &with_sink("c"))
+    );
+    std::fs::write(sb.path().join("agent.toml"), &config_ac).unwrap();
+    agent.signal(libc::SIGHUP);
+    let started = Instant::now();
+    while !(sink("c.token").exists() && !sink("b.token").exists()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "reload not applied: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(agent.get("/v1/token/b").0, 404);
+    assert_eq!(agent.get("/v1/token/c").0, 200);
+    let after = json(&agent.get("/v1/token/a").1)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        after, token_a,
+        "the unchanged profile's valid token was dropped"
+    );
+    assert_eq!(
+        server.stats().token_requests,
+        requests + 1,
+        "only the new profile fetched"
+    );
+
+    // A config that does not parse: the running one stays, and the log says why.
+    std::fs::write(sb.path().join("agent.toml"), "[profiles.a\nclient_id = ").unwrap();
+    agent.signal(libc::SIGHUP);
+    let started = Instant::now();
+    while !agent.log().contains("kept the running config") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no word of the broken config: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        agent.log().contains("agent.toml:"),
+        "the error names the file: {}",
+        agent.log()
+    );
+    assert_eq!(agent.get("/v1/token/a").0, 200);
+    assert_eq!(agent.get("/v1/token/c").0, 200);
+    assert_eq!(
+        std::fs::read_to_string(sink("a.token")).unwrap().trim(),
+        token_a
+    );
+    let m = metrics(&agent);
+    assert_eq!(
+        sum(&m, "freshtoken_config_reloads_total", ("outcome", "ok")),
+        1.0
+    );
+    assert_eq!(
+        sum(&m, "freshtoken_config_reloads_total", ("outcome", "error")),
+        1.0
+    );
+
+    // A config that parses but cannot work (a secret that is not there) is refused whole.
+    let broken = format!(
+        "{}{}[profiles.d]\ntoken_url = \"{}\"\nclient_id = \"d\"\nclient_secret = {{ env = \"NOT_SET_ANYWHERE\" }}\n",
+        agent_section(&sb),
+        profile(&server, "a", &with_sink("a")),
+        server.token_url()
+    );
+    std::fs::write(sb.path().join("agent.toml"), broken).unwrap();
+    agent.signal(libc::SIGHUP);
+    let started = Instant::now();
+    while sum(
+        &metrics(&agent),
+        "freshtoken_config_reloads_total",
+        ("outcome", "error"),
+    ) < 2.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(agent.log().contains("NOT_SET_ANYWHERE"), "{}", agent.log());
+    assert_eq!(
+        agent.get("/v1/token/c").0,
+        200,
+        "profile c must survive a refused reload"
+    );
+}
+
+#[test]
+fn the_endpoint_is_for_this_user_on_this_machine_only() {
+    let server = server(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    // TCP beyond loopback is refused outright.
+    std::fs::write(
+        sb.path().join("remote.toml"),
+        format!(
+            "[agent]\nlisten = \"0.0.0.0:8765\"\nsocket = \"{}\"\n{}",
+            sb.path().join("r.sock").display(),
+            profile(&server, "a", "")
+        ),
+    )
+    .unwrap();
+    let out = run(sb
+        .cmd()
+        .args(["--config", "remote.toml", "agent"])
+        .env("SECRET_A", "x"));
+    assert_fails_with(&out, 2, "loopback only");
+
+    // Loopback TCP answers, and the socket is 0600 in a 0700 directory the agent made.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "{}listen = \"127.0.0.1:{port}\"\n{}",
+        agent_section(&sb),
+        profile(&server, "a", "")
+    );
+    let agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}/readyz")])
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&agent.socket), 0o600);
+    assert_eq!(mode(agent.socket.parent().unwrap()), 0o700);
+
+    // Another user cannot connect through the socket's mode. Only root can try as another
+    // user; the directory is opened up so that only the socket's own mode stands in the way.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: checked the modes only");
+        return;
+    }
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        agent.socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let connect_as_nobody = |socket: &Path| {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print('connected')\nexcept PermissionError: print('refused')",
+                socket.to_str().unwrap(),
+            ])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("python3 runs (apt-get install python3)");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(connect_as_nobody(&agent.socket), "refused");
+    // The control: the same attempt succeeds once the mode allows it, so the check can fail.
+    std::fs::set_permissions(&agent.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(connect_as_nobody(&agent.socket), "connected");
+}
+
+#[test]
+fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() {
+    let server = server(Duration::from_secs(2));
+    let sb = Sandbox::new();
+    let removed = sb.path().join("removed.token");
+    let emptied = sb.path().join("emptied.token");
+    let config = format!(
+        "{}{}",
+        agent_section(&sb),
+        profile(
+            &server,
+            "a",
+            &format!(
+                "[[profiles.a.sinks]]\npath = \"{}\"\n[[profiles.a.sinks]]\npath = \"{}\"\non_expiry = \"empty\"\n",
+                removed.display(),
+                emptied.display()
+            )
+        )
+    );
+    let agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+    let held = std::fs::read_to_string(&removed).unwrap();
+    server.set_faults(freshtoken_devserver::Faults {
+        outage: true,
+        ..Default::default()
+    });
+    let expires_at = server
+        .state()
+        .check(held.trim())
+        .expect("a valid token")
+        .expires_at;
+    let started = Instant::now();
+    while removed.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the sink outlived its token: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Gone no later than the token itself (the dev-server's clock is this process's).
+    let _ = expires_at;
+    assert_eq!(
+        std::fs::read_to_string(&emptied).unwrap(),
+        "",
+        "on_expiry = empty"
+    );
+    let (status, body) = agent.get("/v1/token/a");
+    assert_eq!(status, 503);
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("503"),
+        "{body}"
+    );
+    assert_eq!(agent.get("/readyz").0, 503);
+    assert!(agent.log().contains("sinks cleared"), "{}", agent.log());
+    let m = metrics(&agent);
+    assert_eq!(
+        sum(&m, "freshtoken_sink_clears_total", ("profile", "a")),
+        1.0
+    );
+    assert!(
+        sum(
+            &m,
+            "freshtoken_token_requests_total",
+            ("outcome", "unavailable")
+        ) >= 1.0
+    );
+
+    // The server recovers: the sinks come back within the keeper's backoff.
+    server.set_faults(freshtoken_devserver::Faults::default());
+    let started = Instant::now();
+    while !removed.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sink never came back: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let back = std::fs::read_to_string(&removed).unwrap();
+    assert!(server.state().check(back.trim()).is_some());
+}
