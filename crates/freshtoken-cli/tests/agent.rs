@@ -569,7 +569,7 @@ fn sighup_adds_and_removes_profiles_keeps_valid_tokens_and_survives_a_broken_con
     std::fs::write(sb.path().join("agent.toml"), &config_ac).unwrap();
     agent.signal(libc::SIGHUP);
     let started = Instant::now();
-    while !(sink("c.token").exists() && !sink("b.token").exists()) {
+    while !sink("c.token").exists() || sink("b.token").exists() {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "reload not applied: {}",
@@ -758,11 +758,7 @@ fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() 
         outage: true,
         ..Default::default()
     });
-    let expires_at = server
-        .state()
-        .check(held.trim())
-        .expect("a valid token")
-        .expires_at;
+    assert!(server.state().check(held.trim()).is_some());
     let started = Instant::now();
     while removed.exists() {
         assert!(
@@ -772,8 +768,6 @@ fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() 
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Gone no later than the token itself (the dev-server's clock is this process's).
-    let _ = expires_at;
     assert_eq!(
         std::fs::read_to_string(&emptied).unwrap(),
         "",
