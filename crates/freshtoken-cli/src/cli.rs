@@ -282,7 +282,7 @@ pub struct ExecArgs {
     pub proxy_env: Vec<String>,
 
     /// Where the proxy forwards (default: the provider's API base).
-    #[arg(long, value_name = "URL", requires = "proxy")]
+    #[arg(long, value_name = "URL", requires = "proxy", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 
     #[command(flatten)]
@@ -301,7 +301,7 @@ pub struct ProxyArgs {
     pub listen: String,
 
     /// Where every request goes (default: the provider's API base).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 
     /// Request bodies up to this size are kept so that they can be replayed after a 401.

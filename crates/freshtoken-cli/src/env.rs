@@ -57,6 +57,8 @@ pub const REDIS_LEASE: &str = "FRESHTOKEN_REDIS_LEASE";
 pub const CLOCK_SKEW: &str = "FRESHTOKEN_CLOCK_SKEW";
 /// Log level (`error`, `warn`, `info`, `debug`, `trace`).
 pub const LOG_LEVEL: &str = "FRESHTOKEN_LOG_LEVEL";
+/// Where `proxy` and `exec --proxy` forward (default: the provider's API base).
+pub const UPSTREAM: &str = "FRESHTOKEN_UPSTREAM";
 /// Log format: text or json.
 pub const LOG_FORMAT: &str = "FRESHTOKEN_LOG_FORMAT";
 /// Where `exec --proxy` puts the proxy's URL by default.

@@ -330,7 +330,8 @@ impl Settings {
             args.cache
                 .as_deref()
                 .or(profile.cache.as_deref())
-                .unwrap_or("file"),
+                // The agent keeps its tokens in process unless a profile names a cache.
+                .unwrap_or(if use_env { "file" } else { "memory" }),
         )?;
 
         let key = if let Some(path) = &args.private_key {
