@@ -127,3 +127,7 @@ for run in 1 2 3; do
   wrk_run "http://127.0.0.1:$nginx_port/" "nginx reverse proxy, static Authorization (run $run)"
   wrk_run "$proxy_url/" "freshtoken proxy (run $run)"
 done
+
+echo
+echo "== agent: resident memory (10 profiles, 2 proxies) and get --agent vs get =="
+BIN="$bin" RUNS="$runs" benches/agent/run.sh

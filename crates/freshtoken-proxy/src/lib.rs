@@ -183,13 +183,21 @@ impl Proxy {
 
 fn upstream_client() -> freshtoken::Result<Upstream> {
     freshtoken::install_crypto_provider();
-    use hyper_rustls::ConfigBuilderExt;
-    let tls = rustls::ClientConfig::builder()
-        .try_with_platform_verifier()
-        .map_err(|e| {
-            freshtoken::Error::Config(format!("cannot load the platform's TLS roots: {e}"))
-        })?
-        .with_no_client_auth();
+    // One TLS config (and so one copy of the platform's roots) for every pool in the process.
+    static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    let tls = match TLS.get() {
+        Some(tls) => tls.clone(),
+        None => {
+            use hyper_rustls::ConfigBuilderExt;
+            let tls = rustls::ClientConfig::builder()
+                .try_with_platform_verifier()
+                .map_err(|e| {
+                    freshtoken::Error::Config(format!("cannot load the platform's TLS roots: {e}"))
+                })?
+                .with_no_client_auth();
+            TLS.get_or_init(|| tls).clone()
+        }
+    };
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(std::time::Duration::from_secs(10)));

@@ -115,6 +115,13 @@ impl HttpFetcher {
         })
     }
 
+    /// Uses `client` (from [`http_client`] with this fetcher's options) instead of building
+    /// one: a process that keeps many profiles shares one client and its TLS roots.
+    pub fn with_client(self, client: reqwest::Client) -> Self {
+        let _ = self.http.set(client);
+        self
+    }
+
     /// Uses `clock` for receive times (and so for expiry).
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;

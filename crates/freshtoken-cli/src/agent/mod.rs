@@ -250,13 +250,32 @@ fn build_source(
     name: &str,
     metrics: Arc<ProfileMetrics>,
 ) -> CliResult<CachedSource> {
-    crate::commands::source_from(settings, Some(Arc::new(MemoryStore::new())), |fetcher| {
-        Arc::new(metrics::Metered::new(fetcher, metrics))
-    })
-    .map_err(|e| CliError {
+    let named = |e: CliError| CliError {
         message: format!("profile {name:?}: {}", e.message),
         ..e
-    })
+    };
+    let client = shared_client(&settings.http).map_err(named)?;
+    crate::commands::source_from(
+        settings,
+        Some(Arc::new(MemoryStore::new())),
+        Some(client),
+        |fetcher| Arc::new(metrics::Metered::new(fetcher, metrics)),
+    )
+    .map_err(named)
+}
+
+/// One HTTP client per distinct set of timeouts: each client holds its own copy of the TLS
+/// roots, and ten profiles need not hold ten.
+fn shared_client(options: &freshtoken::HttpOptions) -> CliResult<reqwest::Client> {
+    static CLIENTS: Mutex<Vec<((Duration, Duration), reqwest::Client)>> = Mutex::new(Vec::new());
+    let key = (options.timeout, options.connect_timeout);
+    let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, c)) = clients.iter().find(|(k, _)| *k == key) {
+        return Ok(c.clone());
+    }
+    let client = freshtoken::http_client(options)?;
+    clients.push((key, client.clone()));
+    Ok(client)
 }
 
 fn read_config(path: &Path) -> CliResult<ConfigFile> {

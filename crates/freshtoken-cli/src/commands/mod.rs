@@ -67,13 +67,15 @@ pub fn source_with(
     settings: &Settings,
     default_store: Option<Arc<dyn freshtoken::TokenStore>>,
 ) -> CliResult<CachedSource> {
-    source_from(settings, default_store, |fetcher| fetcher)
+    source_from(settings, default_store, None, |fetcher| fetcher)
 }
 
-/// Like [`source_with`], with the HTTP fetcher wrapped by `wrap` (the agent counts requests).
+/// Like [`source_with`], with a given HTTP client (built with `settings.http`) and the
+/// fetcher wrapped by `wrap`: the agent shares clients and counts requests.
 pub fn source_from(
     settings: &Settings,
     default_store: Option<Arc<dyn freshtoken::TokenStore>>,
+    client: Option<reqwest::Client>,
     wrap: impl FnOnce(Arc<dyn Fetch>) -> Arc<dyn Fetch>,
 ) -> CliResult<CachedSource> {
     let request = settings.token_request()?;
@@ -81,8 +83,11 @@ pub fn source_from(
         Some(store) if !settings.cache_explicit => store,
         _ => settings.store(Some(&request))?,
     };
-    let fetcher =
+    let mut fetcher =
         HttpFetcher::new(request, settings.http.clone())?.with_clock(settings.clock.clone());
+    if let Some(client) = client {
+        fetcher = fetcher.with_client(client);
+    }
     Ok(CachedSource::builder_shared(wrap(Arc::new(fetcher)))
         .store(store, settings.cache_key())
         .policy(settings.policy)
