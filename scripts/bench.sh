@@ -2,7 +2,10 @@
 # Runs every benchmark and prints the figures that docs/BENCHMARKS.md records:
 #   1. the in-process hit path (criterion), at 1 and 2 threads, next to a Mutex<Option<Token>>;
 #   2. `freshtoken get` as a whole process on a warm file cache, next to the shell recipe
-#      (cut | base64 -d | jq, compare exp with date), timed by hyperfine.
+#      (cut | base64 -d | jq, compare exp with date), timed by hyperfine;
+#   3. get on a warm Redis; token requests for N concurrent processes;
+#   4. the proxy under wrk: direct, nginx, freshtoken (upstream a process of its own);
+#   5. the agent: resident memory, and get --agent next to get (benches/agent/run.sh).
 # Usage: scripts/bench.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -36,4 +36,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run: cargo's own last line is its doc tests' (often 0).
+awk '/^test result:/ {p += $4; f += $6; s += $8} END {printf "total: %d passed, %d failed, %d skipped\n", p, f, s}' "$log"
