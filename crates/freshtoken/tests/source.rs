@@ -375,3 +375,36 @@ async fn a_waiter_fetches_once_a_dead_holders_lock_is_gone() {
     assert_eq!(c.waiter.await.unwrap().unwrap(), "tok-1");
     assert_eq!(c.fetcher.calls(), 1);
 }
+
+#[tokio::test]
+async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, HOUR);
+    let s = source(&f, &clock);
+    let mut changes = s.subscribe();
+    assert!(s.current().is_none() && s.next_refresh().is_none());
+    s.token().await.unwrap();
+    assert!(
+        changes.has_changed().unwrap(),
+        "the first token is a change"
+    );
+    changes.borrow_and_update();
+    // Stale at 75 % of the hour (no jitter here): still current, and due for a refresh.
+    let due = s.next_refresh().unwrap();
+    assert_eq!(due, clock.now() + HOUR.mul_f64(0.75));
+    clock.advance(Duration::from_secs(2800));
+    assert_eq!(s.current().unwrap().expose_secret(), "tok-1");
+    assert!(!changes.has_changed().unwrap(), "nothing changed yet");
+    s.token_with(Want::one_shot(Duration::ZERO)).await.unwrap();
+    assert!(changes.has_changed().unwrap(), "the refresh is a change");
+    assert_eq!(s.current().unwrap().expose_secret(), "tok-2");
+    changes.borrow_and_update();
+    // Invalidation is a change too; and past expiry nothing is current.
+    let t = s.current().unwrap().clone();
+    assert!(s.invalidate(&t).await.unwrap());
+    assert!(changes.has_changed().unwrap());
+    assert!(s.current().is_none());
+    s.token().await.unwrap();
+    clock.advance(HOUR + Duration::from_secs(1));
+    assert!(s.current().is_none(), "an expired token is never current");
+}
