@@ -157,6 +157,19 @@ fn http_with(socket: &Path, path: &str, accept: &str) -> Option<(u16, String)> {
     Some((status, body.to_owned()))
 }
 
+/// Waits for a sink's first write, which follows the first token by a moment.
+fn wait_for_file(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} never written",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
 }
@@ -197,6 +210,9 @@ fn sinks_never_show_a_refused_empty_or_partial_token_across_rotations() {
     );
     let agent = Agent::start(&sb, &config);
     agent.wait_ready();
+    for name in ["a.token", "b.json", "c.tpl"] {
+        wait_for_file(&sink(name));
+    }
     let read_token = |name: &str, text: &str| -> String {
         match name {
             "a.token" => text
@@ -510,7 +526,10 @@ fn endpoint_metrics_and_get_agree_with_the_dev_server() {
         "freshtoken_refresh_duration_seconds_count",
         ("profile", "a"),
     );
-    assert!(count >= 3.0, "3 s of 2 s tokens: {count} refreshes");
+    assert!(
+        count >= 2.0,
+        "over 3 s of 2 s tokens, at least one refresh: {count} requests"
+    );
 
     // SIGTERM: exit 0, socket gone; then get --agent falls back to its own fetch.
     agent.signal(libc::SIGTERM);
@@ -753,6 +772,8 @@ fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() 
     );
     let agent = Agent::start(&sb, &config);
     agent.wait_ready();
+    wait_for_file(&removed);
+    wait_for_file(&emptied);
     let held = std::fs::read_to_string(&removed).unwrap();
     server.set_faults(freshtoken_devserver::Faults {
         outage: true,
