@@ -60,6 +60,8 @@ impl fmt::Display for CliError {
     }
 }
 
+impl std::error::Error for CliError {}
+
 impl From<freshtoken::Error> for CliError {
     fn from(e: freshtoken::Error) -> Self {
         let code = match e.kind() {

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use freshtoken::Token;
 
 use crate::cli::Format;
-use crate::commands::get::render;
+use crate::commands::get::{render, render_env};
 use crate::config::{OnExpiry, SinkConfig, SinkFormat};
 use crate::env;
 use crate::exit::{CliError, CliResult};
@@ -117,11 +117,7 @@ impl Sink {
         match self.format {
             SinkFormat::Raw => render(token, Format::Raw, now),
             SinkFormat::Json => render(token, Format::Json, now),
-            SinkFormat::Env => render(token, Format::Env, now).replacen(
-                &format!("{}=", env::ACCESS_TOKEN),
-                &format!("{}=", self.env_name),
-                1,
-            ),
+            SinkFormat::Env => render_env(token, &self.env_name),
             SinkFormat::Template => fill(self.template.as_deref().unwrap_or_default(), token, now),
         }
     }
@@ -212,70 +208,62 @@ fn fill(template: &str, token: &Token, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freshtoken::ExpirySource;
-    use secrecy::SecretString;
-    use std::time::Duration;
+    use crate::commands::get::sample_token;
 
-    fn token() -> (Token, SystemTime) {
-        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let t = Token::new(
-            SecretString::from("tok".to_owned()),
-            at,
-            at + Duration::from_secs(3600),
-            ExpirySource::ExpiresIn,
-        )
-        .with_scope(Some("a b".into()));
-        (t, at + Duration::from_secs(600))
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn config(path: &str, format: SinkFormat) -> SinkConfig {
+        SinkConfig {
+            path: path.into(),
+            format,
+            template: None,
+            env_name: None,
+            mode: None,
+            on_expiry: OnExpiry::Remove,
+        }
     }
 
     fn sink(format: SinkFormat, template: Option<&str>, env_name: Option<&str>) -> CliResult<Sink> {
         Sink::from_config(
             &SinkConfig {
-                path: "/run/x/t".into(),
-                format,
                 template: template.map(str::to_owned),
                 env_name: env_name.map(str::to_owned),
-                mode: None,
-                on_expiry: OnExpiry::Remove,
+                ..config("/run/x/t", format)
             },
             "p",
         )
     }
 
     #[test]
-    fn renders_each_format() {
-        let (t, now) = token();
+    fn renders_each_format() -> TestResult {
+        let (t, now) = sample_token();
+        assert_eq!(sink(SinkFormat::Raw, None, None)?.render(&t, now), "tok\n");
         assert_eq!(
-            sink(SinkFormat::Raw, None, None).unwrap().render(&t, now),
-            "tok\n"
-        );
-        assert_eq!(
-            sink(SinkFormat::Env, None, Some("GENESYSCLOUD_ACCESS_TOKEN"))
-                .unwrap()
-                .render(&t, now),
+            sink(SinkFormat::Env, None, Some("GENESYSCLOUD_ACCESS_TOKEN"))?.render(&t, now),
             "GENESYSCLOUD_ACCESS_TOKEN=tok\nFRESHTOKEN_EXPIRES_AT=1700003600\n"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&sink(SinkFormat::Json, None, None).unwrap().render(&t, now))
-                .unwrap();
+            serde_json::from_str(&sink(SinkFormat::Json, None, None)?.render(&t, now))?;
         assert_eq!(json["access_token"], "tok");
         assert_eq!(json["expires_at"], 1_700_003_600);
         assert_eq!(json["scope"], "a b");
         let s = sink(
             SinkFormat::Template,
-            Some("Authorization: {{ token_type }} {{access_token}} # {{expires_at}} {{expires_at_rfc3339}} {{expires_in}}s {{scope}}\n"),
+            Some(
+                "Authorization: {{ token_type }} {{access_token}} # {{expires_at}} {{expires_at_rfc3339}} {{expires_in}}s {{scope}}\n",
+            ),
             None,
-        )
-        .unwrap();
+        )?;
         assert_eq!(
             s.render(&t, now),
             "Authorization: Bearer tok # 1700003600 2023-11-14T23:13:20Z 3000s a b\n"
         );
+        Ok(())
     }
 
     #[test]
     fn refuses_what_cannot_work() {
-        let e = |r: CliResult<Sink>| r.unwrap_err().message;
+        let e = |r: CliResult<Sink>| r.err().map(|e| e.message).unwrap_or_default();
         assert!(e(sink(SinkFormat::Template, None, None)).contains("needs template"));
         assert!(
             e(sink(SinkFormat::Template, Some("{{token}}"), None))
@@ -286,61 +274,48 @@ mod tests {
         );
         assert!(e(sink(SinkFormat::Raw, Some("x"), None)).contains("only for format"));
         assert!(e(sink(SinkFormat::Env, None, Some("1BAD"))).contains("not a variable name"));
-        let relative = Sink::from_config(
-            &SinkConfig {
-                path: "t.token".into(),
-                format: SinkFormat::Raw,
-                template: None,
-                env_name: None,
-                mode: Some("0640".into()),
-                on_expiry: OnExpiry::Remove,
-            },
-            "p",
-        );
-        assert!(e(relative).contains("absolute"));
-        let bad_mode = Sink::from_config(
-            &SinkConfig {
-                path: "/t".into(),
-                format: SinkFormat::Raw,
-                template: None,
-                env_name: None,
-                mode: Some("rw-r--r--".into()),
-                on_expiry: OnExpiry::Remove,
-            },
-            "p",
-        );
-        assert!(e(bad_mode).contains("not octal"));
+        let relative = SinkConfig {
+            mode: Some("0640".into()),
+            ..config("t.token", SinkFormat::Raw)
+        };
+        assert!(e(Sink::from_config(&relative, "p")).contains("absolute"));
+        let bad_mode = SinkConfig {
+            mode: Some("rw-r--r--".into()),
+            ..config("/t", SinkFormat::Raw)
+        };
+        assert!(e(Sink::from_config(&bad_mode, "p")).contains("not octal"));
     }
 
     #[test]
-    fn writes_and_clears() {
-        let dir = tempfile::tempdir().unwrap();
-        let (t, now) = token();
+    fn writes_and_clears() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (t, now) = sample_token();
         for (on_expiry, gone) in [(OnExpiry::Remove, true), (OnExpiry::Empty, false)] {
             let path = dir.path().join(format!("{on_expiry:?}"));
             let s = Sink::from_config(
                 &SinkConfig {
-                    path: path.clone(),
-                    format: SinkFormat::Raw,
-                    template: None,
-                    env_name: None,
-                    mode: None,
                     on_expiry,
+                    ..config(
+                        path.to_str().ok_or("a non-UTF-8 temporary path")?,
+                        SinkFormat::Raw,
+                    )
                 },
                 "p",
-            )
-            .unwrap();
-            s.write(&t, now).unwrap();
-            assert_eq!(std::fs::read_to_string(&path).unwrap(), "tok\n");
-            std::fs::write(dir.path().join(format!(".{on_expiry:?}.1.2.tmp")), "half").unwrap();
+            )?;
+            s.write(&t, now)?;
+            assert_eq!(std::fs::read_to_string(&path)?, "tok\n");
+            let leftover = dir.path().join(format!(".{on_expiry:?}.1.2.tmp"));
+            std::fs::write(&leftover, "half")?;
             s.sweep();
-            assert!(!dir.path().join(format!(".{on_expiry:?}.1.2.tmp")).exists());
-            s.clear().unwrap();
+            assert!(!leftover.exists());
+            s.clear()?;
             assert_eq!(!path.exists(), gone);
             if !gone {
-                assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+                assert_eq!(std::fs::read_to_string(&path)?, "");
             }
-            s.clear().unwrap();
+            // Clearing twice is fine: a sink already gone stays gone.
+            s.clear()?;
         }
+        Ok(())
     }
 }

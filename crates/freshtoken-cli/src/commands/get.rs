@@ -60,10 +60,7 @@ pub fn render(token: &Token, format: Format, now: SystemTime) -> String {
     match format {
         Format::Raw => format!("{secret}\n"),
         Format::Header => format!("Authorization: Bearer {secret}\n"),
-        Format::Env => format!(
-            "{}={secret}\nFRESHTOKEN_EXPIRES_AT={expires_at}\n",
-            env::ACCESS_TOKEN
-        ),
+        Format::Env => render_env(token, env::ACCESS_TOKEN),
         Format::Json => {
             let mut v = json!({
                 "access_token": secret,
@@ -79,24 +76,44 @@ pub fn render(token: &Token, format: Format, now: SystemTime) -> String {
     }
 }
 
+/// `NAME=<token>` and `FRESHTOKEN_EXPIRES_AT=<unix seconds>` lines, for `source` and
+/// `--env-file`; the agent's env sinks choose NAME.
+pub fn render_env(token: &Token, name: &str) -> String {
+    let expires_at = token
+        .expires_at()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{name}={}\nFRESHTOKEN_EXPIRES_AT={expires_at}\n",
+        token.expose_secret()
+    )
+}
+
+/// A token issued at 1,700,000,000 for an hour with scope "a b", and a moment 10 minutes
+/// into its life: the fixture of every rendering test.
+#[cfg(test)]
+pub(crate) fn sample_token() -> (Token, SystemTime) {
+    use freshtoken::ExpirySource;
+    use secrecy::SecretString;
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let t = Token::new(
+        SecretString::from("tok".to_owned()),
+        at,
+        at + Duration::from_secs(3600),
+        ExpirySource::ExpiresIn,
+    )
+    .with_scope(Some("a b".into()));
+    (t, at + Duration::from_secs(600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freshtoken::ExpirySource;
-    use secrecy::SecretString;
-    use std::time::UNIX_EPOCH;
 
     #[test]
     fn formats() {
-        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let t = Token::new(
-            SecretString::from("tok".to_owned()),
-            at,
-            at + Duration::from_secs(3600),
-            ExpirySource::ExpiresIn,
-        )
-        .with_scope(Some("a b".into()));
-        let now = at + Duration::from_secs(600);
+        let (t, now) = sample_token();
         assert_eq!(render(&t, Format::Raw, now), "tok\n");
         assert_eq!(
             render(&t, Format::Header, now),
