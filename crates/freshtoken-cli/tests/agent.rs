@@ -94,15 +94,11 @@ impl Agent {
 
     /// Waits until `/readyz` says every profile holds a token.
     fn wait_ready(&self) {
-        let started = Instant::now();
-        while self.get("/readyz").0 != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "never ready: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            || self.get("/readyz").0 == 200,
+            || format!("never ready: {}", self.log()),
+        );
     }
 
     fn signal(&self, sig: i32) {
@@ -159,15 +155,11 @@ fn http_with(socket: &Path, path: &str, accept: &str) -> Option<(u16, String)> {
 
 /// Waits for a sink's first write, which follows the first token by a moment.
 fn wait_for_file(path: &Path) {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} never written",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || path.exists(),
+        || format!("{} never written", path.display()),
+    );
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -598,15 +590,11 @@ fn sighup_adds_and_removes_profiles_keeps_valid_tokens_and_survives_a_broken_con
     );
     std::fs::write(sb.path().join("agent.toml"), &config_ac).unwrap();
     agent.signal(libc::SIGHUP);
-    let started = Instant::now();
-    while !sink("c.token").exists() || sink("b.token").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "reload not applied: {}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || sink("c.token").exists() && !sink("b.token").exists(),
+        || format!("reload not applied: {}", agent.log()),
+    );
     assert_eq!(agent.get("/v1/token/b").0, 404);
     assert_eq!(agent.get("/v1/token/c").0, 200);
     let after = json(&agent.get("/v1/token/a").1)["access_token"]
@@ -626,15 +614,11 @@ fn sighup_adds_and_removes_profiles_keeps_valid_tokens_and_survives_a_broken_con
     // A config that does not parse: the running one stays, and the log says why.
     std::fs::write(sb.path().join("agent.toml"), "[profiles.a\nclient_id = ").unwrap();
     agent.signal(libc::SIGHUP);
-    let started = Instant::now();
-    while !agent.log().contains("kept the running config") {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no word of the broken config: {}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || agent.log().contains("kept the running config"),
+        || format!("no word of the broken config: {}", agent.log()),
+    );
     assert!(
         agent.log().contains("agent.toml:"),
         "the error names the file: {}",
@@ -791,24 +775,17 @@ fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() 
         ..Default::default()
     });
     assert!(server.state().check(held.trim()).is_some());
-    let started = Instant::now();
-    while removed.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the sink outlived its token: {}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || !removed.exists(),
+        || format!("the sink outlived its token: {}", agent.log()),
+    );
     // The sinks are cleared one after the other: the second a moment after the first.
-    let started = Instant::now();
-    while !std::fs::read_to_string(&emptied).unwrap().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "on_expiry = empty: still holds a token"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || std::fs::read_to_string(&emptied).is_ok_and(|t| t.is_empty()),
+        || "on_expiry = empty: still holds a token".to_owned(),
+    );
     assert!(emptied.exists(), "on_expiry = empty keeps the file");
     let (status, body) = agent.get("/v1/token/a");
     assert_eq!(status, 503);
@@ -833,15 +810,11 @@ fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() 
 
     // The server recovers: the sinks come back within the keeper's backoff.
     server.set_faults(freshtoken_devserver::Faults::default());
-    let started = Instant::now();
-    while !removed.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the sink never came back: {}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || removed.exists(),
+        || format!("the sink never came back: {}", agent.log()),
+    );
     let back = std::fs::read_to_string(&removed).unwrap();
     assert!(server.state().check(back.trim()).is_some());
 }

@@ -182,15 +182,11 @@ fn the_systemd_unit_starts_reloads_and_stops_the_agent_as_written() {
             .unwrap()
             .success()
     );
-    let started = Instant::now();
-    while !journal().contains("reloaded") {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no reload: {}",
-            journal()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || journal().contains("reloaded"),
+        || format!("no reload: {}", journal()),
+    );
     // --log-format json, as the unit asks: every line is a JSON object.
     for line in journal().lines() {
         let v: serde_json::Value =

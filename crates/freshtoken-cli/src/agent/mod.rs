@@ -60,7 +60,10 @@ pub struct Agent {
 /// A profile checked and ready to start: its source is built, its sinks are valid.
 struct Prepared {
     config: ProfileConfig,
-    source: Option<CachedSource>,
+    /// The running profile's source when its credentials are unchanged, else a new one.
+    source: CachedSource,
+    /// Whether `source` is new (the proxies of this profile restart with it).
+    renewed: bool,
     /// The profile's counters: the running profile's, kept across reloads.
     metrics: Arc<ProfileMetrics>,
     sinks: Vec<Sink>,
@@ -86,11 +89,7 @@ impl Agent {
             )));
         }
         // What runs now, copied out so that no lock is held while sources are built.
-        let running: BTreeMap<String, (ProfileConfig, Arc<ProfileMetrics>)> = self
-            .profiles()
-            .iter()
-            .map(|(n, p)| (n.clone(), (p.config.clone(), Arc::clone(&p.metrics))))
-            .collect();
+        let running: BTreeMap<String, Arc<Profile>> = self.profiles().clone();
         let mut paths: BTreeMap<PathBuf, String> = BTreeMap::new();
         let mut prepared = BTreeMap::new();
         for (name, profile) in &file.profiles {
@@ -107,25 +106,31 @@ impl Agent {
                     )));
                 }
             }
-            let previous = running.get(name);
-            let keep = previous.is_some_and(|(config, _)| config.same_credentials(profile));
-            let metrics = previous.map(|(_, m)| Arc::clone(m)).unwrap_or_default();
-            let source =
-                if keep {
-                    None
-                } else {
+            let previous = running
+                .get(name)
+                .filter(|p| p.config.same_credentials(profile));
+            let (source, metrics, renewed) = match previous {
+                Some(p) => (p.source.clone(), Arc::clone(&p.metrics), false),
+                None => {
+                    let metrics = running
+                        .get(name)
+                        .map(|p| Arc::clone(&p.metrics))
+                        .unwrap_or_default();
                     let settings = Settings::for_profile(name, profile, &self.config_path)
                         .map_err(|e| CliError {
                             message: format!("profile {name:?}: {}", e.message),
                             ..e
                         })?;
-                    Some(build_source(&settings, name, Arc::clone(&metrics))?)
-                };
+                    let source = build_source(&settings, name, Arc::clone(&metrics))?;
+                    (source, metrics, true)
+                }
+            };
             prepared.insert(
                 name.clone(),
                 Prepared {
                     config: profile.clone(),
                     source,
+                    renewed,
                     metrics,
                     sinks,
                 },
@@ -143,17 +148,13 @@ impl Agent {
             let previous = old.remove(&name);
             let unchanged = previous
                 .as_ref()
-                .is_some_and(|prev| p.source.is_none() && *prev.sinks == p.sinks);
+                .is_some_and(|prev| !p.renewed && *prev.sinks == p.sinks);
             if unchanged && let Some(prev) = previous {
                 running.insert(name, prev);
                 continue;
             }
             let metrics = p.metrics;
-            let source = match (&previous, p.source) {
-                (_, Some(source)) => source,
-                (Some(prev), None) => prev.source.clone(),
-                (None, None) => unreachable!("a new profile always gets a source"),
-            };
+            let source = p.source;
             if let Some(prev) = previous {
                 let dropped: Vec<_> = prev
                     .sinks
@@ -224,7 +225,7 @@ impl Agent {
         // Proxies whose profile gets a new source are restarted with it.
         let renewed: Vec<String> = prepared
             .iter()
-            .filter(|(_, p)| p.source.is_some())
+            .filter(|(_, p)| p.renewed)
             .map(|(n, _)| n.clone())
             .collect();
         self.apply(prepared);

@@ -171,3 +171,14 @@ pub fn assert_fails_with(o: &Output, code: i32, needle: &str) {
         stderr(o)
     );
 }
+
+/// Polls `done` until it holds, failing with `what()` once `limit` has passed: for
+/// conditions another process brings about (a file written, a reload applied).
+#[track_caller]
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{}", what());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
