@@ -72,7 +72,7 @@ impl Keeper {
             } else {
                 failures = failures.saturating_add(1);
                 let pause = FIRST_BACKOFF
-                    .saturating_mul(1 << failures.min(6).saturating_sub(1))
+                    .saturating_mul(1 << failures.min(7).saturating_sub(1))
                     .min(MAX_BACKOFF);
                 let pause = pause.mul_f64(0.8 + 0.4 * rand::random::<f64>());
                 retry_at = Some(self.clock.now() + pause);

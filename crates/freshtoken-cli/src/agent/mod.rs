@@ -287,16 +287,16 @@ fn read_config(path: &Path) -> CliResult<ConfigFile> {
 
 /// `freshtoken agent`.
 pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
-    let config_path = match config::load(cli.config.as_deref())? {
-        Some(loaded) => loaded.path,
+    let (config_path, file) = match config::load(cli.config.as_deref())? {
+        Some(loaded) => (loaded.path, loaded.file),
         None => {
             return Err(CliError::usage(
                 "the agent needs a config file: --config PATH (or ./freshtoken.toml, or $XDG_CONFIG_HOME/freshtoken/config.toml)",
             ));
         }
     };
+    // Absolute, so that a reload finds the same file whatever the working directory.
     let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
-    let file = read_config(&config_path)?;
     let runtime = crate::commands::server_runtime()?;
     runtime.block_on(async {
         let clock = crate::settings::clock_from_env()?;
