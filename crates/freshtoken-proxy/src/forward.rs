@@ -97,7 +97,7 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri: Uri = format!("{}{pq}", shared.base).parse().map_err(|_| {
+    let uri = shared.upstream.target(pq).ok_or_else(|| {
         plain(
             StatusCode::BAD_REQUEST,
             "the request path does not make a URL",
@@ -231,9 +231,9 @@ async fn send(
     *request.uri_mut() = uri.clone();
     *request.headers_mut() = headers;
     request.headers_mut().insert(header::AUTHORIZATION, auth);
-    shared.http.request(request).await.map_err(|e| {
+    shared.upstream.send(request).await.map_err(|e| {
         Stats::add(&shared.stats.upstream_errors);
-        let mut cause: &dyn std::error::Error = &e;
+        let mut cause: &dyn std::error::Error = &*e;
         while let Some(next) = cause.source() {
             cause = next;
         }

@@ -13,6 +13,7 @@
 mod forward;
 mod headers;
 mod server;
+mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,20 +84,11 @@ pub struct Proxy {
     shared: Arc<Shared>,
 }
 
-/// The pooled upstream client: HTTP/1.1 or HTTP/2 (ALPN) over rustls with the platform's
-/// roots, or plain HTTP to loopback upstreams. Redirects are never followed: hyper's client
-/// does not follow them at all.
-type Upstream = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    forward::ProxyBody,
->;
-
 struct Shared {
     source: CachedSource,
     config: Config,
-    http: Upstream,
-    /// The upstream as a string without a trailing slash, joined to each request's path.
-    base: String,
+    /// HTTP/1.1 or HTTP/2 (ALPN) over rustls with the platform's roots, or plain HTTP.
+    upstream: upstream::Upstream,
     stats: Arc<Stats>,
     /// The last `Authorization` value built, reused while the token stays the same.
     authorization: std::sync::Mutex<Option<(String, http::HeaderValue)>>,
@@ -141,29 +133,26 @@ impl Proxy {
                 config.upstream
             )));
         }
-        let base = config.upstream.as_str().trim_end_matches('/').to_owned();
         Ok(Self {
             shared: Arc::new(Shared {
-                http: upstream_client()?,
+                upstream: upstream::Upstream::new(&config.upstream, tls_config()?)?,
                 source,
                 config,
-                base,
                 stats: Arc::default(),
                 authorization: Default::default(),
             }),
         })
     }
 
-    /// A proxy sharing this one's token source, upstream and counters, with a connection
-    /// pool of its own: one per serving thread keeps each request on one thread.
+    /// A proxy sharing this one's token source, upstream and counters, with upstream
+    /// connections of its own: one set per serving thread keeps each request on one thread.
     pub fn for_another_thread(&self) -> freshtoken::Result<Self> {
         let s = &self.shared;
         Ok(Self {
             shared: Arc::new(Shared {
-                http: upstream_client()?,
+                upstream: upstream::Upstream::new(&s.config.upstream, tls_config()?)?,
                 source: s.source.clone(),
                 config: s.config.clone(),
-                base: s.base.clone(),
                 stats: Arc::clone(&s.stats),
                 authorization: Default::default(),
             }),
@@ -181,36 +170,19 @@ impl Proxy {
     }
 }
 
-fn upstream_client() -> freshtoken::Result<Upstream> {
+/// One TLS config (and so one copy of the platform's roots) for every upstream in the process.
+fn tls_config() -> freshtoken::Result<rustls::ClientConfig> {
     freshtoken::install_crypto_provider();
-    // One TLS config (and so one copy of the platform's roots) for every pool in the process.
     static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
-    let tls = match TLS.get() {
-        Some(tls) => tls.clone(),
-        None => {
-            use hyper_rustls::ConfigBuilderExt;
-            let tls = rustls::ClientConfig::builder()
-                .try_with_platform_verifier()
-                .map_err(|e| {
-                    freshtoken::Error::Config(format!("cannot load the platform's TLS roots: {e}"))
-                })?
-                .with_no_client_auth();
-            TLS.get_or_init(|| tls).clone()
-        }
-    };
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
-    connector.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(connector);
-    Ok(
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .build(https),
-    )
+    if let Some(tls) = TLS.get() {
+        return Ok(tls.clone());
+    }
+    use hyper_rustls::ConfigBuilderExt;
+    let tls = rustls::ClientConfig::builder()
+        .try_with_platform_verifier()
+        .map_err(|e| {
+            freshtoken::Error::Config(format!("cannot load the platform's TLS roots: {e}"))
+        })?
+        .with_no_client_auth();
+    Ok(TLS.get_or_init(|| tls).clone())
 }

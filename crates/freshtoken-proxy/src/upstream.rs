@@ -1,0 +1,237 @@
+//! The connections to the one upstream. There is only one host to reach, so there is no pool
+//! key to hash and no connection to pick by address: idle HTTP/1.1 connections sit in a short
+//! list (one list per serving thread, so its lock is never contended), and when ALPN picks
+//! HTTP/2 one connection carries every request. A request goes straight to its connection's
+//! task; nothing is spawned per request. Redirects are never followed: these are bare
+//! connections, and a 3xx is just an answer.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use tower_service::Service;
+use url::Url;
+
+use crate::forward::{BoxError, ProxyBody};
+
+/// Idle HTTP/1.1 connections kept per serving thread; more are closed once their answer is
+/// read. Matches the `keepalive 64` the benchmark gives nginx.
+const MAX_IDLE: usize = 64;
+
+/// How long opening a connection (TCP and TLS) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where requests go, and the connections that take them there.
+pub(crate) struct Upstream {
+    connector: HttpsConnector<HttpConnector>,
+    /// `scheme://authority/`: what the connector dials.
+    dial: Uri,
+    scheme: Scheme,
+    authority: Authority,
+    /// The `Host` header for HTTP/1.1 (HTTP/2 sends `:authority` from the URI instead).
+    host: HeaderValue,
+    /// The upstream URL's path without its trailing slash, put before each request's path.
+    base_path: String,
+    idle: Mutex<Vec<http1::SendRequest<ProxyBody>>>,
+    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+}
+
+/// A connection ready to take one request.
+enum Sender {
+    H1(http1::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+impl Upstream {
+    /// `tls` is shared by every upstream of the process (one copy of the platform's roots).
+    pub(crate) fn new(url: &Url, tls: rustls::ClientConfig) -> freshtoken::Result<Self> {
+        let bad = || freshtoken::Error::Config(format!("upstream {url} is not an http(s) URL"));
+        let scheme: Scheme = url.scheme().parse().map_err(|_| bad())?;
+        let host = url.host_str().ok_or_else(bad)?;
+        // `Url` drops a port that is the scheme's default, as `Host` should.
+        let authority: Authority = match url.port() {
+            Some(port) => format!("{host}:{port}").parse(),
+            None => host.parse(),
+        }
+        .map_err(|_| bad())?;
+        let dial = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad())?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
+
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        Ok(Self {
+            connector,
+            dial,
+            scheme,
+            authority,
+            host,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            idle: Mutex::default(),
+            h2: Mutex::default(),
+        })
+    }
+
+    /// The upstream's own path before `path_and_query` (`/` and the like from the client).
+    pub(crate) fn target(&self, path_and_query: &str) -> Option<Uri> {
+        if self.base_path.is_empty() {
+            path_and_query.parse().ok()
+        } else {
+            format!("{}{path_and_query}", self.base_path).parse().ok()
+        }
+    }
+
+    /// Sends `request` (its URI in origin form, from [`Upstream::target`]). A request that
+    /// never left because an idle connection closed under it goes again on a new one, as
+    /// hyper's pooled client does; one that left is never sent twice here.
+    pub(crate) async fn send(
+        &self,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        loop {
+            let (sender, reused) = match self.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            let unsent = match sender {
+                Sender::H1(mut sender) => {
+                    request
+                        .headers_mut()
+                        .insert(header::HOST, self.host.clone());
+                    match sender.try_send_request(request).await {
+                        Ok(response) => {
+                            self.keep(sender);
+                            return Ok(response);
+                        }
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) if reused => unsent,
+                            _ => return Err(Box::new(e.into_error())),
+                        },
+                    }
+                }
+                Sender::H2(mut sender) => {
+                    request.headers_mut().remove(header::HOST);
+                    *request.uri_mut() = self.absolute(request.uri());
+                    match sender.try_send_request(request).await {
+                        Ok(response) => return Ok(response),
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) if reused => unsent,
+                            _ => return Err(Box::new(e.into_error())),
+                        },
+                    }
+                }
+            };
+            tracing::debug!("an idle upstream connection closed before the request left; again");
+            request = unsent;
+        }
+    }
+
+    /// A live connection that can take a request now, if one is open.
+    fn checkout(&self) -> Option<Sender> {
+        if let Some(h2) = lock(&self.h2).as_ref().filter(|s| !s.is_closed()) {
+            return Some(Sender::H2(h2.clone()));
+        }
+        let mut idle = lock(&self.idle);
+        // An HTTP/1.1 connection comes back as soon as its answer's head is in; it is ready
+        // again once the body has been read, and gone once the upstream closed it.
+        idle.retain(|s| !s.is_closed());
+        let ready = idle.iter().position(http1::SendRequest::is_ready)?;
+        Some(Sender::H1(idle.swap_remove(ready)))
+    }
+
+    fn keep(&self, sender: http1::SendRequest<ProxyBody>) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE && !sender.is_closed() {
+            idle.push(sender);
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, BoxError> {
+        let io = self.connector.clone().call(self.dial.clone()).await?;
+        if io.connected().is_negotiated_h2() {
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("upstream HTTP/2 connection ended: {e}");
+                }
+            });
+            *lock(&self.h2) = Some(sender.clone());
+            Ok(Sender::H2(sender))
+        } else {
+            let (sender, connection) = http1::handshake(io).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("upstream connection ended: {e}");
+                }
+            });
+            Ok(Sender::H1(sender))
+        }
+    }
+
+    /// HTTP/2 carries scheme and authority in the request.
+    fn absolute(&self, origin: &Uri) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = origin.path_and_query().cloned();
+        Uri::from_parts(parts).unwrap_or_else(|_| origin.clone())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        freshtoken::install_crypto_provider();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Upstream::new(&url.parse().unwrap(), tls).unwrap()
+    }
+
+    #[test]
+    fn the_upstream_path_goes_before_the_request_path() {
+        let plain = upstream("https://api.example.com/");
+        assert_eq!(plain.target("/a?b=1").unwrap(), "/a?b=1");
+        let based = upstream("https://api.example.com/api/v2/");
+        assert_eq!(based.target("/users?x").unwrap(), "/api/v2/users?x");
+    }
+
+    #[test]
+    fn host_keeps_only_a_port_that_is_not_the_default() {
+        assert_eq!(
+            upstream("https://api.example.com:443/").host,
+            "api.example.com"
+        );
+        assert_eq!(upstream("http://127.0.0.1:8080").host, "127.0.0.1:8080");
+        let up = upstream("https://api.example.com:8443/v2");
+        assert_eq!(
+            up.absolute(&up.target("/x").unwrap()),
+            "https://api.example.com:8443/v2/x"
+        );
+    }
+}
