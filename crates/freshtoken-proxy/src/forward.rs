@@ -6,21 +6,14 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{StreamExt, TryStreamExt};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
+use crate::body::ProxyBody;
 use crate::headers::strip_hop_by_hop;
 use crate::{Shared, Stats};
-
-/// Errors inside streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type the proxy answers with.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// A request body: all of it (replayable), or what was read so far and the rest to stream.
 enum Body {
@@ -33,6 +26,12 @@ pub async fn handle(
     shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    if !tracing::enabled!(target: "freshtoken::access", tracing::Level::INFO) {
+        // No access log wanted: skip the clock and the copies of method and path.
+        return Ok(forward(shared, req)
+            .await
+            .map_or_else(|refusal| refusal, |(r, _)| r));
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -53,11 +52,7 @@ pub async fn handle(
 }
 
 fn plain(status: StatusCode, text: impl Into<String>) -> Response<ProxyBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(text.into() + "\n"))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut r = Response::new(ProxyBody::full(text.into() + "\n"));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -128,21 +123,19 @@ async fn forward(
             format!("freshtoken has no valid token to forward with: {e}"),
         )
     })?;
-    let (body, replay_copy) = match body {
-        Body::Whole(bytes) => (full(bytes.clone()), Some(bytes)),
-        Body::Streaming(prefix, rest) => {
-            let rest = BodyDataStream::new(rest).map_err(|e| Box::new(e) as BoxError);
-            let stream = futures_util::stream::once(async move { Ok::<_, BoxError>(prefix) })
-                .chain(rest)
-                .map_ok(Frame::data);
-            (BodyExt::boxed(StreamBody::new(stream)), None)
-        }
+    // What a replay needs is copied only when a replay is possible.
+    let (body, replay) = match body {
+        Body::Whole(bytes) => (
+            ProxyBody::full(bytes.clone()),
+            Some((bytes, headers.clone())),
+        ),
+        Body::Streaming(prefix, rest) => (ProxyBody::Prefixed(Some(prefix), rest), None),
     };
     let first = send(
         shared,
         &parts.method,
         &uri,
-        headers.clone(),
+        headers,
         token.expose_secret(),
         body,
     )
@@ -150,7 +143,7 @@ async fn forward(
     if first.status() != StatusCode::UNAUTHORIZED {
         return Ok((respond(first), false));
     }
-    let Some(bytes) = replay_copy else {
+    let Some((bytes, headers)) = replay else {
         Stats::add(&shared.stats.not_replayable);
         Stats::add(&shared.stats.unauthorized);
         tracing::info!(
@@ -176,17 +169,13 @@ async fn forward(
         &uri,
         headers,
         fresh.expose_secret(),
-        full(bytes),
+        ProxyBody::full(bytes),
     )
     .await?;
     if second.status() == StatusCode::UNAUTHORIZED {
         Stats::add(&shared.stats.unauthorized);
     }
     Ok((respond(second), true))
-}
-
-fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 async fn read_body(
@@ -247,5 +236,5 @@ async fn send(
 fn respond(upstream: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = upstream.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    Response::from_parts(parts, ProxyBody::Incoming(body))
 }

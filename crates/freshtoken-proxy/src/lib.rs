@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod body;
 mod forward;
 mod headers;
 mod server;

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
 use url::Url;
 
-use crate::forward::{BoxError, ProxyBody};
+use crate::body::{BoxError, ProxyBody};
 
 /// Idle HTTP/1.1 connections kept per serving thread; more are closed once their answer is
 /// read. Matches the `keepalive 64` the benchmark gives nginx.
