@@ -2,6 +2,8 @@
 //! dev-server as upstream.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -17,10 +19,15 @@ struct Proxy {
 
 impl Proxy {
     fn start(sb: &Sandbox, server: &Server, extra: &[&str]) -> Self {
-        let mut child = sb
-            .cmd_for(server)
-            .args(["-v", "proxy", "--upstream", &server.base_url()])
-            .args(extra)
+        let mut cmd = sb.cmd_for(server);
+        cmd.args(["-v", "proxy", "--upstream", &server.base_url()])
+            .args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `proxy` command line) and reads the address it prints.
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -316,6 +323,80 @@ fn not_an_open_proxy_and_redirects_are_not_followed() {
         elsewhere.accept().is_err(),
         "the proxy must not follow the redirect"
     );
+}
+
+#[test]
+fn https_upstreams_get_http2_or_http1_by_alpn_and_their_certificate_is_checked() {
+    let server = Server::start(Duration::from_secs(3600));
+    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let http1: &[&[u8]] = &[b"http/1.1"];
+    for (alpn, version) in [(both, "HTTP/2.0"), (http1, "HTTP/1.1")] {
+        let sb = Sandbox::new();
+        let upstream = tls::TlsUpstream::start(sb.path(), alpn);
+        let mut cmd = sb.cmd_for(&server);
+        cmd.env("SSL_CERT_FILE", &upstream.ca_file).args([
+            "-v",
+            "proxy",
+            "--upstream",
+            &upstream.url,
+        ]);
+        let proxy = Proxy::spawn(cmd);
+        for _ in 0..3 {
+            let out = curl(&[
+                "-w",
+                " %{http_code}",
+                "-H",
+                "Authorization: Bearer from-the-client",
+                &format!("{}/v2/things", proxy.url),
+            ]);
+            assert_eq!(out, format!("{version}\n 200"));
+        }
+        let put = curl(&[
+            "-w",
+            " %{http_code}",
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            r#"{"n":1}"#,
+            &format!("{}/v2/things/1", proxy.url),
+        ]);
+        assert!(put.ends_with(" 200"), "{put}");
+        let seen = upstream.seen();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        let authority = upstream.url.trim_start_matches("https://");
+        for s in &seen {
+            assert_eq!(format!("{:?}", s.version), version, "{s:?}");
+            assert_eq!(s.authority.as_deref(), Some(authority), "{s:?}");
+            let token = s
+                .authorization
+                .as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .unwrap_or_else(|| panic!("no bearer token: {s:?}"));
+            assert!(
+                server.state().check(token).is_some(),
+                "the upstream got a token the dev-server did not issue: {s:?}"
+            );
+        }
+        assert_eq!(seen[3].body_len, 7, "the PUT body crossed whole");
+        let (status, _) = proxy.stop();
+        assert!(status.success());
+    }
+
+    // The same upstream without its CA among the roots: refused, with the reason, and
+    // nothing reaches it.
+    let sb = Sandbox::new();
+    let upstream = tls::TlsUpstream::start(sb.path(), both);
+    let mut cmd = sb.cmd_for(&server);
+    cmd.args(["-v", "proxy", "--upstream", &upstream.url]);
+    let proxy = Proxy::spawn(cmd);
+    let out = curl(&["-w", " %{http_code}", &format!("{}/v2/things", proxy.url)]);
+    assert!(
+        out.ends_with(" 502") && out.contains("certificate"),
+        "{out}"
+    );
+    assert!(upstream.seen().is_empty());
 }
 
 #[test]
