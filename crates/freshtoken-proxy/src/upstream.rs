@@ -6,7 +6,7 @@
 //! connections, and a 3xx is just an answer.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
@@ -25,6 +25,10 @@ use crate::body::{BoxError, ProxyBody};
 /// read. Matches the `keepalive 64` the benchmark gives nginx.
 const MAX_IDLE: usize = 64;
 
+/// An idle connection older than this is closed rather than used: a load balancer or NAT on
+/// the way may have forgotten it without a word, and a request sent on it would hang.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// How long opening a connection (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,7 +43,8 @@ pub(crate) struct Upstream {
     host: HeaderValue,
     /// The upstream URL's path without its trailing slash, put before each request's path.
     base_path: String,
-    idle: Mutex<Vec<http1::SendRequest<ProxyBody>>>,
+    /// Each with the moment it was given back.
+    idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
 }
 
@@ -108,7 +113,7 @@ impl Upstream {
         mut request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, BoxError> {
         loop {
-            let (sender, reused) = match self.checkout() {
+            let (sender, reused) = match self.checkout(Instant::now()) {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
@@ -146,22 +151,22 @@ impl Upstream {
     }
 
     /// A live connection that can take a request now, if one is open.
-    fn checkout(&self) -> Option<Sender> {
+    fn checkout(&self, now: Instant) -> Option<Sender> {
         if let Some(h2) = lock(&self.h2).as_ref().filter(|s| !s.is_closed()) {
             return Some(Sender::H2(h2.clone()));
         }
         let mut idle = lock(&self.idle);
         // An HTTP/1.1 connection comes back as soon as its answer's head is in; it is ready
         // again once the body has been read, and gone once the upstream closed it.
-        idle.retain(|s| !s.is_closed());
-        let ready = idle.iter().position(http1::SendRequest::is_ready)?;
-        Some(Sender::H1(idle.swap_remove(ready)))
+        idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
+        let ready = idle.iter().position(|(s, _)| s.is_ready())?;
+        Some(Sender::H1(idle.swap_remove(ready).0))
     }
 
     fn keep(&self, sender: http1::SendRequest<ProxyBody>) {
         let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE && !sender.is_closed() {
-            idle.push(sender);
+            idle.push((sender, Instant::now()));
         }
     }
 
@@ -211,6 +216,49 @@ mod tests {
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth();
         Upstream::new(&url.parse().unwrap(), tls).unwrap()
+    }
+
+    /// An upstream on loopback that answers every request with 200.
+    async fn answering() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(ProxyBody::full("ok")))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+                );
+            }
+        });
+        upstream(&url)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_until_it_has_been_idle_too_long() {
+        let up = answering().await;
+        let mut request = Request::new(ProxyBody::full(""));
+        *request.uri_mut() = up.target("/").unwrap();
+        let first = up.send(request).await.unwrap();
+        http_body_util::BodyExt::collect(first.into_body())
+            .await
+            .unwrap();
+        // Ready again once its connection task has seen the answer through.
+        for _ in 0..100 {
+            if lock(&up.idle).iter().any(|(s, _)| s.is_ready()) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let Some(Sender::H1(again)) = up.checkout(Instant::now()) else {
+            panic!("an idle connection is reused");
+        };
+        up.keep(again);
+        let later = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1);
+        assert!(up.checkout(later).is_none(), "a stale one is not");
+        assert!(lock(&up.idle).is_empty(), "and it is closed");
     }
 
     #[test]
