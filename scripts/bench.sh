@@ -4,7 +4,8 @@
 #   2. `freshtoken get` as a whole process on a warm file cache, next to the shell recipe
 #      (cut | base64 -d | jq, compare exp with date), timed by hyperfine;
 #   3. get on a warm Redis; token requests for N concurrent processes;
-#   4. the proxy under wrk: direct, nginx, freshtoken (upstream a process of its own);
+#   4. the proxy under wrk: direct, nginx, freshtoken, at 32 connections and at 1
+#      (benches/proxy/run.sh);
 #   5. the agent: resident memory, and get --agent next to get (benches/agent/run.sh).
 # Usage: scripts/bench.sh [--quick]
 set -euo pipefail
@@ -102,34 +103,9 @@ done
 
 echo
 echo "== proxy: wrk against a small upstream, direct / through nginx / through freshtoken proxy =="
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-up_port=$(free_port); nginx_port=$(free_port)
-mkdir -p "$work/nginx" "$work/upstream"
-token=$("$bin" get)
-# The upstream is a process of its own, so both proxies make a real hop to another process.
-sed -e "s#@DIR@#$work/upstream#g" -e "s#@UPSTREAM@#$up_port#g" \
-  benches/proxy/upstream.conf.template >"$work/upstream/nginx.conf"
-nginx -p "$work/upstream" -c "$work/upstream/nginx.conf" -g 'daemon off;' 2>>"$work/upstream/error.log" &
-upstream_pid=$!
-sed -e "s#@DIR@#$work/nginx#g" -e "s#@UPSTREAM@#$up_port#g" -e "s#@NGINX@#$nginx_port#g" -e "s#@TOKEN@#$token#g" \
-  benches/proxy/nginx.conf.template >"$work/nginx/nginx.conf"
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/nginx/error.log" &
-nginx_pid=$!
-"$bin" proxy --upstream "http://127.0.0.1:$up_port" >"$work/proxy.out" 2>/dev/null &
-proxy_pid=$!
-trap 'kill "$server_pid" "$redis_pid" "$upstream_pid" "$nginx_pid" "$proxy_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 100); do grep -q '^freshtoken proxy on' "$work/proxy.out" 2>/dev/null && curl -s -o /dev/null "http://127.0.0.1:$nginx_port/" && break; sleep 0.05; done
-proxy_url=$(awk '{print $4}' "$work/proxy.out")
-wrk_run() { wrk -t2 -c32 -d"${WRK_SECONDS:-10}"s --latency "$1" | awk -v name="$2" '
-  /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /^Requests\/sec/ {rps=$2}
-  END {printf "| %s | %s | %s | %s |\n", name, rps, p50, p99}'; }
-echo "| path | requests/s | p50 latency | p99 latency |"
-echo "|---|---:|---:|---:|"
-wrk_run "http://127.0.0.1:$up_port/" "direct to the upstream"
-for run in 1 2 3; do
-  wrk_run "http://127.0.0.1:$nginx_port/" "nginx reverse proxy, static Authorization (run $run)"
-  wrk_run "$proxy_url/" "freshtoken proxy (run $run)"
-done
+BIN="$bin" benches/proxy/run.sh
+echo "one request at a time, as a script makes them:"
+BIN="$bin" CONNS=1 ROUNDS=3 benches/proxy/run.sh
 
 echo
 echo "== agent: resident memory (10 profiles, 2 proxies) and get --agent vs get =="
