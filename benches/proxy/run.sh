@@ -3,8 +3,8 @@
 # wrk against a small upstream (nginx, one worker, a process of its own), in ROUNDS rounds of
 # three runs each — direct, through nginx as a reverse proxy with a static Authorization
 # header, through `freshtoken proxy` — so that the three share each moment's machine. Prints
-# every run, then the medians and each proxy's added p50 (its p50 minus the same round's
-# direct p50).
+# every run with the proxy's CPU time per request (user + system, from /proc), then the
+# medians and each proxy's added p50 (its p50 minus the same round's direct p50).
 #   ROUNDS (5), WRK_SECONDS (10), CONNS (32; CONNS=1 gives one request at a time, as a
 #   script makes them), BIN (target/release/freshtoken).
 set -euo pipefail
@@ -35,8 +35,10 @@ pids+=($!)
 sed -e "s#@DIR@#$work/nginx#g" -e "s#@UPSTREAM@#$up_port#g" -e "s#@NGINX@#$nginx_port#g" -e "s#@TOKEN@#$token#g" \
   benches/proxy/nginx.conf.template >"$work/nginx/nginx.conf"
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/nginx/error.log" &
+nginx_pid=$!
 pids+=($!)
 "$bin" proxy --upstream "http://127.0.0.1:$up_port" >"$work/proxy.out" 2>/dev/null &
+proxy_pid=$!
 pids+=($!)
 for _ in $(seq 100); do
   grep -q '^freshtoken proxy on' "$work/proxy.out" 2>/dev/null &&
@@ -45,23 +47,37 @@ for _ in $(seq 100); do
 done
 proxy_url=$(awk '{print $4}' "$work/proxy.out")
 
-# One wrk run: prints "requests/s p50_us p99_us".
+# CPU time (user + system, in clock ticks) of processes $@ and all their threads.
+ticks() {
+  local pid
+  for pid in "$@"; do cat /proc/"$pid"/task/*/stat; done | awk '{t += $14 + $15} END {print t + 0}'
+}
+hz=$(getconf CLK_TCK)
+# One wrk run against $1, the proxy being processes $2...: prints
+# "requests/s p50_us p99_us proxy_cpu_us_per_request".
 wrk_run() {
-  wrk -t"$threads" -c"$conns" -d"${WRK_SECONDS:-10}"s --latency "$1" | awk '
+  local url=$1; shift
+  local before; before=$(ticks "$@")
+  wrk -t"$threads" -c"$conns" -d"${WRK_SECONDS:-10}"s --latency "$url" >"$work/wrk.out"
+  local after; after=$(ticks "$@")
+  awk -v cpu=$((after - before)) -v hz="$hz" '
     function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; return v * 1000000 }
     /^ +50%/ {p50 = us($2)} /^ +99%/ {p99 = us($2)} /^Requests\/sec/ {rps = $2}
-    END {printf "%d %d %d\n", rps, p50, p99}'
+    / requests in / {n = $1}
+    END {printf "%d %d %d %.1f\n", rps, p50, p99, n ? cpu * 1000000 / hz / n : 0}' "$work/wrk.out"
 }
 
 echo "wrk -t$threads -c$conns -d${WRK_SECONDS:-10}s --latency; $rounds rounds"
-echo "| round | direct req/s (p50) | nginx req/s (p50, p99) | freshtoken req/s (p50, p99) |"
+echo "| round | direct req/s (p50) | nginx req/s (p50, p99; CPU/req) | freshtoken req/s (p50, p99; CPU/req) |"
 echo "|---:|---:|---:|---:|"
+nginx_pids="$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"
 : >"$work/rounds"
 for round in $(seq "$rounds"); do
-  read -r d_rps d_p50 _ < <(wrk_run "http://127.0.0.1:$up_port/")
-  read -r n_rps n_p50 n_p99 < <(wrk_run "http://127.0.0.1:$nginx_port/")
-  read -r f_rps f_p50 f_p99 < <(wrk_run "$proxy_url/")
-  echo "| $round | $d_rps ($d_p50 µs) | $n_rps ($n_p50, $n_p99 µs) | $f_rps ($f_p50, $f_p99 µs) |"
+  read -r d_rps d_p50 _ _ < <(wrk_run "http://127.0.0.1:$up_port/")
+  # shellcheck disable=SC2086
+  read -r n_rps n_p50 n_p99 n_cpu < <(wrk_run "http://127.0.0.1:$nginx_port/" $nginx_pids)
+  read -r f_rps f_p50 f_p99 f_cpu < <(wrk_run "$proxy_url/" "$proxy_pid")
+  echo "| $round | $d_rps ($d_p50 µs) | $n_rps ($n_p50, $n_p99 µs; $n_cpu µs) | $f_rps ($f_p50, $f_p99 µs; $f_cpu µs) |"
   echo "$d_rps $d_p50 $n_rps $n_p50 $f_rps $f_p50" >>"$work/rounds"
 done
 
