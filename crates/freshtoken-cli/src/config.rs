@@ -299,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_documented_shape() {
+    fn reads_the_documented_shape() -> Result<(), Box<dyn std::error::Error>> {
         let f = parse(
             r#"
 [profiles.default]
@@ -313,12 +313,15 @@ client_secret = { command = ["pass", "show", "ci"] }
 params = { tenant = "t1" }
 "#,
             Path::new("f.toml"),
-        )
-        .unwrap();
+        )?;
         let d = &f.profiles["default"];
-        assert_eq!(d.scope.as_ref().unwrap().items(), ["a", "b", "c"]);
+        assert_eq!(
+            d.scope.as_ref().ok_or("no scope read")?.items(),
+            ["a", "b", "c"]
+        );
         assert!(matches!(d.client_secret, Some(SecretSource::Env(ref v)) if v == "GENESYS_SECRET"));
         assert_eq!(f.profiles["other"].params["tenant"], "t1");
+        Ok(())
     }
 
     #[test]

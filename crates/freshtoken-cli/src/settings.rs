@@ -641,24 +641,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    fn durations() -> Result<(), String> {
+        assert_eq!(parse_duration("30")?, Duration::from_secs(30));
+        assert_eq!(parse_duration("5m")?, Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m")?, Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms")?, Duration::from_millis(250));
         assert!(
             parse_duration("-5s")
                 .unwrap_err()
                 .contains("not a duration")
         );
         assert!(parse_duration("soon").is_err());
+        Ok(())
     }
 
     #[test]
-    fn cache_choices() {
-        assert_eq!(CacheChoice::parse("memory").unwrap(), CacheChoice::Memory);
+    fn cache_choices() -> Result<(), CliError> {
+        assert_eq!(CacheChoice::parse("memory")?, CacheChoice::Memory);
         assert_eq!(
-            CacheChoice::parse("file:/tmp/x").unwrap(),
+            CacheChoice::parse("file:/tmp/x")?,
             CacheChoice::File("/tmp/x".into())
         );
         assert!(
@@ -668,5 +669,6 @@ mod tests {
                 .contains("unknown cache")
         );
         assert!(CacheChoice::parse("file:").is_err());
+        Ok(())
     }
 }

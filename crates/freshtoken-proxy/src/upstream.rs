@@ -210,18 +210,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn upstream(url: &str) -> Upstream {
+    type Outcome = Result<(), BoxError>;
+
+    fn upstream(url: &str) -> Result<Upstream, BoxError> {
         freshtoken::install_crypto_provider();
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth();
-        Upstream::new(&url.parse().unwrap(), tls).unwrap()
+        Ok(Upstream::new(&url.parse()?, tls)?)
     }
 
     /// An upstream on loopback that answers every request with 200.
-    async fn answering() -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+    async fn answering() -> Result<Upstream, BoxError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let service = hyper::service::service_fn(|_req| async {
@@ -237,14 +239,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_is_reused_until_it_has_been_idle_too_long() {
-        let up = answering().await;
+    async fn a_connection_is_reused_until_it_has_been_idle_too_long() -> Outcome {
+        let up = answering().await?;
         let mut request = Request::new(ProxyBody::full(""));
-        *request.uri_mut() = up.target("/").unwrap();
-        let first = up.send(request).await.unwrap();
-        http_body_util::BodyExt::collect(first.into_body())
-            .await
-            .unwrap();
+        *request.uri_mut() = up.target("/").ok_or("no target")?;
+        let first = up.send(request).await?;
+        http_body_util::BodyExt::collect(first.into_body()).await?;
         // Ready again once its connection task has seen the answer through.
         for _ in 0..100 {
             if lock(&up.idle).iter().any(|(s, _)| s.is_ready()) {
@@ -259,27 +259,33 @@ mod tests {
         let later = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1);
         assert!(up.checkout(later).is_none(), "a stale one is not");
         assert!(lock(&up.idle).is_empty(), "and it is closed");
+        Ok(())
     }
 
     #[test]
-    fn the_upstream_path_goes_before_the_request_path() {
-        let plain = upstream("https://api.example.com/");
-        assert_eq!(plain.target("/a?b=1").unwrap(), "/a?b=1");
-        let based = upstream("https://api.example.com/api/v2/");
-        assert_eq!(based.target("/users?x").unwrap(), "/api/v2/users?x");
-    }
-
-    #[test]
-    fn host_keeps_only_a_port_that_is_not_the_default() {
+    fn the_upstream_path_goes_before_the_request_path() -> Outcome {
+        let plain = upstream("https://api.example.com/")?;
+        assert_eq!(plain.target("/a?b=1").ok_or("no target")?, "/a?b=1");
+        let based = upstream("https://api.example.com/api/v2/")?;
         assert_eq!(
-            upstream("https://api.example.com:443/").host,
+            based.target("/users?x").ok_or("no target")?,
+            "/api/v2/users?x"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn host_keeps_only_a_port_that_is_not_the_default() -> Outcome {
+        assert_eq!(
+            upstream("https://api.example.com:443/")?.host,
             "api.example.com"
         );
-        assert_eq!(upstream("http://127.0.0.1:8080").host, "127.0.0.1:8080");
-        let up = upstream("https://api.example.com:8443/v2");
+        assert_eq!(upstream("http://127.0.0.1:8080")?.host, "127.0.0.1:8080");
+        let up = upstream("https://api.example.com:8443/v2")?;
         assert_eq!(
-            up.absolute(&up.target("/x").unwrap()),
+            up.absolute(&up.target("/x").ok_or("no target")?),
             "https://api.example.com:8443/v2/x"
         );
+        Ok(())
     }
 }

@@ -106,6 +106,7 @@ fn jwts_never_panic() {
 #[test]
 fn cache_records_never_panic() {
     let mut rng = StdRng::seed_from_u64(0x5eed_0003);
+    // Cannot fail: a fixed 64-digit hex string is exactly what a cache key is.
     let key = CacheKey::from_hex(&"ab".repeat(32)).unwrap();
     let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let token = Token::new(

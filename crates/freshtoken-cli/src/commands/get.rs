@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats() {
+    fn formats() -> Result<(), serde_json::Error> {
         let (t, now) = sample_token();
         assert_eq!(render(&t, Format::Raw, now), "tok\n");
         assert_eq!(
@@ -123,10 +123,11 @@ mod tests {
             render(&t, Format::Env, now),
             "FRESHTOKEN_ACCESS_TOKEN=tok\nFRESHTOKEN_EXPIRES_AT=1700003600\n"
         );
-        let v: serde_json::Value = serde_json::from_str(&render(&t, Format::Json, now)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&render(&t, Format::Json, now))?;
         assert_eq!(
             v,
             json!({"access_token":"tok","token_type":"Bearer","expires_in":3000,"expires_at":1700003600,"scope":"a b"})
         );
+        Ok(())
     }
 }

@@ -115,14 +115,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1MiB").unwrap(), 1_048_576);
-        assert_eq!(parse_size("512KiB").unwrap(), 524_288);
-        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
-        assert_eq!(parse_size("42").unwrap(), 42);
+    fn sizes() -> Result<(), String> {
+        assert_eq!(parse_size("1MiB")?, 1_048_576);
+        assert_eq!(parse_size("512KiB")?, 524_288);
+        assert_eq!(parse_size("10MB")?, 10_000_000);
+        assert_eq!(parse_size("42")?, 42);
         assert!(parse_size("lots").is_err());
         assert!(parse_size("1XB").is_err());
         assert!(parse_size("99999999999999GiB").is_err());
+        Ok(())
     }
 
     #[test]
