@@ -43,9 +43,17 @@ pub(crate) struct Upstream {
     host: HeaderValue,
     /// The upstream URL's path without its trailing slash, put before each request's path.
     base_path: String,
-    /// Each with the moment it was given back.
-    idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant)>>,
-    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    /// One lock for both, taken once per checkout.
+    open: Mutex<Open>,
+}
+
+/// The connections open to the upstream.
+#[derive(Default)]
+struct Open {
+    /// HTTP/1.1, each with the moment it was given back.
+    idle: Vec<(http1::SendRequest<ProxyBody>, Instant)>,
+    /// The shared HTTP/2 connection, once ALPN has picked HTTP/2.
+    h2: Option<http2::SendRequest<ProxyBody>>,
 }
 
 /// A connection ready to take one request.
@@ -57,7 +65,12 @@ enum Sender {
 impl Upstream {
     /// `tls` is shared by every upstream of the process (one copy of the platform's roots).
     pub(crate) fn new(url: &Url, tls: rustls::ClientConfig) -> freshtoken::Result<Self> {
-        let bad = || freshtoken::Error::Config(format!("upstream {url} is not an http(s) URL"));
+        let bad = || {
+            freshtoken::Error::Config(format!("upstream {url} is not an http(s) URL with a host"))
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad());
+        }
         let scheme: Scheme = url.scheme().parse().map_err(|_| bad())?;
         let host = url.host_str().ok_or_else(bad)?;
         // `Url` drops a port that is the scheme's default, as `Host` should.
@@ -91,8 +104,7 @@ impl Upstream {
             authority,
             host,
             base_path: url.path().trim_end_matches('/').to_owned(),
-            idle: Mutex::default(),
-            h2: Mutex::default(),
+            open: Mutex::default(),
         })
     }
 
@@ -152,10 +164,11 @@ impl Upstream {
 
     /// A live connection that can take a request now, if one is open.
     fn checkout(&self, now: Instant) -> Option<Sender> {
-        if let Some(h2) = lock(&self.h2).as_ref().filter(|s| !s.is_closed()) {
+        let mut open = lock(&self.open);
+        if let Some(h2) = open.h2.as_ref().filter(|s| !s.is_closed()) {
             return Some(Sender::H2(h2.clone()));
         }
-        let mut idle = lock(&self.idle);
+        let idle = &mut open.idle;
         // An HTTP/1.1 connection comes back as soon as its answer's head is in; it is ready
         // again once the body has been read, and gone once the upstream closed it.
         idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
@@ -164,7 +177,7 @@ impl Upstream {
     }
 
     fn keep(&self, sender: http1::SendRequest<ProxyBody>) {
-        let mut idle = lock(&self.idle);
+        let idle = &mut lock(&self.open).idle;
         if idle.len() < MAX_IDLE && !sender.is_closed() {
             idle.push((sender, Instant::now()));
         }
@@ -179,7 +192,7 @@ impl Upstream {
                     tracing::debug!("upstream HTTP/2 connection ended: {e}");
                 }
             });
-            *lock(&self.h2) = Some(sender.clone());
+            lock(&self.open).h2 = Some(sender.clone());
             Ok(Sender::H2(sender))
         } else {
             let (sender, connection) = http1::handshake(io).await?;
@@ -247,7 +260,7 @@ mod tests {
         http_body_util::BodyExt::collect(first.into_body()).await?;
         // Ready again once its connection task has seen the answer through.
         for _ in 0..100 {
-            if lock(&up.idle).iter().any(|(s, _)| s.is_ready()) {
+            if lock(&up.open).idle.iter().any(|(s, _)| s.is_ready()) {
                 break;
             }
             tokio::task::yield_now().await;
@@ -258,7 +271,7 @@ mod tests {
         up.keep(again);
         let later = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1);
         assert!(up.checkout(later).is_none(), "a stale one is not");
-        assert!(lock(&up.idle).is_empty(), "and it is closed");
+        assert!(lock(&up.open).idle.is_empty(), "and it is closed");
         Ok(())
     }
 
@@ -272,6 +285,24 @@ mod tests {
             "/api/v2/users?x"
         );
         Ok(())
+    }
+
+    #[test]
+    fn only_http_and_https_upstreams_with_a_host() {
+        for url in [
+            "ftp://example.com/",
+            "file:///etc/passwd",
+            "unix:/run/x.sock",
+        ] {
+            let e = upstream(url)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("is not an http(s) URL with a host"),
+                "{url}: {e:?}"
+            );
+        }
     }
 
     #[test]
