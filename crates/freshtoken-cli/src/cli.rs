@@ -317,7 +317,7 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub grace: String,
 
-    /// Serving threads, each with its own event loop and upstream pool (default: one per CPU).
+    /// Serving threads, each with its own event loop and upstream connections (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 

@@ -73,7 +73,7 @@ impl TlsUpstream {
         runtime.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
+                    break; // out of descriptors or the like: stop rather than spin
                 };
                 let acceptor = acceptor.clone();
                 let record = Arc::clone(&record);
