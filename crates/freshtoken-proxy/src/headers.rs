@@ -1,6 +1,6 @@
 //! Which headers cross the proxy (RFC 9110 §7.6.1: hop-by-hop headers do not).
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -33,26 +33,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .chain(named.iter())
-        .chain(std::iter::once(&header::UPGRADE))
-    {
+    // Names the `Connection` header lists are removed by their text, never made into owned
+    // header names (an allocation each for "keep-alive" on nearly every answer). The first
+    // value is a reference-counted copy; further `Connection` headers are rare.
+    let mut listed = headers.get_all(header::CONNECTION).iter();
+    let first = listed.next().cloned();
+    let more: Vec<HeaderValue> = listed.cloned().collect();
+    for name in HOP_BY_HOP.iter().chain(std::iter::once(&header::UPGRADE)) {
         headers.remove(name);
+    }
+    for value in first.iter().chain(&more) {
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',').map(str::trim) {
+            if !name.is_empty() {
+                headers.remove(name);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn hop_by_hop_headers_stay_behind() {
@@ -76,6 +78,11 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" X-Second-Hop ,,"),
+        );
+        h.insert("x-second-hop", HeaderValue::from_static("2"));
         h.append("x-multi", HeaderValue::from_static("a"));
         h.append("x-multi", HeaderValue::from_static("b"));
         let mut out = h.clone();

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -108,13 +108,24 @@ impl Upstream {
         })
     }
 
-    /// The upstream's own path before `path_and_query` (`/` and the like from the client).
-    pub(crate) fn target(&self, path_and_query: &str) -> Option<Uri> {
-        if self.base_path.is_empty() {
-            path_and_query.parse().ok()
-        } else {
-            format!("{}{path_and_query}", self.base_path).parse().ok()
+    /// Where `requested` (origin form, or absolute for this upstream) goes: the upstream's own
+    /// path before the client's. Without a base path the client's URI is shared, not copied.
+    pub(crate) fn target(&self, requested: &Uri) -> Option<Uri> {
+        let path_and_query = requested.path_and_query();
+        if !self.base_path.is_empty() {
+            let pq = path_and_query.map_or("/", |p| p.as_str());
+            return format!("{}{pq}", self.base_path).parse().ok();
         }
+        if requested.scheme().is_none() && requested.authority().is_none() {
+            return Some(requested.clone());
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).ok()
     }
 
     /// Sends `request` (its URI in origin form, from [`Upstream::target`]). A request that
@@ -127,7 +138,9 @@ impl Upstream {
         loop {
             let (sender, reused) = match self.checkout(Instant::now()) {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: the TLS handshake's state is kilobytes, and carried inline it would
+                // be copied with every request's future on the path that reuses a connection.
+                None => (Box::pin(self.connect()).await?, false),
             };
             let unsent = match sender {
                 Sender::H1(mut sender) => {
@@ -255,7 +268,7 @@ mod tests {
     async fn a_connection_is_reused_until_it_has_been_idle_too_long() -> Outcome {
         let up = answering().await?;
         let mut request = Request::new(ProxyBody::full(""));
-        *request.uri_mut() = up.target("/").ok_or("no target")?;
+        *request.uri_mut() = up.target(&"/".parse()?).ok_or("no target")?;
         let first = up.send(request).await?;
         http_body_util::BodyExt::collect(first.into_body()).await?;
         // Ready again once its connection task has seen the answer through.
@@ -278,12 +291,22 @@ mod tests {
     #[test]
     fn the_upstream_path_goes_before_the_request_path() -> Outcome {
         let plain = upstream("https://api.example.com/")?;
-        assert_eq!(plain.target("/a?b=1").ok_or("no target")?, "/a?b=1");
+        for (requested, sent) in [
+            ("/a?b=1", "/a?b=1"),
+            ("https://api.example.com/a?b=1", "/a?b=1"),
+            ("https://api.example.com", "/"),
+        ] {
+            let target = plain.target(&requested.parse()?).ok_or("no target")?;
+            assert_eq!(target, sent, "{requested}");
+        }
         let based = upstream("https://api.example.com/api/v2/")?;
-        assert_eq!(
-            based.target("/users?x").ok_or("no target")?,
-            "/api/v2/users?x"
-        );
+        for (requested, sent) in [
+            ("/users?x", "/api/v2/users?x"),
+            ("https://api.example.com/users?x", "/api/v2/users?x"),
+        ] {
+            let target = based.target(&requested.parse()?).ok_or("no target")?;
+            assert_eq!(target, sent, "{requested}");
+        }
         Ok(())
     }
 
@@ -314,7 +337,7 @@ mod tests {
         assert_eq!(upstream("http://127.0.0.1:8080")?.host, "127.0.0.1:8080");
         let up = upstream("https://api.example.com:8443/v2")?;
         assert_eq!(
-            up.absolute(&up.target("/x").ok_or("no target")?),
+            up.absolute(&up.target(&"/x".parse()?).ok_or("no target")?),
             "https://api.example.com:8443/v2/x"
         );
         Ok(())
