@@ -3,14 +3,15 @@
 # wrk against a small upstream (nginx, one worker, a process of its own), in ROUNDS rounds of
 # three runs each — direct, through nginx as a reverse proxy with a static Authorization
 # header, through `freshtoken proxy` — so that the three share each moment's machine. Prints
-# every run with the proxy's CPU time per request (user + system, from /proc), then the
-# medians and each proxy's added p50 (its p50 minus the same round's direct p50).
-#   ROUNDS (5), WRK_SECONDS (10), CONNS (32; CONNS=1 gives one request at a time, as a
+# every run with the proxy's CPU time per request (user + system, and user alone, from /proc),
+# then the medians, each proxy's added p50 (its p50 minus the same round's direct p50) and
+# the number of rounds in which freshtoken's p50 was at or under nginx's.
+#   ROUNDS (10), WRK_SECONDS (10), CONNS (32; CONNS=1 gives one request at a time, as a
 #   script makes them), BIN (target/release/freshtoken).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${BIN:-$PWD/target/release/freshtoken}
-rounds=${ROUNDS:-5}
+rounds=${ROUNDS:-10}
 conns=${CONNS:-32}
 threads=$((conns < 2 ? conns : 2))
 work=$(mktemp -d)
@@ -47,37 +48,39 @@ for _ in $(seq 100); do
 done
 proxy_url=$(awk '{print $4}' "$work/proxy.out")
 
-# CPU time (user + system, in clock ticks) of processes $@ and all their threads.
+# CPU time of processes $@ and all their threads, in clock ticks: "user system".
 ticks() {
   local pid
-  for pid in "$@"; do cat /proc/"$pid"/task/*/stat; done | awk '{t += $14 + $15} END {print t + 0}'
+  for pid in "$@"; do cat /proc/"$pid"/task/*/stat; done | awk '{u += $14; s += $15} END {print u + 0, s + 0}'
 }
 hz=$(getconf CLK_TCK)
-# One wrk run against $1, the proxy being processes $2...: prints
-# "requests/s p50_us p99_us proxy_cpu_us_per_request".
+# One wrk run against $1, the proxy being processes $2...: prints "requests/s p50_us p99_us
+# cpu_us_per_request user_us_per_request" (CPU = user + system).
 wrk_run() {
   local url=$1; shift
-  local before; before=$(ticks "$@")
+  local u0 s0 u1 s1
+  read -r u0 s0 < <(ticks "$@")
   wrk -t"$threads" -c"$conns" -d"${WRK_SECONDS:-10}"s --latency "$url" >"$work/wrk.out"
-  local after; after=$(ticks "$@")
-  awk -v cpu=$((after - before)) -v hz="$hz" '
+  read -r u1 s1 < <(ticks "$@")
+  awk -v user=$((u1 - u0)) -v sys=$((s1 - s0)) -v hz="$hz" '
     function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; return v * 1000000 }
+    function per(t) { return n ? t * 1000000 / hz / n : 0 }
     /^ +50%/ {p50 = us($2)} /^ +99%/ {p99 = us($2)} /^Requests\/sec/ {rps = $2}
     / requests in / {n = $1}
-    END {printf "%d %d %d %.1f\n", rps, p50, p99, n ? cpu * 1000000 / hz / n : 0}' "$work/wrk.out"
+    END {printf "%d %d %d %.1f %.1f\n", rps, p50, p99, per(user + sys), per(user)}' "$work/wrk.out"
 }
 
 echo "wrk -t$threads -c$conns -d${WRK_SECONDS:-10}s --latency; $rounds rounds"
-echo "| round | direct req/s (p50) | nginx req/s (p50, p99; CPU/req) | freshtoken req/s (p50, p99; CPU/req) |"
+echo "| round | direct req/s (p50) | nginx req/s (p50, p99; CPU/req, user) | freshtoken req/s (p50, p99; CPU/req, user) |"
 echo "|---:|---:|---:|---:|"
 nginx_pids="$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"
 : >"$work/rounds"
 for round in $(seq "$rounds"); do
-  read -r d_rps d_p50 _ _ < <(wrk_run "http://127.0.0.1:$up_port/")
+  read -r d_rps d_p50 _ _ _ < <(wrk_run "http://127.0.0.1:$up_port/")
   # shellcheck disable=SC2086
-  read -r n_rps n_p50 n_p99 n_cpu < <(wrk_run "http://127.0.0.1:$nginx_port/" $nginx_pids)
-  read -r f_rps f_p50 f_p99 f_cpu < <(wrk_run "$proxy_url/" "$proxy_pid")
-  echo "| $round | $d_rps ($d_p50 µs) | $n_rps ($n_p50, $n_p99 µs; $n_cpu µs) | $f_rps ($f_p50, $f_p99 µs; $f_cpu µs) |"
+  read -r n_rps n_p50 n_p99 n_cpu n_user < <(wrk_run "http://127.0.0.1:$nginx_port/" $nginx_pids)
+  read -r f_rps f_p50 f_p99 f_cpu f_user < <(wrk_run "$proxy_url/" "$proxy_pid")
+  echo "| $round | $d_rps ($d_p50 µs) | $n_rps ($n_p50, $n_p99 µs; $n_cpu, $n_user µs) | $f_rps ($f_p50, $f_p99 µs; $f_cpu, $f_user µs) |"
   echo "$d_rps $d_p50 $n_rps $n_p50 $f_rps $f_p50" >>"$work/rounds"
 done
 
@@ -93,3 +96,4 @@ echo "| direct | $(col 1) | $(col 2) µs | |"
 echo "| nginx | $(col 3) | $(col 4) µs | $(added 4) µs |"
 echo "| freshtoken | $(col 5) | $(col 6) µs | $(added 6) µs |"
 echo "freshtoken's throughput as a share of nginx's (median of the rounds' ratios): $(ratio) %"
+echo "rounds in which freshtoken's p50 was at or under nginx's: $(awk '$6 <= $4' "$work/rounds" | wc -l) of $rounds"
