@@ -153,15 +153,6 @@ fn http_with(socket: &Path, path: &str, accept: &str) -> Option<(u16, String)> {
     Some((status, body.to_owned()))
 }
 
-/// Waits for a sink's first write, which follows the first token by a moment.
-fn wait_for_file(path: &Path) {
-    wait_until(
-        Duration::from_secs(10),
-        || path.exists(),
-        || format!("{} never written", path.display()),
-    );
-}
-
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
 }
@@ -203,7 +194,7 @@ fn sinks_never_show_a_refused_empty_or_partial_token_across_rotations() {
     let agent = Agent::start(&sb, &config);
     agent.wait_ready();
     for name in ["a.token", "b.json", "c.tpl"] {
-        wait_for_file(&sink(name));
+        assert!(sink(name).exists(), "ready, but {name} is not written");
     }
     let read_token = |name: &str, text: &str| -> String {
         match name {
@@ -767,8 +758,10 @@ fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() 
     );
     let agent = Agent::start(&sb, &config);
     agent.wait_ready();
-    wait_for_file(&removed);
-    wait_for_file(&emptied);
+    assert!(
+        removed.exists() && emptied.exists(),
+        "ready before the sinks"
+    );
     let held = std::fs::read_to_string(&removed).unwrap();
     server.set_faults(freshtoken_devserver::Faults {
         outage: true,
@@ -817,4 +810,45 @@ fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() 
     );
     let back = std::fs::read_to_string(&removed).unwrap();
     assert!(server.state().check(back.trim()).is_some());
+}
+
+#[test]
+fn readiness_waits_for_the_sinks_and_names_a_profile_whose_sink_cannot_be_written() {
+    let server = server(Duration::from_secs(60));
+    let sb = Sandbox::new();
+    let good = sb.path().join("good.token");
+    // A sink under a regular file: no directory can be made there, not even by root.
+    let blocker = sb.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let config = format!(
+        "{}{}{}",
+        agent_section(&sb),
+        profile(
+            &server,
+            "a",
+            &format!("[[profiles.a.sinks]]\npath = \"{}\"\n", good.display())
+        ),
+        profile(
+            &server,
+            "b",
+            &format!(
+                "[[profiles.b.sinks]]\npath = \"{}\"\n",
+                blocker.join("b.token").display()
+            )
+        ),
+    );
+    let agent = Agent::start(&sb, &config);
+    wait_until(
+        Duration::from_secs(10),
+        || agent.log().contains("cannot write sink"),
+        || format!("the bad sink was never tried: {}", agent.log()),
+    );
+    // Both profiles hold a token; only b's sink lacks it.
+    assert_eq!(agent.get("/v1/token/a").0, 200);
+    assert_eq!(agent.get("/v1/token/b").0, 200);
+    assert!(good.exists(), "a's sink is written");
+    let (status, body) = agent.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("b (its sinks are not written)"), "{body}");
+    assert!(!body.contains("a ("), "a is ready: {body}");
 }

@@ -263,13 +263,19 @@ async fn token(
 }
 
 async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
+    let now = agent.clock.now();
     let waiting: Vec<String> = agent
         .profiles()
         .iter()
-        .filter(|(_, p)| p.source.current().is_none())
-        .map(|(name, p)| match p.metrics.last_error() {
-            Some(e) => format!("{name} ({e})"),
-            None => name.clone(),
+        .filter_map(|(name, p)| {
+            if p.source.current().is_none() {
+                return Some(match p.metrics.last_error() {
+                    Some(e) => format!("{name} (no valid token: {e})"),
+                    None => format!("{name} (no valid token yet)"),
+                });
+            }
+            let sinks_hold = p.sinks.is_empty() || p.held.until().is_some_and(|t| t > now);
+            (!sinks_hold).then(|| format!("{name} (its sinks are not written)"))
         })
         .collect();
     if waiting.is_empty() {
@@ -277,7 +283,7 @@ async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready, no valid token for: {}\n", waiting.join(", ")),
+            format!("not ready: {}\n", waiting.join(", ")),
         )
             .into_response()
     }

@@ -1,7 +1,7 @@
 //! One profile's keeper: refreshes ahead of expiry on its own schedule (before anyone asks),
 //! mirrors the token into the profile's sinks, and takes it out of them once it expires.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use freshtoken::{CachedSource, Fingerprint, SharedClock, Want};
@@ -20,6 +20,25 @@ pub struct Keeper {
     pub sinks: Arc<Vec<Sink>>,
     pub metrics: Arc<ProfileMetrics>,
     pub clock: SharedClock,
+    pub held: Arc<SinksHeld>,
+}
+
+/// Until when every sink of a profile holds a valid token, as the keeper last wrote them:
+/// what `/readyz` waits for, so that a job that waits for it finds its files written. A
+/// refresh does not clear it (the sinks keep the older token, still valid, until the new one
+/// is written), so readiness does not flicker at each refresh.
+#[derive(Debug, Default)]
+pub struct SinksHeld(Mutex<Option<SystemTime>>);
+
+impl SinksHeld {
+    /// When the token in the sinks expires; `None` before the first write and once cleared.
+    pub fn until(&self) -> Option<SystemTime> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, until: Option<SystemTime>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = until;
+    }
 }
 
 impl Keeper {
@@ -97,15 +116,22 @@ impl Keeper {
         }
         match &current {
             Some(token) => {
+                let mut all = true;
                 for sink in self.sinks.iter() {
                     let result = sink.write(token, now);
                     self.metrics.sink_written(result.is_ok());
                     if let Err(e) = result {
+                        all = false;
                         tracing::error!(profile = %self.profile, "cannot write sink {}: {e}", sink.path().display());
                     }
                 }
+                // A sink that could not be written keeps what it held before, if anything.
+                if all {
+                    self.held.set(Some(token.expires_at()));
+                }
             }
             None => {
+                self.held.set(None);
                 if !self.sinks.is_empty() {
                     // At start there is simply no token yet: clear quietly.
                     if shown.is_some() {

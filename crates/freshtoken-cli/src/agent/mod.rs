@@ -37,6 +37,8 @@ struct Profile {
     source: CachedSource,
     sinks: Arc<Vec<Sink>>,
     metrics: Arc<ProfileMetrics>,
+    /// What the sinks hold, written by the keeper.
+    held: Arc<keeper::SinksHeld>,
     keeper: JoinHandle<()>,
 }
 
@@ -169,6 +171,7 @@ impl Agent {
                 tracing::info!(profile = %name, "keeping profile");
             }
             let sinks = Arc::new(p.sinks);
+            let held = Arc::new(keeper::SinksHeld::default());
             let keeper = tokio::spawn(
                 Keeper {
                     profile: name.clone(),
@@ -176,6 +179,7 @@ impl Agent {
                     sinks: Arc::clone(&sinks),
                     metrics: Arc::clone(&metrics),
                     clock: self.clock.clone(),
+                    held: Arc::clone(&held),
                 }
                 .run(),
             );
@@ -186,6 +190,7 @@ impl Agent {
                     source,
                     sinks,
                     metrics,
+                    held,
                     keeper,
                 }),
             );
