@@ -467,6 +467,39 @@ impl Settings {
     }
 }
 
+/// A digest of the secrets that `profile` names (client secret, private key), read now. The
+/// agent keeps it for each running profile and compares it on reload, so that a secret file
+/// rewritten in place, or a command that now prints another secret, renews the profile even
+/// though its config did not change. Only the digest is kept, never the secret. A secret that
+/// cannot be read counts as changed; building the profile then says why, if it needs it.
+pub fn config_secrets_digest(profile: &ProfileConfig) -> [u8; 32] {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for (source, what) in [
+        (&profile.client_secret, Secret::ClientSecret),
+        (&profile.private_key, Secret::PrivateKey),
+    ] {
+        let Some(source) = source else {
+            hash.update([0]);
+            continue;
+        };
+        // The auth method only shapes the message for a missing secret, which a configured
+        // one never is.
+        let spec = SecretSpec::Config(source.clone());
+        match read_secret(&spec, what, AuthMethod::ClientSecretBasic) {
+            Ok(secret) => {
+                let bytes = secret.expose_secret().as_bytes();
+                hash.update([1]);
+                hash.update((bytes.len() as u64).to_le_bytes());
+                hash.update(bytes);
+            }
+            Err(_) => hash.update([2]),
+        }
+    }
+    hash.finalize().into()
+}
+
 /// The real clock, unless FRESHTOKEN_CLOCK_SKEW moves it (for tests of expiry and fleets).
 pub fn clock_from_env() -> CliResult<SharedClock> {
     match std::env::var(env::CLOCK_SKEW) {

@@ -852,3 +852,40 @@ fn readiness_waits_for_the_sinks_and_names_a_profile_whose_sink_cannot_be_writte
     assert!(body.contains("b (its sinks are not written)"), "{body}");
     assert!(!body.contains("a ("), "a is ready: {body}");
 }
+
+#[test]
+fn sighup_reads_a_secret_file_again_when_only_its_contents_changed() {
+    let server = server(Duration::from_secs(60));
+    let sb = Sandbox::new();
+    let secret = sb.path().join("secret-a");
+    let write_secret = |text: &str| {
+        std::fs::write(&secret, text).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write_secret("not-the-secret\n");
+    let config = format!(
+        "{}[profiles.a]\ntoken_url = \"{}\"\nclient_id = \"a\"\nclient_secret = {{ file = \"{}\" }}\nretry_for = \"0s\"\n",
+        agent_section(&sb),
+        server.token_url(),
+        secret.display()
+    );
+    let agent = Agent::start(&sb, &config);
+    wait_until(
+        Duration::from_secs(10),
+        || agent.get("/readyz").1.contains("invalid_client"),
+        || format!("the wrong secret was never refused: {}", agent.log()),
+    );
+    // The file is fixed in place (as a secret manager rotates it); the config is unchanged.
+    write_secret(&format!("{SECRET}-a\n"));
+    agent.signal(libc::SIGHUP);
+    agent.wait_ready();
+    let (status, body) = agent.get("/v1/token/a");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        server
+            .state()
+            .check(json(&body)["access_token"].as_str().unwrap())
+            .is_some(),
+        "{body}"
+    );
+}

@@ -34,6 +34,8 @@ const GRACE: Duration = Duration::from_secs(10);
 /// A profile the agent keeps.
 struct Profile {
     config: ProfileConfig,
+    /// What its secrets were when its source was built (see `config_secrets_digest`).
+    secrets: [u8; 32],
     source: CachedSource,
     sinks: Arc<Vec<Sink>>,
     metrics: Arc<ProfileMetrics>,
@@ -62,6 +64,7 @@ pub struct Agent {
 /// A profile checked and ready to start: its source is built, its sinks are valid.
 struct Prepared {
     config: ProfileConfig,
+    secrets: [u8; 32],
     /// The running profile's source when its credentials are unchanged, else a new one.
     source: CachedSource,
     /// Whether `source` is new (the proxies of this profile restart with it).
@@ -108,9 +111,11 @@ impl Agent {
                     )));
                 }
             }
+            // Secrets are read again on every reload: a file rotated in place is a change.
+            let secrets = crate::settings::config_secrets_digest(profile);
             let previous = running
                 .get(name)
-                .filter(|p| p.config.same_credentials(profile));
+                .filter(|p| p.config.same_credentials(profile) && p.secrets == secrets);
             let (source, metrics, renewed) = match previous {
                 Some(p) => (p.source.clone(), Arc::clone(&p.metrics), false),
                 None => {
@@ -131,6 +136,7 @@ impl Agent {
                 name.clone(),
                 Prepared {
                     config: profile.clone(),
+                    secrets,
                     source,
                     renewed,
                     metrics,
@@ -187,6 +193,7 @@ impl Agent {
                 name,
                 Arc::new(Profile {
                     config: p.config,
+                    secrets: p.secrets,
                     source,
                     sinks,
                     metrics,
