@@ -9,6 +9,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::Proxy;
 use crate::forward::handle;
@@ -24,9 +25,12 @@ pub async fn run(
     grace: Duration,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
+            // Reap finished connections as they end, so that the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -38,15 +42,24 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        serve_connection(stream, &proxy, &graceful);
+        serve_connection(stream, &proxy, &graceful, &mut connections);
     }
     drop(listener);
     drain(graceful, grace).await;
+    // Dropping the set aborts what outlived the grace period: on a runtime that goes on (the
+    // agent's, after a reload) such a connection would otherwise stay open for good.
+    drop(connections);
     Ok(())
 }
 
-/// Serves one client connection on the current runtime, watched for graceful shutdown.
-fn serve_connection(stream: tokio::net::TcpStream, proxy: &Proxy, graceful: &GracefulShutdown) {
+/// Serves one client connection on the current runtime, watched for graceful shutdown and
+/// owned by `connections`.
+fn serve_connection(
+    stream: tokio::net::TcpStream,
+    proxy: &Proxy,
+    graceful: &GracefulShutdown,
+    connections: &mut JoinSet<()>,
+) {
     let _ = stream.set_nodelay(true);
     let shared = Arc::clone(&proxy.shared);
     let service = service_fn(move |req| {
@@ -56,7 +69,7 @@ fn serve_connection(stream: tokio::net::TcpStream, proxy: &Proxy, graceful: &Gra
     let connection =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     let connection = graceful.watch(connection);
-    tokio::spawn(async move {
+    connections.spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("client connection ended: {e}");
         }
@@ -103,9 +116,17 @@ pub fn run_threaded(
                     .build()?;
                 runtime.block_on(async move {
                     let graceful = GracefulShutdown::new();
-                    while let Some(stream) = connections.recv().await {
+                    let mut serving = JoinSet::new();
+                    loop {
+                        let stream = tokio::select! {
+                            Some(_) = serving.join_next(), if !serving.is_empty() => continue,
+                            stream = connections.recv() => match stream {
+                                Some(stream) => stream,
+                                None => break,
+                            },
+                        };
                         match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => serve_connection(stream, &proxy, &graceful),
+                            Ok(stream) => serve_connection(stream, &proxy, &graceful, &mut serving),
                             Err(e) => tracing::warn!("cannot adopt a connection: {e}"),
                         }
                     }

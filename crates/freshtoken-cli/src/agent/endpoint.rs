@@ -304,7 +304,7 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
             expires_in: p.source.current().map(|t| t.remaining(now).as_secs_f64()),
         })
         .collect();
-    let proxies = agent.proxies.lock().await;
+    let proxies = agent.proxies();
     let proxy_samples: Vec<ProxySample<'_>> = proxies
         .iter()
         .map(|r| ProxySample {

@@ -55,7 +55,9 @@ pub struct Agent {
     config_path: PathBuf,
     clock: SharedClock,
     profiles: Mutex<BTreeMap<String, Arc<Profile>>>,
-    proxies: tokio::sync::Mutex<Vec<RunningProxy>>,
+    /// The proxies serving now. Never held across an await: a reload drains the proxies it
+    /// stops outside it, so that `/metrics` does not wait for the drain.
+    proxies: Mutex<Vec<RunningProxy>>,
     /// `[agent]` as started: changes to it need a restart.
     endpoint: config::AgentConfig,
     reloads: Reloads,
@@ -77,6 +79,10 @@ struct Prepared {
 impl Agent {
     fn profiles(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Profile>>> {
         self.profiles.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn proxies(&self) -> std::sync::MutexGuard<'_, Vec<RunningProxy>> {
+        self.proxies.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The source of `profile`, if the agent keeps it.
@@ -316,7 +322,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
             config_path: config_path.clone(),
             clock,
             profiles: Mutex::default(),
-            proxies: tokio::sync::Mutex::default(),
+            proxies: Mutex::default(),
             endpoint: file.agent.clone(),
             reloads: Reloads::default(),
         });

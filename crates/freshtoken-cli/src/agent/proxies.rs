@@ -118,19 +118,23 @@ pub(super) async fn reconcile(
     configs: &[ProxyConfig],
     renewed: &[String],
 ) -> Vec<CliError> {
-    let mut running = agent.proxies.lock().await;
-    let mut old = std::mem::take(&mut *running);
-    let mut start = Vec::new();
-    for c in configs {
-        match old
-            .iter()
-            .position(|r| r.config == *c && !renewed.contains(&c.profile))
-        {
-            Some(i) => running.push(old.swap_remove(i)),
-            None => start.push(c.clone()),
+    let (old, start) = {
+        let mut running = agent.proxies();
+        let mut old = std::mem::take(&mut *running);
+        let mut start = Vec::new();
+        for c in configs {
+            match old
+                .iter()
+                .position(|r| r.config == *c && !renewed.contains(&c.profile))
+            {
+                Some(i) => running.push(old.swap_remove(i)),
+                None => start.push(c.clone()),
+            }
         }
-    }
-    // Free the ports first: a changed proxy usually keeps its address.
+        (old, start)
+    };
+    // Free the ports first: a changed proxy usually keeps its address. Reloads run one at a
+    // time (the signal loop awaits each), so nothing else changes the list meanwhile.
     for r in old {
         tracing::info!(listen = %r.config.listen, "stopping proxy");
         r.stop().await;
@@ -138,7 +142,7 @@ pub(super) async fn reconcile(
     let mut errors = Vec::new();
     for c in start {
         match start_one(agent, &c).await {
-            Ok(r) => running.push(r),
+            Ok(r) => agent.proxies().push(r),
             Err(e) => {
                 tracing::error!("{}", e.message);
                 errors.push(e);
@@ -197,7 +201,7 @@ async fn start_one(agent: &Agent, c: &ProxyConfig) -> CliResult<RunningProxy> {
 
 /// Stops every proxy, draining each.
 pub(super) async fn stop_all(agent: &Agent) {
-    let running = std::mem::take(&mut *agent.proxies.lock().await);
+    let running = std::mem::take(&mut *agent.proxies());
     for r in running {
         r.stop().await;
     }
