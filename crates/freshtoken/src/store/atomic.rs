@@ -72,24 +72,27 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    type Outcome = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn replaces_whole_with_the_mode_asked() {
-        let dir = tempfile::tempdir().unwrap();
+    fn replaces_whole_with_the_mode_asked() -> Outcome {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.token");
-        write_file_atomically(&path, b"one", 0o600).unwrap();
-        write_file_atomically(&path, b"two", 0o640).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
+        write_file_atomically(&path, b"one", 0o600)?;
+        write_file_atomically(&path, b"two", 0o640)?;
+        assert_eq!(fs::read(&path)?, b"two");
         // The mode is the new file's: rename replaces the inode.
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
-        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        let left: Vec<_> = fs::read_dir(dir.path())?.collect();
         assert_eq!(left.len(), 1, "no temporary file may be left behind");
+        Ok(())
     }
 
     #[test]
-    fn names_its_temporaries() {
+    fn names_its_temporaries() -> Outcome {
         let path = Path::new("/run/x/prod.token");
-        let tmp = temporary_for(path).unwrap();
+        let tmp = temporary_for(path)?;
         assert!(is_temporary_of(path, &tmp), "{}", tmp.display());
         assert!(!is_temporary_of(path, path));
         assert!(!is_temporary_of(
@@ -100,24 +103,21 @@ mod tests {
             path,
             Path::new("/run/y/.prod.token.1.2.tmp")
         ));
+        Ok(())
     }
 
     #[test]
-    fn a_symlink_in_place_of_the_temporary_is_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_symlink_in_place_of_the_temporary_is_not_followed() -> Outcome {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.token");
         // create_new refuses an existing name, symlink or not; the rename target itself may
         // be a symlink, which rename replaces rather than follows.
         let elsewhere = dir.path().join("elsewhere");
-        fs::write(&elsewhere, b"keep").unwrap();
-        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
-        write_file_atomically(&path, b"new", 0o600).unwrap();
-        assert_eq!(fs::read(&elsewhere).unwrap(), b"keep");
-        assert!(
-            !fs::symlink_metadata(&path)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        fs::write(&elsewhere, b"keep")?;
+        std::os::unix::fs::symlink(&elsewhere, &path)?;
+        write_file_atomically(&path, b"new", 0o600)?;
+        assert_eq!(fs::read(&elsewhere)?, b"keep");
+        assert!(!fs::symlink_metadata(&path)?.file_type().is_symlink());
+        Ok(())
     }
 }
