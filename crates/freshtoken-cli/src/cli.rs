@@ -192,12 +192,14 @@ $XDG_RUNTIME_DIR/freshtoken/agent.sock) and, if [agent] listen is set, on loopba
   GET /v1/token/<profile>?min_ttl=60s   the token as JSON (or raw with Accept: text/plain);
                                         404 unknown profile, 503 no valid token (with why)
   GET /healthz    the process is alive
-  GET /readyz     every profile holds a valid token (503 lists those that do not)
+  GET /readyz     every profile holds a valid token and its sinks hold one too (503 lists
+                  those that do not, and why)
   GET /metrics    Prometheus text: token requests by profile and outcome, seconds until
                   expiry, refresh latency, sink writes, proxy requests and 401 replays
 
-Signals: SIGHUP re-reads the config (profiles added, changed, removed; a config that does
-not parse keeps the running one, and says why); SIGTERM or SIGINT stops: proxies drain,
+Signals: SIGHUP re-reads the config and the secrets it names (profiles added, changed,
+removed, or whose secret changed; a config that does not parse keeps the running one, and
+says why); SIGTERM or SIGINT stops: proxies drain,
 sinks are removed or emptied (nothing keeps them fresh any more), exit 0.
 
 `freshtoken get --agent` asks the agent first and falls back to its own fetch.";

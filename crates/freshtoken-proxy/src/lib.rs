@@ -127,27 +127,27 @@ impl Proxy {
     /// A proxy that takes its tokens from `source`; refuses an upstream that is not an
     /// http(s) URL with a host.
     pub fn new(source: CachedSource, config: Config) -> freshtoken::Result<Self> {
-        Ok(Self {
-            shared: Arc::new(Shared {
-                upstream: upstream::Upstream::new(&config.upstream, tls_config()?)?,
-                source,
-                config,
-                stats: Arc::default(),
-                authorization: Default::default(),
-            }),
-        })
+        Self::with_stats(source, config, Arc::default())
     }
 
     /// A proxy sharing this one's token source, upstream and counters, with upstream
     /// connections of its own: one set per serving thread keeps each request on one thread.
     pub fn for_another_thread(&self) -> freshtoken::Result<Self> {
         let s = &self.shared;
+        Self::with_stats(s.source.clone(), s.config.clone(), Arc::clone(&s.stats))
+    }
+
+    fn with_stats(
+        source: CachedSource,
+        config: Config,
+        stats: Arc<Stats>,
+    ) -> freshtoken::Result<Self> {
         Ok(Self {
             shared: Arc::new(Shared {
-                upstream: upstream::Upstream::new(&s.config.upstream, tls_config()?)?,
-                source: s.source.clone(),
-                config: s.config.clone(),
-                stats: Arc::clone(&s.stats),
+                upstream: upstream::Upstream::new(&config.upstream, tls_config()?)?,
+                source,
+                config,
+                stats,
                 authorization: Default::default(),
             }),
         })

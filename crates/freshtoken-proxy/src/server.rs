@@ -24,13 +24,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
+    let mut serving = Serving::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
-            // Reap finished connections as they end, so that the set holds only live ones.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = serving.reap() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -42,49 +40,62 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        serve_connection(stream, &proxy, &graceful, &mut connections);
+        serving.serve(stream, &proxy);
     }
     drop(listener);
-    drain(graceful, grace).await;
-    // Dropping the set aborts what outlived the grace period: on a runtime that goes on (the
-    // agent's, after a reload) such a connection would otherwise stay open for good.
-    drop(connections);
+    serving.drain(grace).await;
     Ok(())
 }
 
-/// Serves one client connection on the current runtime, watched for graceful shutdown and
-/// owned by `connections`.
-fn serve_connection(
-    stream: tokio::net::TcpStream,
-    proxy: &Proxy,
-    graceful: &GracefulShutdown,
-    connections: &mut JoinSet<()>,
-) {
-    let _ = stream.set_nodelay(true);
-    let shared = Arc::clone(&proxy.shared);
-    let service = service_fn(move |req| {
-        let shared = Arc::clone(&shared);
-        async move { handle(&shared, req).await }
-    });
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    let connection = graceful.watch(connection);
-    connections.spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("client connection ended: {e}");
-        }
-    });
+/// The client connections one event loop serves, each watched for graceful shutdown.
+#[derive(Default)]
+struct Serving {
+    graceful: GracefulShutdown,
+    connections: JoinSet<()>,
 }
 
-async fn drain(graceful: GracefulShutdown, grace: Duration) {
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "requests still running after the {} s grace period were cut off",
-            grace.as_secs()
-        );
+impl Serving {
+    /// Serves one client connection on the current runtime.
+    fn serve(&mut self, stream: tokio::net::TcpStream, proxy: &Proxy) {
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&proxy.shared);
+        let service = service_fn(move |req| {
+            let shared = Arc::clone(&shared);
+            async move { handle(&shared, req).await }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = self.graceful.watch(connection);
+        self.connections.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("client connection ended: {e}");
+            }
+        });
+    }
+
+    /// Completes when a connection has ended (never while none is open), so that the set
+    /// holds only live ones.
+    async fn reap(&mut self) {
+        match self.connections.join_next().await {
+            Some(_) => {}
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Lets requests in flight finish for up to `grace`, then aborts what is left: on a
+    /// runtime that goes on (the agent's, after a reload) it would otherwise stay open for
+    /// good.
+    async fn drain(self, grace: Duration) {
+        if tokio::time::timeout(grace, self.graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "requests still running after the {} s grace period were cut off",
+                grace.as_secs()
+            );
+        }
+        drop(self.connections);
     }
 }
 
@@ -115,22 +126,21 @@ pub fn run_threaded(
                     .enable_all()
                     .build()?;
                 runtime.block_on(async move {
-                    let graceful = GracefulShutdown::new();
-                    let mut serving = JoinSet::new();
+                    let mut serving = Serving::default();
                     loop {
                         let stream = tokio::select! {
-                            Some(_) = serving.join_next(), if !serving.is_empty() => continue,
+                            () = serving.reap() => continue,
                             stream = connections.recv() => match stream {
                                 Some(stream) => stream,
                                 None => break,
                             },
                         };
                         match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => serve_connection(stream, &proxy, &graceful, &mut serving),
+                            Ok(stream) => serving.serve(stream, &proxy),
                             Err(e) => tracing::warn!("cannot adopt a connection: {e}"),
                         }
                     }
-                    drain(graceful, grace).await;
+                    serving.drain(grace).await;
                     Ok::<(), std::io::Error>(())
                 })
             })?;

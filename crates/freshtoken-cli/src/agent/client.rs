@@ -70,6 +70,9 @@ pub fn fetch(socket: &Path, profile: &str, min_ttl: Duration) -> Result<Token, S
             body.error.as_deref().unwrap_or("no reason given")
         ));
     }
+    if body.access_token.is_empty() {
+        return Err("the agent answered 200 without a token".into());
+    }
     let expires_at = UNIX_EPOCH + Duration::from_secs(body.expires_at);
     let token = Token::new(
         SecretString::from(body.access_token),

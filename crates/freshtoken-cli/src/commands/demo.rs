@@ -176,30 +176,31 @@ async fn bulk_job(
     })
 }
 
-/// Prints a line whenever the proxy's token changes.
+/// Prints a line whenever the proxy's token changes (the source says when; nothing polls).
 async fn watch_rotations(source: CachedSource, started: Instant, rotations: Arc<AtomicU64>) {
+    let mut changes = source.subscribe();
     let mut last = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
-        tick.tick().await;
-        let Some(token) = source.cached() else {
-            continue;
-        };
-        let fp = token.fingerprint();
-        if last != Some(fp) {
-            let n = rotations.fetch_add(1, Ordering::Relaxed) + 1;
-            println!(
-                "  {:>5.2} s  {} {fp} (#{n}), valid {} more",
-                started.elapsed().as_secs_f64(),
-                if last.is_none() {
-                    "first token"
-                } else {
-                    "rotated to"
-                },
-                freshtoken::fmt_duration(token.remaining(std::time::SystemTime::now()))
-            );
-            let _ = std::io::stdout().flush();
-            last = Some(fp);
+        if let Some(token) = source.current() {
+            let fp = token.fingerprint();
+            if last != Some(fp) {
+                let n = rotations.fetch_add(1, Ordering::Relaxed) + 1;
+                println!(
+                    "  {:>5.2} s  {} {fp} (#{n}), valid {} more",
+                    started.elapsed().as_secs_f64(),
+                    if last.is_none() {
+                        "first token"
+                    } else {
+                        "rotated to"
+                    },
+                    freshtoken::fmt_duration(token.remaining(std::time::SystemTime::now()))
+                );
+                let _ = std::io::stdout().flush();
+                last = Some(fp);
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -26,12 +26,8 @@ pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
 
 /// A runtime for a long-running command: two worker threads (the machines are small).
 pub fn server_runtime() -> CliResult<tokio::runtime::Runtime> {
-    let workers = std::env::var("FRESHTOKEN_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))
