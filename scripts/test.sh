@@ -38,6 +38,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+# Every test bounds its own waits; this is the backstop for a hang none of them foresaw. It
+# ends the run (and every process it started: timeout signals its whole process group) with
+# a failure and the log so far, long before a CI system would give up on it silently.
+limit=40m
+status=0
+timeout --kill-after=30s "$limit" cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+  [ "$status" -eq 124 ] && echo "== cargo test did not finish within $limit: a test hangs (see the last test named above)"
+  exit "$status"
+fi
 # One closing line for the whole run: cargo's own last line is its doc tests' (often 0).
 awk '/^test result:/ {p += $4; f += $6; s += $8} END {printf "total: %d passed, %d failed, %d skipped\n", p, f, s}' "$log"

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -175,7 +174,7 @@ fn dev_server_command_serves_tokens_and_stats() {
     );
 
     send_signal(child.id(), 15);
-    let status = child.wait().unwrap();
+    let status = wait(&mut child, "the dev-server after SIGTERM");
     assert!(status.success(), "SIGTERM stops it cleanly: {status:?}");
 
     let o = run(sb.cmd().args(["dev-server", "--listen", "0.0.0.0:0"]));
@@ -321,14 +320,11 @@ fn dev_server_accepts_private_key_jwt_from_the_binary() {
     );
     assert_eq!(status, 200);
     send_signal(child.id(), 15);
-    assert!(child.wait().unwrap().success());
+    assert!(wait(&mut child, "the dev-server after SIGTERM").success());
 }
 
 /// The base URL a dev-server process prints on its first line.
 fn announced_url(child: &mut std::process::Child) -> String {
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let first = first_line(child, "the dev-server");
     first.trim().rsplit(' ').next().unwrap().to_owned()
 }

@@ -46,7 +46,7 @@ fn workspace(sb: &Sandbox) -> (PathBuf, String) {
 /// Runs a shell step as a CI system would: bash, in the work tree, with the credentials.
 fn run_step(sb: &Sandbox, server: &Server, script: &str) -> std::process::Output {
     let (work, path) = workspace(sb);
-    Command::new("bash")
+    run(Command::new("bash")
         .args(["-c", script])
         .current_dir(&work)
         .env_clear()
@@ -58,9 +58,7 @@ fn run_step(sb: &Sandbox, server: &Server, script: &str) -> std::process::Output
         .env("FRESHTOKEN_UPSTREAM", server.base_url())
         .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
         .env("FRESHTOKEN_CLIENT_SECRET", SECRET)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null()))
 }
 
 fn assert_pushed(server: &Server, out: &std::process::Output) {

@@ -102,7 +102,7 @@ fn sigterm_is_forwarded_to_the_child() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let status = child.wait().unwrap();
+    let status = wait(&mut child, "exec after SIGTERM");
     assert_eq!(
         status.code(),
         Some(42),

@@ -118,11 +118,13 @@ fn a_lock_holder_killed_mid_fetch_is_taken_over_within_the_lease() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    while server.stats().token_requests == 0 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || server.stats().token_requests > 0,
+        || "the lock holder never asked for a token".to_owned(),
+    );
     holder.kill().unwrap(); // SIGKILL, in the middle of its fetch
-    holder.wait().unwrap();
+    wait(&mut holder, "the killed lock holder");
     server.set_faults(Faults::default());
 
     let taken_over = Instant::now();

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -30,20 +29,23 @@ impl Provider {
             "oidc-provider is not installed: run `npm ci --prefix tests/interop` (scripts/test.sh does) — needs Node.js 20+ and npm"
         );
         let dir = tempfile::tempdir().unwrap();
+        // Node makes the stderr it is given non-blocking, for every process that shares it:
+        // given the test's own, it would leave cargo's output pipe non-blocking too. A file of
+        // its own keeps that away, and is shown when the server does not come up.
+        let log = dir.path().join("server.log");
         let mut child = Command::new("node")
             .arg(harness.join("server.mjs"))
             .arg(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("node runs (install Node.js 20+: apt-get install nodejs npm)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("harness said {line:?}: {e}"));
+        let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let line = try_first_line(&mut child, "the oidc-provider harness")
+            .unwrap_or_else(|e| panic!("{e}; its log:\n{}", server_log()));
+        let info: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("harness said {line:?}: {e}; its log:\n{}", server_log()));
         Self {
             child,
             info,

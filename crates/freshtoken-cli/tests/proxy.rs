@@ -5,7 +5,7 @@ mod common;
 #[path = "common/tls.rs"]
 mod tls;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -32,10 +32,7 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
+        let first = first_line(&mut child, "the proxy");
         let url = first
             .split_whitespace()
             .nth(3)
@@ -60,7 +57,7 @@ impl Proxy {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
-        let status = self.child.wait().unwrap();
+        let status = wait(&mut self.child, "the proxy after SIGTERM");
         let mut err = String::new();
         self.child
             .stderr
@@ -81,11 +78,7 @@ impl Drop for Proxy {
 }
 
 fn curl(args: &[&str]) -> String {
-    let o = Command::new("curl")
-        .args(["-s", "-S"])
-        .args(args)
-        .output()
-        .expect("curl is needed: apt-get install curl");
+    let o = run(Command::new("curl").args(["-s", "-S"]).args(args));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -255,14 +248,10 @@ fn two_hundred_megabytes_each_way_with_memory_well_under_100_mb() {
         &format!("{}/api/blob/{SIZE}", proxy.url),
     ]);
     assert_eq!(down, format!("{SIZE} 200"));
-    let up = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "head -c {SIZE} /dev/zero | curl -s -S -T - {}/api/sink",
-            proxy.url
-        ))
-        .output()
-        .unwrap();
+    let up = run(Command::new("sh").arg("-c").arg(format!(
+        "head -c {SIZE} /dev/zero | curl -s -S -T - {}/api/sink",
+        proxy.url
+    )));
     let up = String::from_utf8_lossy(&up.stdout);
     assert!(up.contains(&format!("\"received_bytes\":{SIZE}")), "{up}");
     let peak = proxy.peak_rss_kib();
