@@ -14,6 +14,7 @@ mod env;
 mod exit;
 mod human;
 mod logging;
+mod secret;
 mod settings;
 mod stores;
 

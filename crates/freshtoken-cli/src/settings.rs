@@ -4,8 +4,6 @@
 //! clap already puts a flag before its `FRESHTOKEN_*` variable; this module puts both before
 //! the config file's profile and fills in defaults.
 
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +14,14 @@ use freshtoken::{
     AuthMethod, CacheKey, FileStore, HttpOptions, RefreshPolicy, RetryPolicy, SharedClock,
     SigningAlg, SkewedClock, SystemClock, TokenRequest, TokenStore,
 };
-use secrecy::SecretString;
 use url::Url;
 
 use crate::cli::{Cli, CredentialArgs};
-use crate::config::{self, ProfileConfig, SecretSource};
+use crate::config::{self, ProfileConfig};
 use crate::discovery;
 use crate::env;
 use crate::exit::{CliError, CliResult};
+use crate::secret::{ConfigSecrets, Secret, SecretSpec, read_secret};
 
 /// Where tokens are cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,16 +73,6 @@ impl CacheChoice {
             _ => None,
         }
     }
-}
-
-/// Where the client secret comes from, decided but not yet read.
-#[derive(Debug, Clone)]
-enum SecretSpec {
-    Stdin,
-    File(PathBuf),
-    Env(&'static str),
-    Config(SecretSource),
-    Missing,
 }
 
 /// Everything a command needs to get a profile's token.
@@ -440,6 +428,18 @@ impl Settings {
         &self.request
     }
 
+    /// Uses the secrets `read` holds instead of reading the profile's sources again.
+    pub fn with_secrets(mut self, read: ConfigSecrets) -> Self {
+        let (secret, key) = read.into_specs();
+        if let (SecretSpec::Config(_), Some(read)) = (&self.secret, secret) {
+            self.secret = read;
+        }
+        if let (SecretSpec::Config(_), Some(read)) = (&self.key, key) {
+            self.key = read;
+        }
+        self
+    }
+
     /// The full request: reads the secret now (from stdin, a file, the environment or a
     /// command) and checks that the request can work.
     pub fn token_request(&self) -> CliResult<TokenRequest> {
@@ -467,39 +467,6 @@ impl Settings {
     }
 }
 
-/// A digest of the secrets that `profile` names (client secret, private key), read now. The
-/// agent keeps it for each running profile and compares it on reload, so that a secret file
-/// rewritten in place, or a command that now prints another secret, renews the profile even
-/// though its config did not change. Only the digest is kept, never the secret. A secret that
-/// cannot be read counts as changed; building the profile then says why, if it needs it.
-pub fn config_secrets_digest(profile: &ProfileConfig) -> [u8; 32] {
-    use secrecy::ExposeSecret;
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    for (source, what) in [
-        (&profile.client_secret, Secret::ClientSecret),
-        (&profile.private_key, Secret::PrivateKey),
-    ] {
-        let Some(source) = source else {
-            hash.update([0]);
-            continue;
-        };
-        // The auth method only shapes the message for a missing secret, which a configured
-        // one never is.
-        let spec = SecretSpec::Config(source.clone());
-        match read_secret(&spec, what, AuthMethod::ClientSecretBasic) {
-            Ok(secret) => {
-                let bytes = secret.expose_secret().as_bytes();
-                hash.update([1]);
-                hash.update((bytes.len() as u64).to_le_bytes());
-                hash.update(bytes);
-            }
-            Err(_) => hash.update([2]),
-        }
-    }
-    hash.finalize().into()
-}
-
 /// The real clock, unless FRESHTOKEN_CLOCK_SKEW moves it (for tests of expiry and fleets).
 pub fn clock_from_env() -> CliResult<SharedClock> {
     match std::env::var(env::CLOCK_SKEW) {
@@ -519,79 +486,6 @@ enum Layers {
     ConfigOnly,
 }
 
-/// Which secret is being read, for messages and for how its text is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Secret {
-    ClientSecret,
-    PrivateKey,
-}
-
-impl Secret {
-    fn name(self) -> &'static str {
-        match self {
-            Secret::ClientSecret => "client secret",
-            Secret::PrivateKey => "private key",
-        }
-    }
-}
-
-fn read_secret(spec: &SecretSpec, what: Secret, method: AuthMethod) -> CliResult<SecretString> {
-    let name = what.name();
-    let (text, from) = match spec {
-        SecretSpec::Stdin => {
-            let mut s = String::new();
-            std::io::stdin()
-                .take(64 * 1024)
-                .read_to_string(&mut s)
-                .map_err(|e| CliError::usage(format!("cannot read the {name} from stdin: {e}")))?;
-            (s, "standard input".to_owned())
-        }
-        SecretSpec::File(path) | SecretSpec::Config(SecretSource::File(path)) => {
-            (read_secret_file(path, name)?, path.display().to_string())
-        }
-        SecretSpec::Env(var) => (env_secret(var, name)?, format!("${var}")),
-        SecretSpec::Config(SecretSource::Env(var)) => (env_secret(var, name)?, format!("${var}")),
-        SecretSpec::Config(SecretSource::Command(argv)) => (
-            run_secret_command(argv, name)?,
-            format!(
-                "command {:?}",
-                argv.first().map(String::as_str).unwrap_or("")
-            ),
-        ),
-        SecretSpec::Missing => {
-            let how = match what {
-                Secret::ClientSecret => format!(
-                    "set {}, --client-secret-file, --client-secret-stdin or client_secret in the profile",
-                    env::CLIENT_SECRET
-                ),
-                Secret::PrivateKey => format!(
-                    "set --private-key PATH, {} (the PEM itself) or private_key in the profile",
-                    env::PRIVATE_KEY
-                ),
-            };
-            return Err(CliError::usage(format!(
-                "auth method {method} needs a {name}: {how}"
-            )));
-        }
-    };
-    let text = match what {
-        Secret::ClientSecret => text.trim_end_matches(['\n', '\r']).to_owned(),
-        Secret::PrivateKey => text,
-    };
-    if text.trim().is_empty() {
-        return Err(CliError::usage(format!("the {name} from {from} is empty")));
-    }
-    Ok(SecretString::from(text))
-}
-
-fn env_secret(var: &str, name: &str) -> CliResult<String> {
-    std::env::var(var).map_err(|_| {
-        CliError::usage(format!(
-            "the {name} comes from ${var}, which is not set (or not UTF-8)"
-        ))
-    })
-}
-
 /// A list setting: the flag's values (each may be space-separated) if given, else the file's.
 fn list(flag: &[String], file: Option<&config::OneOrMany>) -> Vec<String> {
     if flag.is_empty() {
@@ -602,56 +496,6 @@ fn list(flag: &[String], file: Option<&config::OneOrMany>) -> Vec<String> {
             .map(str::to_owned)
             .collect()
     }
-}
-
-fn read_secret_file(path: &Path, name: &str) -> CliResult<String> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        CliError::usage(format!(
-            "cannot read the {name} file {}: {e}",
-            path.display()
-        ))
-    })?;
-    if meta.mode() & 0o077 != 0 {
-        tracing::warn!(
-            "{name} file {} is readable by others (mode {:o}); chmod 600 it",
-            path.display(),
-            meta.mode() & 0o777
-        );
-    }
-    let mut s = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(64 * 1024).read_to_string(&mut s))
-        .map_err(|e| {
-            CliError::usage(format!(
-                "cannot read the {name} file {}: {e}",
-                path.display()
-            ))
-        })?;
-    Ok(s)
-}
-
-fn run_secret_command(argv: &[String], name: &str) -> CliResult<String> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(CliError::usage("the secret command is empty"));
-    };
-    let output = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| CliError::usage(format!("cannot run the {name} command {program:?}: {e}")))?;
-    if !output.status.success() {
-        // Its output is not shown: it may be part of the secret.
-        return Err(CliError::usage(format!(
-            "the {name} command {program:?} failed ({})",
-            output.status
-        )));
-    }
-    String::from_utf8(output.stdout).map_err(|_| {
-        CliError::usage(format!(
-            "the {name} command {program:?} printed something that is not UTF-8"
-        ))
-    })
 }
 
 fn parse_url(what: &str, value: &str) -> CliResult<Url> {

@@ -891,6 +891,63 @@ fn sighup_reads_a_secret_file_again_when_only_its_contents_changed() {
 }
 
 #[test]
+fn a_secret_command_runs_once_at_start_and_once_per_reload() {
+    let server = server(Duration::from_secs(60));
+    let sb = Sandbox::new();
+    let runs = sb.path().join("runs");
+    let config = |extra: &str| {
+        format!(
+            "{}[profiles.a]\ntoken_url = \"{}\"\nclient_id = \"a\"\nclient_secret = {{ command = [\"sh\", \"-c\", \"echo run >> {}; printf %s {SECRET}-a\"] }}\nretry_for = \"0s\"\n{extra}",
+            agent_section(&sb),
+            server.token_url(),
+            runs.display()
+        )
+    };
+    let count = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let reloads = |agent: &Agent| {
+        sum(
+            &metrics(agent),
+            "freshtoken_config_reloads_total",
+            ("outcome", "ok"),
+        )
+    };
+    let agent = Agent::start(&sb, &config(""));
+    agent.wait_ready();
+    assert_eq!(count(), 1, "at start");
+
+    // Nothing changed: the secret is read to see that, and the profile keeps its source.
+    agent.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(10),
+        || reloads(&agent) == 1.0,
+        || agent.log(),
+    );
+    assert_eq!(count(), 2, "after a reload that changed nothing");
+
+    // The profile changed: it is renewed from the same reading.
+    std::fs::write(sb.path().join("agent.toml"), config("timeout = \"20s\"\n")).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(10),
+        || reloads(&agent) == 2.0,
+        || agent.log(),
+    );
+    assert_eq!(count(), 3, "after a reload that renewed the profile");
+    let (status, body) = agent.get("/v1/token/a");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server.stats().token_requests,
+        2,
+        "one token per source built"
+    );
+}
+
+#[test]
 fn metrics_answer_during_a_reload_drain_and_the_drain_cuts_off_what_outlives_it() {
     let server = server(Duration::from_secs(60));
     let sb = Sandbox::new();

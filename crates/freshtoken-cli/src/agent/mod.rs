@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::cli::{AgentArgs, Cli};
 use crate::config::{self, ConfigFile, ProfileConfig};
 use crate::exit::{CliError, CliResult};
+use crate::secret::ConfigSecrets;
 use crate::settings::Settings;
 use keeper::Keeper;
 use metrics::{ProfileMetrics, Reloads};
@@ -34,7 +35,7 @@ const GRACE: Duration = Duration::from_secs(10);
 /// A profile the agent keeps.
 struct Profile {
     config: ProfileConfig,
-    /// What its secrets were when its source was built (see `config_secrets_digest`).
+    /// What its secrets were when its source was built (see `ConfigSecrets::digest`).
     secrets: [u8; 32],
     source: CachedSource,
     sinks: Arc<Vec<Sink>>,
@@ -118,7 +119,8 @@ impl Agent {
                 }
             }
             // Secrets are read again on every reload: a file rotated in place is a change.
-            let secrets = crate::settings::config_secrets_digest(profile);
+            let read = ConfigSecrets::read(profile);
+            let secrets = read.digest();
             let previous = running
                 .get(name)
                 .filter(|p| p.config.same_credentials(profile) && p.secrets == secrets);
@@ -133,7 +135,8 @@ impl Agent {
                         .map_err(|e| CliError {
                             message: format!("profile {name:?}: {}", e.message),
                             ..e
-                        })?;
+                        })?
+                        .with_secrets(read);
                     let source = build_source(&settings, name, Arc::clone(&metrics))?;
                     (source, metrics, true)
                 }
