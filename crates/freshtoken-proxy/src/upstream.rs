@@ -129,14 +129,23 @@ impl Upstream {
     }
 
     /// Sends `request` (its URI in origin form, from [`Upstream::target`]). A request that
-    /// never left because an idle connection closed under it goes again on a new one, as
-    /// hyper's pooled client does; one that left is never sent twice here.
+    /// never left because an idle connection closed under it goes again on another, as
+    /// hyper's pooled client does; one that left is never sent twice here. Past as many
+    /// tries as the pool holds, it takes a new connection, whose failure is final: the loop
+    /// ends even if every connection it is handed closes.
     pub(crate) async fn send(
         &self,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, BoxError> {
+        let mut tries = 0;
         loop {
-            let (sender, reused) = match self.checkout(Instant::now()) {
+            tries += 1;
+            let pooled = if tries <= MAX_IDLE {
+                self.checkout(Instant::now())
+            } else {
+                None
+            };
+            let (sender, reused) = match pooled {
                 Some(sender) => (sender, true),
                 // Boxed: the TLS handshake's state is kilobytes, and carried inline it would
                 // be copied with every request's future on the path that reuses a connection.
