@@ -157,6 +157,11 @@ pub struct CredentialArgs {
     /// Keep retrying a failing token endpoint this long, e.g. 60s (0 = no retries).
     #[arg(long, env = env::RETRY_FOR, value_name = "DURATION")]
     pub retry_for: Option<String>,
+
+    /// PEM file of certificate authorities to trust besides the system's, for a token
+    /// endpoint, issuer or upstream behind a private CA. Verification is never turned off.
+    #[arg(long, env = env::CA_FILE, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Output formats of `get`.

@@ -119,6 +119,8 @@ pub struct ProfileConfig {
     pub cache: Option<String>,
     pub timeout: Option<String>,
     pub retry_for: Option<String>,
+    /// PEM file of certificate authorities trusted besides the platform's.
+    pub ca_file: Option<PathBuf>,
     /// Lifetime assumed when the server gives no expiry at all.
     pub default_lifetime: Option<String>,
     /// Fraction of the lifetime after which a refresh starts (default 0.75).

@@ -44,6 +44,8 @@ pub const CACHE: &str = "FRESHTOKEN_CACHE";
 pub const TIMEOUT: &str = "FRESHTOKEN_TIMEOUT";
 /// How long to keep retrying a failing token endpoint.
 pub const RETRY_FOR: &str = "FRESHTOKEN_RETRY_FOR";
+/// Certificate authorities trusted besides the platform's (PEM file).
+pub const CA_FILE: &str = "FRESHTOKEN_CA_FILE";
 /// Config file path.
 pub const CONFIG: &str = "FRESHTOKEN_CONFIG";
 /// Profile name.

@@ -294,6 +294,7 @@ impl Settings {
         if let Some(d) = duration(None, profile.default_lifetime.as_ref(), "default_lifetime")? {
             http.default_lifetime = d;
         }
+        http.ca_file = args.ca_file.clone().or_else(|| profile.ca_file.clone());
 
         let mut policy = RefreshPolicy::default();
         if let Some(v) = profile.refresh_at {

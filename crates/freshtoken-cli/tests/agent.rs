@@ -843,10 +843,15 @@ fn readiness_waits_for_the_sinks_and_names_a_profile_whose_sink_cannot_be_writte
         || agent.log().contains("cannot write sink"),
         || format!("the bad sink was never tried: {}", agent.log()),
     );
+    // The keepers run side by side: b's failure may come before a's write.
+    wait_until(
+        Duration::from_secs(10),
+        || good.exists(),
+        || format!("a's sink was never written: {}", agent.log()),
+    );
     // Both profiles hold a token; only b's sink lacks it.
     assert_eq!(agent.get("/v1/token/a").0, 200);
     assert_eq!(agent.get("/v1/token/b").0, 200);
-    assert!(good.exists(), "a's sink is written");
     let (status, body) = agent.get("/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("b (its sinks are not written)"), "{body}");

@@ -401,3 +401,54 @@ fn listening_beyond_loopback_needs_allow_remote() {
     ]));
     assert_fails_with(&o, 2, "--allow-remote");
 }
+
+#[test]
+fn ca_file_trusts_a_private_ca_for_the_token_endpoint_and_the_upstream() {
+    let sb = Sandbox::new();
+    let private = tls::TlsUpstream::start(sb.path(), &[b"http/1.1"]);
+    let get = |ca_file: Option<&std::path::Path>| {
+        let mut cmd = sb.cmd();
+        cmd.env(
+            "FRESHTOKEN_TOKEN_URL",
+            format!("{}/oauth/token", private.url),
+        )
+        .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
+        .env("FRESHTOKEN_CLIENT_SECRET", SECRET)
+        .env("FRESHTOKEN_RETRY_FOR", "0")
+        .args(["get", "--cache", "memory"]);
+        if let Some(path) = ca_file {
+            cmd.arg("--ca-file").arg(path);
+        }
+        run(&mut cmd)
+    };
+    // The platform's roots alone do not know the CA: refused, and the error says why.
+    let o = get(None);
+    assert_fails_with(
+        &o,
+        4,
+        "invalid peer certificate: UnknownIssuer (a private CA? trust it with --ca-file PATH",
+    );
+    // With the CA's certificate named, the same endpoint is trusted.
+    let o = get(Some(&private.ca_file));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "from-the-private-ca\n");
+    // A file that holds no certificate is a configuration error naming the file.
+    let not_pem = sb.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let o = get(Some(&not_pem));
+    assert_fails_with(&o, 2, "not-a-ca.pem: holds no PEM certificate");
+
+    // The proxy trusts the same file for its upstream (tokens from the plain dev-server).
+    let server = Server::start(Duration::from_secs(3600));
+    let through = |ca_file: Option<&std::path::Path>| {
+        let mut cmd = sb.cmd_for(&server);
+        cmd.args(["proxy", "--upstream", &private.url]);
+        if let Some(path) = ca_file {
+            cmd.arg("--ca-file").arg(path);
+        }
+        let proxy = Proxy::spawn(cmd);
+        curl(&["-w", " %{http_code}", &format!("{}/v2/things", proxy.url)])
+    };
+    assert!(through(None).ends_with(" 502"), "without the CA file");
+    assert_eq!(through(Some(&private.ca_file)), "HTTP/1.1\n 200");
+}

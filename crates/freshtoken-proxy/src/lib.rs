@@ -16,6 +16,7 @@ mod headers;
 mod server;
 mod upstream;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +35,9 @@ pub struct Config {
     pub upstream: Url,
     /// Largest request body kept for a replay.
     pub replay_limit: usize,
+    /// A PEM file of certificate authorities trusted for the upstream besides the
+    /// platform's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Counters, for the demo, the agent's metrics and tests.
@@ -144,7 +148,10 @@ impl Proxy {
     ) -> freshtoken::Result<Self> {
         Ok(Self {
             shared: Arc::new(Shared {
-                upstream: upstream::Upstream::new(&config.upstream, tls_config()?)?,
+                upstream: upstream::Upstream::new(
+                    &config.upstream,
+                    tls_config(config.ca_file.as_deref())?,
+                )?,
                 source,
                 config,
                 stats,
@@ -164,19 +171,33 @@ impl Proxy {
     }
 }
 
-/// One TLS config (and so one copy of the platform's roots) for every upstream in the process.
-fn tls_config() -> freshtoken::Result<rustls::ClientConfig> {
+/// One TLS config (and so one copy of the platform's roots) for every upstream in the process
+/// that trusts the same CA file, or none.
+fn tls_config(ca_file: Option<&Path>) -> freshtoken::Result<rustls::ClientConfig> {
+    type Configs = Vec<(Option<PathBuf>, rustls::ClientConfig)>;
+    static TLS: std::sync::Mutex<Configs> = std::sync::Mutex::new(Vec::new());
     freshtoken::install_crypto_provider();
-    static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
-    if let Some(tls) = TLS.get() {
+    let mut built = TLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, tls)) = built.iter().find(|(p, _)| p.as_deref() == ca_file) {
         return Ok(tls.clone());
     }
-    use hyper_rustls::ConfigBuilderExt;
-    let tls = rustls::ClientConfig::builder()
-        .try_with_platform_verifier()
-        .map_err(|e| {
-            freshtoken::Error::Config(format!("cannot load the platform's TLS roots: {e}"))
-        })?
+    let extra = match ca_file {
+        Some(path) => freshtoken::load_ca_file(path)?,
+        None => Vec::new(),
+    };
+    let builder = rustls::ClientConfig::builder();
+    // What hyper-rustls's `try_with_platform_verifier` does, with the CA file's roots added.
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+        extra,
+        builder.crypto_provider().clone(),
+    )
+    .map_err(|e| freshtoken::Error::Config(format!("cannot load the platform's TLS roots: {e}")))?;
+    let tls = builder
+        .dangerous() // the platform's verifier with more roots, not fewer checks
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    Ok(TLS.get_or_init(|| tls).clone())
+    built.push((ca_file.map(Path::to_owned), tls.clone()));
+    Ok(tls)
 }

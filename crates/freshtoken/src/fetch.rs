@@ -2,6 +2,7 @@
 //! no redirects, and retries of what is worth retrying.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -40,6 +41,9 @@ pub struct HttpOptions {
     pub retry: RetryPolicy,
     /// Lifetime assumed when the server gives neither `expires_in` nor a JWT `exp`.
     pub default_lifetime: Duration,
+    /// A PEM file of certificate authorities trusted besides the platform's roots (see
+    /// [`load_ca_file`](crate::load_ca_file)).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The documented lifetime assumed when a server says nothing about expiry: short, so a
@@ -54,15 +58,25 @@ impl Default for HttpOptions {
             max_body: 1024 * 1024,
             retry: RetryPolicy::default(),
             default_lifetime: DEFAULT_LIFETIME,
+            ca_file: None,
         }
     }
 }
 
-/// Builds the HTTP client freshtoken uses everywhere: rustls with the platform's roots, no
-/// redirects, the given timeouts.
+/// Builds the HTTP client freshtoken uses everywhere: rustls with the platform's roots (and
+/// the CA file's, if any), no redirects, the given timeouts.
 pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
     install_crypto_provider();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = &options.ca_file {
+        let extra = crate::tls::load_ca_file(path)?
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("CA file {}: {}", path.display(), chain(&e))))?;
+        builder = builder.tls_certs_merge(extra);
+    }
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .timeout(options.timeout)
         .connect_timeout(options.connect_timeout)
@@ -306,7 +320,14 @@ impl HttpFetcher {
         } else {
             format!("request to {} failed", host(&self.request))
         };
-        self.redact(format!("{what}: {}", root_cause(e)))
+        let cause = root_cause(e);
+        // rustls names an unknown CA "UnknownIssuer"; the fix is one flag away.
+        let hint = if cause.contains("UnknownIssuer") && self.options.ca_file.is_none() {
+            " (a private CA? trust it with --ca-file PATH, or ca_file in the profile)"
+        } else {
+            ""
+        };
+        self.redact(format!("{what}: {cause}{hint}"))
     }
 
     /// Removes the client secret from text that came from the server or the network stack:

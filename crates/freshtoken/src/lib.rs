@@ -36,6 +36,7 @@ mod response;
 pub mod retry;
 mod source;
 pub mod store;
+mod tls;
 mod token;
 
 #[cfg(test)]
@@ -58,4 +59,5 @@ pub use store::{
     FileStore, LayeredStore, MemoryStore, StoreLock, TokenStore, is_temporary_of,
     write_file_atomically,
 };
+pub use tls::load_ca_file;
 pub use token::{ExpirySource, Fingerprint, Token};

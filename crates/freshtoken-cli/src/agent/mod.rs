@@ -286,11 +286,16 @@ fn build_source(
     .map_err(named)
 }
 
-/// One HTTP client per distinct set of timeouts: each client holds its own copy of the TLS
+/// One HTTP client per distinct set of timeouts and CA file: each client holds its own copy of the TLS
 /// roots, and ten profiles need not hold ten.
 fn shared_client(options: &freshtoken::HttpOptions) -> CliResult<reqwest::Client> {
-    static CLIENTS: Mutex<Vec<((Duration, Duration), reqwest::Client)>> = Mutex::new(Vec::new());
-    let key = (options.timeout, options.connect_timeout);
+    type Key = (Duration, Duration, Option<PathBuf>);
+    static CLIENTS: Mutex<Vec<(Key, reqwest::Client)>> = Mutex::new(Vec::new());
+    let key = (
+        options.timeout,
+        options.connect_timeout,
+        options.ca_file.clone(),
+    );
     let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, c)) = clients.iter().find(|(k, _)| *k == key) {
         return Ok(c.clone());

@@ -169,6 +169,7 @@ async fn start_one(agent: &Agent, c: &ProxyConfig) -> CliResult<RunningProxy> {
         Config {
             upstream: checked.upstream,
             replay_limit: checked.replay_limit,
+            ca_file: profile.ca_file.clone(),
         },
     )?;
     let listener = tokio::net::TcpListener::bind(checked.listen)

@@ -96,6 +96,7 @@ async fn bulk_job(
         freshtoken_proxy::Config {
             upstream,
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            ca_file: None,
         },
     )?;
     let background = freshtoken_proxy::Background::start(proxy.clone())

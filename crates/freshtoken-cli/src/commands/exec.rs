@@ -55,6 +55,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
                 Config {
                     upstream,
                     replay_limit: DEFAULT_REPLAY_LIMIT,
+                    ca_file: settings.http.ca_file.clone(),
                 },
             )?;
             let background = freshtoken_proxy::Background::start(proxy)

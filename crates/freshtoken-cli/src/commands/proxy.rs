@@ -26,6 +26,7 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
         Config {
             upstream,
             replay_limit,
+            ca_file: settings.http.ca_file.clone(),
         },
     )?;
     let listener = std::net::TcpListener::bind(addr)

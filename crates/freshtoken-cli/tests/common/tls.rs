@@ -1,7 +1,8 @@
 //! An HTTPS upstream for proxy tests: a certificate authority of the test's own (trusted by
-//! the process under test through `SSL_CERT_FILE`, which the platform verifier reads on
-//! Linux) and a small server that offers HTTP/2 and/or HTTP/1.1 by ALPN and records what
-//! reached it.
+//! the process under test through `--ca-file`, or `SSL_CERT_FILE`, which the platform
+//! verifier reads on Linux) and a small server that offers HTTP/2 and/or HTTP/1.1 by ALPN and
+//! records what reached it. `POST /oauth/token` answers with a token, so that it can stand
+//! for a token endpoint behind a private CA.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -129,7 +130,15 @@ async fn answer(
         .map(|a| a.to_string())
         .or_else(|| header(http::header::HOST));
     let version = req.version();
+    let token_request = req.method() == http::Method::POST && req.uri().path() == "/oauth/token";
     let body_len = body_len(req.into_body()).await?;
+    if token_request {
+        // A token endpoint behind the private CA, for tests of --ca-file.
+        return Ok(Response::new(
+            r#"{"access_token":"from-the-private-ca","token_type":"Bearer","expires_in":3600}"#
+                .to_owned(),
+        ));
+    }
     record.lock().unwrap().push(Seen {
         version,
         authorization,
