@@ -3,6 +3,8 @@
 //! and who may reach the endpoint.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -1019,5 +1021,48 @@ fn metrics_answer_during_a_reload_drain_and_the_drain_cuts_off_what_outlives_it(
         Duration::from_secs(10),
         || started(&agent.log()) == 2,
         || format!("the changed proxy never started: {}", agent.log()),
+    );
+}
+
+#[test]
+fn a_proxy_trusts_its_profiles_ca_file_for_the_upstream() {
+    let server = server(Duration::from_secs(60));
+    let sb = Sandbox::new();
+    let private = tls::TlsUpstream::start(sb.path(), &[b"http/1.1"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "{}{}[[proxy]]\nprofile = \"a\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n",
+        agent_section(&sb),
+        profile(
+            &server,
+            "a",
+            &format!("ca_file = \"{}\"", private.ca_file.display())
+        ),
+        private.url
+    );
+    let agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+    let out = run(std::process::Command::new("curl").args([
+        "-s",
+        "-m",
+        "5",
+        "-w",
+        " %{http_code}",
+        &format!("http://127.0.0.1:{port}/v2/things"),
+    ]));
+    assert_eq!(stdout(&out), "HTTP/1.1\n 200", "{}", agent.log());
+    let seen = private.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let token = seen[0].authorization.as_deref().unwrap_or_default();
+    assert!(
+        server
+            .state()
+            .check(token.trim_start_matches("Bearer "))
+            .is_some(),
+        "the upstream got a token of the profile"
     );
 }

@@ -4,6 +4,9 @@
 //! records what reached it. `POST /oauth/token` answers with a token, so that it can stand
 //! for a token endpoint behind a private CA.
 
+// Shared by several test binaries, each of which reads only some of what it records.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
