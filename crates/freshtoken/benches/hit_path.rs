@@ -20,7 +20,11 @@ struct OneHour;
 
 #[async_trait]
 impl Fetch for OneHour {
-    async fn fetch(&self, _previous: Option<&Token>) -> freshtoken::Result<Token> {
+    async fn fetch(
+        &self,
+        _previous: Option<&Token>,
+        _budget: freshtoken::Budget,
+    ) -> freshtoken::Result<Token> {
         let now = SystemClock.now();
         Ok(hour_token(now))
     }

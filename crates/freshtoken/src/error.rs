@@ -55,6 +55,11 @@ pub enum Error {
     #[error("{0}")]
     Transport(String),
 
+    /// The token endpoint cannot be reached in a way that waiting will not fix: its host name
+    /// does not exist, or its certificate is not trusted. Not retried.
+    #[error("{0}")]
+    Unreachable(String),
+
     /// Retryable failures went on until the retry deadline.
     #[error("gave up after {attempts} attempt{} over {}: {last}", if *.attempts == 1 { "" } else { "s" }, fmt_secs(*.elapsed))]
     Unavailable {
@@ -112,9 +117,10 @@ impl Error {
                 ErrorKind::Unavailable
             }
             Error::OAuth { .. } | Error::Status { .. } => ErrorKind::Rejected,
-            Error::InvalidResponse { .. } | Error::Transport(_) | Error::Unavailable { .. } => {
-                ErrorKind::Unavailable
-            }
+            Error::InvalidResponse { .. }
+            | Error::Transport(_)
+            | Error::Unreachable(_)
+            | Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::NoValidToken(_) => ErrorKind::Unavailable,
             Error::Store(_) => ErrorKind::Internal,
         }

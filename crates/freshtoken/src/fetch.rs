@@ -24,8 +24,49 @@ use crate::token::{ExpirySource, Token};
 /// cached source plug in faults that a real server cannot be made to show.
 #[async_trait]
 pub trait Fetch: Send + Sync + fmt::Debug {
-    /// Gets a new token. `previous` is the token being replaced, if any.
-    async fn fetch(&self, previous: Option<&Token>) -> Result<Token>;
+    /// Gets a new token within `budget`. `previous` is the token being replaced, if any.
+    async fn fetch(&self, previous: Option<&Token>, budget: Budget) -> Result<Token>;
+
+    /// How long one call may spend getting a token, lock waits and retries included: the
+    /// cached source turns it into each call's [`Budget`].
+    fn patience(&self) -> Duration {
+        RetryPolicy::default().deadline
+    }
+}
+
+/// What one call may spend on getting a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The call ends here: lock waits, backoffs and the attempt in flight included.
+    pub deadline: tokio::time::Instant,
+    /// Whether a failed attempt may be retried before the deadline. A caller that holds a
+    /// usable token makes one attempt and leaves a failure note instead, so that everyone
+    /// sharing the store backs off together.
+    pub retry: bool,
+}
+
+impl Budget {
+    /// Retries allowed for `patience` from now.
+    pub fn within(patience: Duration) -> Self {
+        Self {
+            deadline: tokio::time::Instant::now() + patience,
+            retry: true,
+        }
+    }
+
+    /// The same deadline, one attempt.
+    pub fn once(self) -> Self {
+        Self {
+            retry: false,
+            ..self
+        }
+    }
+
+    /// Time left before the deadline.
+    pub fn left(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
 }
 
 /// Limits on talking to the token endpoint.
@@ -243,6 +284,9 @@ impl HttpFetcher {
         tracing::debug!(url = %req.token_url, client_id = %req.client_id, auth = %req.auth_method, "requesting a token");
         let response = match builder.send().await {
             Ok(r) => r,
+            Err(e) if cannot_heal(&e) => {
+                return Attempt::Fatal(Error::Unreachable(self.transport_message(&e)));
+            }
             Err(e) => {
                 return Attempt::Retryable(Error::Transport(self.transport_message(&e)), None);
             }
@@ -366,34 +410,53 @@ impl HttpFetcher {
 }
 
 impl HttpFetcher {
-    /// One grant, retried as the retry policy allows.
-    async fn fetch_grant(&self, grant: Grant<'_>) -> Result<Token> {
+    /// One grant, retried as the retry policy allows until the budget's deadline, which also
+    /// cuts off the attempt in flight.
+    async fn fetch_grant(&self, grant: Grant<'_>, budget: Budget) -> Result<Token> {
         let policy = self.options.retry;
         let started = tokio::time::Instant::now();
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let (error, retry_after) = match self.attempt(grant).await {
+            // The attempt's own timeout ends it, unless the deadline comes clearly first (a
+            // call without retries has a deadline of one timeout, less what it took to start).
+            let left = budget.left();
+            let outcome = if left + Duration::from_millis(100) >= self.options.timeout {
+                self.attempt(grant).await
+            } else {
+                match tokio::time::timeout(left, self.attempt(grant)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Attempt::Retryable(
+                        Error::Transport(format!(
+                            "no answer from {} within the {} left before the deadline (--retry-for)",
+                            host(&self.request),
+                            fmt_duration(left)
+                        )),
+                        None,
+                    ),
+                }
+            };
+            let (error, retry_after) = match outcome {
                 Attempt::Done(token) => return Ok(token),
                 Attempt::Fatal(e) => return Err(e),
                 Attempt::Retryable(e, after) => (e, after),
             };
             let wait = policy.backoff(attempts - 1, rand::rng().random::<f64>(), retry_after);
-            let elapsed = started.elapsed();
-            if elapsed + wait >= policy.deadline {
-                if attempts == 1 && policy.deadline.is_zero() {
+            let may_retry = budget.retry && !policy.deadline.is_zero();
+            if !may_retry || wait >= budget.left() {
+                if attempts == 1 && !may_retry {
                     return Err(error);
                 }
                 return Err(Error::Unavailable {
                     attempts,
-                    elapsed,
+                    elapsed: started.elapsed(),
                     last: Box::new(error),
                 });
             }
             if attempts == 1 {
                 tracing::warn!(
                     "token request failed, retrying for up to {}: {error}",
-                    fmt_duration(policy.deadline)
+                    fmt_duration(budget.left())
                 );
             } else {
                 tracing::debug!(
@@ -445,10 +508,19 @@ enum Grant<'a> {
 
 #[async_trait]
 impl Fetch for HttpFetcher {
-    async fn fetch(&self, previous: Option<&Token>) -> Result<Token> {
+    /// `--retry-for`; with no retries, one attempt's timeout.
+    fn patience(&self) -> Duration {
+        if self.options.retry.deadline.is_zero() {
+            self.options.timeout
+        } else {
+            self.options.retry.deadline
+        }
+    }
+
+    async fn fetch(&self, previous: Option<&Token>, budget: Budget) -> Result<Token> {
         let mut token = None;
         if let Some(rt) = previous.and_then(Token::refresh_token) {
-            match self.fetch_grant(Grant::RefreshToken(rt)).await {
+            match self.fetch_grant(Grant::RefreshToken(rt), budget).await {
                 // A server that does not rotate refresh tokens keeps the old one valid.
                 Ok(t) if t.refresh_token().is_none() => {
                     token = Some(t.with_refresh_token(Some(rt.clone())))
@@ -464,7 +536,7 @@ impl Fetch for HttpFetcher {
         }
         let token = match token {
             Some(t) => t,
-            None => self.fetch_grant(Grant::ClientCredentials).await?,
+            None => self.fetch_grant(Grant::ClientCredentials, budget).await?,
         };
         if token.expiry_source() == ExpirySource::Default {
             tracing::warn!(
@@ -523,6 +595,38 @@ fn host(req: &TokenRequest) -> String {
         (Some(h), None) => h.to_owned(),
         _ => url.to_string(),
     }
+}
+
+/// Whether a failed request is one that waiting cannot fix: a host name that does not exist
+/// (not a resolver that is briefly unable to answer) or a certificate that is not trusted.
+fn cannot_heal(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if let Some(rustls::Error::InvalidCertificate(_)) = inner
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+            .or_else(|| c.downcast_ref::<rustls::Error>())
+        {
+            return true;
+        }
+        let text = c.to_string();
+        if [
+            "Name or service not known",
+            "No address associated with hostname",
+            "nodename nor servname provided",
+        ]
+        .iter()
+        .any(|t| text.contains(t))
+            || text.contains("invalid peer certificate")
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The innermost cause, which is the part that says what happened ("Connection refused").

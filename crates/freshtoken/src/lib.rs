@@ -46,7 +46,7 @@ pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningA
 pub use clock::{Clock, ManualClock, SharedClock, SkewedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use fetch::{
-    DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client,
+    Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client,
     install_crypto_provider,
 };
 pub use policy::{Freshness, RefreshPolicy};
@@ -56,8 +56,8 @@ pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, 
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{
-    FileStore, LayeredStore, MemoryStore, StoreLock, TokenStore, is_temporary_of,
+    FailureNote, FileStore, LayeredStore, MemoryStore, StoreLock, TokenStore, is_temporary_of,
     write_file_atomically,
 };
 pub use tls::load_ca_file;
-pub use token::{ExpirySource, Fingerprint, Token};
+pub use token::{CLOCK_TOLERANCE, ExpirySource, Fingerprint, Token};

@@ -72,6 +72,7 @@ impl RefreshPolicy {
             (self.stale_fraction - self.jitter_fraction * jitter.clamp(0.0, 1.0)).clamp(0.0, 1.0);
         let margin = self.must_refresh_margin(lifetime, Duration::ZERO);
         Thresholds {
+            trusted_from: token.trusted_from(),
             stale_at: token.received_at() + lifetime.mul_f64(fraction),
             must_refresh_at: token
                 .expires_at()
@@ -96,6 +97,9 @@ impl RefreshPolicy {
 /// A token's refresh moments under a policy (see [`RefreshPolicy::thresholds`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
+    /// Before this, the token is not trusted: it arrived "later" than now, so the clock went
+    /// back (see [`Token::is_valid_at`]).
+    pub trusted_from: SystemTime,
     /// From here on, refresh in the background.
     pub stale_at: SystemTime,
     /// From here on, callers wait for a new token (the policy's own margin; a caller's
@@ -109,7 +113,7 @@ impl Thresholds {
     /// What a caller that needs `min_ttl` should do at `now`.
     #[inline]
     pub fn assess(&self, now: SystemTime, min_ttl: Duration) -> Freshness {
-        if now >= self.expires_at {
+        if now >= self.expires_at || now < self.trusted_from {
             return Freshness::Expired;
         }
         if now > self.must_refresh_at
@@ -193,6 +197,15 @@ mod tests {
             // A token born expired.
             (S(0), S(0), 0.0, S(0), Expired),
         ];
+        // The clock went back: a token that arrives "after" now is not trusted, beyond the
+        // tolerance for clocks of a fleet that disagree a little.
+        let t = token(S(3600));
+        let tolerance = crate::token::CLOCK_TOLERANCE;
+        assert_eq!(p.assess(&t, t.received_at() - tolerance, 0.0, S(0)), Fresh);
+        assert_eq!(
+            p.assess(&t, t.received_at() - tolerance - MS(1), 0.0, S(0)),
+            Expired
+        );
         for (i, &(lifetime, elapsed, jitter, min_ttl, want)) in rows.iter().enumerate() {
             let t = token(lifetime);
             let got = p.assess(&t, t.received_at() + elapsed, jitter, min_ttl);

@@ -4,7 +4,13 @@
 //! - Misses are single-flight: callers queue on one async mutex, and whoever gets it second
 //!   finds the first one's token already there.
 //! - A stale token is served while one background task refreshes it.
-//! - A failed refresh keeps serving the current token while it is valid, never after.
+//! - A held token serves: a caller holding — in memory or in the store — a token valid for
+//!   its `min_ttl` waits for a refresh at most min(what is left beyond `min_ttl`,
+//!   [`FALLBACK_WAIT`]), then gets that token. Never an expired one.
+//! - A failed refresh leaves a [`FailureNote`] in the store, so that every caller sharing it
+//!   serves its held token at once until the note's moment, instead of trying again.
+//! - Each call has one deadline (the fetcher's [`Fetch::patience`]): lock waits, backoffs
+//!   and the attempt in flight all end by it.
 //! - With a shared [`TokenStore`], the store's lock is taken and the store re-read before
 //!   fetching, so that many processes (or machines) make one request.
 
@@ -19,14 +25,14 @@ use secrecy::SecretString;
 
 use crate::clock::{SharedClock, SystemClock, unix_millis};
 use crate::error::{Error, Result};
-use crate::fetch::{Fetch, fmt_duration};
+use crate::fetch::{Budget, Fetch, fmt_duration};
 use crate::policy::{Freshness, RefreshPolicy, Thresholds};
 use crate::request::CacheKey;
-use crate::store::TokenStore;
+use crate::store::{FailureNote, TokenStore};
 use crate::token::{ExpirySource, Token};
 
 /// Longest a caller that holds a still-usable token waits for its refresh before using it.
-pub const FALLBACK_WAIT: Duration = Duration::from_secs(10);
+pub const FALLBACK_WAIT: Duration = Duration::from_secs(2);
 
 /// What a caller needs from the token it asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,6 +83,7 @@ impl Entry {
             ExpirySource::Default,
         );
         let thresholds = Thresholds {
+            trusted_from: UNIX_EPOCH,
             stale_at: UNIX_EPOCH,
             must_refresh_at: UNIX_EPOCH,
             expires_at: UNIX_EPOCH,
@@ -141,11 +148,18 @@ struct Inner {
     clock: SharedClock,
     policy: RefreshPolicy,
     current: ArcSwap<Entry>,
-    refresh: tokio::sync::Mutex<()>,
+    /// Single flight within this process; owned, so that a refresh can outlive a caller that
+    /// stopped waiting for it.
+    refresh: Arc<tokio::sync::Mutex<()>>,
     background_running: AtomicBool,
-    /// Unix ms before which no background refresh is tried again, after a failure.
+    /// Unix ms before which no background refresh is tried: the last failure note's moment,
+    /// mirrored here so that the hit path need not read the note.
     background_not_before: AtomicU64,
-    background_failures: AtomicU32,
+    /// The note of a source without a store (with one, notes live in the store).
+    local_note: std::sync::Mutex<Option<FailureNote>>,
+    /// The failure count of the last note this source warned about, so that a long-running
+    /// process says it serves a held token once per failure, not once per request.
+    warned_failures: AtomicU32,
     fetches: AtomicU64,
     lock_wait: Duration,
     /// Bumped whenever the held token changes, for watchers such as the agent's sinks.
@@ -213,10 +227,11 @@ impl CachedSourceBuilder {
                 clock: self.clock,
                 policy: self.policy,
                 current: ArcSwap::from_pointee(Entry::empty()),
-                refresh: tokio::sync::Mutex::new(()),
+                refresh: Arc::new(tokio::sync::Mutex::new(())),
                 background_running: AtomicBool::new(false),
                 background_not_before: AtomicU64::new(0),
-                background_failures: AtomicU32::new(0),
+                local_note: std::sync::Mutex::new(None),
+                warned_failures: AtomicU32::new(0),
                 fetches: AtomicU64::new(0),
                 lock_wait: self.lock_wait,
                 changes: tokio::sync::watch::Sender::new(0),
@@ -270,44 +285,79 @@ impl CachedSource {
 
     /// The slow path of [`CachedSource::token_with`].
     async fn refresh_for(&self, want: Want, entry: Guard<Arc<Entry>>) -> Result<AccessToken> {
-        // With a token that still serves this caller as a fallback, wait for the refresh only
-        // a bounded time: a slow or retrying token endpoint must not stall a caller that
-        // already holds something usable.
-        let fallback_wait = entry
-            .token
-            .remaining(self.inner.clock.now())
-            .checked_sub(want.min_ttl)
-            .filter(|spare| !spare.is_zero())
-            .map(|spare| spare.min(FALLBACK_WAIT));
         drop(entry);
-        let refresh = self.inner.refresh(want);
-        let result = match fallback_wait {
-            Some(wait) => tokio::time::timeout(wait, refresh)
+        let inner = &self.inner;
+        let held = inner.held(want).await;
+        if inner.satisfies(&held, want) {
+            if inner.assess(&held, want) == Freshness::Stale {
+                self.spawn_background_refresh();
+            }
+            return Ok(AccessToken(Held::Owned(held)));
+        }
+        // What the held token has to spare beyond this caller's need decides how long the
+        // caller may wait for a new one; with nothing to spare, it waits the whole deadline.
+        let now = inner.clock.now();
+        let spare = held
+            .token
+            .is_valid_at(now)
+            .then(|| held.token.remaining(now).checked_sub(want.min_ttl))
+            .flatten()
+            .filter(|spare| !spare.is_zero());
+        let Some(spare) = spare else {
+            let budget = Budget::within(inner.fetcher.patience());
+            return inner
+                .refresh(want, budget)
                 .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Transport(format!(
-                        "no new token within {}",
-                        fmt_duration(wait)
-                    )))
-                }),
-            None => refresh.await,
+                .map(|e| AccessToken(Held::Owned(e)));
         };
-        match result {
-            Ok(entry) => Ok(AccessToken(Held::Owned(entry))),
-            Err(e @ Error::LifetimeTooShort { .. }) => Err(e),
-            Err(e) => {
-                // The refresh failed: the current token still serves if it is valid for as
-                // long as the caller needs. An expired one never does.
-                let current = self.inner.current.load_full();
-                let left = current.token.remaining(self.inner.clock.now());
-                if left.is_zero() || left < want.min_ttl {
-                    return Err(e);
+        self.refresh_or_serve(want, held, spare.min(FALLBACK_WAIT))
+            .await
+    }
+
+    /// For a caller that holds a usable token: one bounded attempt at a new one, or the held
+    /// token at once while a failure note says the endpoint is failing.
+    async fn refresh_or_serve(
+        &self,
+        want: Want,
+        held: Arc<Entry>,
+        wait: Duration,
+    ) -> Result<AccessToken> {
+        let inner = &self.inner;
+        if let Some(note) = inner.holding_note().await {
+            return inner.serve_held(held, want, &note.error, Some(&note));
+        }
+        let Ok(guard) = Arc::clone(&inner.refresh).try_lock_owned() else {
+            // Someone in this process is refreshing already: wait for their token, bounded.
+            let mut changes = inner.changes.subscribe();
+            let _ = tokio::time::timeout(wait, changes.changed()).await;
+            let current = inner.current.load_full();
+            if inner.satisfies(&current, want) {
+                return Ok(AccessToken(Held::Owned(current)));
+            }
+            return inner.serve_held(held, want, "a refresh is still under way", None);
+        };
+        let budget = Budget::within(inner.fetcher.patience()).once();
+        let task = {
+            let inner = Arc::clone(inner);
+            tokio::spawn(async move {
+                let _single_flight = guard;
+                inner.refresh_guarded(want, budget).await
+            })
+        };
+        match tokio::time::timeout(wait, task).await {
+            Ok(Ok(Ok(entry))) => Ok(AccessToken(Held::Owned(entry))),
+            Ok(Ok(Err(e @ Error::LifetimeTooShort { .. }))) => Err(e),
+            Ok(Ok(Err(e))) => inner.serve_held(held, want, &e.to_string(), None),
+            Ok(Err(e)) => inner.serve_held(held, want, &format!("refresh task: {e}"), None),
+            Err(_) => {
+                let error = format!("no new token within {}", fmt_duration(wait));
+                // A one-shot process ends with this call, and its attempt with it: the note
+                // tells the next process not to start over at once. A long-running one keeps
+                // the attempt going, and that attempt notes its own outcome.
+                if want.one_shot {
+                    inner.note_failure(&error).await;
                 }
-                tracing::warn!(
-                    "could not refresh the token; using the current one, valid for {} more: {e}",
-                    fmt_duration(left)
-                );
-                Ok(AccessToken(Held::Owned(current)))
+                inner.serve_held(held, want, &error, None)
             }
         }
     }
@@ -394,21 +444,8 @@ impl CachedSource {
         };
         let inner = Arc::clone(inner);
         runtime.spawn(async move {
-            match inner.refresh_in_background().await {
-                Ok(()) => {
-                    inner.background_failures.store(0, Ordering::Relaxed);
-                    inner.background_not_before.store(0, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    let failures = inner.background_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    let pause = Duration::from_millis(250 * (1u64 << failures.min(7))).min(Duration::from_secs(30));
-                    let not_before = inner.clock.now() + pause;
-                    inner.background_not_before.store(unix_millis(not_before), Ordering::Relaxed);
-                    tracing::warn!(
-                        "background refresh failed; still serving the current token, next try in {}: {e}",
-                        fmt_duration(pause)
-                    );
-                }
+            if let Err(e) = inner.refresh_in_background().await {
+                tracing::warn!("background refresh failed; still serving the current token: {e}");
             }
             inner.background_running.store(false, Ordering::Release);
         });
@@ -434,19 +471,151 @@ impl Inner {
     }
 
     async fn refresh_in_background(&self) -> Result<()> {
-        // A background refresh is satisfied by nothing less than a fresh token.
-        let want = Want::one_shot(Duration::ZERO);
-        self.refresh(want).await.map(|_| ())
+        // A background refresh is satisfied by nothing less than a fresh token, makes one
+        // attempt, and leaves the endpoint alone while a failure note holds.
+        if self.holding_note().await.is_some() {
+            return Ok(());
+        }
+        let Ok(_single_flight) = Arc::clone(&self.refresh).try_lock_owned() else {
+            return Ok(());
+        };
+        let budget = Budget::within(self.fetcher.patience()).once();
+        self.refresh_guarded(Want::one_shot(Duration::ZERO), budget)
+            .await
+            .map(|_| ())
+    }
+
+    /// The best token this caller holds: ours, or a newer one from the store.
+    async fn held(&self, want: Want) -> Arc<Entry> {
+        let current = self.current.load_full();
+        if self.satisfies(&current, want) {
+            return current;
+        }
+        if let Some(store) = &self.store
+            && let Some(entry) = self.adopt_from_store(store.as_ref(), want).await
+        {
+            return entry;
+        }
+        self.current.load_full()
+    }
+
+    /// The failure note that holds now, if any (see [`FailureNote::holds_at`]).
+    async fn holding_note(&self) -> Option<FailureNote> {
+        let note = match &self.store {
+            Some(store) => match store.note(&self.key).await {
+                Ok(note) => note,
+                Err(e) => {
+                    tracing::debug!("cannot read the {} cache's failure note: {e}", store.kind());
+                    None
+                }
+            },
+            None => self
+                .local_note
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        }?;
+        note.holds_at(self.clock.now()).then_some(note)
+    }
+
+    /// Leaves `note` (or clears it) where the next caller looks.
+    async fn set_note(&self, note: Option<FailureNote>) {
+        let not_before = note.as_ref().map_or(0, |n| unix_millis(n.not_before));
+        self.background_not_before
+            .store(not_before, Ordering::Relaxed);
+        match &self.store {
+            Some(store) => {
+                if let Err(e) = store.set_note(&self.key, note.as_ref()).await {
+                    tracing::debug!(
+                        "cannot write the {} cache's failure note: {e}",
+                        store.kind()
+                    );
+                }
+            }
+            None => {
+                *self
+                    .local_note
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = note
+            }
+        }
+    }
+
+    /// Records one more failed refresh, growing the backoff of the note already there.
+    async fn note_failure(&self, error: &str) {
+        let previous = match &self.store {
+            Some(store) => store.note(&self.key).await.ok().flatten(),
+            None => self
+                .local_note
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        };
+        let note = FailureNote::after(
+            previous.as_ref(),
+            error,
+            self.clock.now(),
+            rand::random::<f64>(),
+        );
+        self.set_note(Some(note)).await;
+    }
+
+    /// Hands out `held` after a refresh that did not come, with one warning per failure.
+    fn serve_held(
+        &self,
+        held: Arc<Entry>,
+        want: Want,
+        why: &str,
+        note: Option<&FailureNote>,
+    ) -> Result<AccessToken> {
+        let left = held.token.remaining(self.clock.now());
+        if !held.token.is_valid_at(self.clock.now()) || left.is_zero() || left < want.min_ttl {
+            return Err(Error::NoValidToken(format!(
+                "no new token ({why}), and the one held has only {} left",
+                fmt_duration(left)
+            )));
+        }
+        let failures = note.map_or(0, |n| n.failures);
+        if failures == 0 || self.warned_failures.swap(failures, Ordering::Relaxed) != failures {
+            match note {
+                Some(n) => tracing::warn!(
+                    "the token endpoint is failing ({}); using the current token, valid for {} more; next attempt in {}",
+                    n.error,
+                    fmt_duration(left),
+                    fmt_duration(
+                        n.not_before
+                            .duration_since(self.clock.now())
+                            .unwrap_or_default()
+                    )
+                ),
+                None => tracing::warn!(
+                    "could not refresh the token; using the current one, valid for {} more: {why}",
+                    fmt_duration(left)
+                ),
+            }
+        }
+        Ok(AccessToken(Held::Owned(held)))
     }
 
     /// Gets a token that satisfies `want`, fetching at most once however many callers wait.
-    async fn refresh(&self, want: Want) -> Result<Arc<Entry>> {
-        let _single_flight = self.refresh.lock().await;
+    async fn refresh(&self, want: Want, budget: Budget) -> Result<Arc<Entry>> {
+        let wait = budget.left();
+        let Ok(_single_flight) = tokio::time::timeout(wait, self.refresh.lock()).await else {
+            return Err(Error::Transport(format!(
+                "another refresh in this process took longer than the {} this call may take",
+                fmt_duration(wait)
+            )));
+        };
+        self.refresh_guarded(want, budget).await
+    }
+
+    /// [`Inner::refresh`], for a caller that holds the single-flight lock.
+    async fn refresh_guarded(&self, want: Want, budget: Budget) -> Result<Arc<Entry>> {
         let current = self.current.load_full();
         if self.satisfies(&current, want) {
             return Ok(current);
         }
-        let entry = self.refresh_locked(want).await?;
+        let entry = self.refresh_locked(want, budget).await?;
         let lifetime = entry.token.lifetime();
         if lifetime < want.min_ttl {
             return Err(Error::LifetimeTooShort {
@@ -457,14 +626,17 @@ impl Inner {
         Ok(entry)
     }
 
-    async fn refresh_locked(&self, want: Want) -> Result<Arc<Entry>> {
+    async fn refresh_locked(&self, want: Want, budget: Budget) -> Result<Arc<Entry>> {
         let Some(store) = &self.store else {
-            return self.fetch_and_adopt(None).await;
+            return self.fetch_and_adopt(None, budget).await;
         };
         if let Some(entry) = self.adopt_from_store(store.as_ref(), want).await {
             return Ok(entry);
         }
-        // Take the store's lock, or wait for whoever holds it to publish their token.
+        // Take the store's lock, or wait for whoever holds it to publish their token. A lock
+        // whose holder never publishes (stopped, or on a dead machine) is taken over once
+        // half of this call's time is gone, so the other half is left for its own attempt.
+        let takeover = budget.left().mul_f64(0.5).min(self.lock_wait);
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(5);
         let lock = loop {
@@ -479,20 +651,23 @@ impl Inner {
             if let Some(entry) = self.adopt_from_store(store.as_ref(), want).await {
                 return Ok(entry);
             }
-            if started.elapsed() >= self.lock_wait {
+            if started.elapsed() >= takeover {
                 tracing::warn!(
-                    "another process has been refreshing for over {}; fetching without waiting longer",
-                    fmt_duration(self.lock_wait)
+                    "another process has held the refresh lock for over {}; fetching without waiting longer",
+                    fmt_duration(takeover)
                 );
                 break None;
             }
             tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>())).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         };
-        // Someone may have refreshed just before we took the lock.
+        // Someone may have refreshed (or failed, and said so) just before we took the lock.
         let result = match self.adopt_from_store(store.as_ref(), want).await {
             Some(entry) => Ok(entry),
-            None => self.fetch_and_adopt(Some(store.as_ref())).await,
+            None => match self.holding_note().await {
+                Some(note) if !budget.retry => Err(Error::Transport(note.error)),
+                _ => self.fetch_and_adopt(Some(store.as_ref()), budget).await,
+            },
         };
         if let Some(lock) = lock {
             lock.release().await;
@@ -522,10 +697,20 @@ impl Inner {
         self.satisfies(&entry, want).then_some(entry)
     }
 
-    async fn fetch_and_adopt(&self, store: Option<&dyn TokenStore>) -> Result<Arc<Entry>> {
+    async fn fetch_and_adopt(
+        &self,
+        store: Option<&dyn TokenStore>,
+        budget: Budget,
+    ) -> Result<Arc<Entry>> {
         let previous = self.current.load_full();
         let previous = (!previous.token.expose_secret().is_empty()).then_some(&previous.token);
-        let token = self.fetcher.fetch(previous).await?;
+        let token = match self.fetcher.fetch(previous, budget).await {
+            Ok(token) => token,
+            Err(e) => {
+                self.note_failure(&e.to_string()).await;
+                return Err(e);
+            }
+        };
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now();
         if !token.is_valid_at(now) {
@@ -547,6 +732,9 @@ impl Inner {
             fmt_duration(token.lifetime()),
             httpdate::fmt_http_date(token.expires_at())
         );
+        if self.background_not_before.load(Ordering::Relaxed) != 0 || store.is_some() {
+            self.set_note(None).await;
+        }
         let entry = Arc::new(Entry::new(token, &self.policy));
         self.current.store(Arc::clone(&entry));
         self.changed();

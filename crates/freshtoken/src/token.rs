@@ -18,6 +18,10 @@ pub enum ExpirySource {
     Default,
 }
 
+/// How far the clocks that share a token (the processes of a machine whose clock was set, the
+/// machines of a fleet) may disagree before a token from another clock's future is refused.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(5);
+
 /// An access token as received, with its expiry on the local clock.
 ///
 /// `Debug` never shows the token or refresh token: they are [`SecretString`]s.
@@ -107,9 +111,17 @@ impl Token {
             .unwrap_or(Duration::ZERO)
     }
 
-    /// Whether the token can still be used at `now`.
+    /// Whether the token can still be used at `now`. A token received "after" `now` (beyond
+    /// [`CLOCK_TOLERANCE`]) is not: the clock went back, and its expiry cannot be trusted.
     pub fn is_valid_at(&self, now: SystemTime) -> bool {
-        now < self.expires_at
+        now < self.expires_at && now >= self.trusted_from()
+    }
+
+    /// The earliest moment at which this token is trusted (see [`Token::is_valid_at`]).
+    pub fn trusted_from(&self) -> SystemTime {
+        self.received_at
+            .checked_sub(CLOCK_TOLERANCE)
+            .unwrap_or(self.received_at)
     }
 
     /// The granted scope, when the server said.

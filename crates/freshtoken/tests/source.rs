@@ -49,7 +49,11 @@ impl Scripted {
 
 #[async_trait]
 impl Fetch for Scripted {
-    async fn fetch(&self, _previous: Option<&Token>) -> freshtoken::Result<Token> {
+    async fn fetch(
+        &self,
+        _previous: Option<&Token>,
+        _budget: freshtoken::Budget,
+    ) -> freshtoken::Result<Token> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::task::yield_now().await;
         if self.hanging.load(Ordering::SeqCst) {
@@ -180,12 +184,19 @@ async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
         freshtoken::FALLBACK_WAIT,
         "waited the bounded time, then fell back"
     );
-    // Without a usable token there is nothing to fall back to: the wait is the fetcher's own.
+    // Without a usable token there is nothing to fall back to: the caller waits for the
+    // refresh still in flight, but no longer than its one deadline, and then fails.
     clock.advance(Duration::from_secs(900));
+    let started = tokio::time::Instant::now();
     let waited = tokio::time::timeout(Duration::from_secs(3600), s.token()).await;
     assert!(
-        waited.is_err(),
+        matches!(waited, Ok(Err(_))),
         "an expired token is never a fallback, however long the fetch takes"
+    );
+    assert_eq!(
+        started.elapsed(),
+        freshtoken::RetryPolicy::default().deadline,
+        "the call ends at its deadline (the fetcher's patience), not when the fetch does"
     );
 }
 

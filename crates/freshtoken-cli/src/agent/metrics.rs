@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use freshtoken::{ErrorKind, Fetch, Token};
+use freshtoken::{Budget, ErrorKind, Fetch, Token};
 
 /// Upper bounds of the refresh latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -91,9 +91,13 @@ impl Metered {
 
 #[async_trait]
 impl Fetch for Metered {
-    async fn fetch(&self, previous: Option<&Token>) -> freshtoken::Result<Token> {
+    fn patience(&self) -> std::time::Duration {
+        self.inner.patience()
+    }
+
+    async fn fetch(&self, previous: Option<&Token>, budget: Budget) -> freshtoken::Result<Token> {
         let started = Instant::now();
-        let result = self.inner.fetch(previous).await;
+        let result = self.inner.fetch(previous, budget).await;
         let outcome = match &result {
             Ok(_) => 0,
             Err(e) => match e.kind() {

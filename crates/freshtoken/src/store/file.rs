@@ -13,13 +13,16 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::record::Record;
-use super::{StoreLock, TokenStore};
+use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::{Error, Result};
 use crate::request::CacheKey;
 use crate::token::Token;
 
 /// Largest cache file read; a record is well under a kilobyte plus the token.
 const MAX_RECORD: u64 = 256 * 1024;
+
+/// Largest failure note read; a note is a few hundred bytes.
+const MAX_NOTE: u64 = 4 * 1024;
 
 /// A per-user, per-machine store in a directory.
 #[derive(Debug, Clone)]
@@ -98,6 +101,10 @@ impl FileStore {
         }
     }
 
+    fn note_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{key}.note"))
+    }
+
     fn load_blocking(&self, key: &CacheKey) -> Option<Token> {
         let path = self.record_path(key);
         let ignore = |why: String| {
@@ -107,42 +114,41 @@ impl FileStore {
             );
             None
         };
-        let mut file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_nofollow())
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-            Err(e) => return ignore(format!("cannot open it ({e})")),
-        };
-        let meta = match file.metadata() {
-            Ok(m) => m,
-            Err(e) => return ignore(format!("cannot stat it ({e})")),
-        };
-        if !meta.is_file() {
-            return ignore("not a regular file".into());
-        }
-        if meta.mode() & 0o077 != 0 {
-            return ignore(format!(
-                "its mode {:o} lets others read or change it",
-                meta.mode() & 0o777
-            ));
-        }
-        if meta.len() > MAX_RECORD {
-            return ignore(format!(
-                "it is {} bytes, larger than any token record",
-                meta.len()
-            ));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        if let Err(e) = (&mut file).take(MAX_RECORD).read_to_end(&mut bytes) {
-            return ignore(format!("cannot read it ({e})"));
-        }
-        match Record::parse(&bytes, key) {
-            Ok(token) => Some(token),
+        match read_private(&path, MAX_RECORD) {
+            Ok(None) => None,
+            Ok(Some(bytes)) => match Record::parse(&bytes, key) {
+                Ok(token) => Some(token),
+                Err(why) => ignore(why),
+            },
             Err(why) => ignore(why),
         }
+    }
+
+    fn note_blocking(&self, key: &CacheKey) -> Option<FailureNote> {
+        let path = self.note_path(key);
+        match read_private(&path, MAX_NOTE) {
+            Ok(bytes) => bytes.and_then(|b| FailureNote::parse(&b)),
+            Err(why) => {
+                tracing::debug!("ignoring {}: {why}", path.display());
+                None
+            }
+        }
+    }
+
+    fn set_note_blocking(&self, key: &CacheKey, note: Option<&FailureNote>) -> Result<()> {
+        let path = self.note_path(key);
+        let Some(note) = note else {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Store(format!(
+                    "cannot remove {}: {e}",
+                    path.display()
+                ))),
+                _ => Ok(()),
+            };
+        };
+        self.ensure_dir()?;
+        super::atomic::write_file_atomically(&path, &note.to_bytes(), 0o600)
+            .map_err(|e| Error::Store(format!("cannot replace {}: {e}", path.display())))
     }
 
     fn save_blocking(&self, key: &CacheKey, token: &Token) -> Result<()> {
@@ -179,6 +185,46 @@ impl FileStore {
     }
 }
 
+/// Reads a file this store wrote: `Ok(None)` when there is none; `Err(why)` for anything it
+/// must not trust or cannot read whole — a symlink, a FIFO or device (opened without
+/// blocking, so a FIFO planted in its place cannot hang the caller), a file others may
+/// write or read, one larger than `max`.
+fn read_private(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, String> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nofollow() | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open it ({e})")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat it ({e})"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "its mode {:o} lets others read or change it",
+            meta.mode() & 0o777
+        ));
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "it is {} bytes, larger than any token record",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    (&mut file)
+        .take(max)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it ({e})"))?;
+    Ok(Some(bytes))
+}
+
 /// `O_NOFOLLOW`: a symlink planted at a cache path is refused rather than followed.
 fn libc_nofollow() -> i32 {
     libc::O_NOFOLLOW
@@ -213,6 +259,16 @@ impl TokenStore for FileStore {
     async fn remove(&self, key: &CacheKey) -> Result<bool> {
         let (this, key) = (self.clone(), key.clone());
         blocking(move || this.remove_blocking(&key)).await?
+    }
+
+    async fn note(&self, key: &CacheKey) -> Result<Option<FailureNote>> {
+        let (this, key) = (self.clone(), key.clone());
+        blocking(move || this.note_blocking(&key)).await
+    }
+
+    async fn set_note(&self, key: &CacheKey, note: Option<&FailureNote>) -> Result<()> {
+        let (this, key, note) = (self.clone(), key.clone(), note.cloned());
+        blocking(move || this.set_note_blocking(&key, note.as_ref())).await?
     }
 
     async fn try_lock(&self, key: &CacheKey) -> Result<Option<StoreLock>> {

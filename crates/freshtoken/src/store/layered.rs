@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{StoreLock, TokenStore};
+use super::{FailureNote, StoreLock, TokenStore};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::policy::{Freshness, RefreshPolicy};
@@ -180,6 +180,31 @@ impl TokenStore for LayeredStore {
             }
         }
         Err(Error::Store("no cache layer could be locked".into()))
+    }
+
+    /// The latest note of any layer that answers: a note from the fleet's Redis counts even
+    /// when this machine's file has none, and the other way round while Redis is down.
+    async fn note(&self, key: &CacheKey) -> Result<Option<FailureNote>> {
+        let mut latest: Option<FailureNote> = None;
+        for layer in &self.layers {
+            match layer.store.note(key).await {
+                Ok(Some(n)) if latest.as_ref().is_none_or(|l| n.not_before > l.not_before) => {
+                    latest = Some(n)
+                }
+                Ok(_) => {}
+                Err(e) => layer.failed("read", &e),
+            }
+        }
+        Ok(latest)
+    }
+
+    async fn set_note(&self, key: &CacheKey, note: Option<&FailureNote>) -> Result<()> {
+        for layer in &self.layers {
+            if let Err(e) = layer.store.set_note(key, note).await {
+                layer.failed("write", &e);
+            }
+        }
+        Ok(())
     }
 
     async fn ttl(&self, key: &CacheKey) -> Result<Option<Duration>> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{StoreLock, TokenStore};
+use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::Result;
 use crate::request::CacheKey;
 use crate::token::Token;
@@ -15,6 +15,7 @@ use crate::token::Token;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tokens: Mutex<HashMap<CacheKey, Token>>,
+    notes: Mutex<HashMap<CacheKey, FailureNote>>,
     locks: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -70,5 +71,23 @@ impl TokenStore for MemoryStore {
             .or_default()
             .clone();
         Ok(lock.try_lock_owned().ok().map(StoreLock::new))
+    }
+
+    async fn note(&self, key: &CacheKey) -> Result<Option<FailureNote>> {
+        Ok(self
+            .notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned())
+    }
+
+    async fn set_note(&self, key: &CacheKey, note: Option<&FailureNote>) -> Result<()> {
+        let mut notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        match note {
+            Some(n) => notes.insert(key.clone(), n.clone()),
+            None => notes.remove(key),
+        };
+        Ok(())
     }
 }

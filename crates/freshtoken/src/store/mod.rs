@@ -19,6 +19,7 @@ mod atomic;
 mod file;
 mod layered;
 mod memory;
+mod note;
 mod record;
 #[cfg(feature = "redis")]
 mod redis;
@@ -29,6 +30,7 @@ pub use atomic::{is_temporary_of, write_file_atomically};
 pub use file::FileStore;
 pub use layered::LayeredStore;
 pub use memory::MemoryStore;
+pub use note::{FailureNote, NOTE_BACKOFF_BASE, NOTE_BACKOFF_CAP};
 pub use record::Record;
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_LEASE, RedisStore};
@@ -58,6 +60,14 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// re-reads the store in between, so waiters pick up the holder's token as soon as it
     /// lands. The holder must re-read the store after taking it.
     async fn try_lock(&self, key: &CacheKey) -> Result<Option<StoreLock>>;
+
+    /// The note the last failed refresh of `key` left (see [`FailureNote`]). A missing,
+    /// unreadable or foreign note is `Ok(None)`.
+    async fn note(&self, key: &CacheKey) -> Result<Option<FailureNote>>;
+
+    /// Leaves `note` for everyone who shares this store, or clears it with `None` once a
+    /// refresh succeeded.
+    async fn set_note(&self, key: &CacheKey, note: Option<&FailureNote>) -> Result<()>;
 
     /// How long the store itself will keep `key`'s token (Redis's PTTL), where it says.
     async fn ttl(&self, _key: &CacheKey) -> Result<Option<Duration>> {

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::record::Record;
 use super::seal::Sealer;
-use super::{BoxFuture, Release, StoreLock, TokenStore, redact_url};
+use super::{BoxFuture, FailureNote, Release, StoreLock, TokenStore, redact_url};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::request::CacheKey;
@@ -30,6 +30,13 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 const TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 const MAX_VALUE: usize = 256 * 1024;
+const MAX_NOTE: usize = 8 * 1024;
+
+/// Takes the lock with a lease; when someone else holds it, makes sure their lock has a
+/// lease too, so that a lock key left without one (by a crashed writer, an old version or a
+/// hand-made SET) cannot block every refresh for good.
+const LOCK: &str = "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+if redis.call('pttl', KEYS[1]) == -1 then redis.call('pexpire', KEYS[1], ARGV[2]) end return 0";
 
 /// Deletes the lock only if it is still ours.
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
@@ -173,6 +180,10 @@ impl RedisStore {
 
     fn lock_name(key: &CacheKey) -> String {
         format!("freshtoken:v1:{key}:lock")
+    }
+
+    fn note_name(key: &CacheKey) -> String {
+        format!("freshtoken:v1:{key}:note")
     }
 
     async fn connection(&self) -> Result<Conn> {
@@ -352,17 +363,17 @@ impl TokenStore for RedisStore {
         let ms = u64::try_from(self.lease.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let set: Option<String> = self
+        let taken: i64 = self
             .run(
-                redis::cmd("SET")
+                redis::cmd("EVAL")
+                    .arg(LOCK)
+                    .arg(1)
                     .arg(&name)
                     .arg(&owner)
-                    .arg("NX")
-                    .arg("PX")
                     .arg(ms),
             )
             .await?;
-        if set.is_none() {
+        if taken != 1 {
             return Ok(None);
         }
         let conn = self.connection().await?;
@@ -371,6 +382,26 @@ impl TokenStore for RedisStore {
             name,
             owner,
         })))
+    }
+
+    async fn note(&self, key: &CacheKey) -> Result<Option<FailureNote>> {
+        let name = Self::note_name(key);
+        let value: Option<String> = self.run(redis::cmd("GET").arg(&name)).await?;
+        Ok(value
+            .filter(|v| v.len() <= MAX_NOTE)
+            .and_then(|v| self.sealer.open(&name, &v))
+            .and_then(|plain| FailureNote::parse(&plain)))
+    }
+
+    async fn set_note(&self, key: &CacheKey, note: Option<&FailureNote>) -> Result<()> {
+        let name = Self::note_name(key);
+        let Some(note) = note else {
+            return self.run::<()>(redis::cmd("DEL").arg(&name)).await;
+        };
+        let sealed = self.sealer.seal(&name, &note.to_bytes());
+        let ms = u64::try_from(note.keep_for(self.clock.now()).as_millis()).unwrap_or(u64::MAX);
+        self.run::<()>(redis::cmd("SET").arg(&name).arg(sealed).arg("PX").arg(ms))
+            .await
     }
 
     async fn ttl(&self, key: &CacheKey) -> Result<Option<Duration>> {
