@@ -271,9 +271,11 @@ otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 i
 /// `freshtoken exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// The token handed to CMD stays valid at least this long.
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
-    pub min_ttl: String,
+    /// The token handed to CMD stays valid at least this long [default: min(5m, half the
+    /// server's token lifetime); with --proxy, no minimum, as the proxy keeps CMD's requests
+    /// fresh]. A value longer than the server's tokens live is an error (exit 2).
+    #[arg(long, value_name = "DURATION")]
+    pub min_ttl: Option<String>,
 
     /// Environment variable that receives the token (repeatable; default FRESHTOKEN_ACCESS_TOKEN).
     #[arg(long = "env", value_name = "NAME", action = ArgAction::Append)]
