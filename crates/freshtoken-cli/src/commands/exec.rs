@@ -39,9 +39,9 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
             "{bad:?} is not an environment variable name"
         )));
     }
-    let settings = Settings::resolve(cli, &args.credentials)?;
     let runtime = super::server_runtime()?;
     runtime.block_on(async {
+        let settings = Settings::resolve(cli, &args.credentials).await?;
         let source = super::source(&settings)?;
         let token = child_token(&source, min_ttl, args.proxy, &settings.clock).await?;
 
