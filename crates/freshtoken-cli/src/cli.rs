@@ -99,7 +99,8 @@ pub struct CredentialArgs {
     #[arg(long, env = env::CLIENT_ID, value_name = "ID")]
     pub client_id: Option<String>,
 
-    /// Read the client secret from this file (trailing newline ignored).
+    /// Read the client secret from this file, which must be a regular file (trailing newline
+    /// ignored; to pipe the secret in, use --client-secret-stdin).
     #[arg(long, env = env::CLIENT_SECRET_FILE, value_name = "PATH", conflicts_with = "client_secret_stdin")]
     pub client_secret_file: Option<PathBuf>,
 

@@ -107,9 +107,10 @@ impl FileStore {
             );
             None
         };
+        // O_NONBLOCK: a FIFO planted here is refused below instead of blocking the open.
         let mut file = match OpenOptions::new()
             .read(true)
-            .custom_flags(libc_nofollow())
+            .custom_flags(libc_nofollow() | libc::O_NONBLOCK)
             .open(&path)
         {
             Ok(f) => f,
