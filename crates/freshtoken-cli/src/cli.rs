@@ -99,7 +99,8 @@ pub struct CredentialArgs {
     #[arg(long, env = env::CLIENT_ID, value_name = "ID")]
     pub client_id: Option<String>,
 
-    /// Read the client secret from this file (trailing newline ignored).
+    /// Read the client secret from this file, which must be a regular file (trailing newline
+    /// ignored; to pipe the secret in, use --client-secret-stdin).
     #[arg(long, env = env::CLIENT_SECRET_FILE, value_name = "PATH", conflicts_with = "client_secret_stdin")]
     pub client_secret_file: Option<PathBuf>,
 
@@ -271,9 +272,11 @@ otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 i
 /// `freshtoken exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// The token handed to CMD stays valid at least this long.
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
-    pub min_ttl: String,
+    /// The token handed to CMD stays valid at least this long [default: min(5m, half the
+    /// server's token lifetime); with --proxy, no minimum, as the proxy keeps CMD's requests
+    /// fresh]. A value longer than the server's tokens live is an error (exit 2).
+    #[arg(long, value_name = "DURATION")]
+    pub min_ttl: Option<String>,
 
     /// Environment variable that receives the token (repeatable; default FRESHTOKEN_ACCESS_TOKEN).
     #[arg(long = "env", value_name = "NAME", action = ArgAction::Append)]

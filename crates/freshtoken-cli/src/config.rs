@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use freshtoken::regular_file::{self, Symlinks};
 use serde::Deserialize;
 
 use crate::exit::{CliError, CliResult};
@@ -262,9 +263,18 @@ fn default_paths() -> Vec<PathBuf> {
     paths
 }
 
+/// Largest config file read. One with hundreds of profiles is a few dozen KiB, but a sink
+/// template may be large (the agent's tests write 32 MiB ones); the cap only stops a file
+/// that never ends.
+const MAX_CONFIG: u64 = 64 * 1024 * 1024;
+
 fn read(path: &Path) -> CliResult<Loaded> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::usage(format!("cannot read config file {}: {e}", path.display())))?;
+    let cannot =
+        |e: String| CliError::usage(format!("cannot read config file {}: {e}", path.display()));
+    // A regular file only, opened without blocking: a FIFO would hang the read for good.
+    let bytes = regular_file::read(path, MAX_CONFIG, Symlinks::Follow)
+        .map_err(|e| cannot(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))?;
     parse(&text, path).map(|file| Loaded {
         path: path.to_owned(),
         file,

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use freshtoken::AuthMethod;
+use freshtoken::regular_file::{self, Symlinks};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{ProfileConfig, SecretSource};
@@ -182,7 +183,18 @@ fn read_secret_file(path: &Path, name: &str) -> CliResult<String> {
             path.display()
         ))
     };
-    let meta = std::fs::metadata(path).map_err(cannot)?;
+    // A regular file only, opened without blocking: a FIFO would hang the read for good.
+    let (file, meta) = regular_file::open(path, Symlinks::Follow).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::InvalidInput && name == "client secret" {
+            " (to pipe the secret in, use --client-secret-stdin)"
+        } else {
+            ""
+        };
+        CliError::usage(format!(
+            "cannot read the {name} file {}: {e}{hint}",
+            path.display()
+        ))
+    })?;
     if meta.mode() & 0o077 != 0 {
         tracing::warn!(
             "{name} file {} is readable by others (mode {:o}); chmod 600 it",
@@ -190,7 +202,7 @@ fn read_secret_file(path: &Path, name: &str) -> CliResult<String> {
             meta.mode() & 0o777
         );
     }
-    read_capped(std::fs::File::open(path).map_err(cannot)?).map_err(cannot)
+    read_capped(file).map_err(cannot)
 }
 
 /// Reads text up to [`MAX_SECRET`]; more is an error, never a secret cut short.

@@ -103,8 +103,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Resolves the settings of the selected profile for `args`.
-    pub fn resolve(cli: &Cli, args: &CredentialArgs) -> CliResult<Self> {
+    /// Resolves the settings of the selected profile for `args`. Async because an issuer is
+    /// discovered over the network: awaited on the command's runtime, not a nested one.
+    pub async fn resolve(cli: &Cli, args: &CredentialArgs) -> CliResult<Self> {
         let loaded = config::load(cli.config.as_deref())?;
         let profile_name = cli.profile.clone().unwrap_or_else(|| "default".to_owned());
         let profile = match &loaded {
@@ -139,12 +140,17 @@ impl Settings {
             args,
             Layers::FlagsAndEnvironment,
         )
+        .await
     }
 
     /// The settings of one profile of a config file as written there: no flags, and no
     /// `FRESHTOKEN_*` or `GENESYSCLOUD_*` variables, which name one client and so cannot
-    /// apply to every profile the agent keeps.
-    pub fn for_profile(name: &str, profile: &ProfileConfig, config_path: &Path) -> CliResult<Self> {
+    /// apply to every profile the agent keeps. Async like [`Settings::resolve`].
+    pub async fn for_profile(
+        name: &str,
+        profile: &ProfileConfig,
+        config_path: &Path,
+    ) -> CliResult<Self> {
         Self::build(
             name.to_owned(),
             profile,
@@ -152,9 +158,10 @@ impl Settings {
             &CredentialArgs::default(),
             Layers::ConfigOnly,
         )
+        .await
     }
 
-    fn build(
+    async fn build(
         profile_name: String,
         profile: &ProfileConfig,
         config_path: Option<PathBuf>,
@@ -359,7 +366,7 @@ impl Settings {
             (Some(url), _, _) => parse_url("token URL", url)?,
             (None, Some(issuer), _) => {
                 let issuer = parse_url("issuer", issuer)?;
-                let meta = discovery::cached(&issuer, &http, &cache)?;
+                let meta = discovery::cached(&issuer, &http, &cache).await?;
                 let url = meta.token_endpoint.clone();
                 metadata = Some(meta);
                 url

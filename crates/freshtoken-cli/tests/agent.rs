@@ -1066,3 +1066,46 @@ fn a_proxy_trusts_its_profiles_ca_file_for_the_upstream() {
         "the upstream got a token of the profile"
     );
 }
+
+/// Issue 12: a profile with `issuer =` crashed the agent at start (exit 5, "internal error at
+/// discovery.rs"): discovery started a runtime of its own and blocked on it inside the
+/// agent's. Discovery now runs on the agent's runtime; `get --issuer` keeps working.
+#[test]
+fn a_profile_found_by_its_issuer_is_kept_and_get_issuer_works() {
+    let server = server(Duration::from_secs(60));
+    let sb = Sandbox::new();
+    let sink = sb.path().join("a.token");
+    let config = format!(
+        "{}[profiles.a]\nissuer = \"{}\"\nclient_id = \"a\"\nclient_secret = {{ env = \"SECRET_A\" }}\nretry_for = \"0s\"\n[[profiles.a.sinks]]\npath = \"{}\"\n",
+        agent_section(&sb),
+        server.base_url(),
+        sink.display()
+    );
+    let agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+    let token = std::fs::read_to_string(&sink).unwrap();
+    assert!(
+        server.state().check(token.trim()).is_some(),
+        "the sink holds a token the server accepts: {}",
+        agent.log()
+    );
+
+    let o = run(sb
+        .cmd()
+        .args([
+            "get",
+            "--issuer",
+            &server.base_url(),
+            "--client-id",
+            "a",
+            "--client-secret-file",
+        ])
+        .arg({
+            let path = sb.path().join("secret");
+            std::fs::write(&path, format!("{SECRET}-a")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        }));
+    assert_code(&o, 0);
+    assert!(server.state().check(stdout(&o).trim()).is_some());
+}

@@ -65,16 +65,83 @@ fn passes_the_exit_code_and_a_valid_token() {
 }
 
 #[test]
-fn min_ttl_longer_than_the_token_lives_is_refused_before_running() {
-    let server = Server::start(Duration::from_secs(60));
+fn an_explicit_min_ttl_longer_than_the_token_lives_is_refused_before_running() {
+    let server = Server::start(Duration::from_secs(3));
     let sb = Sandbox::new();
     let marker = sb.path().join("ran");
     let o = run(sb
         .cmd_for(&server)
-        .args(["exec", "--"])
+        .args(["exec", "--min-ttl", "10m", "--"])
         .args(["touch", marker.to_str().unwrap()]));
-    assert_fails_with(&o, 2, "less than the 300.0 s asked for");
+    assert_fails_with(&o, 2, "less than the 600.0 s asked for (--min-ttl)");
     assert!(!marker.exists(), "the command did not run");
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
+
+/// Issue 12: exec's default minimum was a flat 5 minutes, so tokens that live less made every
+/// exec fail with exit 2 over a --min-ttl nobody gave; --proxy too, whose child needs none.
+#[test]
+fn exec_on_its_defaults_runs_with_tokens_shorter_than_five_minutes() {
+    let server = Server::start(Duration::from_secs(3));
+    let sb = Sandbox::new();
+    let seen = sb.path().join("seen");
+    let o = run(sb
+        .cmd_for(&server)
+        .args(["exec", "--", "sh", "-c"])
+        .arg(format!(
+            "printf %s \"$FRESHTOKEN_ACCESS_TOKEN\" > {}",
+            seen.display()
+        )));
+    assert_code(&o, 0);
+    let token = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        server.state().check(&token).is_some(),
+        "the child got a token the server accepts: {token:?}"
+    );
+
+    let o = run(sb.cmd_for(&server).args([
+        "exec",
+        "--proxy",
+        "--upstream",
+        &server.base_url(),
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$FRESHTOKEN_ACCESS_TOKEN\" && curl -sf -o /dev/null \"$FRESHTOKEN_PROXY_URL/api/items/1\"",
+    ]));
+    assert_code(&o, 0);
+}
+
+/// With 300 s tokens (the Genesys Cloud minimum) a 5-minute default was never met by a cached
+/// token, so every exec fetched. Half the lifetime is asked for instead: a second exec right
+/// after the first uses the cached token, one 140 s later still does (160 s left), one 160 s
+/// later (140 s left, under half the lifetime) gets a new one.
+#[test]
+fn exec_on_its_defaults_reuses_a_cached_token_while_half_its_life_is_left() {
+    let server = Server::start(Duration::from_secs(300));
+    let sb = Sandbox::new();
+    let exec = |skew: &str| {
+        let o = run(sb
+            .cmd_for(&server)
+            .env("FRESHTOKEN_CLOCK_SKEW", skew)
+            .args([
+                "exec",
+                "--",
+                "sh",
+                "-c",
+                "test -n \"$FRESHTOKEN_ACCESS_TOKEN\"",
+            ]));
+        assert_code(&o, 0);
+        server.stats().token_requests
+    };
+    assert_eq!(exec("0s"), 1);
+    assert_eq!(exec("0s"), 1, "the second exec used the cached token");
+    assert_eq!(exec("140s"), 1, "160 s left of 300 s is enough");
+    assert_eq!(
+        exec("160s"),
+        2,
+        "140 s left of 300 s is under half: refreshed"
+    );
 }
 
 #[test]

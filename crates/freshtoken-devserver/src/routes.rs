@@ -17,10 +17,14 @@ use crate::state::State;
 
 type Shared = Arc<State>;
 
-/// The routes: `/oauth/token`, `/api/{*path}`, `/__stats`, `/__faults`, `/__revoke`.
+/// The routes: `/oauth/token`, the issuer's metadata at `/.well-known/openid-configuration`
+/// and `/.well-known/oauth-authorization-server`, `/api/{*path}`, `/__stats`, `/__faults`,
+/// `/__revoke`.
 pub fn app(state: Shared) -> Router {
     Router::new()
         .route("/oauth/token", post(token))
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/api/blob/{bytes}", get(crate::api::blob))
         .route("/api/sink", any(crate::api::sink))
         .route("/api/redirect", get(crate::api::redirect))
@@ -137,6 +141,29 @@ fn canned(c: &Canned) -> Response {
     builder
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The issuer's metadata (OpenID Connect Discovery, RFC 8414), so that `--issuer` and a
+/// profile's `issuer =` can be tried against this server. The issuer is `http://HOST` as the
+/// client named it, the address the server is reached at, as in the assertion audience.
+async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let mut grants = vec!["client_credentials"];
+    if state.refresh_tokens {
+        grants.push("refresh_token");
+    }
+    axum::Json(json!({
+        "issuer": format!("http://{host}"),
+        "token_endpoint": format!("http://{host}/oauth/token"),
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"
+        ],
+        "grant_types_supported": grants,
+    }))
+    .into_response()
 }
 
 async fn stats(Extract(state): Extract<Shared>) -> Response {

@@ -13,6 +13,7 @@ use crate::assertion::SigningAlg;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::fetch::{HttpOptions, http_client};
+use crate::regular_file::{self, Symlinks};
 use crate::request::AuthMethod;
 use crate::response;
 
@@ -108,13 +109,7 @@ pub async fn discover_cached(
             &hex::encode(Sha256::digest(issuer.as_str()))[..32]
         ))
     });
-    let from_file = path.as_ref().and_then(|p| {
-        let meta = std::fs::metadata(p).ok()?;
-        if !fresh(meta.modified().ok()?) || meta.len() > 1024 * 1024 {
-            return None;
-        }
-        serde_json::from_slice::<Metadata>(&std::fs::read(p).ok()?).ok()
-    });
+    let from_file = path.as_ref().and_then(|p| read_cache_file(p, fresh));
     let metadata = match from_file {
         Some(m) => m,
         None => {
@@ -136,6 +131,30 @@ pub async fn discover_cached(
         metadata.clone(),
     ));
     Ok(metadata)
+}
+
+/// The metadata cached in `path` if it is a regular file (never a FIFO or a symlink, which
+/// are ignored with a warning and replaced), `fresh` by its age, and at most 1 MiB.
+fn read_cache_file(path: &Path, fresh: impl Fn(SystemTime) -> bool) -> Option<Metadata> {
+    use std::io::Read;
+    const MAX: u64 = 1024 * 1024;
+    let (file, meta) = match regular_file::open(path, Symlinks::Refuse) {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(
+                "ignoring discovery cache file {}: {e}; it will be replaced",
+                path.display()
+            );
+            return None;
+        }
+    };
+    if !fresh(meta.modified().ok()?) || meta.len() > MAX {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX).read_to_end(&mut bytes).ok()?;
+    serde_json::from_slice::<Metadata>(&bytes).ok()
 }
 
 /// Writes `bytes` to `path` (mode 0600, directory 0700) by rename, so readers never see half.

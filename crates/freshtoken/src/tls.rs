@@ -2,12 +2,14 @@
 //! CA (a company's Keycloak, an internal gateway) is trusted by naming that CA's certificate,
 //! never by turning verification off.
 
+use std::io::Read;
 use std::path::Path;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::error::{Error, Result};
+use crate::regular_file::{self, Symlinks};
 
 /// Largest CA file read: a whole system bundle is about 200 KiB.
 const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
@@ -17,16 +19,20 @@ const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
 /// is a configuration error that names the file.
 pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let bad = |why: String| Error::Config(format!("CA file {}: {why}", path.display()));
-    let size = std::fs::metadata(path)
-        .map_err(|e| bad(e.to_string()))?
-        .len();
+    // A regular file only: a FIFO named here would block the read for good.
+    let (file, meta) =
+        regular_file::open(path, Symlinks::Follow).map_err(|e| bad(e.to_string()))?;
+    let size = meta.len();
     if size > MAX_CA_FILE {
         return Err(bad(format!(
             "{size} bytes, more than a CA bundle holds ({} MiB at most)",
             MAX_CA_FILE / (1024 * 1024)
         )));
     }
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut pem = Vec::new();
+    file.take(MAX_CA_FILE)
+        .read_to_end(&mut pem)
+        .map_err(|e| bad(e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;

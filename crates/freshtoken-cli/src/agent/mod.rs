@@ -93,7 +93,7 @@ impl Agent {
 
     /// Checks every profile of `file` and builds what is new or changed, touching nothing
     /// running: a config that fails here leaves the agent as it was.
-    fn prepare(&self, file: &ConfigFile) -> CliResult<BTreeMap<String, Prepared>> {
+    async fn prepare(&self, file: &ConfigFile) -> CliResult<BTreeMap<String, Prepared>> {
         if file.profiles.is_empty() {
             return Err(CliError::usage(format!(
                 "{}: no [profiles.NAME] to keep",
@@ -132,6 +132,7 @@ impl Agent {
                         .map(|p| Arc::clone(&p.metrics))
                         .unwrap_or_default();
                     let settings = Settings::for_profile(name, profile, &self.config_path)
+                        .await
                         .map_err(|e| CliError {
                             message: format!("profile {name:?}: {}", e.message),
                             ..e
@@ -238,7 +239,7 @@ impl Agent {
 
     async fn try_reload(&self) -> CliResult {
         let file = read_config(&self.config_path)?;
-        let prepared = self.prepare(&file)?;
+        let prepared = self.prepare(&file).await?;
         proxies::check(&file, &prepared)?;
         if file.agent != self.endpoint {
             tracing::warn!("changes to [agent] (socket, listen) take effect at the next start");
@@ -334,7 +335,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
             endpoint: file.agent.clone(),
             reloads: Reloads::default(),
         });
-        let prepared = agent.prepare(&file)?;
+        let prepared = agent.prepare(&file).await?;
         proxies::check(&file, &prepared)?;
         let endpoints = endpoint::bind(&file.agent)?;
         if args.check {

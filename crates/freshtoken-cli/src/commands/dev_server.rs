@@ -22,12 +22,7 @@ pub fn run(args: &DevServerArgs) -> CliResult {
             "--listen {addr}: the dev-server only listens on loopback (127.0.0.1 or [::1])"
         )));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
+    super::server_runtime()?.block_on(async {
         let server = Running::start(addr, config.clone())
             .await
             .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
@@ -35,6 +30,11 @@ pub fn run(args: &DevServerArgs) -> CliResult {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "freshtoken dev-server on {}", server.base_url());
         let _ = writeln!(out, "  token endpoint  {}", server.token_url());
+        let _ = writeln!(
+            out,
+            "  issuer          {} (metadata at /.well-known/openid-configuration)",
+            server.base_url()
+        );
         let _ = writeln!(out, "  protected API   {}/api/...", server.base_url());
         let _ = writeln!(
             out,

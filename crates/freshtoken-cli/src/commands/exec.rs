@@ -2,8 +2,9 @@
 //! the proxy running beside it for its whole life; passes its exit code through.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use freshtoken::{MemoryStore, Want};
+use freshtoken::{AccessToken, CachedSource, MemoryStore, SharedClock, Want, fmt_duration};
 use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
 
 use crate::cli::{Cli, ExecArgs};
@@ -14,9 +15,16 @@ use crate::settings::{Settings, parse_duration};
 /// Exit code when CMD cannot be started, as shells use it.
 const CANNOT_RUN: u8 = 127;
 
+/// The most exec asks for on its own: a CMD that needs longer says so with `--min-ttl`.
+const DEFAULT_MIN_TTL: Duration = Duration::from_secs(300);
+
 pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
-    let min_ttl =
-        parse_duration(&args.min_ttl).map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?;
+    let min_ttl = args
+        .min_ttl
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?;
     let names = if args.env.is_empty() {
         vec![env::ACCESS_TOKEN.to_owned()]
     } else {
@@ -31,11 +39,11 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
             "{bad:?} is not an environment variable name"
         )));
     }
-    let settings = Settings::resolve(cli, &args.credentials)?;
     let runtime = super::server_runtime()?;
     runtime.block_on(async {
+        let settings = Settings::resolve(cli, &args.credentials).await?;
         let source = super::source(&settings)?;
-        let token = source.token_with(Want::one_shot(min_ttl)).await?;
+        let token = child_token(&source, min_ttl, args.proxy, &settings.clock).await?;
 
         let mut command = tokio::process::Command::new(&args.command[0]);
         command.args(&args.command[1..]);
@@ -87,6 +95,47 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     })
 }
 
+/// The token CMD gets: valid for `--min-ttl` when given; else, without `--proxy`, for
+/// min(5 min, half the server's lifetime), so that tokens shorter than 5 minutes work and a
+/// cached one is reused while half its life is left; with `--proxy` for no minimum, since
+/// the proxy, not this token, keeps CMD's requests authorised.
+async fn child_token(
+    source: &CachedSource,
+    min_ttl: Option<Duration>,
+    proxy: bool,
+    clock: &SharedClock,
+) -> CliResult<AccessToken> {
+    if let Some(min_ttl) = min_ttl {
+        return Ok(source.token_with(Want::one_shot(min_ttl)).await?);
+    }
+    let token = source.token_with(Want::one_shot(Duration::ZERO)).await?;
+    if proxy {
+        return Ok(token);
+    }
+    let wanted = default_min_ttl(token.lifetime());
+    if token.remaining(clock.now()) >= wanted {
+        return Ok(token);
+    }
+    drop(token);
+    match source.token_with(Want::one_shot(wanted)).await {
+        Ok(token) => Ok(token),
+        // Only if the server's lifetime shrank between the two tokens.
+        Err(freshtoken::Error::LifetimeTooShort { lifetime, min_ttl }) => {
+            Err(CliError::usage(format!(
+                "the server's tokens now live {}, less than the {} exec asks for by default (half the lifetime of the token it held); set --min-ttl",
+                fmt_duration(lifetime),
+                fmt_duration(min_ttl)
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What exec asks for without `--min-ttl`: min(5 min, half of `lifetime`).
+fn default_min_ttl(lifetime: Duration) -> Duration {
+    DEFAULT_MIN_TTL.min(lifetime / 2)
+}
+
 /// Waits for the child, passing SIGINT and SIGTERM on to it; its exit code, or 128+N when
 /// signal N ended it.
 async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> CliResult<u8> {
@@ -134,6 +183,15 @@ fn valid_env_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_minimum_is_half_the_lifetime_up_to_five_minutes() {
+        let s = Duration::from_secs;
+        assert_eq!(default_min_ttl(s(3)), Duration::from_millis(1500));
+        assert_eq!(default_min_ttl(s(300)), s(150));
+        assert_eq!(default_min_ttl(s(600)), s(300));
+        assert_eq!(default_min_ttl(s(86_400)), s(300));
+    }
 
     #[test]
     fn env_names() {

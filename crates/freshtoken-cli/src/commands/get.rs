@@ -23,10 +23,13 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
             Err(why) => tracing::info!("not using the agent: {why}; fetching directly"),
         }
     }
-    let settings = Settings::resolve(cli, &args.credentials)?;
-    let source = super::source(&settings)?;
-    let token = super::runtime()?.block_on(source.token_with(Want::one_shot(min_ttl)))?;
-    print(&render(&token, args.format, settings.clock.now()))
+    let (token, now) = super::runtime()?.block_on(async {
+        let settings = Settings::resolve(cli, &args.credentials).await?;
+        let source = super::source(&settings)?;
+        let token = source.token_with(Want::one_shot(min_ttl)).await?;
+        CliResult::Ok((token, settings.clock.now()))
+    })?;
+    print(&render(&token, args.format, now))
 }
 
 /// The fast path: a running agent's token, without reading secrets or starting a runtime.

@@ -45,17 +45,18 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
 }
 
 fn cached_token(cli: &Cli, args: &InspectArgs) -> CliResult<Token> {
-    let settings = Settings::resolve(cli, &args.credentials)?;
-    let request = settings.token_request().ok();
-    let store = settings.store(request.as_ref())?;
-    let key = settings.cache_key();
-    let token = super::runtime()?.block_on(store.load(&key))?;
-    token.ok_or_else(|| {
-        CliError::usage(format!(
-            "no token given and none cached for profile {:?} ({}); pass TOKEN or - for stdin",
-            settings.profile,
-            store.location(&key)
-        ))
+    super::runtime()?.block_on(async {
+        let settings = Settings::resolve(cli, &args.credentials).await?;
+        let request = settings.token_request().ok();
+        let store = settings.store(request.as_ref())?;
+        let key = settings.cache_key();
+        store.load(&key).await?.ok_or_else(|| {
+            CliError::usage(format!(
+                "no token given and none cached for profile {:?} ({}); pass TOKEN or - for stdin",
+                settings.profile,
+                store.location(&key)
+            ))
+        })
     })
 }
 

@@ -5,11 +5,12 @@ use crate::exit::CliResult;
 use crate::settings::Settings;
 
 pub fn run(cli: &Cli, args: &CredentialArgs) -> CliResult {
-    let settings = Settings::resolve(cli, args)?;
+    let runtime = super::runtime()?;
+    let settings = runtime.block_on(Settings::resolve(cli, args))?;
     let request = settings.token_request().ok();
     let store = settings.store(request.as_ref())?;
     let key = settings.cache_key();
-    let removed = super::runtime()?.block_on(store.remove(&key))?;
+    let removed = runtime.block_on(store.remove(&key))?;
     if removed {
         eprintln!(
             "dropped the cached token of profile {} ({})",

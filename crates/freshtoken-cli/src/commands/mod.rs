@@ -18,6 +18,7 @@ use crate::settings::Settings;
 
 /// A runtime for a one-shot command: one thread, started fast.
 pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    outside_any_runtime()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -26,11 +27,24 @@ pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
 
 /// A runtime for a long-running command: two worker threads (the machines are small).
 pub fn server_runtime() -> CliResult<tokio::runtime::Runtime> {
+    outside_any_runtime()?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// One runtime per process (per thread for the proxy's serving threads): async work such as
+/// discovery is awaited on the command's runtime. Blocking on a second one from inside a
+/// runtime panics, so asking for one there is refused with a one-line error instead.
+fn outside_any_runtime() -> CliResult {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(CliError::internal(
+            "an async runtime was asked for inside another; this is a bug, please report it",
+        ));
+    }
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.
@@ -89,4 +103,21 @@ pub fn source_from(
         .policy(settings.policy)
         .clock(settings.clock.clone())
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_runtime_is_started_inside_another() -> CliResult {
+        let outer = runtime()?;
+        let inner = outer.block_on(async { (runtime().err(), server_runtime().err()) });
+        for e in [inner.0, inner.1] {
+            let e = e.ok_or_else(|| CliError::internal("a nested runtime was started"))?;
+            assert_eq!(e.code, crate::exit::code::INTERNAL);
+            assert!(e.message.contains("inside another"), "{}", e.message);
+        }
+        Ok(())
+    }
 }

@@ -13,7 +13,10 @@ use crate::exit::{CliError, CliResult};
 use crate::settings::{Settings, parse_duration};
 
 pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
-    let settings = Settings::resolve(cli, &args.credentials)?;
+    // The one runtime of this thread: it resolves the settings (discovery), then watches
+    // signals; the serving threads run their own.
+    let runtime = super::runtime()?;
+    let settings = runtime.block_on(Settings::resolve(cli, &args.credentials))?;
     let upstream = upstream(args.upstream.as_deref(), &settings)?;
     let replay_limit = parse_size(&args.replay_limit)
         .map_err(|e| CliError::usage(format!("--replay-limit: {e}")))?;
@@ -44,7 +47,6 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     drop(out);
     // Signals are watched on a thread of their own; the serving threads drain when told.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runtime = super::runtime()?;
     std::thread::spawn(move || {
         runtime.block_on(super::shutdown_signal());
         let _ = stop.send(true);

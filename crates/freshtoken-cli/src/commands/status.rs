@@ -19,13 +19,13 @@ struct Layer {
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
-    let settings = Settings::resolve(cli, &args.credentials)?;
+    let runtime = super::runtime()?;
+    let settings = runtime.block_on(Settings::resolve(cli, &args.credentials))?;
     let key = settings.cache_key();
     let request = settings.token_request().ok();
     let redis_without_credentials =
         matches!(settings.cache, CacheChoice::Redis { .. }) && request.is_none();
     let layers = settings.layers(request.as_ref())?;
-    let runtime = super::runtime()?;
     let layers: Vec<Layer> = runtime.block_on(async {
         let mut out = Vec::new();
         for store in &layers {

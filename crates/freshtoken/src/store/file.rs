@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::record::Record;
+use crate::regular_file::Symlinks;
 use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::{Error, Result};
 use crate::request::CacheKey;
@@ -190,21 +191,11 @@ impl FileStore {
 /// blocking, so a FIFO planted in its place cannot hang the caller), a file others may
 /// write or read, one larger than `max`.
 fn read_private(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, String> {
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_nofollow() | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
+    let (mut file, meta) = match crate::regular_file::open(path, Symlinks::Refuse) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot open it ({e})")),
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat it ({e})"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
     if meta.mode() & 0o077 != 0 {
         return Err(format!(
             "its mode {:o} lets others read or change it",
