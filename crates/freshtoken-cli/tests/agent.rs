@@ -1204,3 +1204,70 @@ fn the_agent_warns_once_per_failure_streak() {
     assert!(warnings[0].contains("invalid_client"), "{log}");
     assert!(!log.contains("not-the-secret"), "{log}");
 }
+
+/// A `[[proxy]]` is the same proxy as `freshtoken proxy`: an upstream that refuses every
+/// token gets its 401s back to the clients without a token request each.
+#[test]
+fn an_agent_proxy_in_a_401_storm_makes_a_bounded_number_of_token_requests() {
+    let server = server(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "{}{}[[proxy]]\nprofile = \"a\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n",
+        agent_section(&sb),
+        profile(&server, "a", ""),
+        server.base_url()
+    );
+    let agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+    server.set_faults(freshtoken_devserver::Faults {
+        reject_api: true,
+        ..Default::default()
+    });
+    let before = server.stats().token_requests;
+    let started = Instant::now();
+    let mut curl = std::process::Command::new("curl");
+    curl.args([
+        "-s",
+        "-m",
+        "10",
+        "-w",
+        "%{http_code}\n",
+        "--parallel",
+        "--parallel-max",
+        "10",
+    ]);
+    for i in 0..100 {
+        curl.args([
+            format!("http://127.0.0.1:{port}/api/x/{i}"),
+            "-o".into(),
+            "/dev/null".into(),
+        ]);
+    }
+    let codes = stdout(&run(&mut curl));
+    let elapsed = started.elapsed();
+    assert_eq!(
+        codes.lines().filter(|c| *c == "401").count(),
+        100,
+        "{codes}"
+    );
+    let fetched = server.stats().token_requests - before;
+    // One refresh, then one per backoff step (1 s, 2 s, 4 s …) that has passed.
+    let bound = 1 + (elapsed.as_secs_f64() + 1.0).log2().floor() as u64;
+    assert!(
+        fetched <= bound,
+        "{fetched} token requests for 100 refused requests in {elapsed:?}: {}",
+        agent.log()
+    );
+    assert!(
+        agent
+            .log()
+            .contains("the upstream refused a new token too (401)"),
+        "{}",
+        agent.log()
+    );
+}

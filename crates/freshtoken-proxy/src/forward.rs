@@ -63,13 +63,12 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<ProxyBody> {
     r
 }
 
-async fn forward(
-    shared: &Shared,
-    req: Request<Incoming>,
-) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+/// Where `req` goes upstream; refuses `CONNECT` and absolute URIs for other hosts, with the
+/// status and text of the refusal.
+fn target(shared: &Shared, req: &Request<Incoming>) -> Result<Uri, (StatusCode, String)> {
     let upstream = &shared.config.upstream;
     if req.method() == Method::CONNECT {
-        return Err(plain(
+        return Err((
             StatusCode::METHOD_NOT_ALLOWED,
             format!("freshtoken proxy forwards only to {upstream}; CONNECT is refused"),
         ));
@@ -83,18 +82,25 @@ async fn forward(
                 .or_else(|| upstream.port_or_known_default())
                 == upstream.port_or_known_default();
         if !same {
-            return Err(plain(
+            return Err((
                 StatusCode::FORBIDDEN,
                 format!("freshtoken proxy forwards only to {upstream}, not to {authority}"),
             ));
         }
     }
-    let uri = shared.upstream.target(req.uri()).ok_or_else(|| {
-        plain(
+    shared.upstream.target(req.uri()).ok_or_else(|| {
+        (
             StatusCode::BAD_REQUEST,
-            "the request path does not make a URL",
+            "the request path does not make a URL".to_owned(),
         )
-    })?;
+    })
+}
+
+async fn forward(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+    let uri = target(shared, &req).map_err(|(status, text)| plain(status, text))?;
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);

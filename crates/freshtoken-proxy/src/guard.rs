@@ -87,7 +87,8 @@ impl Guard {
             .is_some_and(|until| self.clock.now() < until)
     }
 
-    /// Waits for the right to refresh after a 401 (see [`Guard::flight`]'s field doc).
+    /// Waits for the right to refresh after a 401: one at a time, each keeping it until the
+    /// upstream has answered the replay with its new token.
     pub async fn flight(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.flight.lock().await
     }
