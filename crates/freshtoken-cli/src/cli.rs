@@ -196,7 +196,10 @@ entries.
 Endpoint, on a unix socket of mode 0600 ([agent] socket, default
 $XDG_RUNTIME_DIR/freshtoken/agent.sock) and, if [agent] listen is set, on loopback TCP:
   GET /v1/token/<profile>?min_ttl=60s   the token as JSON (or raw with Accept: text/plain);
-                                        404 unknown profile, 503 no valid token (with why)
+                                        404 unknown profile, 400 min_ttl not below the
+                                        tokens' lifetime, 503 no valid token (with why;
+                                        Retry-After when a min_ttl beyond the held token's
+                                        waits for the next early fetch)
   GET /healthz    the process is alive
   GET /readyz     every profile holds a valid token and its sinks hold one too (503 lists
                   those that do not, and why)
@@ -213,9 +216,16 @@ sinks are removed or emptied (nothing keeps them fresh any more), exit 0.
 /// `freshtoken agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Check the config (profiles, secrets, sinks, proxies) and exit, starting nothing.
+    /// Check the config (profiles, secrets, sinks, proxies) and get one token per profile,
+    /// then exit, starting nothing; a profile whose token cannot be had fails the check
+    /// with its exit code (3 for a client the server rejects) and its name.
     #[arg(long)]
     pub check: bool,
+
+    /// With --check: check the config only, without asking for tokens (for a machine that
+    /// cannot reach the token endpoints yet).
+    #[arg(long, requires = "check")]
+    pub no_fetch: bool,
 }
 
 /// `freshtoken get`.

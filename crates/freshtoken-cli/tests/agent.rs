@@ -141,6 +141,11 @@ fn http(socket: &Path, path: &str) -> Option<(u16, String)> {
 }
 
 fn http_with(socket: &Path, path: &str, accept: &str) -> Option<(u16, String)> {
+    http_full(socket, path, accept).map(|(status, _, body)| (status, body))
+}
+
+/// [`http_with`], with the head of the answer: `(status, head, body)`.
+fn http_full(socket: &Path, path: &str, accept: &str) -> Option<(u16, String, String)> {
     let mut s = UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(35))).unwrap();
     write!(
@@ -152,7 +157,7 @@ fn http_with(socket: &Path, path: &str, accept: &str) -> Option<(u16, String)> {
     s.read_to_string(&mut answer).ok()?;
     let (head, body) = answer.split_once("\r\n\r\n")?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    Some((status, head.to_owned(), body.to_owned()))
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -434,10 +439,11 @@ fn endpoint_metrics_and_get_agree_with_the_dev_server() {
             .contains("no profile \"nope\""),
         "{body}"
     );
+    // Longer than the tokens live: no token can meet it, and no token request is made for it.
     let (status, body) = agent.get("/v1/token/a?min_ttl=1h");
-    assert_eq!(status, 503);
+    assert_eq!(status, 400);
     assert!(
-        json(&body)["error"].as_str().unwrap().contains("less than"),
+        json(&body)["error"].as_str().unwrap().contains("live 2 s"),
         "{body}"
     );
     let (status, _) = agent.get("/v1/token/a?min_ttl=soon");
@@ -1108,4 +1114,203 @@ fn a_profile_found_by_its_issuer_is_kept_and_get_issuer_works() {
         }));
     assert_code(&o, 0);
     assert!(server.state().check(stdout(&o).trim()).is_some());
+}
+
+/// Issue 12: a `min_ttl` near the lifetime made every call to the endpoint a token request.
+#[test]
+fn a_min_ttl_near_or_beyond_the_lifetime_does_not_make_each_call_a_token_request() {
+    let server = server(Duration::from_secs(60));
+    let sb = Sandbox::new();
+    let agent = Agent::start(&sb, &(agent_section(&sb) + &profile(&server, "a", "")));
+    agent.wait_ready();
+    let before = server.stats().token_requests;
+    let started = Instant::now();
+    // 100 calls, each needing all but 1 ms of the lifetime: 50 one after another, then 50
+    // from five callers at a time.
+    let call = || {
+        http_full(
+            &agent.socket,
+            "/v1/token/a?min_ttl=59999ms",
+            "application/json",
+        )
+        .unwrap_or_else(|| panic!("no answer: {}", agent.log()))
+    };
+    let mut answers: Vec<(u16, String, String)> = (0..50).map(|_| call()).collect();
+    std::thread::scope(|s| {
+        let callers: Vec<_> = (0..5)
+            .map(|_| s.spawn(|| (0..10).map(|_| call()).collect::<Vec<_>>()))
+            .collect();
+        answers.extend(callers.into_iter().flat_map(|c| c.join().unwrap()));
+    });
+    assert_eq!(answers.len(), 100);
+    let elapsed = started.elapsed();
+    let fetched = server.stats().token_requests - before;
+    eprintln!("100 calls with min_ttl 59.999 s in {elapsed:?}: {fetched} token requests");
+    // One early fetch per quarter of the lifetime (15 s) could have been due, and the keeper's
+    // own refresh at 70-75 % of it.
+    let bound = 1 + elapsed.as_secs() / 15 + elapsed.as_secs() / 42;
+    assert!(fetched <= bound, "{fetched} token requests for 100 calls");
+    for (status, head, body) in &answers {
+        match status {
+            200 => assert!(json(body)["expires_in"].as_u64() >= Some(59), "{body}"),
+            503 => {
+                assert!(
+                    head.to_ascii_lowercase().contains("retry-after:"),
+                    "503 says when to retry: {head}"
+                );
+                assert!(body.contains("short of min_ttl"), "{body}");
+            }
+            _ => panic!("{status} {body}"),
+        }
+    }
+    // As long as the lifetime, or longer: refused at once, no token request.
+    let before = server.stats().token_requests;
+    for min_ttl in ["60s", "2m"] {
+        for _ in 0..50 {
+            let (status, body) = agent.get(&format!("/v1/token/a?min_ttl={min_ttl}"));
+            assert_eq!(status, 400, "{body}");
+            assert!(body.contains("live 60 s"), "{body}");
+        }
+    }
+    assert_eq!(server.stats().token_requests, before);
+    // A min_ttl the held token meets is served as before.
+    let (status, body) = agent.get("/v1/token/a?min_ttl=10s");
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Issue 12: `agent --check` said "ok" for a secret the server refuses.
+#[test]
+fn agent_check_gets_a_token_per_profile_and_names_the_refused_one() {
+    let server = server(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let path = sb.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        agent_section(&sb) + &profile(&server, "a", "") + &profile(&server, "b", ""),
+    )
+    .unwrap();
+    let check = |secret_b: &str, extra: &[&str]| {
+        run(sb
+            .cmd()
+            .args(["--config", path.to_str().unwrap(), "agent", "--check"])
+            .args(extra)
+            .env("SECRET_A", format!("{SECRET}-a"))
+            .env("SECRET_B", secret_b))
+    };
+    let o = check("not-the-secret-Pw4", &[]);
+    assert_fails_with(&o, 3, "profile \"b\": ");
+    assert!(stderr(&o).contains("invalid_client"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains(": ok"), "{}", stdout(&o));
+    assert!(!stderr(&o).contains("not-the-secret"), "{}", stderr(&o));
+    assert_eq!(server.stats().token_requests, 2, "one per profile");
+
+    let o = check("not-the-secret-Pw4", &["--no-fetch"]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains(": ok"), "{}", stdout(&o));
+    assert_eq!(server.stats().token_requests, 2, "--no-fetch asks for none");
+
+    let o = check(&format!("{SECRET}-b"), &[]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("profile \"a\": got a token")
+            && stdout(&o).contains("profile \"b\": got a token"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(server.stats().token_requests, 4);
+}
+
+/// A refused secret is logged at WARN with the server's error once per failure streak; the
+/// keeper's further tries (1 s, 2 s … later) go to the info level.
+#[test]
+fn the_agent_warns_once_per_failure_streak() {
+    let server = server(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let wrong = sb.path().join("wrong-secret");
+    std::fs::write(&wrong, "not-the-secret-Kd2\n").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = agent_section(&sb)
+        + &format!(
+            "[profiles.a]\ntoken_url = \"{}\"\nclient_id = \"a\"\nclient_secret = {{ file = \"{}\" }}\nretry_for = \"0s\"\n",
+            server.token_url(),
+            wrong.display()
+        );
+    let agent = Agent::start(&sb, &config);
+    wait_until(
+        Duration::from_secs(20),
+        || agent.log().matches("invalid_client").count() >= 3,
+        || format!("three refused tries: {}", agent.log()),
+    );
+    let log = agent.log();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("invalid_client"), "{log}");
+    assert!(!log.contains("not-the-secret"), "{log}");
+}
+
+/// A `[[proxy]]` is the same proxy as `freshtoken proxy`: an upstream that refuses every
+/// token gets its 401s back to the clients without a token request each.
+#[test]
+fn an_agent_proxy_in_a_401_storm_makes_a_bounded_number_of_token_requests() {
+    let server = server(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "{}{}[[proxy]]\nprofile = \"a\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n",
+        agent_section(&sb),
+        profile(&server, "a", ""),
+        server.base_url()
+    );
+    let agent = Agent::start(&sb, &config);
+    agent.wait_ready();
+    server.set_faults(freshtoken_devserver::Faults {
+        reject_api: true,
+        ..Default::default()
+    });
+    let before = server.stats().token_requests;
+    let started = Instant::now();
+    let mut curl = std::process::Command::new("curl");
+    curl.args([
+        "-s",
+        "-m",
+        "10",
+        "-w",
+        "%{http_code}\n",
+        "--parallel",
+        "--parallel-max",
+        "10",
+    ]);
+    for i in 0..100 {
+        curl.args([
+            format!("http://127.0.0.1:{port}/api/x/{i}"),
+            "-o".into(),
+            "/dev/null".into(),
+        ]);
+    }
+    let codes = stdout(&run(&mut curl));
+    let elapsed = started.elapsed();
+    assert_eq!(
+        codes.lines().filter(|c| *c == "401").count(),
+        100,
+        "{codes}"
+    );
+    let fetched = server.stats().token_requests - before;
+    // One refresh, then one per backoff step (1 s, 2 s, 4 s …) that has passed.
+    let bound = 1 + (elapsed.as_secs_f64() + 1.0).log2().floor() as u64;
+    assert!(
+        fetched <= bound,
+        "{fetched} token requests for 100 refused requests in {elapsed:?}: {}",
+        agent.log()
+    );
+    assert!(
+        agent
+            .log()
+            .contains("the upstream refused a new token too (401)"),
+        "{}",
+        agent.log()
+    );
 }

@@ -5,11 +5,13 @@ mod common;
 #[path = "common/tls.rs"]
 mod tls;
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use common::*;
+use freshtoken_devserver::Faults;
 
 /// A running `freshtoken proxy`; stopped with SIGTERM when dropped.
 struct Proxy {
@@ -52,12 +54,29 @@ impl Proxy {
             .unwrap()
     }
 
-    /// SIGTERM, then its exit status and stderr.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    /// Its stderr, line by line as it is written (read on a thread of its own).
+    fn stderr_lines(&mut self) -> mpsc::Receiver<String> {
+        let stderr = self.child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    }
+
+    /// SIGTERM, then its exit status.
+    fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
-        let status = wait(&mut self.child, "the proxy after SIGTERM");
+        wait(&mut self.child, "the proxy after SIGTERM")
+    }
+
+    /// SIGTERM, then its exit status and stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.terminate();
         let mut err = String::new();
         self.child
             .stderr
@@ -451,4 +470,267 @@ fn ca_file_trusts_a_private_ca_for_the_token_endpoint_and_the_upstream() {
     };
     assert!(through(None).ends_with(" 502"), "without the CA file");
     assert_eq!(through(Some(&private.ca_file)), "HTTP/1.1\n 200");
+}
+
+/// Status codes of `urls` fetched by one curl, one after another on one connection or all at
+/// once (`--parallel`).
+fn curl_codes(urls: &[String], parallel: bool) -> Vec<String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-S", "-w", "%{http_code}\n"]);
+    if parallel {
+        cmd.args(["--parallel", "--parallel-immediate", "--parallel-max", "50"]);
+    }
+    for url in urls {
+        cmd.args([url.as_str(), "-o", "/dev/null"]);
+    }
+    let o = run(&mut cmd);
+    stdout(&o).lines().map(str::to_owned).collect()
+}
+
+/// How many steps of the proxy's 401 backoff (1 s, 2 s, 4 s … up to 60 s) can have ended
+/// within `elapsed`: each one allows one more token request.
+fn backoff_steps_within(elapsed: Duration) -> u64 {
+    let (mut steps, mut ended, mut step) = (0, Duration::ZERO, freshtoken_proxy::FIRST_BACKOFF);
+    loop {
+        ended += step;
+        if ended > elapsed {
+            return steps;
+        }
+        steps += 1;
+        step = (step * 2).min(freshtoken_proxy::MAX_BACKOFF);
+    }
+}
+
+/// Issue 12: an upstream that answered 401 to everything made the proxy fetch a token for
+/// every client request (16,306 requests, 16,308 token requests in 5 s).
+#[test]
+fn an_upstream_that_refuses_every_token_gets_its_401s_without_a_token_request_each() {
+    let server = Server::start(Duration::from_secs(3600));
+    server.set_faults(Faults {
+        reject_api: true,
+        ..Faults::default()
+    });
+    let sb = Sandbox::new();
+    let proxy = Proxy::start(&sb, &server, &[]);
+    let urls: Vec<String> = (0..100)
+        .map(|i| format!("{}/api/items/{i}", proxy.url))
+        .collect();
+    let started = Instant::now();
+    let mut codes = curl_codes(&urls, false);
+    codes.extend(curl_codes(&urls, true));
+    let elapsed = started.elapsed();
+    assert_eq!(codes.len(), 200, "{codes:?}");
+    assert!(
+        codes.iter().all(|c| c == "401"),
+        "every client gets the upstream's 401: {codes:?}"
+    );
+    let stats = server.stats();
+    let bound = 2 + backoff_steps_within(elapsed);
+    eprintln!(
+        "200 refused requests in {elapsed:?}: {} token requests (bound {bound})",
+        stats.token_requests
+    );
+    assert!(
+        stats.token_requests <= bound,
+        "the first token, one refresh, then one per backoff step ({elapsed:?}): {stats:?}"
+    );
+
+    // The upstream takes tokens again: the held one serves at once, no new token needed.
+    server.set_faults(Faults::default());
+    let before = server.stats().token_requests;
+    let one = |path: &str| {
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{}{path}", proxy.url),
+        ])
+    };
+    assert_eq!(one("/api/back"), "200");
+    assert_eq!(server.stats().token_requests, before);
+    // That answer ended the backoff: a revoked token is replaced and replayed at once.
+    server.state().revoke_all();
+    assert_eq!(one("/api/revoked"), "200");
+    assert_eq!(server.stats().token_requests, before + 1);
+    let (status, log) = proxy.stop();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("the upstream refused a new token too (401)"),
+        "{log}"
+    );
+}
+
+/// An HTTP/1.1 GET of `path` from `base` (`http://HOST:PORT`); the status code.
+async fn status_of(base: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://").to_owned();
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the proxy answers within 10 s")
+        .expect("the proxy answers");
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {:?}", String::from_utf8_lossy(&answer)))
+}
+
+/// The backoff after a refused fresh token, step by step on an injected clock: 1 s, 2 s,
+/// 4 s … capped at 60 s, one token request when each step has passed and none before; an
+/// accepted token resets it to the first step.
+#[test]
+fn the_401_backoff_grows_on_the_proxys_clock_and_an_accepted_token_resets_it() {
+    use freshtoken::{CachedSource, HttpFetcher, HttpOptions, ManualClock, TokenRequest};
+    use freshtoken_devserver::Running;
+    use secrecy::SecretString;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server = Running::start(
+            ([127, 0, 0, 1], 0).into(),
+            freshtoken_devserver::Config {
+                clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+                faults: Faults {
+                    reject_api: true,
+                    ..Faults::default()
+                },
+                ..freshtoken_devserver::Config::default()
+            },
+        )
+        .await
+        .unwrap();
+        let request = TokenRequest::new(
+            server.token_url().parse().unwrap(),
+            CLIENT_ID,
+            Some(SecretString::from(SECRET.to_owned())),
+        );
+        let clock = ManualClock::starting_now();
+        let source =
+            CachedSource::builder(HttpFetcher::new(request, HttpOptions::default()).unwrap())
+                .clock(Arc::new(clock.clone()))
+                .build();
+        let proxy = freshtoken_proxy::Proxy::with_clock(
+            source,
+            freshtoken_proxy::Config {
+                upstream: server.base_url().parse().unwrap(),
+                replay_limit: freshtoken_proxy::DEFAULT_REPLAY_LIMIT,
+                ca_file: None,
+            },
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        let background = freshtoken_proxy::Background::start(proxy).await.unwrap();
+        let url = background.url().to_owned();
+        let tokens = || server.state().stats().token_requests;
+
+        assert_eq!(status_of(&url, "/api/first").await, 401);
+        assert_eq!(tokens(), 2, "the first token and one refresh");
+        let many: Vec<_> = (0..40)
+            .map(|i| {
+                let url = url.clone();
+                tokio::spawn(async move { status_of(&url, &format!("/api/many/{i}")).await })
+            })
+            .collect();
+        for request in many {
+            assert_eq!(request.await.unwrap(), 401);
+        }
+        assert_eq!(tokens(), 2, "40 concurrent 401s during the first step");
+
+        let mut expected = 2;
+        for step in [1, 2, 4, 8, 16, 32, 60, 60] {
+            clock.advance(Duration::from_secs(step - 1));
+            assert_eq!(status_of(&url, "/api/early").await, 401);
+            assert_eq!(tokens(), expected, "a second before the {step} s step ends");
+            clock.advance(Duration::from_secs(1));
+            assert_eq!(status_of(&url, "/api/due").await, 401);
+            expected += 1;
+            assert_eq!(tokens(), expected, "once the {step} s step has passed");
+        }
+
+        // The upstream accepts the held token again: 200 at once, with no token request.
+        server.state().set_faults(Faults::default());
+        assert_eq!(status_of(&url, "/api/back").await, 200);
+        assert_eq!(tokens(), expected);
+        // The backoff is over: a revoked token is replaced and replayed at once...
+        server.state().revoke_all();
+        assert_eq!(status_of(&url, "/api/revoked").await, 200);
+        expected += 1;
+        assert_eq!(tokens(), expected);
+        // ...and a new storm starts again from the first step, not from the cap.
+        server.state().set_faults(Faults {
+            reject_api: true,
+            ..Faults::default()
+        });
+        assert_eq!(status_of(&url, "/api/again").await, 401);
+        expected += 1;
+        assert_eq!(tokens(), expected);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(status_of(&url, "/api/again").await, 401);
+        expected += 1;
+        assert_eq!(tokens(), expected, "the first step is 1 s again");
+        background.stop().await;
+        server.stop().await.unwrap();
+    });
+}
+
+/// Issue 12: a proxy whose secret was wrong printed its banner and nothing else; its clients
+/// only saw 503s.
+#[test]
+fn a_proxy_whose_client_is_refused_says_why_once_per_failure_streak() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let mut cmd = sb.cmd_for(&server);
+    cmd.env("FRESHTOKEN_CLIENT_SECRET", "not-the-secret-Xq81")
+        .args(["proxy", "--upstream", &server.base_url()]);
+    let mut proxy = Proxy::spawn(cmd);
+    let lines = proxy.stderr_lines();
+    let mut log = Vec::new();
+    for i in 0..5 {
+        let out = curl(&["-w", " %{http_code}", &format!("{}/api/x/{i}", proxy.url)]);
+        assert!(
+            out.ends_with(" 503") && out.contains("invalid_client"),
+            "{out}"
+        );
+        if i == 0 {
+            // Said when it happens, not at exit.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !log.iter().any(|l: &String| l.contains("WARN")) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match lines.recv_timeout(left) {
+                    Ok(line) => log.push(line),
+                    Err(_) => {
+                        panic!("no WARN line within 10 s of a refused token request: {log:?}")
+                    }
+                }
+            }
+        }
+    }
+    let status = proxy.terminate();
+    assert!(status.success());
+    log.extend(lines.iter());
+    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "one warning for the streak: {log:#?}");
+    assert!(
+        warnings[0].contains("invalid_client"),
+        "the server's error: {log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("not-the-secret")),
+        "no secret in the log: {log:#?}"
+    );
 }

@@ -1,6 +1,6 @@
 //! One request through the proxy: check it is for the upstream, read the body (keeping it
-//! for a replay if it is small enough), forward with a fresh token, replay once on a 401,
-//! stream the answer back.
+//! for a replay if it is small enough), forward with a fresh token, replay once on a 401
+//! (within the bounds of `guard`), stream the answer back.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -63,13 +63,12 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<ProxyBody> {
     r
 }
 
-async fn forward(
-    shared: &Shared,
-    req: Request<Incoming>,
-) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+/// Where `req` goes upstream; refuses `CONNECT` and absolute URIs for other hosts, with the
+/// status and text of the refusal.
+fn target(shared: &Shared, req: &Request<Incoming>) -> Result<Uri, (StatusCode, String)> {
     let upstream = &shared.config.upstream;
     if req.method() == Method::CONNECT {
-        return Err(plain(
+        return Err((
             StatusCode::METHOD_NOT_ALLOWED,
             format!("freshtoken proxy forwards only to {upstream}; CONNECT is refused"),
         ));
@@ -83,18 +82,25 @@ async fn forward(
                 .or_else(|| upstream.port_or_known_default())
                 == upstream.port_or_known_default();
         if !same {
-            return Err(plain(
+            return Err((
                 StatusCode::FORBIDDEN,
                 format!("freshtoken proxy forwards only to {upstream}, not to {authority}"),
             ));
         }
     }
-    let uri = shared.upstream.target(req.uri()).ok_or_else(|| {
-        plain(
+    shared.upstream.target(req.uri()).ok_or_else(|| {
+        (
             StatusCode::BAD_REQUEST,
-            "the request path does not make a URL",
+            "the request path does not make a URL".to_owned(),
         )
-    })?;
+    })
+}
+
+async fn forward(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+    let uri = target(shared, &req).map_err(|(status, text)| plain(status, text))?;
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -114,12 +120,19 @@ async fn forward(
         })?;
 
     Stats::add(&shared.stats.requests);
-    let token = shared.source.token().await.map_err(|e| {
-        plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("freshtoken has no valid token to forward with: {e}"),
-        )
-    })?;
+    let token = match shared.source.token().await {
+        Ok(token) => {
+            shared.guard.token_ok();
+            token
+        }
+        Err(e) => {
+            return Err(no_token(
+                shared,
+                &e,
+                "freshtoken has no valid token to forward with",
+            ));
+        }
+    };
     // What a replay needs is copied only when a replay is possible.
     let (body, replay) = match body {
         Body::Whole(bytes) => (
@@ -138,6 +151,7 @@ async fn forward(
     )
     .await?;
     if first.status() != StatusCode::UNAUTHORIZED {
+        shared.guard.accepted();
         return Ok((respond(first), false));
     }
     let Some((bytes, headers)) = replay else {
@@ -148,54 +162,100 @@ async fn forward(
         );
         return Ok((respond(first), false));
     };
-    drop(first);
     // Boxed: the rare path should not add its futures to every request's.
-    let second = Box::pin(replay_once(
-        shared,
-        &parts.method,
-        &uri,
+    let kept = Kept {
+        method: &parts.method,
+        uri: &uri,
         headers,
-        bytes,
-        token,
-    ))
-    .await?;
-    Ok((respond(second), true))
+        body: bytes,
+    };
+    Box::pin(after_401(shared, kept, token, first)).await
 }
 
-/// After a 401: drops the refused token, gets a fresh one and sends the kept request again.
-async fn replay_once(
-    shared: &Shared,
-    method: &Method,
-    uri: &Uri,
+/// The request as it can be sent again.
+struct Kept<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
     headers: http::HeaderMap,
     body: Bytes,
+}
+
+/// A token request failed: logged once per failure streak, a 503 for the client.
+fn no_token(shared: &Shared, e: &freshtoken::Error, what: &str) -> Response<ProxyBody> {
+    shared.guard.token_failed(e);
+    plain(StatusCode::SERVICE_UNAVAILABLE, format!("{what}: {e}"))
+}
+
+/// After a 401 to `refused`: replays with a token the upstream has not refused yet, fetching
+/// one only if nobody has since `refused` was handed out, and none while backing off (then
+/// the client gets `first`, the 401 itself).
+async fn after_401(
+    shared: &Shared,
+    kept: Kept<'_>,
     refused: AccessToken,
-) -> Result<Response<Incoming>, Response<ProxyBody>> {
-    // Drop exactly the token that was refused: another request may already hold a newer one.
-    if let Err(e) = shared.source.invalidate(&refused).await {
-        tracing::warn!("cannot drop the refused token from the cache: {e}");
+    first: Response<Incoming>,
+) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+    let guard = &shared.guard;
+    let pass_on = |first| {
+        Stats::add(&shared.stats.unauthorized);
+        tracing::debug!("401 from the upstream while backing off; passed to the client");
+        (respond(first), false)
+    };
+    if guard.backing_off() {
+        return Ok(pass_on(first));
     }
+    let flight = guard.flight().await;
+    if guard.backing_off() {
+        return Ok(pass_on(first));
+    }
+    let newer = shared
+        .source
+        .current()
+        .filter(|current| !current.same_token(&refused));
+    let (fresh, flight) = match newer {
+        // Another request refreshed since: use its token, and let the next one in.
+        Some(current) => (current, None),
+        None => {
+            // Drop exactly the token that was refused: a newer one is never thrown away.
+            if let Err(e) = shared.source.invalidate(&refused).await {
+                tracing::warn!("cannot drop the refused token from the cache: {e}");
+            }
+            match shared.source.token().await {
+                Ok(token) => {
+                    guard.token_ok();
+                    (token, Some(flight))
+                }
+                Err(e) => {
+                    return Err(no_token(
+                        shared,
+                        &e,
+                        "the upstream refused the token and no new one could be had",
+                    ));
+                }
+            }
+        }
+    };
     drop(refused);
-    let fresh = shared.source.token().await.map_err(|e| {
-        plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the upstream refused the token and no new one could be had: {e}"),
-        )
-    })?;
+    drop(first);
     Stats::add(&shared.stats.replayed);
     let second = send(
         shared,
-        method,
-        uri,
-        headers,
+        kept.method,
+        kept.uri,
+        kept.headers,
         fresh.expose_secret(),
-        ProxyBody::full(body),
+        ProxyBody::full(kept.body),
     )
     .await?;
     if second.status() == StatusCode::UNAUTHORIZED {
         Stats::add(&shared.stats.unauthorized);
+        guard.refused_fresh(&fresh);
+    } else {
+        guard.accepted();
     }
-    Ok(second)
+    // Only now may the next refused request decide: it sees this verdict.
+    drop(flight);
+    Ok((respond(second), true))
 }
 
 async fn read_body(

@@ -1,7 +1,9 @@
 //! A local reverse proxy for SDKs and scripts that cannot be taught to refresh tokens: point
 //! them at it, and every request reaches the one configured upstream with a fresh
 //! `Authorization: Bearer …`. On a 401 from the upstream the proxy drops that exact token,
-//! gets a new one and replays the request once.
+//! gets a new one and replays the request once. An upstream that refuses every token does not
+//! make it hammer the token endpoint: a new token at most once per refused token, and none
+//! while a backoff runs after a fresh token was refused too (see `guard`).
 //!
 //! Bodies stream in both directions; only a request body up to the replay limit is kept, so
 //! that it can be sent again. The proxy forwards to its upstream and nowhere else: absolute
@@ -12,6 +14,7 @@
 
 mod body;
 mod forward;
+mod guard;
 mod headers;
 mod server;
 mod upstream;
@@ -20,9 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use freshtoken::CachedSource;
+use freshtoken::{CachedSource, SharedClock, SystemClock};
 use url::Url;
 
+pub use guard::{FIRST_BACKOFF, MAX_BACKOFF};
 pub use server::{Background, DEFAULT_GRACE, run, run_threaded};
 
 /// Request bodies up to this size are kept for a replay after a 401.
@@ -95,6 +99,8 @@ struct Shared {
     /// HTTP/1.1 or HTTP/2 (ALPN) over rustls with the platform's roots, or plain HTTP.
     upstream: upstream::Upstream,
     stats: Arc<Stats>,
+    /// The 401 backoff and the token-failure streak, shared by every serving thread.
+    guard: Arc<guard::Guard>,
     /// The last `Authorization` value built, reused while the token stays the same.
     authorization: std::sync::Mutex<Option<(String, http::HeaderValue)>>,
 }
@@ -131,20 +137,38 @@ impl Proxy {
     /// A proxy that takes its tokens from `source`; refuses an upstream that is not an
     /// http(s) URL with a host.
     pub fn new(source: CachedSource, config: Config) -> freshtoken::Result<Self> {
-        Self::with_stats(source, config, Arc::default())
+        Self::with_clock(source, config, Arc::new(SystemClock))
+    }
+
+    /// Like [`Proxy::new`], judging the 401 backoff on `clock`: give it the clock of the
+    /// token source, so that whatever moves that one (a test's manual clock, a skew) moves
+    /// both.
+    pub fn with_clock(
+        source: CachedSource,
+        config: Config,
+        clock: SharedClock,
+    ) -> freshtoken::Result<Self> {
+        let guard = Arc::new(guard::Guard::new(clock));
+        Self::with_shared(source, config, Arc::default(), guard)
     }
 
     /// A proxy sharing this one's token source, upstream and counters, with upstream
     /// connections of its own: one set per serving thread keeps each request on one thread.
     pub fn for_another_thread(&self) -> freshtoken::Result<Self> {
         let s = &self.shared;
-        Self::with_stats(s.source.clone(), s.config.clone(), Arc::clone(&s.stats))
+        Self::with_shared(
+            s.source.clone(),
+            s.config.clone(),
+            Arc::clone(&s.stats),
+            Arc::clone(&s.guard),
+        )
     }
 
-    fn with_stats(
+    fn with_shared(
         source: CachedSource,
         config: Config,
         stats: Arc<Stats>,
+        guard: Arc<guard::Guard>,
     ) -> freshtoken::Result<Self> {
         Ok(Self {
             shared: Arc::new(Shared {
@@ -155,6 +179,7 @@ impl Proxy {
                 source,
                 config,
                 stats,
+                guard,
                 authorization: Default::default(),
             }),
         })

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use freshtoken::Want;
+use freshtoken::{AccessToken, CachedSource, SharedClock, Token, Want, fmt_duration};
 use serde_json::json;
 
 use super::Agent;
@@ -205,7 +205,7 @@ async fn token(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(source) = agent.source(&profile) else {
+    let Some(kept) = agent.profile(&profile) else {
         let known: Vec<String> = agent.profiles().keys().cloned().collect();
         return problem(
             StatusCode::NOT_FOUND,
@@ -220,25 +220,20 @@ async fn token(
         Some(Ok(d)) => d,
         Some(Err(e)) => return problem(StatusCode::BAD_REQUEST, format!("min_ttl: {e}")),
     };
-    let token =
-        match tokio::time::timeout(TOKEN_WAIT, source.token_with(Want::min_ttl(min_ttl))).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                return problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("no valid token for {profile:?}: {e}"),
-                );
-            }
-            Err(_) => {
-                return problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "no valid token for {profile:?} within {} s",
-                        TOKEN_WAIT.as_secs()
-                    ),
-                );
-            }
-        };
+    let wanted = token_for(&kept.source, &kept.early, &agent.clock, min_ttl);
+    let token = match tokio::time::timeout(TOKEN_WAIT, wanted).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(refusal)) => return refusal.answer(&profile, min_ttl),
+        Err(_) => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "no valid token for {profile:?} within {} s",
+                    TOKEN_WAIT.as_secs()
+                ),
+            );
+        }
+    };
     let raw = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -260,6 +255,108 @@ async fn token(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A caller's `min_ttl` fetches a token ahead of the refresh schedule at most once per this
+/// share of the token's lifetime: a quarter, so at most four extra token requests a lifetime
+/// however many callers ask, and however close to the lifetime their `min_ttl` is.
+const EARLY_FETCH_SHARE: u32 = 4;
+
+/// Why the endpoint answers without a token.
+#[derive(Debug)]
+enum Refusal {
+    /// `min_ttl` is not below the lifetime of the profile's tokens: no token ever meets it.
+    Never { lifetime: Duration },
+    /// The held token falls short of `min_ttl`, and the last early fetch is too recent.
+    Later { left: Duration, retry: Duration },
+    /// No token could be had.
+    Failed(freshtoken::Error),
+}
+
+impl Refusal {
+    fn answer(self, profile: &str, min_ttl: Duration) -> Response {
+        let ttl = fmt_duration(min_ttl);
+        match self {
+            Refusal::Never { lifetime } => problem(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "min_ttl {ttl}: the tokens of {profile:?} live {}, so none stays valid that long; ask for less",
+                    fmt_duration(lifetime)
+                ),
+            ),
+            Refusal::Later { left, retry } => {
+                let secs = retry.as_secs_f64().ceil().max(1.0);
+                let mut r = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the token of {profile:?} is valid for {} more, short of min_ttl {ttl}; the agent fetches a new one ahead of time at most once per quarter of its lifetime: retry in {secs} s, or ask for less",
+                        fmt_duration(left)
+                    ),
+                );
+                if let Ok(v) = HeaderValue::try_from(format!("{secs}")) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+            Refusal::Failed(e) => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no valid token for {profile:?}: {e}"),
+            ),
+        }
+    }
+}
+
+/// A token of `source` valid at least `min_ttl`. What the source holds serves when it lasts
+/// long enough; otherwise one caller at a time (`early`) fetches a new one, and only once
+/// the held token has lived a quarter of its lifetime: a `min_ttl` near the lifetime never
+/// turns every call into a token request.
+async fn token_for(
+    source: &CachedSource,
+    early: &tokio::sync::Mutex<()>,
+    clock: &SharedClock,
+    min_ttl: Duration,
+) -> Result<AccessToken, Refusal> {
+    let never = |t: &Token| {
+        (min_ttl >= t.lifetime()).then(|| Refusal::Never {
+            lifetime: t.lifetime(),
+        })
+    };
+    if let Some(refusal) = source.current().as_deref().and_then(never) {
+        return Err(refusal);
+    }
+    // What any caller gets: the held token, or the source's own refresh when it has none or
+    // it is about to expire.
+    let token = source.token().await.map_err(Refusal::Failed)?;
+    if token.remaining(clock.now()) >= min_ttl {
+        return Ok(token);
+    }
+    if let Some(refusal) = never(&token) {
+        return Err(refusal);
+    }
+    drop(token);
+    let _one = early.lock().await;
+    // Another caller may have fetched while this one waited.
+    if let Some(held) = source.current() {
+        let now = clock.now();
+        if held.remaining(now) >= min_ttl {
+            return Ok(held);
+        }
+        let age = now.duration_since(held.received_at()).unwrap_or_default();
+        let floor = held.lifetime() / EARLY_FETCH_SHARE;
+        if age < floor {
+            return Err(Refusal::Later {
+                left: held.remaining(now),
+                retry: floor - age,
+            });
+        }
+    }
+    source
+        .token_with(Want::min_ttl(min_ttl))
+        .await
+        .map_err(|e| match e {
+            freshtoken::Error::LifetimeTooShort { lifetime, .. } => Refusal::Never { lifetime },
+            e => Refusal::Failed(e),
+        })
 }
 
 async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
@@ -322,4 +419,126 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use freshtoken::{HttpFetcher, HttpOptions, ManualClock, TokenRequest};
+    use freshtoken_devserver::{Config, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Running};
+    use secrecy::SecretString;
+
+    /// A source of 60 s tokens from a dev-server, on a clock the test moves.
+    async fn setup() -> (Running, CachedSource, ManualClock) {
+        let server = Running::start(
+            ([127, 0, 0, 1], 0).into(),
+            Config {
+                ttl: Duration::from_secs(60),
+                ..Config::default()
+            },
+        )
+        .await
+        .unwrap();
+        let request = TokenRequest::new(
+            server.token_url().parse().unwrap(),
+            DEFAULT_CLIENT_ID,
+            Some(SecretString::from(DEFAULT_CLIENT_SECRET.to_owned())),
+        );
+        let clock = ManualClock::starting_now();
+        let fetcher = HttpFetcher::new(request, HttpOptions::default())
+            .unwrap()
+            .with_clock(Arc::new(clock.clone()));
+        let source = CachedSource::builder(fetcher)
+            .clock(Arc::new(clock.clone()))
+            .build();
+        (server, source, clock)
+    }
+
+    /// 50 callers at once; what each got.
+    async fn fifty(
+        source: &CachedSource,
+        early: &Arc<tokio::sync::Mutex<()>>,
+        clock: &SharedClock,
+        min_ttl: Duration,
+    ) -> Vec<Result<AccessToken, Refusal>> {
+        let calls: Vec<_> = (0..50)
+            .map(|_| {
+                let (source, early, clock) = (source.clone(), Arc::clone(early), clock.clone());
+                tokio::spawn(async move { token_for(&source, &early, &clock, min_ttl).await })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for call in calls {
+            got.push(call.await.unwrap());
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_min_ttl_near_the_lifetime_fetches_at_most_once_per_quarter_of_it() {
+        let (server, source, manual) = setup().await;
+        let clock: SharedClock = Arc::new(manual.clone());
+        let early = Arc::new(tokio::sync::Mutex::new(()));
+        let tokens = || server.state().stats().token_requests;
+        let near = Duration::from_millis(59_990);
+
+        token_for(&source, &early, &clock, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(tokens(), 1);
+        // Just fetched: the held token meets it.
+        assert!(
+            fifty(&source, &early, &clock, near)
+                .await
+                .iter()
+                .all(Result::is_ok)
+        );
+        assert_eq!(tokens(), 1);
+
+        // A second later it falls short; a new token only once it has lived 15 s.
+        manual.advance(Duration::from_secs(1));
+        for got in fifty(&source, &early, &clock, near).await {
+            match got {
+                Err(Refusal::Later { retry, .. }) => assert_eq!(retry, Duration::from_secs(14)),
+                other => panic!("expected a refusal for now: {other:?}"),
+            }
+        }
+        assert_eq!(tokens(), 1);
+        manual.advance(Duration::from_secs(14));
+        let got = fifty(&source, &early, &clock, near).await;
+        assert_eq!(tokens(), 2, "one early fetch for 50 callers");
+        for token in got {
+            let token = token.unwrap();
+            assert!(token.remaining(clock.now()) >= near);
+        }
+        manual.advance(Duration::from_secs(1));
+        assert!(matches!(
+            token_for(&source, &early, &clock, near).await,
+            Err(Refusal::Later { .. })
+        ));
+        assert_eq!(tokens(), 2);
+
+        // As long as the lifetime, or longer: never met, and no token request for it.
+        for beyond in [Duration::from_secs(60), Duration::from_secs(120)] {
+            for got in fifty(&source, &early, &clock, beyond).await {
+                assert!(
+                    matches!(got, Err(Refusal::Never { lifetime }) if lifetime == Duration::from_secs(60)),
+                    "{got:?}"
+                );
+            }
+        }
+        assert_eq!(tokens(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_min_ttl_beyond_the_lifetime_costs_one_token_request_when_none_is_held() {
+        let (server, source, manual) = setup().await;
+        let clock: SharedClock = Arc::new(manual);
+        let early = tokio::sync::Mutex::new(());
+        for _ in 0..10 {
+            let got = token_for(&source, &early, &clock, Duration::from_secs(3600)).await;
+            assert!(matches!(got, Err(Refusal::Never { .. })), "{got:?}");
+        }
+        assert_eq!(server.state().stats().token_requests, 1);
+    }
 }

@@ -52,6 +52,8 @@ impl Keeper {
         let mut shown: Option<Option<Fingerprint>> = None;
         let mut failures = 0u32;
         let mut retry_at: Option<SystemTime> = None;
+        // The error last logged at WARN in this failure streak.
+        let mut warned: Option<String> = None;
         loop {
             changes.borrow_and_update();
             self.sync_sinks(&mut shown);
@@ -86,8 +88,12 @@ impl Keeper {
                 .next_refresh()
                 .is_some_and(|stale_at| stale_at > self.clock.now());
             if refreshed {
+                if failures > 0 {
+                    tracing::info!(profile = %self.profile, "got a new token after {failures} failed tries");
+                }
                 failures = 0;
                 retry_at = None;
+                warned = None;
             } else {
                 failures = failures.saturating_add(1);
                 let pause = FIRST_BACKOFF
@@ -95,13 +101,24 @@ impl Keeper {
                     .min(MAX_BACKOFF);
                 let pause = pause.mul_f64(0.8 + 0.4 * rand::random::<f64>());
                 retry_at = Some(self.clock.now() + pause);
-                tracing::warn!(
-                    profile = %self.profile,
-                    "could not refresh the token: {}; next try in {} s",
-                    self.metrics.last_error().unwrap_or_else(|| "no new token".into()),
-                    pause.as_secs()
-                );
+                self.log_failure(&mut warned, pause);
             }
+        }
+    }
+
+    /// A failed refresh: at WARN, with the server's error, once per failure streak (and
+    /// again if the error changes); the further tries of the streak at info.
+    fn log_failure(&self, warned: &mut Option<String>, pause: Duration) {
+        let error = self
+            .metrics
+            .last_error()
+            .unwrap_or_else(|| "no new token".into());
+        let next = freshtoken::fmt_duration(pause);
+        if warned.as_deref() == Some(error.as_str()) {
+            tracing::info!(profile = %self.profile, "still no new token: {error}; next try in {next}");
+        } else {
+            tracing::warn!(profile = %self.profile, "could not refresh the token: {error}; next try in {next}");
+            *warned = Some(error);
         }
     }
 

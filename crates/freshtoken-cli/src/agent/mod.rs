@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use freshtoken::{CachedSource, MemoryStore, SharedClock};
+use freshtoken::{CachedSource, MemoryStore, SharedClock, Want};
 use tokio::task::JoinHandle;
 
 use crate::cli::{AgentArgs, Cli};
@@ -42,6 +42,9 @@ struct Profile {
     metrics: Arc<ProfileMetrics>,
     /// What the sinks hold, written by the keeper.
     held: Arc<keeper::SinksHeld>,
+    /// One endpoint caller at a time fetches ahead of the refresh schedule for its
+    /// `min_ttl` (see `endpoint::token_for`).
+    early: tokio::sync::Mutex<()>,
     keeper: JoinHandle<()>,
 }
 
@@ -86,9 +89,9 @@ impl Agent {
         self.proxies.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The source of `profile`, if the agent keeps it.
-    fn source(&self, profile: &str) -> Option<CachedSource> {
-        self.profiles().get(profile).map(|p| p.source.clone())
+    /// `profile`, if the agent keeps it.
+    fn profile(&self, profile: &str) -> Option<Arc<Profile>> {
+        self.profiles().get(profile).map(Arc::clone)
     }
 
     /// Checks every profile of `file` and builds what is new or changed, touching nothing
@@ -208,6 +211,7 @@ impl Agent {
                     sinks,
                     metrics,
                     held,
+                    early: tokio::sync::Mutex::new(()),
                     keeper,
                 }),
             );
@@ -339,6 +343,9 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
         proxies::check(&file, &prepared)?;
         let endpoints = endpoint::bind(&file.agent)?;
         if args.check {
+            if !args.no_fetch {
+                check_tokens(&prepared).await?;
+            }
             println!(
                 "{}: {} profiles, {} proxies: ok",
                 config_path.display(),
@@ -372,6 +379,41 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
         }
         Ok(())
     })
+}
+
+/// `--check`: one token per profile, so that a wrong secret or endpoint fails the check
+/// instead of the first job. Every profile is tried; the first that failed is the error,
+/// with its exit code (3 for a rejected client, 4 for an unreachable server), and any other
+/// failing profile is logged before it.
+async fn check_tokens(prepared: &BTreeMap<String, Prepared>) -> CliResult {
+    let mut failed: Vec<CliError> = Vec::new();
+    for (name, p) in prepared {
+        match p.source.token_with(Want::one_shot(Duration::ZERO)).await {
+            Ok(token) => println!(
+                "profile {name:?}: got a token, valid for {}",
+                freshtoken::fmt_duration(token.lifetime())
+            ),
+            Err(e) => {
+                let e = CliError::from(e);
+                if !failed.is_empty() {
+                    tracing::error!("profile {name:?}: {}", e.message);
+                }
+                failed.push(CliError {
+                    message: format!("profile {name:?}: {}", e.message),
+                    ..e
+                });
+            }
+        }
+    }
+    let more = failed.len().saturating_sub(1);
+    match failed.into_iter().next() {
+        None => Ok(()),
+        Some(first) if more == 0 => Err(first),
+        Some(first) => Err(CliError {
+            message: format!("{} (and {more} more profiles, logged above)", first.message),
+            ..first
+        }),
+    }
 }
 
 /// Runs reloads on SIGHUP until SIGINT or SIGTERM.

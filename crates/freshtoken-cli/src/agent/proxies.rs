@@ -164,13 +164,14 @@ async fn start_one(agent: &Agent, c: &ProxyConfig) -> CliResult<RunningProxy> {
         (p.source.clone(), p.config.clone())
     };
     let checked = resolve(c, &profile)?;
-    let proxy = Proxy::new(
+    let proxy = Proxy::with_clock(
         source,
         Config {
             upstream: checked.upstream,
             replay_limit: checked.replay_limit,
             ca_file: profile.ca_file.clone(),
         },
+        agent.clock.clone(),
     )?;
     let listener = tokio::net::TcpListener::bind(checked.listen)
         .await

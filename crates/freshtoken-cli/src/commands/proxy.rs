@@ -24,13 +24,15 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
         parse_duration(&args.grace).map_err(|e| CliError::usage(format!("--grace: {e}")))?;
     let addr = listen_addr(&args.listen, args.allow_remote)?;
     let source = super::source_with(&settings, Some(Arc::new(MemoryStore::new())))?;
-    let proxy = Proxy::new(
+    // The 401 backoff runs on the source's clock (FRESHTOKEN_CLOCK_SKEW moves both).
+    let proxy = Proxy::with_clock(
         source,
         Config {
             upstream,
             replay_limit,
             ca_file: settings.http.ca_file.clone(),
         },
+        settings.clock.clone(),
     )?;
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::record::Record;
-use crate::regular_file::Symlinks;
 use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::{Error, Result};
+use crate::regular_file::Symlinks;
 use crate::request::CacheKey;
 use crate::token::Token;
 
