@@ -57,8 +57,8 @@ pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, 
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{
-    FailureNote, FileStore, LayeredStore, MemoryStore, StoreLock, TokenStore, is_temporary_of,
-    write_file_atomically,
+    FailureNote, FileStore, LayeredStore, MemoryStore, NOTE_BACKOFF_CAP, StoreLock, TokenStore,
+    is_temporary_of, write_file_atomically,
 };
 pub use tls::load_ca_file;
 pub use token::{CLOCK_TOLERANCE, ExpirySource, Fingerprint, Token};

@@ -304,6 +304,19 @@ impl CachedSource {
             .flatten()
             .filter(|spare| !spare.is_zero());
         let Some(spare) = spare else {
+            // A long-running process with nothing to serve fails at once while a failure note
+            // holds, rather than sending every one of its callers to the failing endpoint; a
+            // one-shot process tries, since it has only this call.
+            if !want.one_shot
+                && let Some(note) = inner.holding_note().await
+            {
+                let next = note.not_before.duration_since(now).unwrap_or_default();
+                return Err(Error::NoValidToken(format!(
+                    "no valid token: the token endpoint is failing ({}); next attempt in {}",
+                    note.error,
+                    fmt_duration(next)
+                )));
+            }
             let budget = Budget::within(inner.fetcher.patience());
             return inner
                 .refresh(want, budget)

@@ -366,6 +366,16 @@ async fn outage_longer(rig: &mut Rig, mode: Mode) -> Tally {
     tally.requests = rig.endpoint.calls() - before;
     assert!(tally.requests <= 3, "one attempt a call, no retry storm");
     rig.endpoint.set(Mode::Ok);
+    // A long-running caller with nothing to serve fails at once while the note holds...
+    let e = rig.daemon.token().await.expect_err("the note holds");
+    assert!(e.to_string().contains("next attempt in"), "{e}");
+    assert_eq!(
+        rig.endpoint.calls() - before,
+        tally.requests,
+        "and sends nothing"
+    );
+    // ... and recovers within one step (three failures in a row: 4 s).
+    rig.clock.advance(S(4));
     let t = rig.process().token().await.unwrap();
     assert_ne!(t.expose_secret(), token);
     tally
@@ -437,6 +447,8 @@ async fn daemon_outage(rig: &mut Rig) -> Tally {
     rig.clock.advance(S(3)); // expired
     assert!(rig.daemon.token().await.is_err());
     rig.endpoint.set(Mode::Ok);
+    rig.clock
+        .advance(freshtoken::FailureNote::backoff(u32::MAX, 0.0)); // past any note
     assert_ne!(rig.daemon.token().await.unwrap().expose_secret(), token);
     tally
 }

@@ -221,8 +221,9 @@ async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
     assert!(e.to_string().contains("scripted outage"), "{e}");
     assert!(s.cached().is_none());
 
-    // Recovery: the next call gets a new token.
+    // Recovery: once the failure note's step has passed, the next call gets a new token.
     f.set_failing(false);
+    clock.advance(freshtoken::NOTE_BACKOFF_CAP);
     let t = s.token().await.unwrap();
     assert!(t.is_valid_at(clock.now()));
     assert_ne!(t.expose_secret(), "tok-1");
