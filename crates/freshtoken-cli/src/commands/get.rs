@@ -33,7 +33,10 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
 fn from_agent(cli: &Cli, socket: Option<&Path>, min_ttl: Duration) -> Result<Token, String> {
     let socket = match socket {
         Some(s) => s.to_owned(),
-        None => match crate::config::load(cli.config.as_deref()) {
+        None => match crate::config::load(crate::config::Choice::new(
+            cli.config.as_deref(),
+            cli.no_config,
+        )) {
             Ok(Some(loaded)) => crate::agent::socket_path(&loaded.file.agent),
             _ => crate::agent::default_socket(),
         },

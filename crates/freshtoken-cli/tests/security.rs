@@ -1,0 +1,312 @@
+//! The attacks of docs/SECURITY.md, each run as the attacker would: a hostile repository in
+//! the working directory, a hostile token endpoint, a hostile upstream. Every test here was
+//! first seen failing against the code it guards.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The environment docs/deploy/Jenkinsfile gives a pipeline step: the provider and region
+/// from the Jenkinsfile, the client id and secret from the CI's credential store.
+fn jenkins(sb: &Sandbox) -> Command {
+    let mut c = sb.cmd();
+    c.env("FRESHTOKEN_PROVIDER", "genesys")
+        .env("FRESHTOKEN_REGION", "us-east-1")
+        .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
+        .env("FRESHTOKEN_CLIENT_SECRET", SECRET)
+        .env("FRESHTOKEN_RETRY_FOR", "0");
+    c
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+/// A secret command that leaves `marker` behind when it runs.
+fn marking_command(marker: &Path, prints: &str) -> String {
+    format!(
+        "{{ command = [\"sh\", \"-c\", \"touch {}; printf {prints}\"] }}",
+        marker.display()
+    )
+}
+
+/// An OpenID Connect issuer on loopback whose discovery document names `token_endpoint`:
+/// an endpoint named in the environment by `FRESHTOKEN_ISSUER`. Serves until the test ends.
+fn issuer_for(token_endpoint: &str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let body =
+        serde_json::json!({ "issuer": issuer, "token_endpoint": token_endpoint }).to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    issuer
+}
+
+// Item 1: a hostile repository.
+
+#[test]
+fn a_workspace_config_file_neither_redirects_the_credentials_nor_runs_its_commands() {
+    let honest = Server::start(HOUR);
+    let attacker = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let marker = sb.path().join("pwned");
+    let workspace = sb.path().join("freshtoken.toml");
+    // A pull request adds this file to the repository the pipeline checks out.
+    std::fs::write(
+        &workspace,
+        format!(
+            "[profiles.default]\ntoken_url = \"{}\"\nclient_secret = {}\n",
+            attacker.token_url(),
+            marking_command(&marker, "stolen")
+        ),
+    )
+    .unwrap();
+
+    // Exactly the Jenkinsfile's environment: the endpoint stays Genesys Cloud's.
+    let o = run(jenkins(&sb).args(["status", "--json"]));
+    assert_code(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["token_url"], "https://login.mypurecloud.com/oauth/token");
+    assert!(!stdout(&o).contains(&attacker.base_url()), "{}", stdout(&o));
+
+    // The endpoint named in the environment by an issuer: the token comes from it.
+    let issuer = issuer_for(&honest.token_url());
+    let o = run(sb
+        .cmd()
+        .env("FRESHTOKEN_ISSUER", &issuer)
+        .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
+        .env("FRESHTOKEN_CLIENT_SECRET", SECRET)
+        .env("FRESHTOKEN_RETRY_FOR", "0")
+        .args(["get", "--cache", "memory"]));
+    assert_code(&o, 0);
+    assert_eq!(honest.stats().tokens_issued, 1);
+
+    // No secret in the environment: the file's command is not the fallback either.
+    let o = run(sb
+        .cmd()
+        .env("FRESHTOKEN_TOKEN_URL", honest.token_url())
+        .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
+        .args(["get", "--cache", "memory"]));
+    assert_fails_with(&o, 2, "needs a client secret");
+
+    // A file that switches the auth method so that its own key command is the one used.
+    std::fs::write(
+        &workspace,
+        format!(
+            "[profiles.default]\nauth_method = \"private_key_jwt\"\nprivate_key = {}\n",
+            marking_command(&marker, "key")
+        ),
+    )
+    .unwrap();
+    let o = run(sb.cmd_for(&honest).args(["get", "--cache", "memory"]));
+    assert_code(&o, 0);
+    assert_eq!(honest.stats().tokens_issued, 2);
+
+    assert_eq!(
+        attacker.stats().token_requests,
+        0,
+        "the credentials went to the workspace file's endpoint"
+    );
+    assert!(!marker.exists(), "the workspace file's command ran");
+}
+
+#[test]
+fn a_config_file_is_read_only_when_named_or_the_users_own() {
+    let sb = Sandbox::new();
+    let profile = |client: &str| {
+        format!(
+            "[profiles.default]\ntoken_url = \"https://idp.example.com/token\"\nclient_id = \"{client}\"\n"
+        )
+    };
+    let client_id = |o: &std::process::Output| {
+        assert_code(o, 0);
+        json(o)["client_id"].as_str().unwrap().to_owned()
+    };
+    std::fs::write(sb.path().join("freshtoken.toml"), profile("workspace")).unwrap();
+    let status = || {
+        let mut c = sb.cmd();
+        c.args(["status", "--json"]);
+        c
+    };
+
+    // Only in the working directory: not read.
+    let o = run(&mut status());
+    assert_fails_with(&o, 2, "no client id");
+    // Named, it is read.
+    let o = run(sb
+        .cmd()
+        .args(["--config", "./freshtoken.toml", "status", "--json"]));
+    assert_eq!(client_id(&o), "workspace");
+    let o = run(status().env("FRESHTOKEN_CONFIG", "freshtoken.toml"));
+    assert_eq!(client_id(&o), "workspace");
+
+    // The user's own file is read without being named: $XDG_CONFIG_HOME, else ~/.config.
+    let xdg = sb.path().join("config/freshtoken");
+    std::fs::create_dir_all(&xdg).unwrap();
+    std::fs::write(xdg.join("config.toml"), profile("xdg")).unwrap();
+    assert_eq!(client_id(&run(&mut status())), "xdg");
+    let home = sb.path().join(".config/freshtoken");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.toml"), profile("home")).unwrap();
+    assert_eq!(
+        client_id(&run(status().env_remove("XDG_CONFIG_HOME"))),
+        "home"
+    );
+
+    // --no-config, or FRESHTOKEN_CONFIG set empty: none at all.
+    let o = run(sb.cmd().args(["--no-config", "status", "--json"]));
+    assert_fails_with(&o, 2, "no client id");
+    let o = run(status().env("FRESHTOKEN_CONFIG", ""));
+    assert_fails_with(&o, 2, "no client id");
+    let o = run(sb.cmd().env("FRESHTOKEN_CONFIG", "freshtoken.toml").args([
+        "--no-config",
+        "status",
+        "--json",
+    ]));
+    assert_fails_with(&o, 2, "no client id");
+    let o = run(sb.cmd().args(["--no-config", "--profile", "x", "status"]));
+    assert_fails_with(&o, 2, "--no-config");
+}
+
+#[test]
+fn the_endpoint_is_one_unit_from_the_highest_source_that_names_one() {
+    let attacker = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let config = sb.path().join("ci.toml");
+    let status = |file: &str| {
+        std::fs::write(
+            &config,
+            format!("[profiles.default]\nclient_id = \"c\"\n{file}"),
+        )
+        .unwrap();
+        let mut c = sb.cmd();
+        c.args(["--config", config.to_str().unwrap(), "status", "--json"]);
+        c
+    };
+    let attacker_url = format!("token_url = \"{}\"\n", attacker.token_url());
+
+    // The environment names provider + region; the file's token URL does not replace it.
+    let o = run(status(&attacker_url)
+        .env("FRESHTOKEN_PROVIDER", "genesys")
+        .env("FRESHTOKEN_REGION", "eu-west-1"));
+    assert_code(&o, 0);
+    assert_eq!(
+        json(&o)["token_url"],
+        "https://login.mypurecloud.ie/oauth/token"
+    );
+    // GENESYSCLOUD_REGION beside the provider is the environment's region too.
+    let o = run(status(&attacker_url)
+        .env("FRESHTOKEN_PROVIDER", "genesys")
+        .env("GENESYSCLOUD_REGION", "us-east-1"));
+    assert_eq!(
+        json(&o)["token_url"],
+        "https://login.mypurecloud.com/oauth/token"
+    );
+
+    // Flags name provider + region; the environment's token URL does not replace it.
+    let o = run(status("")
+        .env("FRESHTOKEN_TOKEN_URL", attacker.token_url())
+        .args(["--provider", "genesys", "--region", "eu-west-1"]));
+    assert_code(&o, 0);
+    assert_eq!(
+        json(&o)["token_url"],
+        "https://login.mypurecloud.ie/oauth/token"
+    );
+
+    // The environment names a provider without a region: the file cannot supply one.
+    let o = run(status("region = \"ap-southeast-2\"\n").env("FRESHTOKEN_PROVIDER", "genesys"));
+    assert_fails_with(&o, 2, "needs a region");
+    assert!(stderr(&o).contains("FRESHTOKEN_PROVIDER"), "{}", stderr(&o));
+
+    // A token URL from the environment: the file's provider gives it no API base (which is
+    // where `proxy` would send the token).
+    let o = run(status("provider = \"genesys\"\nregion = \"eu-west-1\"\n")
+        .env("FRESHTOKEN_TOKEN_URL", "https://idp.example.com/token"));
+    let v = json(&o);
+    assert_eq!(v["token_url"], "https://idp.example.com/token");
+    assert_eq!(v["api_base"], serde_json::Value::Null);
+
+    // A higher source may still choose the region of a provider named lower.
+    let o =
+        run(status("provider = \"genesys\"\nregion = \"eu-west-1\"\n")
+            .args(["--region", "us-east-1"]));
+    assert_eq!(
+        json(&o)["token_url"],
+        "https://login.mypurecloud.com/oauth/token"
+    );
+    // And within one source, the token URL wins over the provider, which gives the API base.
+    let o = run(&mut status(&format!(
+        "{attacker_url}provider = \"genesys\"\nregion = \"eu-west-1\"\n"
+    )));
+    let v = json(&o);
+    assert_eq!(v["token_url"], attacker.token_url());
+    assert_eq!(v["api_base"], "https://api.mypurecloud.ie/");
+    assert_eq!(attacker.stats().token_requests, 0);
+}
+
+#[test]
+fn a_secret_source_is_read_only_when_its_secret_is_used() {
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let marker = sb.path().join("ran");
+    let config = sb.path().join("ci.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nsocket = \"{}\"\n\n[profiles.default]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {}\nprivate_key = {}\nretry_for = \"0s\"\n",
+            sb.path().join("agent.sock").display(),
+            server.token_url(),
+            marking_command(&marker, "wrong"),
+            marking_command(&marker, "key"),
+        ),
+    )
+    .unwrap();
+    // The environment gives the secret: the file's command is not run.
+    let o = run(sb.cmd().env("FRESHTOKEN_CLIENT_SECRET", SECRET).args([
+        "--config",
+        config.to_str().unwrap(),
+        "get",
+        "--cache",
+        "memory",
+    ]));
+    assert_code(&o, 0);
+    assert!(!marker.exists(), "the client secret command ran");
+
+    // The agent reads the file alone; client_secret_basic needs no private key.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace(
+            &marking_command(&marker, "wrong"),
+            "{ env = \"MY_SECRET\" }",
+        ),
+    )
+    .unwrap();
+    let o = run(sb.cmd().env("MY_SECRET", SECRET).args([
+        "--config",
+        config.to_str().unwrap(),
+        "agent",
+        "--check",
+    ]));
+    assert_code(&o, 0);
+    assert!(!marker.exists(), "the agent ran the private key's command");
+}
