@@ -250,7 +250,8 @@ pub enum Format {
     Json,
     /// `Authorization: Bearer <token>`.
     Header,
-    /// `FRESHTOKEN_ACCESS_TOKEN=<token>` lines (for `set -a; . file`, --env-file, $GITHUB_ENV).
+    /// `FRESHTOKEN_ACCESS_TOKEN='<token>'` lines, single-quoted for POSIX shells (for `eval`
+    /// and `set -a; . file`; docker's --env-file and $GITHUB_ENV keep quotes: use raw there).
     Env,
 }
 

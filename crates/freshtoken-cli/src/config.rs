@@ -73,7 +73,7 @@ pub enum SinkFormat {
     Raw,
     /// `{"access_token", "token_type", "expires_in", "expires_at", "scope"}`.
     Json,
-    /// `NAME=token` and `FRESHTOKEN_EXPIRES_AT=…` lines.
+    /// `NAME='token'` and `FRESHTOKEN_EXPIRES_AT=…` lines, quoted for POSIX shells.
     Env,
     /// The `template` text with its placeholders filled in.
     Template,

@@ -310,3 +310,168 @@ fn a_secret_source_is_read_only_when_its_secret_is_used() {
     assert_code(&o, 0);
     assert!(!marker.exists(), "the agent ran the private key's command");
 }
+
+// Item 2: a hostile token endpoint hides code in a token.
+
+/// Tokens that run `touch MARKER` when pasted unquoted (or badly quoted) into a shell. No
+/// spaces: `${IFS}` stands in for them, as an attacker would write it.
+fn hostile_tokens(marker: &Path) -> Vec<String> {
+    let m = marker.display();
+    vec![
+        format!("x$(touch${{IFS}}{m})"),
+        format!("x`touch${{IFS}}{m}`"),
+        format!("x;touch${{IFS}}{m}"),
+        format!("x'$(touch${{IFS}}{m})'"),
+        format!("x\"$(touch${{IFS}}{m})\""),
+        format!("x\ntouch {m}"),
+    ]
+}
+
+/// `sh -c SCRIPT` with the environment `cmd_for` gives freshtoken, and `$FRESHTOKEN` naming
+/// the binary: a pipeline step that evaluates what freshtoken prints.
+fn shell(sb: &Sandbox, server: &Server, script: &str) -> Command {
+    let template = sb.cmd_for(server);
+    let mut c = Command::new("sh");
+    c.env_clear()
+        .current_dir(sb.path())
+        .stdin(std::process::Stdio::null());
+    for (k, v) in template.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.env("FRESHTOKEN", env!("CARGO_BIN_EXE_freshtoken"))
+        .args(["-c", script]);
+    c
+}
+
+/// A careful pipeline step: stops when freshtoken fails, evaluates what it printed.
+const EVAL_ENV: &str = "set -e; out=$(\"$FRESHTOKEN\" get --format env \"$@\"); eval \"$out\"; printf %s \"$FRESHTOKEN_ACCESS_TOKEN\"";
+
+#[test]
+fn a_token_that_is_not_a_b64token_is_refused_and_never_reaches_a_shell() {
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let marker = sb.path().join("pwned");
+    for token in hostile_tokens(&marker) {
+        let body =
+            serde_json::json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600});
+        server.canned(200, &body.to_string());
+        let o = run(sb
+            .cmd_for(&server)
+            .args(["get", "--format", "env", "--cache", "memory"]));
+        assert_fails_with(&o, 4, "not an RFC 6750 bearer token");
+        assert_eq!(stdout(&o), "", "{token:?}");
+        assert!(
+            !stderr(&o).contains("touch"),
+            "the token is echoed: {}",
+            stderr(&o)
+        );
+        let o = run(shell(&sb, &server, EVAL_ENV).args(["sh", "--cache", "memory"]));
+        assert!(!o.status.success(), "{token:?}: {}", stdout(&o));
+        assert!(!marker.exists(), "{token:?} ran code");
+    }
+    // A real token survives the round trip through the shell unchanged.
+    server.set_faults(Default::default());
+    let o = run(shell(&sb, &server, EVAL_ENV).args(["sh", "--cache", "file"]));
+    assert_code(&o, 0);
+    let raw = run(sb.cmd_for(&server).arg("get"));
+    assert_eq!(stdout(&o), stdout(&raw).trim_end());
+}
+
+#[test]
+fn a_planted_cache_record_is_checked_like_a_server_answer() {
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let marker = sb.path().join("pwned");
+    let honest = stdout(&run(sb.cmd_for(&server).arg("get")));
+    let record = std::fs::read_dir(sb.cache_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a cache record");
+    for token in hostile_tokens(&marker) {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        v["access_token"] = token.clone().into();
+        std::fs::write(&record, v.to_string()).unwrap();
+        let o = run(shell(&sb, &server, EVAL_ENV).arg("sh"));
+        assert_code(&o, 0);
+        assert!(!marker.exists(), "{token:?} ran code");
+        let printed = stdout(&o);
+        assert!(
+            !printed.contains("touch"),
+            "the planted token was served: {printed:?}"
+        );
+        assert!(
+            stderr(&o).contains("not an RFC 6750 bearer token"),
+            "{}",
+            stderr(&o)
+        );
+        assert_ne!(
+            printed,
+            honest.trim_end(),
+            "a new token replaces the planted one"
+        );
+    }
+}
+
+#[test]
+fn an_agent_env_sink_never_holds_a_token_that_is_not_a_b64token() {
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let marker = sb.path().join("pwned");
+    let sink = sb.path().join("token.env");
+    let body = serde_json::json!({"access_token": format!("x$(touch${{IFS}}{})", marker.display()), "expires_in": 3600});
+    server.canned(200, &body.to_string());
+    let config = sb.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nsocket = \"{}\"\n\n[profiles.default]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"MY_SECRET\" }}\nretry_for = \"0s\"\n\n[[profiles.default.sinks]]\npath = \"{}\"\nformat = \"env\"\n",
+            sb.path().join("agent.sock").display(),
+            server.token_url(),
+            sink.display()
+        ),
+    )
+    .unwrap();
+    let log = sb.path().join("agent.log");
+    let mut agent = sb
+        .cmd()
+        .env("MY_SECRET", SECRET)
+        .args(["--config", config.to_str().unwrap(), "agent"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        Duration::from_secs(20),
+        || sink.exists() || log_text().contains("not an RFC 6750 bearer token"),
+        || {
+            format!(
+                "the agent neither wrote the sink nor refused the token: {}",
+                log_text()
+            )
+        },
+    );
+    if sink.exists() {
+        // What a job does with an env sink.
+        let _ = run(Command::new("sh")
+            .arg("-c")
+            .arg(format!(". {}", sink.display()))
+            .current_dir(sb.path()));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(!marker.exists(), "sourcing the sink ran the token's code");
+    assert!(
+        !sink.exists(),
+        "the sink holds a token that is not a b64token"
+    );
+    assert!(
+        !log_text().contains("touch"),
+        "the token is in the log: {}",
+        log_text()
+    );
+}

@@ -60,4 +60,4 @@ pub use store::{
     write_file_atomically,
 };
 pub use tls::load_ca_file;
-pub use token::{ExpirySource, Fingerprint, Token};
+pub use token::{ExpirySource, Fingerprint, Token, check_b64token};

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::jwt;
-use crate::token::{ExpirySource, Token};
+use crate::token::{ExpirySource, Token, check_b64token};
 
 /// Longest lifetime believed; anything larger is clamped so arithmetic cannot overflow.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -51,10 +51,8 @@ pub fn parse_success(
             )));
         }
     };
-    if access_token.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(invalid(
-            "`access_token` holds spaces or control characters".into(),
-        ));
+    if let Err(why) = check_b64token(&access_token) {
+        return Err(invalid(format!("`access_token` is {why}")));
     }
 
     match obj.get("token_type") {
@@ -383,7 +381,11 @@ mod tests {
             ),
             (
                 br#"{"access_token":"a b","expires_in":3600}"#,
-                "spaces or control characters",
+                "`access_token` is not an RFC 6750 bearer token (b64token): character 2 of 3",
+            ),
+            (
+                br#"{"access_token":"x$(id>/tmp/p)","expires_in":3600}"#,
+                "`access_token` is not an RFC 6750 bearer token",
             ),
             (
                 br#"{"access_token":"a","expires_in":0}"#,
