@@ -475,3 +475,134 @@ fn an_agent_env_sink_never_holds_a_token_that_is_not_a_b64token() {
         log_text()
     );
 }
+
+// Item 3: a hostile or broken token endpoint echoes credentials into its answers.
+
+/// A secret whose form-urlencoded, JSON-escaped and Basic spellings all differ from it.
+const TRICKY_SECRET: &str = "p@ss w/rd+=&:Zq8vK2pLmN4xR7tY";
+
+/// Every way the secret could come back: as sent in a form (`+` or `%20` for the space), in
+/// the Basic header, and JSON-escaped (`\/`) as some servers write it.
+fn secret_spellings() -> Vec<String> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let form = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let basic = b64(&format!("{}:{}", form(CLIENT_ID), form(TRICKY_SECRET)));
+    vec![
+        TRICKY_SECRET.to_owned(),
+        form(TRICKY_SECRET),
+        form(TRICKY_SECRET).replace('+', "%20"),
+        TRICKY_SECRET.replace('/', "\\/"),
+        basic.replace('/', "\\/"),
+        basic,
+    ]
+}
+
+#[test]
+fn bodies_echoed_in_errors_hold_no_token_and_no_spelling_of_the_secret() {
+    let server = Server::start_with(freshtoken_devserver::Config {
+        ttl: HOUR,
+        clients: vec![(CLIENT_ID.to_owned(), TRICKY_SECRET.to_owned())],
+        ..freshtoken_devserver::Config::default()
+    });
+    let sb = Sandbox::new();
+    let [plain, form, form20, json_escaped, basic_escaped, basic] =
+        <[String; 6]>::try_from(secret_spellings()).unwrap();
+    let tokens = [
+        "REAL-access-7f3a9c2e5b",
+        "REAL-refresh-b81d44c0aa",
+        "REAL-id-e2c19f7d33",
+        "REAL-assertion-9d0b7e6a1c",
+        "REAL-jwt-bearer-5a8f2c4e0d",
+    ];
+    let [at, rt, it, ca, assertion] = tokens;
+    let cases: Vec<(u16, String, i32)> = vec![
+        // A form-encoded success: not JSON, so echoed as an excerpt.
+        (
+            200,
+            format!(
+                "access_token={at}&token_type=bearer&expires_in=3600&refresh_token={rt}&id_token={it}"
+            ),
+            4,
+        ),
+        // JSON with a trailing comma: malformed, so only a textual redaction can help.
+        (
+            200,
+            format!("{{\"access_token\":\"{at}\",\"id_token\": \"{it}\",\"expires_in\":3600,}}"),
+            4,
+        ),
+        (200, format!("[{{\"access_token\":\"{at}\"}}]"), 4),
+        // A 500 whose body holds a whole token response.
+        (
+            500,
+            format!("{{\"access_token\":\"{at}\",\"refresh_token\":\"{rt}\",\"expires_in\":3600}}"),
+            4,
+        ),
+        (
+            502,
+            format!(
+                "<html><body><pre>access_token: {at}\nrefresh_token = '{rt}'</pre></body></html>"
+            ),
+            4,
+        ),
+        // OAuth errors that echo the request.
+        (
+            400,
+            format!(
+                "{{\"error\":\"invalid_request\",\"error_description\":\"bad body: grant_type=client_credentials&client_assertion={ca}&assertion={assertion}\"}}"
+            ),
+            3,
+        ),
+        (
+            401,
+            format!(
+                "{{\"error\":\"invalid_client\",\"error_description\":\"Authorization: Basic {basic_escaped} is not valid\"}}"
+            ),
+            3,
+        ),
+        (
+            400,
+            format!(
+                "{{\"error\":\"invalid_client\",\"error_description\":\"client_secret={form} / {form20} is wrong\"}}"
+            ),
+            3,
+        ),
+        (
+            503,
+            format!("<html>echo: Basic {basic} client_secret={form}</html>"),
+            4,
+        ),
+        (
+            500,
+            format!("{{\"echo\":\"{json_escaped}\",\"raw\":\"{plain}\"}}"),
+            4,
+        ),
+    ];
+    let mut leaks = Vec::new();
+    for (status, body, code) in cases {
+        server.canned(status, &body);
+        let o = run(sb
+            .cmd()
+            .env("FRESHTOKEN_TOKEN_URL", server.token_url())
+            .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
+            .env("FRESHTOKEN_CLIENT_SECRET", TRICKY_SECRET)
+            .env("FRESHTOKEN_RETRY_FOR", "0")
+            .env("RUST_LOG", "trace")
+            .args(["get", "--cache", "memory"]));
+        assert_code(&o, code);
+        let err = stderr(&o);
+        for leak in tokens
+            .iter()
+            .map(|t| t.to_string())
+            .chain(secret_spellings())
+        {
+            if err.contains(&leak) || err.contains(&leak[leak.len() / 2..]) {
+                leaks.push(format!("HTTP {status} {body:?}: {leak:?} leaked"));
+            }
+        }
+        if !err.contains("[REDACTED]") {
+            leaks.push(format!("HTTP {status} {body:?}: no [REDACTED] in {err}"));
+        }
+    }
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
+}

@@ -31,6 +31,7 @@ mod fetch;
 pub mod jwt;
 pub mod policy;
 pub mod provider;
+mod redact;
 mod request;
 mod response;
 pub mod retry;

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::jwt;
+use crate::redact;
 use crate::token::{ExpirySource, Token, check_b64token};
 
 /// Longest lifetime believed; anything larger is clamped so arithmetic cannot overflow.
@@ -63,7 +64,7 @@ pub fn parse_success(
         Some(Value::String(t)) => {
             return Err(invalid(format!(
                 "token_type is {:?}; only Bearer tokens are supported",
-                sanitize(t, 40)
+                sanitize(&redact::fields(t), 40)
             )));
         }
         Some(_) => return Err(invalid("`token_type` is not a string".into())),
@@ -117,22 +118,28 @@ pub fn parse_success(
 /// Reads an OAuth error body, if the answer is one.
 pub fn parse_error_body(body: &[u8]) -> Option<OAuthErrorBody> {
     let obj = json_object(body).ok()?;
+    // Both are shown to the user: a server that quotes the request or its own answer in
+    // them must not get a credential shown with them.
     let error = match obj.get("error") {
-        Some(Value::String(s)) if !s.is_empty() => sanitize(s, 80),
+        Some(Value::String(s)) if !s.is_empty() => sanitize(&redact::fields(s), 80),
         _ => return None,
     };
     let description = ["error_description", "description", "message"]
         .iter()
         .find_map(|k| obj.get(*k).and_then(Value::as_str))
         .filter(|d| !d.trim().is_empty())
-        .map(|d| sanitize(d, 300));
+        .map(|d| sanitize(&redact::fields(d), 300));
     Some(OAuthErrorBody { error, description })
 }
 
 /// A short excerpt of a body fit for an error line: tags dropped, whitespace and control
 /// characters folded, cut at a character boundary.
+///
+/// The values of credential fields (`access_token`, `refresh_token`, `id_token`, assertions)
+/// are redacted first, as text: the body may be form-encoded or malformed JSON, and cutting
+/// it short must not leave half a token showing.
 pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(strip_bom(body));
+    let text = redact::fields(&String::from_utf8_lossy(strip_bom(body)));
     let mut without_tags = String::with_capacity(text.len().min(4096));
     let mut in_tag = false;
     let looks_html = text.trim_start().starts_with('<');
@@ -241,7 +248,7 @@ fn expires_in(value: Option<&Value>) -> Result<Option<Duration>, String> {
 
 fn short_value(value: Option<&Value>) -> String {
     value
-        .map(|v| sanitize(&v.to_string(), 40))
+        .map(|v| sanitize(&redact::fields(&v.to_string()), 40))
         .unwrap_or_default()
 }
 
@@ -364,7 +371,15 @@ mod tests {
             (huge_html.as_bytes(), "HTML or XML: 502 Bad Gateway"),
             (
                 b"access_token=a&expires_in=3",
-                "not JSON: access_token=a&expires_in=3",
+                "not JSON: access_token=[REDACTED]&expires_in=3",
+            ),
+            (
+                br#"{"access_token":"REAL","expires_in":3600,}"#,
+                r#"not JSON: {"access_token":"[REDACTED]","expires_in":3600,}"#,
+            ),
+            (
+                br#"[{"refresh_token":"REAL"}]"#,
+                r#"JSON but not an object: [{"refresh_token":"[REDACTED]"}]"#,
             ),
             (b"[1,2]", "JSON but not an object"),
             (
@@ -459,6 +474,13 @@ mod tests {
                 r#"{"error":"x","error_description":"line1\nline2"}"#,
                 Some(("x", Some("line1 line2"))),
             ),
+            (
+                r#"{"error":"invalid_request","error_description":"body was client_assertion=eyJ.x.y&access_token=AT"}"#,
+                Some((
+                    "invalid_request",
+                    Some("body was client_assertion=[REDACTED]&access_token=[REDACTED]"),
+                )),
+            ),
             (r#"{"message":"not an oauth error"}"#, None),
             ("<html>oops</html>", None),
             ("", None),
@@ -483,5 +505,10 @@ mod tests {
         assert_eq!(long.chars().count(), EXCERPT_CHARS + 1);
         assert!(long.ends_with('…'));
         assert_eq!(excerpt(&[0xff, 0xfe, b'a']), "\u{FFFD}\u{FFFD}a");
+        // A token past the cut is redacted before the cut, not half shown.
+        let long = format!("{}\"access_token\":\"{}\"", "x".repeat(150), "T".repeat(40));
+        let cut = excerpt(long.as_bytes());
+        assert!(!cut.contains('T'), "{cut}");
+        assert!(excerpt(b"<html><pre>id_token: IT</pre></html>").contains("id_token: [REDACTED]"));
     }
 }
