@@ -606,3 +606,78 @@ fn bodies_echoed_in_errors_hold_no_token_and_no_spelling_of_the_secret() {
     }
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }
+
+// Item 4: lifetimes a token cannot be used for.
+
+/// An unsigned JWT whose claims are `claims` (freshtoken reads `exp`, never verifies).
+fn jwt(claims: &str) -> String {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.c2ln",
+        b.encode(r#"{"alg":"RS256"}"#),
+        b.encode(claims)
+    )
+}
+
+#[test]
+fn a_token_that_has_expired_or_lives_under_a_second_is_refused() {
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let refused = [
+        (
+            format!(r#"{{"access_token":"{}"}}"#, jwt(r#"{"exp":-1}"#)),
+            "JWT `exp`",
+        ),
+        (
+            format!(r#"{{"access_token":"{}"}}"#, jwt(r#"{"exp":-1e12}"#)),
+            "JWT `exp`",
+        ),
+        (
+            format!(
+                r#"{{"access_token":"{}"}}"#,
+                jwt(&format!(r#"{{"exp":{}}}"#, now as u64 - 60))
+            ),
+            "JWT `exp`",
+        ),
+        (
+            format!(
+                r#"{{"access_token":"{}"}}"#,
+                jwt(&format!(r#"{{"exp":{}}}"#, now + 0.4))
+            ),
+            "JWT `exp`",
+        ),
+        (
+            r#"{"access_token":"a","expires_in":0.5}"#.to_owned(),
+            "`expires_in` is 0.5",
+        ),
+        (
+            r#"{"access_token":"a","expires_in":"0.999"}"#.to_owned(),
+            "`expires_in` is 0.999",
+        ),
+        (
+            r#"{"access_token":"a","expires_in":0}"#.to_owned(),
+            "`expires_in` is 0",
+        ),
+    ];
+    for (body, why) in refused {
+        server.canned(200, &body);
+        let o = run(sb.cmd_for(&server).args(["get", "--cache", "memory"]));
+        assert_fails_with(&o, 4, why);
+        assert!(
+            stderr(&o).contains("at least one second") || stderr(&o).contains("already past"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(stdout(&o), "", "{body}");
+    }
+    // The boundary: one second is a lifetime.
+    server.canned(200, r#"{"access_token":"a","expires_in":1}"#);
+    let o = run(sb.cmd_for(&server).args(["get", "--cache", "memory"]));
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "a\n");
+}

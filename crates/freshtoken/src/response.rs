@@ -14,6 +14,9 @@ use crate::token::{ExpirySource, Token, check_b64token};
 /// Longest lifetime believed; anything larger is clamped so arithmetic cannot overflow.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// Shortest lifetime accepted, from `expires_in` or a JWT `exp`.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
+
 /// Longest excerpt of a bad body shown to the user.
 const EXCERPT_CHARS: usize = 160;
 
@@ -72,20 +75,15 @@ pub fn parse_success(
 
     let (lifetime, source) = match expires_in(obj.get("expires_in")) {
         Ok(Some(lifetime)) => (lifetime, ExpirySource::ExpiresIn),
-        Ok(None) => match jwt::expiry(&access_token) {
+        Ok(None) => match jwt::exp_seconds(&access_token) {
             Some(exp) => (
-                exp.duration_since(received_at).unwrap_or(Duration::ZERO),
+                jwt_lifetime(exp, received_at).map_err(invalid)?,
                 ExpirySource::JwtExp,
             ),
             None => (default_lifetime, ExpirySource::Default),
         },
         Err(problem) => return Err(invalid(problem)),
     };
-    if lifetime.is_zero() && source == ExpirySource::JwtExp {
-        return Err(invalid(
-            "no `expires_in`, and the token's JWT `exp` is already past".into(),
-        ));
-    }
 
     let scope = match obj.get("scope") {
         Some(Value::String(s)) => Some(s.clone()),
@@ -236,14 +234,36 @@ fn expires_in(value: Option<&Value>) -> Result<Option<Duration>, String> {
             short_value(value)
         ));
     };
-    if secs <= 0.0 {
+    // Less than a second cannot be used: by the time the token reaches its caller it is
+    // gone, and a refresh-ahead window of a fraction of it would make every call a request.
+    if secs < MIN_LIFETIME.as_secs_f64() {
         return Err(format!(
-            "`expires_in` is {secs}; a token must live longer than zero seconds"
+            "`expires_in` is {secs}; a token must live at least one second"
         ));
     }
     Ok(Some(Duration::from_secs_f64(
         secs.min(MAX_LIFETIME.as_secs_f64()),
     )))
+}
+
+/// The lifetime a JWT's `exp` (Unix seconds) leaves from `received_at`: refused once past,
+/// negative included, or when under a second; capped at [`MAX_LIFETIME`].
+fn jwt_lifetime(exp: f64, received_at: SystemTime) -> Result<Duration, String> {
+    let now = received_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let left = exp - now;
+    if left <= 0.0 {
+        return Err("no `expires_in`, and the token's JWT `exp` is already past".into());
+    }
+    if left < MIN_LIFETIME.as_secs_f64() {
+        return Err(format!(
+            "no `expires_in`, and the token's JWT `exp` leaves it {left:.3} s; a token must live at least one second"
+        ));
+    }
+    Ok(Duration::from_secs_f64(
+        left.min(MAX_LIFETIME.as_secs_f64()),
+    ))
 }
 
 fn short_value(value: Option<&Value>) -> String {
@@ -449,6 +469,50 @@ mod tests {
         let jwt = jwt_with_exp(1_700_000_000 - 5);
         let body = format!(r#"{{"access_token":"{jwt}"}}"#);
         assert!(err(body.as_bytes()).contains("already past"));
+    }
+
+    #[test]
+    fn lifetimes_under_a_second_and_negative_exps_are_refused() {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = |exp: &str| {
+            format!(
+                r#"{{"access_token":"e30.{}.sig"}}"#,
+                b.encode(format!(r#"{{"exp":{exp}}}"#))
+            )
+        };
+        for (body, want) in [
+            (token("-1"), "JWT `exp` is already past"),
+            (token("-1e300"), "JWT `exp` is already past"),
+            (token("0"), "JWT `exp` is already past"),
+            (token("1700000000"), "JWT `exp` is already past"),
+            (
+                token("1700000000.999"),
+                "leaves it 0.999 s; a token must live at least one second",
+            ),
+            (
+                r#"{"access_token":"a","expires_in":0.999}"#.to_owned(),
+                "`expires_in` is 0.999; a token must live at least one second",
+            ),
+            (
+                r#"{"access_token":"a","expires_in":"0.5"}"#.to_owned(),
+                "`expires_in` is 0.5",
+            ),
+        ] {
+            let got = err(body.as_bytes());
+            assert!(got.contains(want), "{body}: {got}");
+        }
+        // The boundary, and a far future that is capped, not ignored.
+        assert_eq!(
+            ok(r#"{"access_token":"a","expires_in":1}"#).lifetime(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(ok(&token("1700000001")).lifetime(), Duration::from_secs(1));
+        let far = ok(&token("1e300"));
+        assert_eq!(
+            (far.lifetime(), far.expiry_source()),
+            (MAX_LIFETIME, ExpirySource::JwtExp)
+        );
     }
 
     #[test]
