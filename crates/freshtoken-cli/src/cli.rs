@@ -366,7 +366,8 @@ pub struct ExecArgs {
     #[arg(long, value_name = "NAME", action = ArgAction::Append, requires = "proxy")]
     pub proxy_env: Vec<String>,
 
-    /// Where the proxy forwards (default: the provider's API base).
+    /// Where the proxy forwards (default: the provider's API base); https, or http to
+    /// loopback only.
     #[arg(long, value_name = "URL", requires = "proxy", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 
@@ -385,7 +386,8 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub listen: String,
 
-    /// Where every request goes (default: the provider's API base).
+    /// Where every request goes (default: the provider's API base); https, or http to
+    /// loopback only (the token is on every request).
     #[arg(long, value_name = "URL", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 

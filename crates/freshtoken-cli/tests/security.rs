@@ -681,3 +681,122 @@ fn a_token_that_has_expired_or_lives_under_a_second_is_refused() {
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "a\n");
 }
+
+// Item 5: the token must not cross the network in clear on its way to the upstream.
+
+/// Runs `cmd` to its end, which must come within 10 s: a proxy that starts serving instead
+/// of refusing fails here rather than holding the test.
+#[track_caller]
+fn ends_soon(sb: &Sandbox, cmd: &mut Command) -> std::process::Output {
+    let out = sb.path().join(format!("out-{}", rand::random::<u32>()));
+    let err = sb.path().join(format!("err-{}", rand::random::<u32>()));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after 10 s (it started instead of refusing): {}{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out).unwrap_or_default(),
+        stderr: std::fs::read(&err).unwrap_or_default(),
+    }
+}
+
+#[test]
+fn a_plain_http_upstream_beyond_loopback_is_refused_like_such_a_token_url() {
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let refusal = "is plain http to a non-loopback host; use https (";
+    let o = run(sb
+        .cmd_for(&server)
+        .env("FRESHTOKEN_TOKEN_URL", "http://example.com/oauth/token")
+        .args(["get", "--cache", "memory"]));
+    assert_fails_with(
+        &o,
+        2,
+        &format!("token URL http://example.com/oauth/token {refusal}"),
+    );
+
+    let o = ends_soon(
+        &sb,
+        sb.cmd_for(&server)
+            .args(["proxy", "--upstream", "http://example.com"]),
+    );
+    assert_fails_with(&o, 2, &format!("upstream http://example.com/ {refusal}"));
+    let o = ends_soon(
+        &sb,
+        sb.cmd_for(&server)
+            .env("FRESHTOKEN_UPSTREAM", "http://10.1.2.3:8080/api")
+            .arg("proxy"),
+    );
+    assert_fails_with(
+        &o,
+        2,
+        &format!("upstream http://10.1.2.3:8080/api {refusal}"),
+    );
+    let o = ends_soon(
+        &sb,
+        sb.cmd_for(&server).args([
+            "exec",
+            "--proxy",
+            "--upstream",
+            "http://example.com",
+            "--",
+            "true",
+        ]),
+    );
+    assert_fails_with(&o, 2, refusal);
+
+    let config = sb.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nsocket = \"{}\"\n\n[profiles.default]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"MY_SECRET\" }}\n\n[[proxy]]\nprofile = \"default\"\nlisten = \"127.0.0.1:0\"\nupstream = \"http://example.com\"\n",
+            sb.path().join("agent.sock").display(),
+            server.token_url()
+        ),
+    )
+    .unwrap();
+    let o = ends_soon(
+        &sb,
+        sb.cmd().env("MY_SECRET", SECRET).args([
+            "--config",
+            config.to_str().unwrap(),
+            "agent",
+            "--check",
+        ]),
+    );
+    assert_fails_with(&o, 2, &format!("upstream http://example.com/ {refusal}"));
+
+    // Loopback stays allowed, as for the token URL: the proxy starts.
+    let mut child = sb
+        .cmd_for(&server)
+        .args(["proxy", "--upstream", &server.base_url()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = first_line(&mut child, "the proxy");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("freshtoken proxy on http://127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!(server.stats().token_requests, 0, "nothing was asked for");
+}

@@ -51,7 +51,7 @@ pub use fetch::{
     install_crypto_provider,
 };
 pub use policy::{Freshness, RefreshPolicy};
-pub use request::{AuthMethod, CacheKey, TokenRequest};
+pub use request::{AuthMethod, CacheKey, TokenRequest, refuse_plain_http};
 pub use retry::RetryPolicy;
 pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, Want};
 #[cfg(feature = "redis")]
