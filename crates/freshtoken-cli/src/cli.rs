@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser;
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::env;
 use crate::exit;
@@ -16,7 +17,10 @@ freshtoken fetches a token with the client credentials grant, caches it (per use
 machine by default), refreshes it ahead of expiry and hands it to whatever needs it.
 
 Credentials are taken from flags, then FRESHTOKEN_* environment variables, then the config
-file (--config, else ./freshtoken.toml, else $XDG_CONFIG_HOME/freshtoken/config.toml).
+file (--config PATH or FRESHTOKEN_CONFIG, else $XDG_CONFIG_HOME/freshtoken/config.toml; a
+file in the working directory is read only when named; --no-config reads none). The token
+endpoint is one unit: the highest of these that names one (token URL, issuer, or provider
+and region) gives all of it.
 Secrets never go in flags: use FRESHTOKEN_CLIENT_SECRET, --client-secret-file,
 --client-secret-stdin, or client_secret = { env | file | command } in the config file.";
 
@@ -36,9 +40,17 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = env::LOG_FORMAT)]
     pub log_format: LogFormat,
 
-    /// Config file (default: ./freshtoken.toml, else $XDG_CONFIG_HOME/freshtoken/config.toml).
-    #[arg(long, global = true, env = env::CONFIG, value_name = "PATH")]
+    /// Config file (default: $XDG_CONFIG_HOME/freshtoken/config.toml, else
+    /// ~/.config/freshtoken/config.toml). A file in the working directory is read only when
+    /// named here: in CI the working directory is the code under test. Empty: none.
+    // Empty is allowed (clap refuses an empty path): `FRESHTOKEN_CONFIG=` means no file.
+    #[arg(long, global = true, env = env::CONFIG, value_name = "PATH",
+          value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub config: Option<PathBuf>,
+
+    /// Read no config file at all, whatever --config or FRESHTOKEN_CONFIG say.
+    #[arg(long, global = true)]
+    pub no_config: bool,
 
     /// Profile of the config file to use.
     #[arg(long, global = true, env = env::PROFILE, value_name = "NAME")]
@@ -73,6 +85,67 @@ pub enum Command {
     DevServer(DevServerArgs),
     /// Show the whole idea end to end against an in-process dev-server.
     Demo(DemoArgs),
+}
+
+impl Cli {
+    /// Parses the command line like [`Parser::try_parse`], and also notes which endpoint
+    /// settings came from the environment rather than a flag (see [`EndpointFromEnv`]).
+    pub fn parse_noting_sources() -> Result<Self, clap::Error> {
+        let matches = Self::command().try_get_matches()?;
+        let mut cli =
+            Self::from_arg_matches(&matches).map_err(|e| e.format(&mut Self::command()))?;
+        if let (Some((_, sub)), Some(credentials)) =
+            (matches.subcommand(), cli.command.credentials_mut())
+        {
+            credentials.from_env = EndpointFromEnv::of(sub);
+        }
+        Ok(cli)
+    }
+}
+
+impl Command {
+    /// The credential flags of the commands that take them.
+    fn credentials_mut(&mut self) -> Option<&mut CredentialArgs> {
+        match self {
+            Command::Get(a) => Some(&mut a.credentials),
+            Command::Inspect(a) => Some(&mut a.credentials),
+            Command::Status(a) => Some(&mut a.credentials),
+            Command::Invalidate(a) => Some(a),
+            Command::Exec(a) => Some(&mut a.credentials),
+            Command::Proxy(a) => Some(&mut a.credentials),
+            Command::Agent(_) | Command::DevServer(_) | Command::Demo(_) => None,
+        }
+    }
+}
+
+/// Which endpoint settings came from their `FRESHTOKEN_*` variable rather than a flag.
+///
+/// clap folds a flag and its variable into one field, but the endpoint is one unit taken
+/// from the highest source that names one, so flags and the environment must be told apart:
+/// `--provider genesys --region R` is not to be completed by `FRESHTOKEN_TOKEN_URL`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointFromEnv {
+    pub token_url: bool,
+    pub issuer: bool,
+    pub provider: bool,
+    pub region: bool,
+}
+
+impl EndpointFromEnv {
+    fn of(matches: &clap::ArgMatches) -> Self {
+        // `ids` lists only what was given, so `value_source` is never asked about an id the
+        // command does not have (which clap treats as a bug).
+        let from_env = |id: &str| {
+            matches.ids().any(|i| i.as_str() == id)
+                && matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
+        };
+        Self {
+            token_url: from_env("token_url"),
+            issuer: from_env("issuer"),
+            provider: from_env("provider"),
+            region: from_env("region"),
+        }
+    }
 }
 
 /// Where the credentials and the token endpoint come from.
@@ -163,6 +236,10 @@ pub struct CredentialArgs {
     /// endpoint, issuer or upstream behind a private CA. Verification is never turned off.
     #[arg(long, env = env::CA_FILE, value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
+
+    /// Filled in after parsing by [`Cli::parse_noting_sources`].
+    #[arg(skip)]
+    pub from_env: EndpointFromEnv,
 }
 
 /// Output formats of `get`.
@@ -174,7 +251,8 @@ pub enum Format {
     Json,
     /// `Authorization: Bearer <token>`.
     Header,
-    /// `FRESHTOKEN_ACCESS_TOKEN=<token>` lines (for `set -a; . file`, --env-file, $GITHUB_ENV).
+    /// `FRESHTOKEN_ACCESS_TOKEN='<token>'` lines, single-quoted for POSIX shells (for `eval`
+    /// and `set -a; . file`; docker's --env-file and $GITHUB_ENV keep quotes: use raw there).
     Env,
 }
 
@@ -301,7 +379,8 @@ pub struct ExecArgs {
     #[arg(long, value_name = "NAME", action = ArgAction::Append, requires = "proxy")]
     pub proxy_env: Vec<String>,
 
-    /// Where the proxy forwards (default: the provider's API base).
+    /// Where the proxy forwards (default: the provider's API base); https, or http to
+    /// loopback only.
     #[arg(long, value_name = "URL", requires = "proxy", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 
@@ -320,7 +399,8 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub listen: String,
 
-    /// Where every request goes (default: the provider's API base).
+    /// Where every request goes (default: the provider's API base); https, or http to
+    /// loopback only (the token is on every request).
     #[arg(long, value_name = "URL", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 

@@ -74,7 +74,7 @@ pub enum SinkFormat {
     Raw,
     /// `{"access_token", "token_type", "expires_in", "expires_at", "scope"}`.
     Json,
-    /// `NAME=token` and `FRESHTOKEN_EXPIRES_AT=…` lines.
+    /// `NAME='token'` and `FRESHTOKEN_EXPIRES_AT=…` lines, quoted for POSIX shells.
     Env,
     /// The `template` text with its placeholders filled in.
     Template,
@@ -232,22 +232,49 @@ pub struct Loaded {
     pub file: ConfigFile,
 }
 
-/// Finds the config file: `explicit` (which must exist), else `./freshtoken.toml`, else
-/// `$XDG_CONFIG_HOME/freshtoken/config.toml` (or `~/.config/...`). `None` when there is none.
-pub fn load(explicit: Option<&Path>) -> CliResult<Option<Loaded>> {
-    if let Some(path) = explicit {
-        return read(path).map(Some);
-    }
-    for path in default_paths() {
-        if path.is_file() {
-            return read(&path).map(Some);
-        }
-    }
-    Ok(None)
+/// Which config file a command reads.
+///
+/// A file in the working directory is never read unless named: in CI the working directory
+/// is the code under test, and a pull request could otherwise add a `freshtoken.toml` that
+/// sends the pipeline's credentials elsewhere or runs a "secret" command of its choosing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice<'a> {
+    /// Named with `--config` or `FRESHTOKEN_CONFIG`: it must exist.
+    Named(&'a Path),
+    /// The user's own, `$XDG_CONFIG_HOME/freshtoken/config.toml` (else
+    /// `~/.config/freshtoken/config.toml`), when it exists.
+    Default,
+    /// None: `--no-config`, or `FRESHTOKEN_CONFIG` (or `--config`) set empty.
+    Nothing,
 }
 
-fn default_paths() -> Vec<PathBuf> {
-    let mut paths = vec![PathBuf::from("freshtoken.toml")];
+impl<'a> Choice<'a> {
+    /// The choice `--config` (`named`, which clap fills from `FRESHTOKEN_CONFIG` too) and
+    /// `--no-config` make.
+    pub fn new(named: Option<&'a Path>, no_config: bool) -> Self {
+        match named {
+            _ if no_config => Choice::Nothing,
+            Some(path) if path.as_os_str().is_empty() => Choice::Nothing,
+            Some(path) => Choice::Named(path),
+            None => Choice::Default,
+        }
+    }
+}
+
+/// Reads the config file `choice` names; `None` when there is none.
+pub fn load(choice: Choice<'_>) -> CliResult<Option<Loaded>> {
+    match choice {
+        Choice::Named(path) => read(path).map(Some),
+        Choice::Nothing => Ok(None),
+        Choice::Default => match default_path() {
+            Some(path) if path.is_file() => read(&path).map(Some),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// `$XDG_CONFIG_HOME/freshtoken/config.toml`, else `$HOME/.config/freshtoken/config.toml`.
+fn default_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -256,11 +283,8 @@ fn default_paths() -> Vec<PathBuf> {
             std::env::var_os("HOME")
                 .filter(|v| !v.is_empty())
                 .map(|h| PathBuf::from(h).join(".config"))
-        });
-    if let Some(base) = base {
-        paths.push(base.join("freshtoken").join("config.toml"));
-    }
-    paths
+        })?;
+    Some(base.join("freshtoken").join("config.toml"))
 }
 
 /// Largest config file read. One with hundreds of profiles is a few dozen KiB, but a sink

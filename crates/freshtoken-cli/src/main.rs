@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod agent;
 mod cli;
 mod commands;
@@ -35,7 +33,7 @@ fn main() -> ExitCode {
         std::process::exit(i32::from(code::INTERNAL));
     }));
 
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_noting_sources() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -118,9 +118,17 @@ pub struct ConfigSecrets {
 }
 
 impl ConfigSecrets {
-    /// Reads what `profile` names, keeping a failure as its message: a profile that does not
-    /// need the secret must not fail for it, and one that does says why when it is built.
+    /// Reads what `profile` names and its auth method uses, keeping a failure as its message:
+    /// a profile that does not need the secret must not fail for it, and one that does says
+    /// why when it is built. A source whose secret is not used is never read nor run: a
+    /// `private_key = { command = … }` beside `client_secret_basic` stays unrun.
     pub fn read(profile: &ProfileConfig) -> Self {
+        // An auth method that does not parse fails when the profile is built; read nothing.
+        let method = match &profile.auth_method {
+            Some(m) => m.parse::<AuthMethod>().ok(),
+            None => Some(AuthMethod::default()),
+        };
+        let uses = |needed: fn(AuthMethod) -> bool| method.is_some_and(needed);
         // The auth method only shapes the message for a missing secret, which a configured
         // one never is.
         let read = |source: &Option<SecretSource>, what| {
@@ -134,8 +142,12 @@ impl ConfigSecrets {
             })
         };
         Self {
-            client_secret: read(&profile.client_secret, Secret::ClientSecret),
-            private_key: read(&profile.private_key, Secret::PrivateKey),
+            client_secret: uses(AuthMethod::needs_secret)
+                .then(|| read(&profile.client_secret, Secret::ClientSecret))
+                .flatten(),
+            private_key: uses(AuthMethod::needs_private_key)
+                .then(|| read(&profile.private_key, Secret::PrivateKey))
+                .flatten(),
         }
     }
 

@@ -106,7 +106,8 @@ impl Settings {
     /// Resolves the settings of the selected profile for `args`. Async because an issuer is
     /// discovered over the network: awaited on the command's runtime, not a nested one.
     pub async fn resolve(cli: &Cli, args: &CredentialArgs) -> CliResult<Self> {
-        let loaded = config::load(cli.config.as_deref())?;
+        let choice = config::Choice::new(cli.config.as_deref(), cli.no_config);
+        let loaded = config::load(choice)?;
         let profile_name = cli.profile.clone().unwrap_or_else(|| "default".to_owned());
         let profile = match &loaded {
             Some(l) => match l.file.profiles.get(&profile_name) {
@@ -126,9 +127,16 @@ impl Settings {
                 }
             },
             None if cli.profile.is_some() => {
-                return Err(CliError::usage(format!(
-                    "profile {profile_name:?} asked for, but no config file was found (use --config PATH)"
-                )));
+                return Err(CliError::usage(if choice == config::Choice::Nothing {
+                    format!(
+                        "profile {profile_name:?} asked for, but --no-config (or an empty {}) reads no config file",
+                        env::CONFIG
+                    )
+                } else {
+                    format!(
+                        "profile {profile_name:?} asked for, but no config file was found (use --config PATH)"
+                    )
+                }));
             }
             None => ProfileConfig::default(),
         };
@@ -175,41 +183,9 @@ impl Settings {
             None => what.to_owned(),
         };
 
-        // A known provider fills in endpoints. Genesys Cloud is assumed when nothing else names
-        // an endpoint and its own GENESYSCLOUD_REGION is set, so its users need no flags.
-        let explicit_endpoint = args.token_url.is_some()
-            || args.issuer.is_some()
-            || profile.token_url.is_some()
-            || profile.issuer.is_some();
-        let provider = match args.provider.as_deref().or(profile.provider.as_deref()) {
-            Some(p)
-                if p.eq_ignore_ascii_case("genesys") || p.eq_ignore_ascii_case("genesyscloud") =>
-            {
-                true
-            }
-            Some(p) => {
-                return Err(CliError::usage(format!(
-                    "unknown provider {p:?}; known: genesys"
-                )));
-            }
-            None => !explicit_endpoint && env_var(env::GENESYS_REGION).is_some(),
-        };
-        let genesys = if provider {
-            let region = args
-                .region
-                .clone()
-                .or_else(|| env_var(env::GENESYS_REGION))
-                .or(profile.region.clone())
-                .ok_or_else(|| {
-                    CliError::usage(format!(
-                        "the genesys provider needs a region: --region, {} or region in the profile (e.g. us-east-1)",
-                        env::GENESYS_REGION
-                    ))
-                })?;
-            Some(GenesysRegion::find(&region).map_err(CliError::usage)?)
-        } else {
-            None
-        };
+        // The endpoint, as one unit (see `Endpoint::resolve`).
+        let endpoint = Endpoint::resolve(args, profile, use_env, &from)?;
+        let genesys = endpoint.genesys;
         let genesys_env = |var: &str| {
             genesys
                 .as_ref()
@@ -359,8 +335,8 @@ impl Settings {
         // The token endpoint: named outright, else found from the issuer, else the provider's.
         let mut metadata = None;
         let token_url = match (
-            args.token_url.as_ref().or(profile.token_url.as_ref()),
-            args.issuer.as_ref().or(profile.issuer.as_ref()),
+            endpoint.token_url.as_ref(),
+            endpoint.issuer.as_ref(),
             &genesys,
         ) {
             (Some(url), _, _) => parse_url("token URL", url)?,
@@ -485,6 +461,199 @@ pub fn clock_from_env() -> CliResult<SharedClock> {
         }
         _ => Ok(Arc::new(SystemClock)),
     }
+}
+
+/// How high a source ranks: a flag over its environment variable over the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Flag,
+    Environment,
+    File,
+}
+
+/// One setting of the endpoint as given by the highest source that gives it.
+struct Part {
+    rank: Rank,
+    value: String,
+    /// How the user named it, for messages: `--token-url`, `FRESHTOKEN_TOKEN_URL`, ….
+    name: String,
+}
+
+/// The token endpoint, taken whole from the highest source that names one.
+///
+/// The endpoint is where the client's credentials are sent, so it is one unit: a token URL,
+/// an issuer, or a provider with its region, all from one source. A lower source cannot
+/// replace or complete a part of it (a config file cannot turn the environment's
+/// `FRESHTOKEN_PROVIDER=genesys` into its own token URL, nor pick the region); a higher one
+/// may choose the region of a provider named lower, which keeps the endpoint a provider's.
+#[derive(Debug)]
+struct Endpoint {
+    token_url: Option<String>,
+    issuer: Option<String>,
+    /// The provider's region, when the provider is part of the chosen source's endpoint: it
+    /// gives the API base (where `proxy` sends the token), and the token URL when that
+    /// source names none.
+    genesys: Option<GenesysRegion>,
+}
+
+impl Endpoint {
+    fn resolve(
+        args: &CredentialArgs,
+        profile: &ProfileConfig,
+        use_env: bool,
+        in_file: &dyn Fn(&str) -> String,
+    ) -> CliResult<Self> {
+        let part = |arg: &Option<String>, from_env: bool, flag: &str, var: &str, key: &str| {
+            let (rank, name) = match arg {
+                Some(_) if from_env => (Rank::Environment, var.to_owned()),
+                Some(_) => (Rank::Flag, flag.to_owned()),
+                None => (Rank::File, in_file(key)),
+            };
+            arg.as_ref()
+                .or(profile_value(profile, key))
+                .map(|value| Part {
+                    rank,
+                    value: value.clone(),
+                    name,
+                })
+        };
+        let e = args.from_env;
+        let token_url = part(
+            &args.token_url,
+            e.token_url,
+            "--token-url",
+            env::TOKEN_URL,
+            "token_url",
+        );
+        let issuer = part(&args.issuer, e.issuer, "--issuer", env::ISSUER, "issuer");
+        let genesys_region = use_env
+            .then(|| std::env::var(env::GENESYS_REGION).ok())
+            .flatten();
+        let provider = part(
+            &args.provider,
+            e.provider,
+            "--provider",
+            env::PROVIDER,
+            "provider",
+        )
+        .or_else(|| {
+            // Genesys Cloud's own variable implies its provider when nothing else names an
+            // endpoint, so that its users need no flags.
+            (token_url.is_none() && issuer.is_none())
+                .then_some(genesys_region.as_ref())
+                .flatten()
+                .map(|_| Part {
+                    rank: Rank::Environment,
+                    value: "genesys".to_owned(),
+                    name: env::GENESYS_REGION.to_owned(),
+                })
+        });
+        let Some(top) = [&token_url, &issuer, &provider]
+            .into_iter()
+            .flatten()
+            .min_by_key(|p| p.rank)
+            .map(|p| (p.rank, p.name.clone()))
+        else {
+            return Ok(Self {
+                token_url: None,
+                issuer: None,
+                genesys: None,
+            });
+        };
+        let keep = |part: Option<Part>| match part {
+            Some(p) if p.rank == top.0 => Some(p),
+            Some(p) => {
+                tracing::info!("{} is not used: {} names the token endpoint", p.name, top.1);
+                None
+            }
+            None => None,
+        };
+        let (token_url, issuer, provider) = (keep(token_url), keep(issuer), keep(provider));
+        let genesys = match provider {
+            Some(p) => Some(genesys_region_for(
+                &p,
+                args,
+                profile,
+                genesys_region,
+                in_file,
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            token_url: token_url.map(|p| p.value),
+            issuer: issuer.map(|p| p.value),
+            genesys,
+        })
+    }
+}
+
+fn profile_value<'a>(profile: &'a ProfileConfig, key: &str) -> Option<&'a String> {
+    match key {
+        "token_url" => profile.token_url.as_ref(),
+        "issuer" => profile.issuer.as_ref(),
+        "provider" => profile.provider.as_ref(),
+        _ => profile.region.as_ref(),
+    }
+}
+
+/// The region of `provider`, from its own source or a higher one.
+fn genesys_region_for(
+    provider: &Part,
+    args: &CredentialArgs,
+    profile: &ProfileConfig,
+    genesys_region: Option<String>,
+    in_file: &dyn Fn(&str) -> String,
+) -> CliResult<GenesysRegion> {
+    let p = &provider.value;
+    if !(p.eq_ignore_ascii_case("genesys") || p.eq_ignore_ascii_case("genesyscloud")) {
+        return Err(CliError::usage(format!(
+            "unknown provider {p:?}; known: genesys"
+        )));
+    }
+    let (region_rank, region_name) = if args.from_env.region {
+        (Rank::Environment, env::REGION)
+    } else {
+        (Rank::Flag, "--region")
+    };
+    let regions = [
+        (args.region.clone(), region_rank, region_name.to_owned()),
+        (
+            genesys_region,
+            Rank::Environment,
+            env::GENESYS_REGION.to_owned(),
+        ),
+        (profile.region.clone(), Rank::File, in_file("region")),
+    ];
+    let mut given = regions
+        .iter()
+        .filter_map(|(r, rank, name)| Some((r.as_ref()?, *rank, name)));
+    if let Some((region, _, _)) = given.clone().find(|(_, rank, _)| *rank <= provider.rank) {
+        return GenesysRegion::find(region).map_err(CliError::usage);
+    }
+    let allowed: Vec<String> = [
+        ("--region".to_owned(), Rank::Flag),
+        (env::REGION.to_owned(), Rank::Environment),
+        (env::GENESYS_REGION.to_owned(), Rank::Environment),
+        (in_file("region"), Rank::File),
+    ]
+    .into_iter()
+    .filter(|(_, rank)| *rank <= provider.rank)
+    .map(|(name, _)| name)
+    .collect();
+    let allowed = match allowed.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    // A region given lower (say, in the config file) is named, so that nobody wonders why.
+    let ignored = given
+        .next()
+        .map(|(_, _, name)| format!("; {name} is not used: the endpoint is one unit"))
+        .unwrap_or_default();
+    Err(CliError::usage(format!(
+        "the genesys provider ({}) needs a region (e.g. us-east-1) from {allowed}{ignored}",
+        provider.name
+    )))
 }
 
 /// Which layers besides the config file count.

@@ -181,7 +181,7 @@ cache = "memory"
 "#,
         url = server.token_url()
     );
-    std::fs::write(sb.path().join("freshtoken.toml"), config).unwrap();
+    sb.write_user_config(&config);
     assert_code(&run(sb.cmd().env("MY_SECRET", SECRET).arg("get")), 0);
     assert_code(&run(sb.cmd().args(["--profile", "fromfile", "get"])), 0);
     assert_code(&run(sb.cmd().args(["get", "--profile", "fromcommand"])), 0);
@@ -215,25 +215,17 @@ cache = "memory"
 #[test]
 fn config_errors_name_file_and_line() {
     let sb = Sandbox::new();
-    std::fs::write(
-        sb.path().join("freshtoken.toml"),
-        "[profiles.default]\nclient_id = \"x\"\ntokn_url = \"y\"\n",
-    )
-    .unwrap();
+    sb.write_user_config("[profiles.default]\nclient_id = \"x\"\ntokn_url = \"y\"\n");
     let o = run(sb.cmd().arg("get"));
     assert_code(&o, 2);
     let e = stderr(&o);
     assert!(
-        e.contains("freshtoken.toml:3:1: unknown field `tokn_url`"),
+        e.contains("freshtoken/config.toml:3:1: unknown field `tokn_url`"),
         "{e}"
     );
     assert_eq!(e.lines().count(), 1, "{e}");
 
-    std::fs::write(
-        sb.path().join("freshtoken.toml"),
-        "[profiles.default]\nclient_secret = \"hunter2-plain\"\n",
-    )
-    .unwrap();
+    sb.write_user_config("[profiles.default]\nclient_secret = \"hunter2-plain\"\n");
     let o = run(sb.cmd().arg("get"));
     assert_fails_with(&o, 2, "not a plain string");
     assert!(!stderr(&o).contains("hunter2-plain"), "{}", stderr(&o));

@@ -78,11 +78,9 @@ fn unknown_regions_and_providers_are_clear_errors() {
 #[test]
 fn genesys_profiles_in_the_config_file() {
     let sb = Sandbox::new();
-    std::fs::write(
-        sb.path().join("freshtoken.toml"),
+    sb.write_user_config(
         "[profiles.default]\nprovider = \"genesys\"\nregion = \"ap-southeast-2\"\nclient_id = \"gc\"\nclient_secret = { env = \"GC_SECRET\" }\n",
-    )
-    .unwrap();
+    );
     let o = run(sb.cmd().args(["status"]));
     assert_code(&o, 0);
     assert!(

@@ -71,6 +71,9 @@ impl Upstream {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad());
         }
+        // Every request carries the bearer token: as for the token URL, plain http is for
+        // loopback only.
+        freshtoken::refuse_plain_http("upstream", url, "the token")?;
         let scheme: Scheme = url.scheme().parse().map_err(|_| bad())?;
         let host = url.host_str().ok_or_else(bad)?;
         // `Url` drops a port that is the scheme's default, as `Host` should.
@@ -271,6 +274,32 @@ mod tests {
             }
         });
         upstream(&url)
+    }
+
+    #[test]
+    fn plain_http_goes_to_loopback_only() {
+        for url in [
+            "http://127.0.0.1:8080/api",
+            "http://localhost:1",
+            "http://[::1]:80",
+            "https://api.example.com/v2",
+        ] {
+            assert!(upstream(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://example.com",
+            "http://10.0.0.1:8080",
+            "http://[2001:db8::1]/",
+        ] {
+            let e = upstream(url)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("is plain http to a non-loopback host; use https (the token would cross the network in clear)"),
+                "{url}: {e}"
+            );
+        }
     }
 
     #[tokio::test]

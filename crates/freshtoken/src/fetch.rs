@@ -377,11 +377,12 @@ impl HttpFetcher {
     /// Removes the client secret from text that came from the server or the network stack:
     /// a server that echoes its input must not make freshtoken print the secret.
     fn redact(&self, text: String) -> String {
+        // Credential fields first (a server may echo a token response or the request body),
+        // then the secret in every spelling it was sent in (plain, form-encoded, Basic).
+        let text = crate::redact::fields(&text);
         match &self.request.client_secret {
-            Some(s) if s.expose_secret().len() >= 4 => {
-                text.replace(s.expose_secret(), "[REDACTED]")
-            }
-            _ => text,
+            Some(s) => crate::redact::secret(&text, &self.request.client_id, s.expose_secret()),
+            None => text,
         }
     }
 
@@ -403,6 +404,20 @@ impl HttpFetcher {
             Error::InvalidResponse { status, problem } => Error::InvalidResponse {
                 status,
                 problem: self.redact(problem),
+            },
+            Error::Redirect { status, location } => Error::Redirect {
+                status,
+                location: location.map(|l| self.redact(l)),
+            },
+            Error::Transport(message) => Error::Transport(self.redact(message)),
+            Error::Unavailable {
+                attempts,
+                elapsed,
+                last,
+            } => Error::Unavailable {
+                attempts,
+                elapsed,
+                last: Box::new(self.redact_error(*last)),
             },
             other => other,
         }

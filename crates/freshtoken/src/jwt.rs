@@ -61,6 +61,18 @@ pub fn expiry(token: &str) -> Option<SystemTime> {
     decode(token).ok()?.time_claim("exp")
 }
 
+/// The `exp` of a JWT access token as the number it holds, however far in the past or the
+/// future (negative included): an expiry decided from it must refuse one that has passed,
+/// not ignore it as [`Decoded::time_claim`] does and fall back to a default lifetime.
+pub fn exp_seconds(token: &str) -> Option<f64> {
+    decode(token)
+        .ok()?
+        .claims
+        .get("exp")?
+        .as_f64()
+        .filter(|s| s.is_finite())
+}
+
 fn part(b64: &str) -> Result<Map<String, Value>, String> {
     // Padding is not allowed by RFC 7515, but some issuers add it; accept both.
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -120,6 +132,16 @@ mod tests {
             let t = format!("e30.{}.x", b64(&format!(r#"{{"exp":{exp}}}"#)));
             assert_eq!(expiry(&t), None, "{exp}");
         }
+    }
+
+    #[test]
+    fn exp_seconds_keeps_what_time_claim_drops() {
+        let t = |exp: &str| format!("e30.{}.x", b64(&format!(r#"{{"exp":{exp}}}"#)));
+        assert_eq!(exp_seconds(&t("-1")), Some(-1.0));
+        assert_eq!(exp_seconds(&t("1e300")), Some(1e300));
+        assert_eq!(exp_seconds(&t("1700000000.5")), Some(1_700_000_000.5));
+        assert_eq!(exp_seconds(&t("\"tomorrow\"")), None);
+        assert_eq!(exp_seconds("opaque"), None);
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod fetch;
 pub mod jwt;
 pub mod policy;
 pub mod provider;
+mod redact;
 pub mod regular_file;
 mod request;
 mod response;
@@ -51,7 +52,7 @@ pub use fetch::{
     install_crypto_provider,
 };
 pub use policy::{Freshness, RefreshPolicy};
-pub use request::{AuthMethod, CacheKey, TokenRequest};
+pub use request::{AuthMethod, CacheKey, TokenRequest, refuse_plain_http};
 pub use retry::RetryPolicy;
 pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, Want};
 #[cfg(feature = "redis")]
@@ -61,4 +62,4 @@ pub use store::{
     is_temporary_of, write_file_atomically,
 };
 pub use tls::load_ca_file;
-pub use token::{CLOCK_TOLERANCE, ExpirySource, Fingerprint, Token};
+pub use token::{CLOCK_TOLERANCE, ExpirySource, Fingerprint, Token, check_b64token};

@@ -180,13 +180,7 @@ impl TokenRequest {
     pub fn validate(&self) -> Result<(), Error> {
         match self.token_url.scheme() {
             "https" => {}
-            "http" if is_loopback(&self.token_url) => {}
-            "http" => {
-                return Err(Error::Config(format!(
-                    "token URL {} is plain http to a non-loopback host; use https (credentials would cross the network in clear)",
-                    self.token_url
-                )));
-            }
+            "http" => refuse_plain_http("token URL", &self.token_url, "credentials")?,
             other => {
                 return Err(Error::Config(format!(
                     "token URL scheme {other:?} is not http(s)"
@@ -269,6 +263,19 @@ impl TokenRequest {
         }
         CacheKey(hex::encode(h.finalize()))
     }
+}
+
+/// Refuses a plain `http` URL to anything but loopback, with one wording wherever it is
+/// checked: what is sent there (`carries`: credentials, a bearer token) would cross the
+/// network in clear. `what` names the URL ("token URL", "upstream"). Other schemes pass:
+/// whether they are allowed at all is the caller's to say.
+pub fn refuse_plain_http(what: &str, url: &Url, carries: &str) -> Result<(), Error> {
+    if url.scheme() == "http" && !is_loopback(url) {
+        return Err(Error::Config(format!(
+            "{what} {url} is plain http to a non-loopback host; use https ({carries} would cross the network in clear)"
+        )));
+    }
+    Ok(())
 }
 
 fn is_loopback(url: &Url) -> bool {

@@ -8,10 +8,14 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::jwt;
-use crate::token::{ExpirySource, Token};
+use crate::redact;
+use crate::token::{ExpirySource, Token, check_b64token};
 
 /// Longest lifetime believed; anything larger is clamped so arithmetic cannot overflow.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Shortest lifetime accepted, from `expires_in` or a JWT `exp`.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
 
 /// Longest excerpt of a bad body shown to the user.
 const EXCERPT_CHARS: usize = 160;
@@ -51,10 +55,8 @@ pub fn parse_success(
             )));
         }
     };
-    if access_token.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(invalid(
-            "`access_token` holds spaces or control characters".into(),
-        ));
+    if let Err(why) = check_b64token(&access_token) {
+        return Err(invalid(format!("`access_token` is {why}")));
     }
 
     match obj.get("token_type") {
@@ -65,7 +67,7 @@ pub fn parse_success(
         Some(Value::String(t)) => {
             return Err(invalid(format!(
                 "token_type is {:?}; only Bearer tokens are supported",
-                sanitize(t, 40)
+                sanitize(&redact::fields(t), 40)
             )));
         }
         Some(_) => return Err(invalid("`token_type` is not a string".into())),
@@ -73,20 +75,15 @@ pub fn parse_success(
 
     let (lifetime, source) = match expires_in(obj.get("expires_in")) {
         Ok(Some(lifetime)) => (lifetime, ExpirySource::ExpiresIn),
-        Ok(None) => match jwt::expiry(&access_token) {
+        Ok(None) => match jwt::exp_seconds(&access_token) {
             Some(exp) => (
-                exp.duration_since(received_at).unwrap_or(Duration::ZERO),
+                jwt_lifetime(exp, received_at).map_err(invalid)?,
                 ExpirySource::JwtExp,
             ),
             None => (default_lifetime, ExpirySource::Default),
         },
         Err(problem) => return Err(invalid(problem)),
     };
-    if lifetime.is_zero() && source == ExpirySource::JwtExp {
-        return Err(invalid(
-            "no `expires_in`, and the token's JWT `exp` is already past".into(),
-        ));
-    }
 
     let scope = match obj.get("scope") {
         Some(Value::String(s)) => Some(s.clone()),
@@ -119,22 +116,28 @@ pub fn parse_success(
 /// Reads an OAuth error body, if the answer is one.
 pub fn parse_error_body(body: &[u8]) -> Option<OAuthErrorBody> {
     let obj = json_object(body).ok()?;
+    // Both are shown to the user: a server that quotes the request or its own answer in
+    // them must not get a credential shown with them.
     let error = match obj.get("error") {
-        Some(Value::String(s)) if !s.is_empty() => sanitize(s, 80),
+        Some(Value::String(s)) if !s.is_empty() => sanitize(&redact::fields(s), 80),
         _ => return None,
     };
     let description = ["error_description", "description", "message"]
         .iter()
         .find_map(|k| obj.get(*k).and_then(Value::as_str))
         .filter(|d| !d.trim().is_empty())
-        .map(|d| sanitize(d, 300));
+        .map(|d| sanitize(&redact::fields(d), 300));
     Some(OAuthErrorBody { error, description })
 }
 
 /// A short excerpt of a body fit for an error line: tags dropped, whitespace and control
 /// characters folded, cut at a character boundary.
+///
+/// The values of credential fields (`access_token`, `refresh_token`, `id_token`, assertions)
+/// are redacted first, as text: the body may be form-encoded or malformed JSON, and cutting
+/// it short must not leave half a token showing.
 pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(strip_bom(body));
+    let text = redact::fields(&String::from_utf8_lossy(strip_bom(body)));
     let mut without_tags = String::with_capacity(text.len().min(4096));
     let mut in_tag = false;
     let looks_html = text.trim_start().starts_with('<');
@@ -231,9 +234,11 @@ fn expires_in(value: Option<&Value>) -> Result<Option<Duration>, String> {
             short_value(value)
         ));
     };
-    if secs <= 0.0 {
+    // Less than a second cannot be used: by the time the token reaches its caller it is
+    // gone, and a refresh-ahead window of a fraction of it would make every call a request.
+    if secs < MIN_LIFETIME.as_secs_f64() {
         return Err(format!(
-            "`expires_in` is {secs}; a token must live longer than zero seconds"
+            "`expires_in` is {secs}; a token must live at least one second"
         ));
     }
     Ok(Some(Duration::from_secs_f64(
@@ -241,9 +246,29 @@ fn expires_in(value: Option<&Value>) -> Result<Option<Duration>, String> {
     )))
 }
 
+/// The lifetime a JWT's `exp` (Unix seconds) leaves from `received_at`: refused once past,
+/// negative included, or when under a second; capped at [`MAX_LIFETIME`].
+fn jwt_lifetime(exp: f64, received_at: SystemTime) -> Result<Duration, String> {
+    let now = received_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let left = exp - now;
+    if left <= 0.0 {
+        return Err("no `expires_in`, and the token's JWT `exp` is already past".into());
+    }
+    if left < MIN_LIFETIME.as_secs_f64() {
+        return Err(format!(
+            "no `expires_in`, and the token's JWT `exp` leaves it {left:.3} s; a token must live at least one second"
+        ));
+    }
+    Ok(Duration::from_secs_f64(
+        left.min(MAX_LIFETIME.as_secs_f64()),
+    ))
+}
+
 fn short_value(value: Option<&Value>) -> String {
     value
-        .map(|v| sanitize(&v.to_string(), 40))
+        .map(|v| sanitize(&redact::fields(&v.to_string()), 40))
         .unwrap_or_default()
 }
 
@@ -366,7 +391,15 @@ mod tests {
             (huge_html.as_bytes(), "HTML or XML: 502 Bad Gateway"),
             (
                 b"access_token=a&expires_in=3",
-                "not JSON: access_token=a&expires_in=3",
+                "not JSON: access_token=[REDACTED]&expires_in=3",
+            ),
+            (
+                br#"{"access_token":"REAL","expires_in":3600,}"#,
+                r#"not JSON: {"access_token":"[REDACTED]","expires_in":3600,}"#,
+            ),
+            (
+                br#"[{"refresh_token":"REAL"}]"#,
+                r#"JSON but not an object: [{"refresh_token":"[REDACTED]"}]"#,
             ),
             (b"[1,2]", "JSON but not an object"),
             (
@@ -383,7 +416,11 @@ mod tests {
             ),
             (
                 br#"{"access_token":"a b","expires_in":3600}"#,
-                "spaces or control characters",
+                "`access_token` is not an RFC 6750 bearer token (b64token): character 2 of 3",
+            ),
+            (
+                br#"{"access_token":"x$(id>/tmp/p)","expires_in":3600}"#,
+                "`access_token` is not an RFC 6750 bearer token",
             ),
             (
                 br#"{"access_token":"a","expires_in":0}"#,
@@ -435,6 +472,50 @@ mod tests {
     }
 
     #[test]
+    fn lifetimes_under_a_second_and_negative_exps_are_refused() {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = |exp: &str| {
+            format!(
+                r#"{{"access_token":"e30.{}.sig"}}"#,
+                b.encode(format!(r#"{{"exp":{exp}}}"#))
+            )
+        };
+        for (body, want) in [
+            (token("-1"), "JWT `exp` is already past"),
+            (token("-1e300"), "JWT `exp` is already past"),
+            (token("0"), "JWT `exp` is already past"),
+            (token("1700000000"), "JWT `exp` is already past"),
+            (
+                token("1700000000.999"),
+                "leaves it 0.999 s; a token must live at least one second",
+            ),
+            (
+                r#"{"access_token":"a","expires_in":0.999}"#.to_owned(),
+                "`expires_in` is 0.999; a token must live at least one second",
+            ),
+            (
+                r#"{"access_token":"a","expires_in":"0.5"}"#.to_owned(),
+                "`expires_in` is 0.5",
+            ),
+        ] {
+            let got = err(body.as_bytes());
+            assert!(got.contains(want), "{body}: {got}");
+        }
+        // The boundary, and a far future that is capped, not ignored.
+        assert_eq!(
+            ok(r#"{"access_token":"a","expires_in":1}"#).lifetime(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(ok(&token("1700000001")).lifetime(), Duration::from_secs(1));
+        let far = ok(&token("1e300"));
+        assert_eq!(
+            (far.lifetime(), far.expiry_source()),
+            (MAX_LIFETIME, ExpirySource::JwtExp)
+        );
+    }
+
+    #[test]
     fn reads_oauth_errors_including_genesys_description() {
         type Row<'a> = (&'a str, Option<(&'a str, Option<&'a str>)>);
         let rows: &[Row] = &[
@@ -456,6 +537,13 @@ mod tests {
             (
                 r#"{"error":"x","error_description":"line1\nline2"}"#,
                 Some(("x", Some("line1 line2"))),
+            ),
+            (
+                r#"{"error":"invalid_request","error_description":"body was client_assertion=eyJ.x.y&access_token=AT"}"#,
+                Some((
+                    "invalid_request",
+                    Some("body was client_assertion=[REDACTED]&access_token=[REDACTED]"),
+                )),
             ),
             (r#"{"message":"not an oauth error"}"#, None),
             ("<html>oops</html>", None),
@@ -481,5 +569,10 @@ mod tests {
         assert_eq!(long.chars().count(), EXCERPT_CHARS + 1);
         assert!(long.ends_with('…'));
         assert_eq!(excerpt(&[0xff, 0xfe, b'a']), "\u{FFFD}\u{FFFD}a");
+        // A token past the cut is redacted before the cut, not half shown.
+        let long = format!("{}\"access_token\":\"{}\"", "x".repeat(150), "T".repeat(40));
+        let cut = excerpt(long.as_bytes());
+        assert!(!cut.contains('T'), "{cut}");
+        assert!(excerpt(b"<html><pre>id_token: IT</pre></html>").contains("id_token: [REDACTED]"));
     }
 }

@@ -146,6 +146,45 @@ impl Token {
     }
 }
 
+/// Checks that `token` is an RFC 6750 §2.1 `b64token`:
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+///
+/// A bearer token is pasted into `Authorization` headers, `eval "$(freshtoken get --format
+/// env)"`, env files and templates. One holding anything else — `$(…)`, quotes, `;`,
+/// spaces, newlines — is not a bearer token, and could run code where it lands; it is
+/// refused wherever a token enters (a server's answer, a cache record). The error says where
+/// the first wrong character is, never what the token holds.
+pub fn check_b64token(token: &str) -> Result<(), String> {
+    let bytes = token.as_bytes();
+    let body = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
+    let token_char = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(b);
+    let bad = bytes[..body]
+        .iter()
+        .position(|b| !token_char(b))
+        .or_else(|| {
+            bytes[body..]
+                .iter()
+                .position(|&b| b != b'=')
+                .map(|i| body + i)
+        });
+    match bad {
+        _ if body == 0 => Err(format!(
+            "not an RFC 6750 bearer token (b64token): {}",
+            if bytes.is_empty() {
+                "it is empty"
+            } else {
+                "it starts with ="
+            }
+        )),
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "not an RFC 6750 bearer token (b64token): character {} of {} is not a letter, a digit, one of - . _ ~ + / or a trailing =",
+            token[..i].chars().count() + 1,
+            token.chars().count()
+        )),
+    }
+}
+
 /// A loggable stand-in for a token (see [`Token::fingerprint`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 6]);
@@ -210,6 +249,57 @@ mod tests {
         assert_eq!(
             t.remaining(t.expires_at() + Duration::from_secs(1)),
             Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn only_b64tokens_are_bearer_tokens() {
+        for good in [
+            "a",
+            "abc.DEF-ghi_jkl~mno+pqr/stu",
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+            "dGVzdA==",
+            "x=",
+        ] {
+            assert_eq!(check_b64token(good), Ok(()), "{good:?}");
+        }
+        for (bad, at) in [
+            ("x$(id>/tmp/p)", "character 2 of 13"),
+            ("x`id`", "character 2 of 5"),
+            ("a b", "character 2 of 3"),
+            ("tok;rm", "character 4 of 6"),
+            ("tok'", "character 4 of 4"),
+            ("tok\"", "character 4 of 4"),
+            ("tok\n", "character 4 of 4"),
+            ("a=b", "character 3 of 3"),
+            ("é", "character 1 of 1"),
+            ("", "it is empty"),
+            ("==", "it starts with ="),
+        ] {
+            let e = check_b64token(bad).unwrap_err();
+            assert!(e.contains(at), "{bad:?}: {e}");
+            assert!(e.starts_with("not an RFC 6750 bearer token"), "{e}");
+        }
+        // The message shows nothing of the token.
+        let e = check_b64token("secret-part$(evil)").unwrap_err();
+        assert!(!e.contains("secret") && !e.contains("evil"), "{e}");
+    }
+
+    #[test]
+    fn cache_records_get_the_same_check_as_server_answers() {
+        use crate::request::CacheKey;
+        use crate::store::Record;
+        let key = CacheKey::from_hex(&"a".repeat(64)).unwrap();
+        let good = Record::new(&key, &token("tok")).to_bytes();
+        assert!(Record::parse(&good, &key).is_ok());
+        // A token no server answer could have carried, planted in a file or in Redis.
+        let planted = String::from_utf8(good)
+            .unwrap()
+            .replace("\"tok\"", "\"x$(id>/tmp/p)\"");
+        let e = Record::parse(planted.as_bytes(), &key).unwrap_err();
+        assert!(
+            e.starts_with("record's token is not an RFC 6750 bearer token"),
+            "{e}"
         );
     }
 

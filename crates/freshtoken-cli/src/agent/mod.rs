@@ -311,18 +311,21 @@ fn shared_client(options: &freshtoken::HttpOptions) -> CliResult<reqwest::Client
 }
 
 fn read_config(path: &Path) -> CliResult<ConfigFile> {
-    Ok(config::load(Some(path))?
+    Ok(config::load(config::Choice::Named(path))?
         .map(|l| l.file)
         .unwrap_or_default())
 }
 
 /// `freshtoken agent`.
 pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
-    let (config_path, file) = match config::load(cli.config.as_deref())? {
+    let (config_path, file) = match config::load(config::Choice::new(
+        cli.config.as_deref(),
+        cli.no_config,
+    ))? {
         Some(loaded) => (loaded.path, loaded.file),
         None => {
             return Err(CliError::usage(
-                "the agent needs a config file: --config PATH (or ./freshtoken.toml, or $XDG_CONFIG_HOME/freshtoken/config.toml)",
+                "the agent needs a config file: --config PATH (or $XDG_CONFIG_HOME/freshtoken/config.toml)",
             ));
         }
     };

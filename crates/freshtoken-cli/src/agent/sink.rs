@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(sink(SinkFormat::Raw, None, None)?.render(&t, now), "tok\n");
         assert_eq!(
             sink(SinkFormat::Env, None, Some("GENESYSCLOUD_ACCESS_TOKEN"))?.render(&t, now),
-            "GENESYSCLOUD_ACCESS_TOKEN=tok\nFRESHTOKEN_EXPIRES_AT=1700003600\n"
+            "GENESYSCLOUD_ACCESS_TOKEN='tok'\nFRESHTOKEN_EXPIRES_AT=1700003600\n"
         );
         let json: serde_json::Value =
             serde_json::from_str(&sink(SinkFormat::Json, None, None)?.render(&t, now))?;

@@ -42,6 +42,11 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let runtime = super::server_runtime()?;
     runtime.block_on(async {
         let settings = Settings::resolve(cli, &args.credentials).await?;
+        // Checked before a token is fetched: an upstream it may not go to stops here.
+        let upstream = match args.proxy {
+            true => Some(super::proxy::upstream(args.upstream.as_deref(), &settings)?),
+            false => None,
+        };
         let source = super::source(&settings)?;
         let token = child_token(&source, min_ttl, args.proxy, &settings.clock).await?;
 
@@ -55,8 +60,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         // The proxy, for a child that outlives its token: tokens kept in memory, refreshed
         // in the background, until the child is gone.
         let mut proxy_task = None;
-        if args.proxy {
-            let upstream = super::proxy::upstream(args.upstream.as_deref(), &settings)?;
+        if let Some(upstream) = upstream {
             let proxy_source = super::source_with(&settings, Some(Arc::new(MemoryStore::new())))?;
             let proxy = Proxy::new(
                 proxy_source,

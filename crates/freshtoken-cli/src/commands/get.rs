@@ -36,7 +36,10 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
 fn from_agent(cli: &Cli, socket: Option<&Path>, min_ttl: Duration) -> Result<Token, String> {
     let socket = match socket {
         Some(s) => s.to_owned(),
-        None => match crate::config::load(cli.config.as_deref()) {
+        None => match crate::config::load(crate::config::Choice::new(
+            cli.config.as_deref(),
+            cli.no_config,
+        )) {
             Ok(Some(loaded)) => crate::agent::socket_path(&loaded.file.agent),
             _ => crate::agent::default_socket(),
         },
@@ -79,8 +82,11 @@ pub fn render(token: &Token, format: Format, now: SystemTime) -> String {
     }
 }
 
-/// `NAME=<token>` and `FRESHTOKEN_EXPIRES_AT=<unix seconds>` lines, for `source` and
-/// `--env-file`; the agent's env sinks choose NAME.
+/// `NAME='<token>'` and `FRESHTOKEN_EXPIRES_AT=<unix seconds>` lines, for `eval`, `source`
+/// and `set -a; . FILE`; the agent's env sinks choose NAME.
+///
+/// The token is single-quoted for POSIX shells although only `b64token`s get this far: what
+/// is meant to be evaluated must not depend on every path having checked the token.
 pub fn render_env(token: &Token, name: &str) -> String {
     let expires_at = token
         .expires_at()
@@ -89,8 +95,14 @@ pub fn render_env(token: &Token, name: &str) -> String {
         .unwrap_or(0);
     format!(
         "{name}={}\nFRESHTOKEN_EXPIRES_AT={expires_at}\n",
-        token.expose_secret()
+        shell_quote(token.expose_secret())
     )
+}
+
+/// `value` in single quotes, each `'` in it written `'\''`: a POSIX shell reads it back
+/// unchanged and expands nothing in it.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 /// A token issued at 1,700,000,000 for an hour with scope "a b", and a moment 10 minutes
@@ -124,13 +136,49 @@ mod tests {
         );
         assert_eq!(
             render(&t, Format::Env, now),
-            "FRESHTOKEN_ACCESS_TOKEN=tok\nFRESHTOKEN_EXPIRES_AT=1700003600\n"
+            "FRESHTOKEN_ACCESS_TOKEN='tok'\nFRESHTOKEN_EXPIRES_AT=1700003600\n"
         );
         let v: serde_json::Value = serde_json::from_str(&render(&t, Format::Json, now))?;
         assert_eq!(
             v,
             json!({"access_token":"tok","token_type":"Bearer","expires_in":3000,"expires_at":1700003600,"scope":"a b"})
         );
+        Ok(())
+    }
+
+    #[test]
+    fn env_output_reads_back_unchanged_in_a_shell_and_runs_nothing() -> std::io::Result<()> {
+        use freshtoken::ExpirySource;
+        use secrecy::SecretString;
+        let dir = tempfile::tempdir()?;
+        let marker = dir.path().join("ran");
+        let m = marker.display();
+        // Tokens no server answer gets past the b64token check with; quoting alone holds.
+        for value in [
+            format!("x$(touch {m})"),
+            format!("x`touch {m}`"),
+            format!("x';touch {m};'"),
+            format!("x'\\''$(touch {m})"),
+            format!("x\"$(touch {m})\"\ntouch {m}"),
+            "plain.b64/token+==".to_owned(),
+        ] {
+            let at = SystemTime::UNIX_EPOCH;
+            let token = Token::new(
+                SecretString::from(value.clone()),
+                at,
+                at,
+                ExpirySource::ExpiresIn,
+            );
+            let file = dir.path().join("token.env");
+            std::fs::write(&file, render_env(&token, "T"))?;
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(". {}; printf %s \"$T\"", file.display()))
+                .output()?;
+            assert!(out.status.success(), "{value:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+            assert!(!marker.exists(), "{value:?} ran code");
+        }
         Ok(())
     }
 }

@@ -60,16 +60,21 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
         .map_err(|e| CliError::internal(format!("proxy failed: {e}")))
 }
 
-/// `--upstream`, else the provider's API base.
+/// `--upstream`, else the provider's API base; plain http only to loopback, checked before
+/// any token is asked for.
 pub fn upstream(flag: Option<&str>, settings: &Settings) -> CliResult<Url> {
-    match (flag, &settings.api_base) {
+    let url = match (flag, &settings.api_base) {
         (Some(u), _) => Url::parse(u)
-            .map_err(|e| CliError::usage(format!("--upstream {u:?} is not a URL: {e}"))),
-        (None, Some(api)) => Ok(api.clone()),
-        (None, None) => Err(CliError::usage(
-            "no upstream: set --upstream URL (or use --provider genesys --region R)",
-        )),
-    }
+            .map_err(|e| CliError::usage(format!("--upstream {u:?} is not a URL: {e}")))?,
+        (None, Some(api)) => api.clone(),
+        (None, None) => {
+            return Err(CliError::usage(
+                "no upstream: set --upstream URL (or use --provider genesys --region R)",
+            ));
+        }
+    };
+    freshtoken::refuse_plain_http("upstream", &url, "the token")?;
+    Ok(url)
 }
 
 /// The address to listen on; anything but loopback only with `allow_remote`.

@@ -112,6 +112,16 @@ impl Sandbox {
         self.path().join("cache").join("freshtoken")
     }
 
+    /// Writes the user's own config file, `$XDG_CONFIG_HOME/freshtoken/config.toml`: the one
+    /// read without being named (a file in the working directory is read only when named).
+    pub fn write_user_config(&self, text: &str) -> PathBuf {
+        let dir = self.path().join("config").join("freshtoken");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// `freshtoken ARGS` with no inherited configuration, in the sandbox.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_freshtoken"));

@@ -73,6 +73,11 @@ impl Record {
         if record.access_token.is_empty() || !record.token_type.eq_ignore_ascii_case("bearer") {
             return Err("record holds no bearer token".into());
         }
+        // The same check as a server's answer gets: whoever can write the cache (another
+        // user of a shared folder, a writer of the shared Redis) must not get code into
+        // `eval "$(freshtoken get --format env)"` either.
+        crate::token::check_b64token(&record.access_token)
+            .map_err(|why| format!("record's token is {why}"))?;
         if record.expires_at_ms < record.received_at_ms {
             return Err("record expires before it was received".into());
         }
