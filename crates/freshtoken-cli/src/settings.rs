@@ -479,6 +479,37 @@ struct Part {
     name: String,
 }
 
+/// How a part of the endpoint is named as a flag, a variable and a profile key.
+const TOKEN_URL_NAMES: [&str; 3] = ["--token-url", env::TOKEN_URL, "token_url"];
+const ISSUER_NAMES: [&str; 3] = ["--issuer", env::ISSUER, "issuer"];
+const PROVIDER_NAMES: [&str; 3] = ["--provider", env::PROVIDER, "provider"];
+
+impl Part {
+    fn new(rank: Rank, value: &str, name: String) -> Self {
+        Self {
+            rank,
+            value: value.to_owned(),
+            name,
+        }
+    }
+
+    /// The part as the flag (or, `from_env`, its variable) gives it, else the file.
+    fn given(
+        arg: &Option<String>,
+        from_env: bool,
+        [flag, var, key]: [&str; 3],
+        file: &Option<String>,
+        in_file: &dyn Fn(&str) -> String,
+    ) -> Option<Self> {
+        match (arg, file) {
+            (Some(v), _) if from_env => Some(Self::new(Rank::Environment, v, var.to_owned())),
+            (Some(v), _) => Some(Self::new(Rank::Flag, v, flag.to_owned())),
+            (None, Some(v)) => Some(Self::new(Rank::File, v, in_file(key))),
+            (None, None) => None,
+        }
+    }
+}
+
 /// The token endpoint, taken whole from the highest source that names one.
 ///
 /// The endpoint is where the client's credentials are sent, so it is one unit: a token URL,
@@ -503,50 +534,23 @@ impl Endpoint {
         use_env: bool,
         in_file: &dyn Fn(&str) -> String,
     ) -> CliResult<Self> {
-        let part = |arg: &Option<String>, from_env: bool, flag: &str, var: &str, key: &str| {
-            let (rank, name) = match arg {
-                Some(_) if from_env => (Rank::Environment, var.to_owned()),
-                Some(_) => (Rank::Flag, flag.to_owned()),
-                None => (Rank::File, in_file(key)),
-            };
-            arg.as_ref()
-                .or(profile_value(profile, key))
-                .map(|value| Part {
-                    rank,
-                    value: value.clone(),
-                    name,
-                })
-        };
+        let given = |arg, from_env, names, file| Part::given(arg, from_env, names, file, in_file);
         let e = args.from_env;
-        let token_url = part(
-            &args.token_url,
-            e.token_url,
-            "--token-url",
-            env::TOKEN_URL,
-            "token_url",
-        );
-        let issuer = part(&args.issuer, e.issuer, "--issuer", env::ISSUER, "issuer");
+        let (a, p) = (args, profile);
+        let token_url = given(&a.token_url, e.token_url, TOKEN_URL_NAMES, &p.token_url);
+        let issuer = given(&a.issuer, e.issuer, ISSUER_NAMES, &p.issuer);
+        let provider = given(&a.provider, e.provider, PROVIDER_NAMES, &p.provider);
         let genesys_region = use_env
             .then(|| std::env::var(env::GENESYS_REGION).ok())
             .flatten();
-        let provider = part(
-            &args.provider,
-            e.provider,
-            "--provider",
-            env::PROVIDER,
-            "provider",
-        )
-        .or_else(|| {
+        let provider = provider.or_else(|| {
             // Genesys Cloud's own variable implies its provider when nothing else names an
             // endpoint, so that its users need no flags.
-            (token_url.is_none() && issuer.is_none())
-                .then_some(genesys_region.as_ref())
-                .flatten()
-                .map(|_| Part {
-                    rank: Rank::Environment,
-                    value: "genesys".to_owned(),
-                    name: env::GENESYS_REGION.to_owned(),
-                })
+            let alone = token_url.is_none() && issuer.is_none();
+            genesys_region
+                .as_ref()
+                .filter(|_| alone)
+                .map(|_| Part::new(Rank::Environment, "genesys", env::GENESYS_REGION.to_owned()))
         });
         let Some(top) = [&token_url, &issuer, &provider]
             .into_iter()
@@ -584,15 +588,6 @@ impl Endpoint {
             issuer: issuer.map(|p| p.value),
             genesys,
         })
-    }
-}
-
-fn profile_value<'a>(profile: &'a ProfileConfig, key: &str) -> Option<&'a String> {
-    match key {
-        "token_url" => profile.token_url.as_ref(),
-        "issuer" => profile.issuer.as_ref(),
-        "provider" => profile.provider.as_ref(),
-        _ => profile.region.as_ref(),
     }
 }
 

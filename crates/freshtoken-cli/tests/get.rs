@@ -51,7 +51,7 @@ fn formats() {
     let o = run(sb.cmd_for(&server).args(["get", "--format", "env"]));
     assert!(
         stdout(&o).starts_with(&format!(
-            "FRESHTOKEN_ACCESS_TOKEN={raw}\nFRESHTOKEN_EXPIRES_AT="
+            "FRESHTOKEN_ACCESS_TOKEN='{raw}'\nFRESHTOKEN_EXPIRES_AT="
         )),
         "{}",
         stdout(&o)
