@@ -12,6 +12,8 @@
 
 mod body;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod server;
 mod upstream;
