@@ -191,18 +191,29 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(obj)) => Ok(obj),
-        Ok(_) => Err(format!(
-            "the body is JSON but not an object: {}",
-            excerpt(body)
-        )),
+        Ok(_) => Err(format!("the body is JSON but not an object{}", shown(body))),
         Err(_) => {
             let what = if body.trim_ascii_start().starts_with(b"<") {
                 "HTML or XML"
             } else {
                 "not JSON"
             };
-            Err(format!("the body is {what}: {}", excerpt(body)))
+            Err(format!("the body is {what}{}", shown(body)))
         }
+    }
+}
+
+/// `: excerpt` of a body that is refused, unless it names a token field: an answer cut short
+/// or not JSON may still hold the token, which must not reach an error or a log.
+fn shown(body: &[u8]) -> String {
+    const TOKEN_FIELDS: [&[u8]; 3] = [b"access_token", b"refresh_token", b"id_token"];
+    let names_token = TOKEN_FIELDS
+        .iter()
+        .any(|f| body.windows(f.len()).any(|w| w.eq_ignore_ascii_case(f)));
+    if names_token {
+        " (it names a token field, so it is not shown)".to_owned()
+    } else {
+        format!(": {}", excerpt(body))
     }
 }
 
@@ -364,10 +375,7 @@ mod tests {
                 "HTML or XML: Service Unavailable",
             ),
             (huge_html.as_bytes(), "HTML or XML: 502 Bad Gateway"),
-            (
-                b"access_token=a&expires_in=3",
-                "not JSON: access_token=a&expires_in=3",
-            ),
+            (b"token=a&expires_in=3", "not JSON: token=a&expires_in=3"),
             (b"[1,2]", "JSON but not an object"),
             (
                 br#"{"token_type":"Bearer","expires_in":3600}"#,
@@ -424,6 +432,45 @@ mod tests {
             );
             assert!(!got.contains('\n'), "{got:?}");
             assert!(got.chars().count() < 400, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_answer_that_holds_a_token_is_not_shown() {
+        // Found by fuzzing (fuzz/fuzz_targets/token_response.rs): an answer cut short, or
+        // one that is not JSON, was quoted in the error, token and all.
+        let rows: &[(&[u8], &str, &str)] = &[
+            (
+                br#"{"access_token": "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIs{ImtpZCI6IlZ"#,
+                "eyJhbGci",
+                "not JSON",
+            ),
+            (
+                br#"{"access_token":"tok-0123456789","token_type":"bearer","expires_in":86399,}"#,
+                "tok-0123456789",
+                "not JSON",
+            ),
+            (
+                br#"{"token_type":"bearer","Refresh_Token":"rt-0123456789""#,
+                "rt-0123456789",
+                "not JSON",
+            ),
+            (
+                br#"[{"access_token":"tok-0123456789"}]"#,
+                "tok-0123456789",
+                "JSON but not an object",
+            ),
+            (
+                b"access_token=tok-0123456789&expires_in=3",
+                "tok-0123456789",
+                "not JSON",
+            ),
+        ];
+        for (body, token, want) in rows {
+            let got = err(body);
+            assert!(!got.contains(token), "{got:?}");
+            assert!(got.contains(want), "{got:?}");
+            assert!(got.contains("not shown"), "{got:?}");
         }
     }
 
