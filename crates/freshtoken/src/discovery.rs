@@ -64,17 +64,18 @@ impl Metadata {
 
 /// The two places metadata may live for `issuer`, in the order tried.
 pub fn metadata_urls(issuer: &Url) -> Vec<Url> {
-    let base = issuer.as_str().trim_end_matches('/');
-    let mut urls = Vec::new();
-    if let Ok(u) = Url::parse(&format!("{base}/.well-known/openid-configuration")) {
-        urls.push(u);
-    }
+    // An issuer has no query or fragment (RFC 8414 §2); one given anyway is left out rather
+    // than swallowing the well-known path.
+    let mut base = issuer.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    let path = issuer.path().trim_end_matches('/');
+    let mut oidc = base.clone();
+    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
     // RFC 8414 §3.1: the well-known part goes between the host and the issuer's path.
-    let mut rfc8414 = issuer.clone();
-    let path = issuer.path().trim_end_matches('/').to_owned();
+    let mut rfc8414 = base;
     rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
-    urls.push(rfc8414);
-    urls
+    vec![oidc, rfc8414]
 }
 
 /// How long discovered metadata is trusted before it is read again.
@@ -246,6 +247,35 @@ mod tests {
             urls[1].as_str(),
             "https://idp.example.com/.well-known/oauth-authorization-server"
         );
+    }
+
+    #[test]
+    fn an_issuer_query_or_fragment_stays_out_of_the_well_known_locations() {
+        // Found by fuzzing (fuzz/fuzz_targets/discovery.rs): the OpenID location was made by
+        // appending to the whole issuer, so after a `?` or `#` the well-known path became part
+        // of the query or fragment, and the issuer's own page was asked for instead.
+        let rows = [
+            (
+                "https://xe?rver.example.com",
+                "https://xe/.well-known/openid-configuration",
+                "https://xe/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://login.mi/#rosoftonline.com/v2.0",
+                "https://login.mi/.well-known/openid-configuration",
+                "https://login.mi/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://idp.example.com/realms/ci/?x=1#f",
+                "https://idp.example.com/realms/ci/.well-known/openid-configuration",
+                "https://idp.example.com/.well-known/oauth-authorization-server/realms/ci",
+            ),
+        ];
+        for (issuer, oidc, rfc8414) in rows {
+            let urls = metadata_urls(&Url::parse(issuer).unwrap());
+            let urls: Vec<&str> = urls.iter().map(Url::as_str).collect();
+            assert_eq!(urls, [oidc, rfc8414], "{issuer}");
+        }
     }
 
     #[test]
