@@ -24,7 +24,10 @@ fuzz_target!(|body: &[u8]| {
             return;
         }
     };
-    if let Ok(issuer) = Url::parse(&meta.issuer) {
+    // Well-known locations exist for web issuers only (another scheme fails at the request).
+    if let Ok(issuer) = Url::parse(&meta.issuer)
+        && matches!(issuer.scheme(), "http" | "https")
+    {
         let urls = metadata_urls(&issuer);
         assert!(!urls.is_empty() && urls.len() <= 2);
         for url in &urls {

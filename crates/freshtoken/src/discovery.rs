@@ -42,8 +42,8 @@ impl Metadata {
         if !methods.iter().any(|m| m == method.as_str()) {
             return Err(Error::Config(format!(
                 "{} does not accept the auth method {method} at its token endpoint; it lists: {}",
-                self.issuer,
-                methods.join(", ")
+                one_line(&self.issuer),
+                one_line(&methods.join(", "))
             )));
         }
         if let (true, Some(alg), Some(algs)) = (
@@ -54,12 +54,20 @@ impl Metadata {
         {
             return Err(Error::Config(format!(
                 "{} does not accept {alg} client assertions; it lists: {}",
-                self.issuer,
-                algs.join(", ")
+                one_line(&self.issuer),
+                one_line(&algs.join(", "))
             )));
         }
         Ok(())
     }
+}
+
+/// Text from an issuer's document, fit for a one-line message: control characters (line
+/// breaks, terminal escapes) become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The two places metadata may live for `issuer`, in the order tried.
@@ -275,6 +283,26 @@ mod tests {
             let urls = metadata_urls(&Url::parse(issuer).unwrap());
             let urls: Vec<&str> = urls.iter().map(Url::as_str).collect();
             assert_eq!(urls, [oidc, rfc8414], "{issuer}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_whatever_the_document_holds() {
+        // Found by fuzzing (fuzz/fuzz_targets/discovery.rs): the document's issuer and lists
+        // went into the message as they were, line breaks and escape sequences included.
+        let m = Metadata {
+            issuer: "https://idp\r\u{1b}[2J".into(),
+            token_endpoint: Url::parse("https://idp/token").unwrap(),
+            token_endpoint_auth_methods_supported: Some(vec!["private_key_jwt\nx".into()]),
+            token_endpoint_auth_signing_alg_values_supported: Some(vec!["RS256\r\n".into()]),
+        };
+        for e in [
+            m.check(AuthMethod::ClientSecretPost, None),
+            m.check(AuthMethod::PrivateKeyJwt, Some(SigningAlg::ES256)),
+        ] {
+            let e = e.unwrap_err().to_string();
+            assert!(!e.contains(['\r', '\n', '\u{1b}']), "{e:?}");
+            assert!(e.contains("https://idp"), "{e}");
         }
     }
 
