@@ -55,7 +55,7 @@ for t in $targets; do
   (cd "$logs" && rm -f fuzz-*.log &&
     "$bin_dir/$t" -jobs=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=1 -artifact_prefix="$artifacts/" "$work" "$root/fuzz/corpus/$t" \
-      >runner.log 2>&1) || status=$?
+      </dev/null >runner.log 2>&1) || status=$?
   log=$logs/fuzz-0.log
   [ -f "$log" ] || log=$logs/runner.log
   execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
