@@ -7,13 +7,15 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use freshtoken::AccessToken;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use url::Url;
 
 use crate::body::ProxyBody;
 use crate::headers::strip_hop_by_hop;
+use crate::upstream::Upstream;
 use crate::{Shared, Stats};
 
 /// A request body: all of it (replayable), or what was read so far and the rest to stream.
@@ -63,49 +65,20 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<ProxyBody> {
     r
 }
 
-/// Where `req` goes upstream; refuses `CONNECT` and absolute URIs for other hosts, with the
-/// status and text of the refusal.
-fn target(shared: &Shared, req: &Request<Incoming>) -> Result<Uri, (StatusCode, String)> {
-    let upstream = &shared.config.upstream;
-    if req.method() == Method::CONNECT {
-        return Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("freshtoken proxy forwards only to {upstream}; CONNECT is refused"),
-        ));
-    }
-    if let Some(authority) = req.uri().authority() {
-        let same = authority
-            .host()
-            .eq_ignore_ascii_case(upstream.host_str().unwrap_or_default())
-            && authority
-                .port_u16()
-                .or_else(|| upstream.port_or_known_default())
-                == upstream.port_or_known_default();
-        if !same {
-            return Err((
-                StatusCode::FORBIDDEN,
-                format!("freshtoken proxy forwards only to {upstream}, not to {authority}"),
-            ));
-        }
-    }
-    shared.upstream.target(req.uri()).ok_or_else(|| {
-        (
-            StatusCode::BAD_REQUEST,
-            "the request path does not make a URL".to_owned(),
-        )
-    })
-}
-
 async fn forward(
     shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
-    let uri = target(shared, &req).map_err(|(status, text)| plain(status, text))?;
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    headers.remove(header::AUTHORIZATION);
+    let uri = upstream_head(
+        &shared.config.upstream,
+        &shared.upstream,
+        &parts.method,
+        &parts.uri,
+        &mut headers,
+    )
+    .map_err(|(status, text)| plain(status, text))?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -170,6 +143,51 @@ async fn forward(
         body: bytes,
     };
     Box::pin(after_401(shared, kept, token, first)).await
+}
+
+/// What of a request head goes to `upstream` (the configured URL; `target` its connections):
+/// `CONNECT` and absolute URIs for another host are refused, the upstream's path goes before
+/// the client's, and hop-by-hop headers, `Host` (each connection sets the upstream's) and
+/// `Authorization` (the proxy sets its own) are dropped from `headers`. A refusal is the
+/// status and text of the answer the client gets.
+pub(crate) fn upstream_head(
+    upstream: &Url,
+    target: &Upstream,
+    method: &Method,
+    uri: &Uri,
+    headers: &mut HeaderMap,
+) -> Result<Uri, (StatusCode, String)> {
+    if method == Method::CONNECT {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("freshtoken proxy forwards only to {upstream}; CONNECT is refused"),
+        ));
+    }
+    if let Some(authority) = uri.authority() {
+        let same = authority
+            .host()
+            .eq_ignore_ascii_case(upstream.host_str().unwrap_or_default())
+            && authority
+                .port_u16()
+                .or_else(|| upstream.port_or_known_default())
+                == upstream.port_or_known_default();
+        if !same {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("freshtoken proxy forwards only to {upstream}, not to {authority}"),
+            ));
+        }
+    }
+    let uri = target.target(uri).ok_or_else(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            "the request path does not make a URL".to_owned(),
+        )
+    })?;
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    headers.remove(header::AUTHORIZATION);
+    Ok(uri)
 }
 
 /// The request as it can be sent again.

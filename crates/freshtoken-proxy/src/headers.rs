@@ -43,10 +43,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     for value in first.iter().chain(&more) {
-        let Ok(value) = value.to_str() else { continue };
-        for name in value.split(',').map(str::trim) {
-            if !name.is_empty() {
-                headers.remove(name);
+        // The bytes are split, not the text: one byte that is not visible ASCII must not hide
+        // the names listed beside it.
+        for name in value.as_bytes().split(|b| *b == b',') {
+            match std::str::from_utf8(name.trim_ascii()) {
+                Ok(name) if !name.is_empty() => {
+                    headers.remove(name);
+                }
+                _ => {}
             }
         }
     }
@@ -90,6 +94,22 @@ mod tests {
         assert_eq!(out.len(), 3, "{out:?}");
         assert_eq!(out[header::CONTENT_TYPE], "application/json");
         assert_eq!(out.get_all("x-multi").iter().count(), 2);
+    }
+
+    #[test]
+    fn names_listed_beside_a_non_ascii_byte_stay_behind_too() {
+        // Found by fuzzing (fuzz/fuzz_targets/proxy_head.rs): a `Connection` value with one
+        // byte that is not visible ASCII was skipped whole, so the names it lists went on.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"keep-al\xffve, X-Hop-Secret").unwrap(),
+        );
+        h.insert("x-hop-secret", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "2");
     }
 
     #[test]

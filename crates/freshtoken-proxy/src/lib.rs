@@ -14,6 +14,8 @@
 
 mod body;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod headers;
 mod server;

@@ -43,8 +43,8 @@ impl Metadata {
         if !methods.iter().any(|m| m == method.as_str()) {
             return Err(Error::Config(format!(
                 "{} does not accept the auth method {method} at its token endpoint; it lists: {}",
-                self.issuer,
-                methods.join(", ")
+                one_line(&self.issuer),
+                one_line(&methods.join(", "))
             )));
         }
         if let (true, Some(alg), Some(algs)) = (
@@ -55,27 +55,36 @@ impl Metadata {
         {
             return Err(Error::Config(format!(
                 "{} does not accept {alg} client assertions; it lists: {}",
-                self.issuer,
-                algs.join(", ")
+                one_line(&self.issuer),
+                one_line(&algs.join(", "))
             )));
         }
         Ok(())
     }
 }
 
+/// Text from an issuer's document, fit for a one-line message: control characters (line
+/// breaks, terminal escapes) become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// The two places metadata may live for `issuer`, in the order tried.
 pub fn metadata_urls(issuer: &Url) -> Vec<Url> {
-    let base = issuer.as_str().trim_end_matches('/');
-    let mut urls = Vec::new();
-    if let Ok(u) = Url::parse(&format!("{base}/.well-known/openid-configuration")) {
-        urls.push(u);
-    }
+    // An issuer has no query or fragment (RFC 8414 §2); one given anyway is left out rather
+    // than swallowing the well-known path.
+    let mut base = issuer.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    let path = issuer.path().trim_end_matches('/');
+    let mut oidc = base.clone();
+    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
     // RFC 8414 §3.1: the well-known part goes between the host and the issuer's path.
-    let mut rfc8414 = issuer.clone();
-    let path = issuer.path().trim_end_matches('/').to_owned();
+    let mut rfc8414 = base;
     rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
-    urls.push(rfc8414);
-    urls
+    vec![oidc, rfc8414]
 }
 
 /// How long discovered metadata is trusted before it is read again.
@@ -265,6 +274,55 @@ mod tests {
             urls[1].as_str(),
             "https://idp.example.com/.well-known/oauth-authorization-server"
         );
+    }
+
+    #[test]
+    fn an_issuer_query_or_fragment_stays_out_of_the_well_known_locations() {
+        // Found by fuzzing (fuzz/fuzz_targets/discovery.rs): the OpenID location was made by
+        // appending to the whole issuer, so after a `?` or `#` the well-known path became part
+        // of the query or fragment, and the issuer's own page was asked for instead.
+        let rows = [
+            (
+                "https://xe?rver.example.com",
+                "https://xe/.well-known/openid-configuration",
+                "https://xe/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://login.mi/#rosoftonline.com/v2.0",
+                "https://login.mi/.well-known/openid-configuration",
+                "https://login.mi/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://idp.example.com/realms/ci/?x=1#f",
+                "https://idp.example.com/realms/ci/.well-known/openid-configuration",
+                "https://idp.example.com/.well-known/oauth-authorization-server/realms/ci",
+            ),
+        ];
+        for (issuer, oidc, rfc8414) in rows {
+            let urls = metadata_urls(&Url::parse(issuer).unwrap());
+            let urls: Vec<&str> = urls.iter().map(Url::as_str).collect();
+            assert_eq!(urls, [oidc, rfc8414], "{issuer}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_whatever_the_document_holds() {
+        // Found by fuzzing (fuzz/fuzz_targets/discovery.rs): the document's issuer and lists
+        // went into the message as they were, line breaks and escape sequences included.
+        let m = Metadata {
+            issuer: "https://idp\r\u{1b}[2J".into(),
+            token_endpoint: Url::parse("https://idp/token").unwrap(),
+            token_endpoint_auth_methods_supported: Some(vec!["private_key_jwt\nx".into()]),
+            token_endpoint_auth_signing_alg_values_supported: Some(vec!["RS256\r\n".into()]),
+        };
+        for e in [
+            m.check(AuthMethod::ClientSecretPost, None),
+            m.check(AuthMethod::PrivateKeyJwt, Some(SigningAlg::ES256)),
+        ] {
+            let e = e.unwrap_err().to_string();
+            assert!(!e.contains(['\r', '\n', '\u{1b}']), "{e:?}");
+            assert!(e.contains("https://idp"), "{e}");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub mod clock;
 pub mod discovery;
 mod error;
 mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jwt;
 pub mod policy;
 pub mod provider;

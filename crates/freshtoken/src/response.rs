@@ -465,6 +465,45 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_answer_that_holds_a_token_is_not_shown() {
+        // Found by fuzzing (fuzz/fuzz_targets/token_response.rs): an answer cut short, or
+        // one that is not JSON, was quoted in the error, token and all. Token fields are now
+        // redacted in every excerpt, as text.
+        let rows: &[(&[u8], &str, &str)] = &[
+            (
+                br#"{"access_token": "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIs{ImtpZCI6IlZ"#,
+                "eyJhbGci",
+                "not JSON",
+            ),
+            (
+                br#"{"access_token":"tok-0123456789","token_type":"bearer","expires_in":86399,}"#,
+                "tok-0123456789",
+                "not JSON",
+            ),
+            (
+                br#"{"token_type":"bearer","Refresh_Token":"rt-0123456789""#,
+                "rt-0123456789",
+                "not JSON",
+            ),
+            (
+                br#"[{"access_token":"tok-0123456789"}]"#,
+                "tok-0123456789",
+                "JSON but not an object",
+            ),
+            (
+                b"access_token=tok-0123456789&expires_in=3",
+                "tok-0123456789",
+                "not JSON",
+            ),
+        ];
+        for (body, token, want) in rows {
+            let got = err(body);
+            assert!(!got.contains(token), "{got:?}");
+            assert!(got.contains(want), "{got:?}");
+        }
+    }
+
+    #[test]
     fn an_expired_jwt_without_expires_in_is_refused() {
         let jwt = jwt_with_exp(1_700_000_000 - 5);
         let body = format!(r#"{{"access_token":"{jwt}"}}"#);

@@ -48,14 +48,22 @@ impl RetryPolicy {
     }
 }
 
-/// Reads `Retry-After`: delta-seconds or an HTTP date (RFC 9110 §10.2.3), relative to `now`.
+/// The longest wait a server's `Retry-After` is believed for, in either form.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Reads `Retry-After`: delta-seconds or an HTTP date (RFC 9110 §10.2.3), relative to `now`,
+/// at most a day.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(24 * 3600)));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 #[cfg(test)]
@@ -89,6 +97,10 @@ mod tests {
             ("Wed, 21 Oct 2015 07:28:30 GMT", Some(30)),
             ("Wed, 21 Oct 2015 07:27:00 GMT", Some(0)),
             ("99999999999", Some(24 * 3600)),
+            // Found by fuzzing (fuzz/fuzz_targets/retry_after.rs): a date past the cap
+            // asked for 4 000 years.
+            ("Wed, 21 Oct 6240 07:28:00 GMT", Some(24 * 3600)),
+            ("Thu, 22 Oct 2015 07:28:00 GMT", Some(24 * 3600)),
             ("-1", None),
             ("soon", None),
             ("", None),

@@ -62,8 +62,19 @@ impl Record {
 
     /// Parses and checks a record read back for `key`; the error says why it is not usable.
     pub fn parse(bytes: &[u8], key: &CacheKey) -> Result<Token, String> {
-        let record: Record = serde_json::from_slice(bytes)
-            .map_err(|e| format!("not a freshtoken cache record ({e})"))?;
+        let record: Record = serde_json::from_slice(bytes).map_err(|e| {
+            // serde's text for a field or value that does not fit quotes the file (a token
+            // where another field belongs, a name with a newline): only the place is shown.
+            let why = match e.classify() {
+                serde_json::error::Category::Data => format!(
+                    "a field does not fit the record at line {} column {}",
+                    e.line(),
+                    e.column()
+                ),
+                _ => e.to_string(),
+            };
+            format!("not a freshtoken cache record ({why})")
+        })?;
         if record.v != VERSION {
             return Err(format!("record version {} is not {VERSION}", record.v));
         }
@@ -159,6 +170,29 @@ mod tests {
             .unwrap()
             .replace("{", "{\"evil\":1,");
         assert!(Record::parse(extra.as_bytes(), &key('a')).is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_and_quotes_nothing_of_the_file() {
+        // Found by fuzzing (fuzz/fuzz_targets/cache_record.rs): serde's message quotes the
+        // file's own text, so a field name with an escaped newline made a two-line warning,
+        // and a token in the place of another field was quoted in it.
+        let k = "a".repeat(64);
+        let rows = [
+            format!(r#"{{"v":1,"key":"{k}","access_tok\n":"eZ8Zt0y0c3Pj8w5Q"}}"#),
+            format!(
+                r#"{{"v":1,"key":"{k}","access_token":"tok-secret-123","token_type":"Bearer","received_at_ms":1,"expires_at_ms":2,"expiry_source":"tok-secret-123"}}"#
+            ),
+            r#"{"v":"tok-secret-123"}"#.to_owned(),
+            r#"{"tok-secret-123":1}"#.to_owned(),
+        ];
+        for row in rows {
+            let e = Record::parse(row.as_bytes(), &key('a')).unwrap_err();
+            assert!(e.starts_with("not a freshtoken cache record ("), "{e}");
+            assert!(e.contains("line 1 column"), "{e}");
+            assert!(!e.contains('\n'), "{e:?}");
+            assert!(!e.contains("tok-secret"), "{e}");
+        }
     }
 
     #[test]
