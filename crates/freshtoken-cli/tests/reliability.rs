@@ -273,3 +273,37 @@ fn errors_that_waiting_cannot_fix_fail_at_once() {
     assert_eq!(server.stats().token_requests, 1);
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+#[test]
+fn a_lock_holder_killed_mid_fetch_leaves_nothing_behind() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    server.set_faults(Faults {
+        delay_ms: 60_000,
+        ..Faults::default()
+    });
+    let mut holder = sb
+        .cmd_for(&server)
+        .env("FRESHTOKEN_RETRY_FOR", "60s")
+        .arg("get")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        || server.stats().token_requests == 1,
+        || "the holder never asked for a token".into(),
+    );
+    holder.kill().unwrap();
+    let _ = holder.wait();
+    server.set_faults(Faults::default());
+    // The kernel dropped the dead holder's file lock: the next step neither waits for it
+    // nor finds a half-written cache.
+    let (o, took) = timed(sb.cmd_for(&server).args(["get", "--timeout", "2s"]));
+    assert_code(&o, 0);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!stderr(&o).contains("ignoring"), "{}", stderr(&o));
+    let again = run(sb.cmd_for(&server).arg("get"));
+    assert_eq!(stdout(&again), stdout(&o), "the new token was cached whole");
+}

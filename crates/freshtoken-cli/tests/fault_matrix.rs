@@ -1,0 +1,228 @@
+//! The fault matrix through the binary: the one-shot surfaces (`get`, `exec`) × the stores a
+//! pipeline uses (file, Redis, file + Redis) × the dev-server's faults. Tokens live 20 s;
+//! time moves with FRESHTOKEN_CLOCK_SKEW, never by sleeping. Each cell asserts:
+//! - while the cached token is valid for the caller's `--min-ttl`, every call exits 0 with it,
+//!   the first within the 2 s fallback bound, the next at once;
+//! - the endpoint sees one request for the whole burst (the failure note);
+//! - once no valid token is left, the documented exit code, one line, nothing on stdout;
+//! - recovery: a new token once the fault ends.
+//!
+//! The long-running surfaces (proxy, agent) are built on the same `CachedSource`; its matrix
+//! over every store is `crates/freshtoken/tests/fault_matrix.rs`.
+
+mod common;
+
+#[path = "../../freshtoken/tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use freshtoken_devserver::{Canned, Config, Faults};
+use redis_server::RedisServer;
+
+const TTL: Duration = Duration::from_secs(20);
+/// The fallback bound (2 s) plus the start of a process on a busy machine.
+const FIRST_CALL: Duration = Duration::from_millis(3500);
+const AT_ONCE: Duration = Duration::from_millis(1500);
+
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    File,
+    Redis,
+    FileRedis,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Outage,
+    RateLimited,
+    GenesysThrottle,
+    Malformed,
+    Slow,
+    Rejected,
+}
+
+impl Fault {
+    fn faults(self) -> Faults {
+        let canned = |status: u16, content_type: &str, body: &str| Faults {
+            canned: Some(Canned {
+                status: Some(status),
+                content_type: Some(content_type.into()),
+                body: body.into(),
+                ..Canned::default()
+            }),
+            ..Faults::default()
+        };
+        match self {
+            Fault::Outage => Faults {
+                outage: true,
+                ..Faults::default()
+            },
+            Fault::RateLimited => Faults {
+                rate_limit: Some(1),
+                ..Faults::default()
+            },
+            Fault::GenesysThrottle => Faults {
+                throttle: Some(1),
+                ..Faults::default()
+            },
+            Fault::Malformed => canned(200, "text/html", "<html><h1>Welcome to nginx</h1></html>"),
+            Fault::Slow => Faults {
+                delay_ms: 60_000,
+                ..Faults::default()
+            },
+            Fault::Rejected => canned(401, "application/json", r#"{"error":"invalid_client"}"#),
+        }
+    }
+
+    /// The exit code once no valid token is left.
+    fn exit_code(self) -> i32 {
+        match self {
+            Fault::Rejected => 3,
+            _ => 4,
+        }
+    }
+}
+
+struct Cell<'a> {
+    sb: Sandbox,
+    server: Server,
+    store: Store,
+    redis: &'a RedisServer,
+}
+
+impl Cell<'_> {
+    fn cmd(&self, skew: &str) -> Command {
+        let mut c = self.sb.cmd_for(&self.server);
+        c.env("FRESHTOKEN_CLOCK_SKEW", skew)
+            .env("FRESHTOKEN_RETRY_FOR", "60s");
+        match self.store {
+            Store::File => {}
+            Store::Redis => {
+                c.env_remove("XDG_CACHE_HOME")
+                    .env_remove("HOME")
+                    .env("FRESHTOKEN_CACHE", self.redis.url());
+            }
+            Store::FileRedis => {
+                c.env("FRESHTOKEN_CACHE", self.redis.url());
+            }
+        }
+        c
+    }
+
+    fn get(&self, skew: &str, min_ttl: &str) -> (Output, Duration) {
+        let started = Instant::now();
+        let o = run(self.cmd(skew).args(["get", "--min-ttl", min_ttl]));
+        (o, started.elapsed())
+    }
+
+    fn requests(&self) -> u64 {
+        self.server.stats().token_requests
+    }
+}
+
+fn cell(store: Store, fault: Fault, redis: &RedisServer) -> String {
+    let what = format!("{store:?} × {fault:?}");
+    redis.command(&["FLUSHALL"]);
+    let c = Cell {
+        sb: Sandbox::new(),
+        server: Server::start_with(Config {
+            ttl: TTL,
+            clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+            ..Config::default()
+        }),
+        store,
+        redis,
+    };
+    let (o, _) = c.get("0s", "0s");
+    assert_code(&o, 0);
+    let token = stdout(&o);
+    c.server.set_faults(fault.faults());
+    let before = c.requests();
+
+    // 16 s on, 4 s left, the callers need 1 s: served, the first within the bound.
+    let (o, took) = c.get("16s", "1s");
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), token, "{what}: the held token");
+    assert!(took < FIRST_CALL, "{what}: the first call took {took:?}");
+    // The burst: the note makes every later call immediate, with no token request.
+    for skew in ["16200ms", "16400ms", "16600ms"] {
+        let (o, took) = c.get(skew, "1s");
+        assert_code(&o, 0);
+        assert_eq!(stdout(&o), token, "{what}");
+        assert!(took < AT_ONCE, "{what}: {took:?} while the note holds");
+    }
+    let exec = run(c.cmd("16700ms").args([
+        "exec",
+        "--min-ttl",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "printf %s \"$FRESHTOKEN_ACCESS_TOKEN\"",
+    ]));
+    assert_code(&exec, 0);
+    assert_eq!(
+        stdout(&exec),
+        token.trim_end(),
+        "{what}: exec hands the held token over"
+    );
+    let burst = c.requests() - before;
+    assert_eq!(burst, 1, "{what}: one token request for the whole burst");
+
+    // No valid token left: the documented code, one line, nothing printed.
+    let o =
+        run(c
+            .cmd("21s")
+            .env("FRESHTOKEN_RETRY_FOR", "500ms")
+            .args(["get", "--timeout", "500ms"]));
+    assert_code(&o, fault.exit_code());
+    assert_eq!(stdout(&o), "", "{what}");
+    let err = stderr(&o);
+    let errors = err.lines().filter(|l| l.contains("error:")).count();
+    assert_eq!(errors, 1, "{what}: one error line: {err}");
+    assert!(!stderr(&o).contains(SECRET), "{what}");
+
+    // The fault ends: a new token.
+    c.server.set_faults(Faults::default());
+    let (o, _) = c.get("21s", "0s");
+    assert_code(&o, 0);
+    assert_ne!(stdout(&o), token, "{what}: recovered");
+    format!(
+        "{what}: 5 calls served, {burst} token request, exit {} after expiry, recovered",
+        fault.exit_code()
+    )
+}
+
+/// One row: every fault against `store`.
+fn row(store: Store) {
+    let redis = RedisServer::start();
+    let faults = [
+        Fault::Outage,
+        Fault::RateLimited,
+        Fault::GenesysThrottle,
+        Fault::Malformed,
+        Fault::Slow,
+        Fault::Rejected,
+    ];
+    for fault in faults {
+        println!("{}", cell(store, fault, &redis));
+    }
+}
+
+#[test]
+fn get_and_exec_with_the_file_cache_under_every_fault() {
+    row(Store::File);
+}
+
+#[test]
+fn get_and_exec_with_redis_alone_under_every_fault() {
+    row(Store::Redis);
+}
+
+#[test]
+fn get_and_exec_with_file_and_redis_under_every_fault() {
+    row(Store::FileRedis);
+}
