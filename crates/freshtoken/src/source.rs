@@ -31,6 +31,10 @@ use crate::request::CacheKey;
 use crate::store::{FailureNote, TokenStore};
 use crate::token::{ExpirySource, Token};
 
+/// A long-running process warns about serving a held token at most this often, unless a
+/// new failure was noted.
+const QUIET_FOR: Duration = Duration::from_secs(10);
+
 /// Longest a caller that holds a still-usable token waits for its refresh before using it.
 pub const FALLBACK_WAIT: Duration = Duration::from_secs(2);
 
@@ -160,6 +164,8 @@ struct Inner {
     /// The failure count of the last note this source warned about, so that a long-running
     /// process says it serves a held token once per failure, not once per request.
     warned_failures: AtomicU32,
+    /// Unix ms of the last warning about a refresh that did not come (see `should_warn`).
+    last_warned: AtomicU64,
     fetches: AtomicU64,
     lock_wait: Duration,
     /// Bumped whenever the held token changes, for watchers such as the agent's sinks.
@@ -232,6 +238,7 @@ impl CachedSourceBuilder {
                 background_not_before: AtomicU64::new(0),
                 local_note: std::sync::Mutex::new(None),
                 warned_failures: AtomicU32::new(0),
+                last_warned: AtomicU64::new(0),
                 fetches: AtomicU64::new(0),
                 lock_wait: self.lock_wait,
                 changes: tokio::sync::watch::Sender::new(0),
@@ -588,8 +595,7 @@ impl Inner {
                 fmt_duration(left)
             )));
         }
-        let failures = note.map_or(0, |n| n.failures);
-        if failures == 0 || self.warned_failures.swap(failures, Ordering::Relaxed) != failures {
+        if self.should_warn(want, note) {
             match note {
                 Some(n) => tracing::warn!(
                     "the token endpoint is failing ({}); using the current token, valid for {} more; next attempt in {}",
@@ -608,6 +614,26 @@ impl Inner {
             }
         }
         Ok(AccessToken(Held::Owned(held)))
+    }
+
+    /// Whether serving a held token deserves a warning: a one-shot process says it once (it
+    /// has one call); a long-running one once per failure noted, and otherwise at most every
+    /// [`QUIET_FOR`], so that a proxy does not log every request of an outage.
+    fn should_warn(&self, want: Want, note: Option<&FailureNote>) -> bool {
+        if want.one_shot {
+            return true;
+        }
+        if let Some(n) = note {
+            return self.warned_failures.swap(n.failures, Ordering::Relaxed) != n.failures;
+        }
+        let now = unix_millis(self.clock.now());
+        let last = self.last_warned.load(Ordering::Relaxed);
+        let quiet = u64::try_from(QUIET_FOR.as_millis()).unwrap_or(u64::MAX);
+        now.saturating_sub(last) >= quiet
+            && self
+                .last_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Gets a token that satisfies `want`, fetching at most once however many callers wait.
