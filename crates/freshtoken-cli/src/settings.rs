@@ -670,9 +670,19 @@ fn list(flag: &[String], file: Option<&config::OneOrMany>) -> Vec<String> {
     }
 }
 
+/// A URL freshtoken sends credentials to or trusts answers from: https, or http to loopback,
+/// refused at once (exit 2) otherwise rather than failing later as an unreachable host.
 fn parse_url(what: &str, value: &str) -> CliResult<Url> {
-    Url::parse(value.trim())
-        .map_err(|e| CliError::usage(format!("{what} {value:?} is not a URL: {e}")))
+    let url = Url::parse(value.trim())
+        .map_err(|e| CliError::usage(format!("{what} {value:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none_or(str::is_empty) {
+        return Err(CliError::usage(format!(
+            "{what} {value:?} is not an https URL with a host"
+        )));
+    }
+    freshtoken::refuse_plain_http(what, &url, "the client's credentials")
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(url)
 }
 
 /// Durations as people write them: `30s`, `5m`, `1h30m`, `250ms`, or bare seconds.

@@ -240,6 +240,22 @@ fn exit_codes() {
     assert_fails_with(&o, 2, "no client id");
     let o = run(sb.cmd().env("FRESHTOKEN_CLIENT_ID", "x").arg("get"));
     assert_fails_with(&o, 2, "no token endpoint");
+    // 2: an issuer that is not an https URL with a host, named at once instead of failing
+    // later as an unreachable host (exit 4).
+    for (issuer, said) in [
+        ("httpss://idp.example", "not an https URL with a host"),
+        (
+            "http://idp.example/realms/ci",
+            "plain http to a non-loopback host",
+        ),
+    ] {
+        let o = run(sb
+            .cmd()
+            .env("FRESHTOKEN_CLIENT_ID", "x")
+            .env("FRESHTOKEN_CLIENT_SECRET", "y")
+            .args(["get", "--issuer", issuer]));
+        assert_fails_with(&o, 2, said);
+    }
     // 2: bad flag value.
     assert_code(
         &run(sb.cmd_for(&server).args(["get", "--format", "xml"])),
