@@ -29,19 +29,38 @@ const QUOTES: &[&str] = &["&quot;", "&#34;", "\\\"", "\"", "'"];
 /// (`"access_token": "…"`, escaped quotes included), form (`access_token=…`), or text in
 /// between (`access_token: …`), however malformed the whole is. Names are matched without
 /// regard to case and only whole (`client_assertion_type` is not `client_assertion`).
+/// A value found under a credential field is masked wherever else it appears too (a server
+/// that echoes the token under another name, or twice).
 pub(crate) fn fields(text: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
+    let mut values: Vec<&str> = Vec::new();
     let mut at = 0;
     while let Some((name_end, value)) = next_credential(&lower, text, at) {
         let (start, end) = value;
         out.push_str(&text[at..start]);
         out.push_str(REDACTED);
+        let found =
+            text[start..end].trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
+        if found.len() >= MIN_ECHO {
+            values.push(found);
+        }
         at = end.max(name_end);
     }
     out.push_str(&text[at..]);
+    // Longest first, so that a value containing another is masked whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in values {
+        if out.contains(v) {
+            out = out.replace(v, REDACTED);
+        }
+    }
     out
 }
+
+/// Shortest credential value also masked where it appears under another name: shorter ones
+/// (`x`, `true`) would mask ordinary words.
+const MIN_ECHO: usize = 8;
 
 /// The next credential field at or after `from`: where its name ends, and its value's span.
 fn next_credential(lower: &str, text: &str, from: usize) -> Option<(usize, (usize, usize))> {
@@ -185,6 +204,20 @@ fn spellings(client_id: &str, secret: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_echoed_under_another_name_is_masked_too() {
+        // Found by the token_response fuzz target: the token under `token__token`, and again
+        // under `access_token`, was shown in the first place.
+        let body = r#"{"token__token": "eyJhbGciOiJFUzE{", "access_token": "eyJhbGciOiJFUzE{"}"#;
+        let got = fields(body);
+        assert!(!got.contains("eyJhbGciOiJFUzE"), "{got}");
+        // Short values are not hunted for elsewhere: they would mask ordinary words.
+        assert_eq!(
+            fields("access_token=abc&x=abc"),
+            "access_token=[REDACTED]&x=abc"
+        );
+    }
 
     #[test]
     fn credential_fields_are_redacted_in_any_shape() {
