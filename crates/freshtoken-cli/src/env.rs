@@ -57,6 +57,9 @@ pub const REDIS_LEASE: &str = "FRESHTOKEN_REDIS_LEASE";
 /// Moves freshtoken's clock ahead by a duration: for whole-process tests of expiry, and for
 /// hosts whose clock is known to lag.
 pub const CLOCK_SKEW: &str = "FRESHTOKEN_CLOCK_SKEW";
+/// Names a file whose duration moves the clock of a running process (tests of `proxy` and
+/// `agent`; see `skew_clock.rs`).
+pub const CLOCK_SKEW_FILE: &str = "FRESHTOKEN_CLOCK_SKEW_FILE";
 /// Log level (`error`, `warn`, `info`, `debug`, `trace`).
 pub const LOG_LEVEL: &str = "FRESHTOKEN_LOG_LEVEL";
 /// Where `proxy` and `exec --proxy` forward (default: the provider's API base).

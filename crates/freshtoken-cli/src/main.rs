@@ -14,6 +14,7 @@ mod human;
 mod logging;
 mod secret;
 mod settings;
+mod skew_clock;
 mod stores;
 
 use cli::{Cli, Command};

@@ -453,6 +453,9 @@ impl Settings {
 
 /// The real clock, unless FRESHTOKEN_CLOCK_SKEW moves it (for tests of expiry and fleets).
 pub fn clock_from_env() -> CliResult<SharedClock> {
+    if let Some(path) = std::env::var_os(env::CLOCK_SKEW_FILE).filter(|p| !p.is_empty()) {
+        return Ok(Arc::new(crate::skew_clock::FileSkewClock::new(path.into())));
+    }
     match std::env::var(env::CLOCK_SKEW) {
         Ok(v) if !v.trim().is_empty() => {
             let ahead = parse_duration(&v)

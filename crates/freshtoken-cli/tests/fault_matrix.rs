@@ -226,3 +226,109 @@ fn get_and_exec_with_redis_alone_under_every_fault() {
 fn get_and_exec_with_file_and_redis_under_every_fault() {
     row(Store::FileRedis);
 }
+
+/// The proxy, a long-running surface: its clock is moved through FRESHTOKEN_CLOCK_SKEW_FILE
+/// while it runs. Stale during the outage (16 s of 20): every request forwarded with the held
+/// token; must-refresh (1.5 s left): forwarded too, within the 2 s bound; expired: 503 within
+/// the 3 s deadline, never the expired token; once the fault ends and the note's step has
+/// passed: a new token.
+fn proxy_cell(fault: Fault) -> String {
+    let what = format!("proxy × {fault:?}");
+    let server = Server::start_with(Config {
+        ttl: TTL,
+        clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+        ..Config::default()
+    });
+    let sb = Sandbox::new();
+    let skew = sb.path().join("skew");
+    let set_skew = |d: &str| {
+        std::fs::write(&skew, d).unwrap();
+        // The proxy reads the file again every 20 ms.
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    set_skew("0s");
+    let mut cmd = sb.cmd_for(&server);
+    cmd.env("FRESHTOKEN_CLOCK_SKEW_FILE", &skew).args([
+        "-v",
+        "proxy",
+        "--upstream",
+        &server.base_url(),
+        "--timeout",
+        "3s",
+        "--retry-for",
+        "3s",
+    ]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(sb.path().join("proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(sb.path().join("proxy.log")).unwrap_or_default();
+    let line = first_line(&mut child, "the proxy");
+    let url = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let status = |n: usize| -> (Vec<String>, Duration) {
+        let started = Instant::now();
+        let o = run(Command::new("bash").arg("-c").arg(format!(
+            "for i in $(seq {n}); do curl -s -o /dev/null -w '%{{http_code}}\\n' {url}/api/v2/users/me; done"
+        )));
+        (
+            stdout(&o).lines().map(str::to_owned).collect(),
+            started.elapsed(),
+        )
+    };
+    let ok = |codes: &[String]| codes.iter().all(|c| c == "200");
+
+    let (codes, _) = status(1);
+    assert!(ok(&codes), "{what}: warm {codes:?}");
+    server.set_faults(fault.faults());
+    let before = server.stats().token_requests;
+
+    set_skew("16s");
+    let (codes, _) = status(30);
+    assert!(ok(&codes), "{what}: stale, held token forwarded: {codes:?}");
+    set_skew("18500ms");
+    let (codes, took) = status(3);
+    assert!(
+        ok(&codes),
+        "{what}: must refresh, held token forwarded: {codes:?}\n{}",
+        log()
+    );
+    assert!(
+        took < Duration::from_millis(3 * 2000 + 1500),
+        "{what}: {took:?}"
+    );
+    let burst = server.stats().token_requests - before;
+    assert!(burst <= 2, "{what}: {burst} token requests for 33 requests");
+
+    set_skew("21s");
+    let (codes, took) = status(1);
+    assert_eq!(codes, ["503"], "{what}: no valid token left");
+    assert!(took < Duration::from_millis(4500), "{what}: {took:?}");
+
+    server.set_faults(Faults::default());
+    set_skew("80s");
+    let (codes, _) = status(1);
+    assert!(ok(&codes), "{what}: recovered: {codes:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    format!("{what}: 33 requests forwarded, {burst} token requests, 503 after expiry, recovered")
+}
+
+#[test]
+fn the_proxy_under_every_fault() {
+    for fault in [
+        Fault::Outage,
+        Fault::RateLimited,
+        Fault::GenesysThrottle,
+        Fault::Malformed,
+        Fault::Slow,
+        Fault::Rejected,
+    ] {
+        println!("{}", proxy_cell(fault));
+    }
+}

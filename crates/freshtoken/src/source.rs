@@ -5,7 +5,7 @@
 //!   finds the first one's token already there.
 //! - A stale token is served while one background task refreshes it.
 //! - A held token serves: a caller holding — in memory or in the store — a token valid for
-//!   its `min_ttl` waits for a refresh at most min(what is left beyond `min_ttl`,
+//!   its `min_ttl` waits for a refresh at most min(half of what is left beyond `min_ttl`,
 //!   [`FALLBACK_WAIT`]), then gets that token. Never an expired one.
 //! - A failed refresh leaves a [`FailureNote`] in the store, so that every caller sharing it
 //!   serves its held token at once until the note's moment, instead of trying again.
@@ -330,7 +330,9 @@ impl CachedSource {
                 .await
                 .map(|e| AccessToken(Held::Owned(e)));
         };
-        self.refresh_or_serve(want, held, spare.min(FALLBACK_WAIT))
+        // Half of what is spare, so that the held token still has the other half when the
+        // wait ends: waiting all of it would hand out a token with nothing left.
+        self.refresh_or_serve(want, held, (spare / 2).min(FALLBACK_WAIT))
             .await
     }
 

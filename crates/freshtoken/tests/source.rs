@@ -420,3 +420,39 @@ async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
     clock.advance(HOUR + Duration::from_secs(1));
     assert!(s.current().is_none(), "an expired token is never current");
 }
+
+/// Found by the proxy's fault matrix: a long-running caller with 1.5 s left and a refresh
+/// hanging waited all of the 1.5 s, and then had a token with nothing left to hand out.
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_waits_for_a_hanging_refresh_still_has_a_token_when_the_wait_ends() {
+    let clock = ManualClock::starting_now();
+    let f = Scripted::new(&clock, Duration::from_secs(20));
+    let s = source(&f, &clock);
+    s.token().await.unwrap();
+    f.set_hanging(true);
+    clock.advance(Duration::from_secs(15)); // stale: a background refresh starts and hangs
+    assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
+    settle().await;
+    clock.advance(Duration::from_millis(3500)); // must refresh: 1.5 s left
+    let ticking = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            // The token clock moves with tokio's paused time while the caller waits.
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                clock.advance(Duration::from_millis(10));
+            }
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let got = s.token().await;
+    ticking.abort();
+    let t = got.expect("the held token, not an error");
+    assert_eq!(t.expose_secret(), "tok-1");
+    assert!(t.is_valid_at(clock.now()), "still valid when handed out");
+    assert!(
+        started.elapsed() <= Duration::from_millis(760),
+        "{:?}",
+        started.elapsed()
+    );
+}
