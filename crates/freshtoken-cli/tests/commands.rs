@@ -328,3 +328,27 @@ fn announced_url(child: &mut std::process::Child) -> String {
     let first = first_line(child, "the dev-server");
     first.trim().rsplit(' ').next().unwrap().to_owned()
 }
+
+/// `freshtoken status | head -1`: a reader that goes away ends the command quietly, not as
+/// "internal error" with exit 5 (println! panicked on the closed pipe).
+#[test]
+fn a_reader_that_goes_away_ends_status_and_inspect_quietly() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    assert_code(&run(sb.cmd_for(&server).arg("get")), 0);
+    for args in [&["status"][..], &["status", "--json"], &["inspect"]] {
+        let mut child = sb
+            .cmd_for(&server)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        let status = wait(&mut child, "freshtoken");
+        assert!(!err.contains("internal error"), "{args:?}: {err}");
+        assert_eq!(status.code(), Some(0), "{args:?}: {err}");
+    }
+}

@@ -1,6 +1,5 @@
 //! `freshtoken get`: a valid token on stdout, and nothing else.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +18,7 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
     };
     if let Some(socket) = &args.agent {
         match from_agent(cli, socket.as_deref(), min_ttl) {
-            Ok(token) => return print(&render(&token, args.format, SystemTime::now())),
+            Ok(token) => return super::print(&render(&token, args.format, SystemTime::now())),
             Err(why) => tracing::info!("not using the agent: {why}; fetching directly"),
         }
     }
@@ -29,7 +28,7 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
         let token = source.token_with(Want::one_shot(min_ttl)).await?;
         CliResult::Ok((token, settings.clock.now()))
     })?;
-    print(&render(&token, args.format, now))
+    super::print(&render(&token, args.format, now))
 }
 
 /// The fast path: a running agent's token, without reading secrets or starting a runtime.
@@ -46,13 +45,6 @@ fn from_agent(cli: &Cli, socket: Option<&Path>, min_ttl: Duration) -> Result<Tok
     };
     let profile = cli.profile.as_deref().unwrap_or("default");
     crate::agent::client::fetch(&socket, profile, min_ttl)
-}
-
-fn print(text: &str) -> CliResult {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| CliError::internal(format!("cannot write the token to stdout: {e}")))
 }
 
 /// The token in the asked-for format, newline-terminated.

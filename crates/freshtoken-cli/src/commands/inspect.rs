@@ -34,14 +34,13 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
     }
     let report = describe(&text, cached.as_ref(), now);
     if args.json {
-        println!(
-            "{}",
+        super::print(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&report.json).unwrap_or_default()
-        );
+        ))
     } else {
-        print!("{}", report.text);
+        super::print(&report.text)
     }
-    Ok(())
 }
 
 fn cached_token(cli: &Cli, args: &InspectArgs) -> CliResult<Token> {

@@ -105,6 +105,19 @@ pub fn source_from(
         .build())
 }
 
+/// Writes what a command prints to stdout. A reader that went away (`freshtoken status |
+/// head -1`) ends the command quietly, as it does for `cat`, rather than as an internal error.
+pub fn print(text: &str) -> CliResult {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(
+            crate::exit::CliError::internal(format!("cannot write to stdout: {e}")),
+        ),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

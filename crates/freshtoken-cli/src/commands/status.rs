@@ -62,8 +62,10 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
         if let Some(Ok(Some(t))) = answered.map(|l| &l.token) {
             v["token"] = token_json(t, now);
         }
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
+        return super::print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        ));
     }
 
     let source = settings
@@ -140,10 +142,11 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
         }
         _ => lines.push(("token".to_owned(), "not cached".to_owned())),
     }
-    for (label, value) in lines {
-        println!("{:<12} {value}", format!("{label}:"));
-    }
-    Ok(())
+    let text: String = lines
+        .iter()
+        .map(|(label, value)| format!("{:<12} {value}\n", format!("{label}:")))
+        .collect();
+    super::print(&text)
 }
 
 fn token_json(t: &Token, now: SystemTime) -> Value {
