@@ -55,6 +55,11 @@ struct Agent {
 
 impl Agent {
     fn start(sb: &Sandbox, config: &str) -> Self {
+        Self::start_with_env(sb, config, &[])
+    }
+
+    /// [`Agent::start`] with more environment variables.
+    fn start_with_env(sb: &Sandbox, config: &str, env: &[(&str, &Path)]) -> Self {
         let path = sb.path().join("agent.toml");
         std::fs::write(&path, config).unwrap();
         let log = sb
@@ -66,6 +71,7 @@ impl Agent {
             .env("SECRET_A", format!("{SECRET}-a"))
             .env("SECRET_B", format!("{SECRET}-b"))
             .env("SECRET_C", format!("{SECRET}-c"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -1313,4 +1319,129 @@ fn an_agent_proxy_in_a_401_storm_makes_a_bounded_number_of_token_requests() {
         "{}",
         agent.log()
     );
+}
+
+/// The fault matrix's row for the agent's token endpoint (the rest of the matrix is in
+/// fault_matrix.rs): the agent's clock is moved while it runs (FRESHTOKEN_CLOCK_SKEW_FILE).
+/// Stale during the fault: every call answered with the held token; must-refresh (1.5 s
+/// left): answered too, within the 2 s bound; expired: an error within the deadline; the
+/// fault over: a new token.
+#[test]
+fn the_agent_endpoint_under_every_fault() {
+    use freshtoken_devserver::{Canned, Faults};
+    let canned = |status: u16, body: &str| Faults {
+        canned: Some(Canned {
+            status: Some(status),
+            body: body.into(),
+            ..Canned::default()
+        }),
+        ..Faults::default()
+    };
+    let faults = [
+        (
+            "outage",
+            Faults {
+                outage: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "429",
+            Faults {
+                rate_limit: Some(1),
+                ..Faults::default()
+            },
+        ),
+        (
+            "genesys throttle",
+            Faults {
+                throttle: Some(1),
+                ..Faults::default()
+            },
+        ),
+        ("malformed", canned(200, "<html>nginx</html>")),
+        (
+            "slow",
+            Faults {
+                delay_ms: 60_000,
+                ..Faults::default()
+            },
+        ),
+        ("rejected", canned(401, r#"{"error":"invalid_client"}"#)),
+    ];
+    for (name, fault) in faults {
+        let server = server(Duration::from_secs(20));
+        let sb = Sandbox::new();
+        let skew = sb.path().join("skew");
+        let set_skew = |d: &str| {
+            std::fs::write(&skew, d).unwrap();
+            std::thread::sleep(Duration::from_millis(100)); // re-read every 20 ms
+        };
+        set_skew("0s");
+        let config = agent_section(&sb) + &profile(&server, "a", "timeout = \"3s\"");
+        let agent = Agent::start_with_env(&sb, &config, &[("FRESHTOKEN_CLOCK_SKEW_FILE", &skew)]);
+        agent.wait_ready();
+        let token = |agent: &Agent| {
+            let (status, body) = agent.get("/v1/token/a");
+            (
+                status,
+                (status == 200).then(|| {
+                    json(&body)["access_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }),
+            )
+        };
+        let (_, held) = token(&agent);
+        let held = held.expect("a token at start");
+        server.set_faults(fault);
+        let before = server.stats().token_requests;
+        set_skew("16s");
+        for i in 0..10 {
+            assert_eq!(
+                token(&agent),
+                (200, Some(held.clone())),
+                "{name}: stale call {i}: {}",
+                agent.log()
+            );
+        }
+        set_skew("18500ms");
+        for i in 0..3 {
+            let started = Instant::now();
+            assert_eq!(
+                token(&agent),
+                (200, Some(held.clone())),
+                "{name}: must-refresh call {i}: {}",
+                agent.log()
+            );
+            assert!(
+                started.elapsed() < Duration::from_millis(2500),
+                "{name}: {:?}",
+                started.elapsed()
+            );
+        }
+        let requests = server.stats().token_requests - before;
+        assert!(
+            requests <= 3,
+            "{name}: {requests} token requests for 13 calls"
+        );
+        set_skew("21s");
+        let started = Instant::now();
+        let (expired, _) = token(&agent);
+        assert_ne!(expired, 200, "{name}: an expired token is never served");
+        assert!(
+            started.elapsed() < Duration::from_millis(4500),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+        server.set_faults(Faults::default());
+        set_skew("80s");
+        let (status, fresh) = token(&agent);
+        assert_eq!(status, 200, "{name}: recovered: {}", agent.log());
+        assert_ne!(fresh, Some(held), "{name}: a new token");
+        println!(
+            "agent endpoint × {name}: 13 calls answered with the held token, {requests} token requests, {expired} once expired, recovered"
+        );
+    }
 }
