@@ -40,11 +40,15 @@ pub(crate) fn fields(text: &str) -> String {
         let (start, end) = value;
         out.push_str(&text[at..start]);
         out.push_str(REDACTED);
+        // The value, and each run of token characters in it (a JSON escape or a damaged
+        // byte splits a token, and a repeat may hold only a piece).
         let found =
             text[start..end].trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
-        if found.len() >= MIN_ECHO {
-            values.push(found);
-        }
+        values.extend(
+            std::iter::once(found)
+                .chain(found.split(|c: char| !is_token_char(c)))
+                .filter(|v| v.len() >= MIN_ECHO && !REDACTED.contains(v)),
+        );
         at = end.max(name_end);
     }
     out.push_str(&text[at..]);
@@ -56,6 +60,11 @@ pub(crate) fn fields(text: &str) -> String {
         }
     }
     out
+}
+
+/// RFC 6750 `b64token` characters (and `.`, which joins a JWT's parts).
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~+/=".contains(c)
 }
 
 /// Shortest credential value also masked where it appears under another name: shorter ones
@@ -212,6 +221,11 @@ mod tests {
         let body = r#"{"token__token": "eyJhbGciOiJFUzE{", "access_token": "eyJhbGciOiJFUzE{"}"#;
         let got = fields(body);
         assert!(!got.contains("eyJhbGciOiJFUzE"), "{got}");
+        // A repeat of only the part before an escape is masked too (found by fuzzing).
+        let body =
+            r#"{"access_token": "eyJhbGciOiJFUzI1\n0.eyJpc3M", "x": "eyJhbGciOiJFUzI1\n0\u0001"}"#;
+        let got = fields(body);
+        assert!(!got.contains("eyJhbGciOiJFUzI1"), "{got}");
         // Short values are not hunted for elsewhere: they would mask ordinary words.
         assert_eq!(
             fields("access_token=abc&x=abc"),
