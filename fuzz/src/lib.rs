@@ -12,8 +12,8 @@ pub fn one_line(what: &str, message: &str) {
 
 /// The string values that follow `"field":` in `bytes`, read loosely (the input may be
 /// damaged JSON): what a reader would take for that field's value. Values shorter than
-/// `min_len`, or holding whitespace or a backquote (which could be the text of a fixed message
-/// rather than a secret), are skipped.
+/// `min_len`, holding whitespace or a backquote (which could be the text of a fixed message
+/// rather than a secret), or that are themselves a token field's name, are skipped.
 pub fn values_of(bytes: &[u8], field: &str, min_len: usize) -> Vec<String> {
     let text = String::from_utf8_lossy(bytes);
     let needle = format!("\"{field}\"");
@@ -29,7 +29,14 @@ pub fn values_of(bytes: &[u8], field: &str, min_len: usize) -> Vec<String> {
         };
         let end = value.find(['"', '\\']).unwrap_or(value.len());
         let value = &value[..end];
-        if value.chars().count() >= min_len && !value.chars().any(|c| c.is_whitespace() || c == '`')
+        // A field name where a value should be (`"access_token": "refresh_token": …`) names
+        // the next value; it is no secret itself.
+        let a_name = ["access_token", "refresh_token", "id_token"]
+            .iter()
+            .any(|n| value.eq_ignore_ascii_case(n));
+        if value.chars().count() >= min_len
+            && !a_name
+            && !value.chars().any(|c| c.is_whitespace() || c == '`')
         {
             found.push(value.to_owned());
         }

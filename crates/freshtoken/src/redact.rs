@@ -36,20 +36,31 @@ pub(crate) fn fields(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut values: Vec<&str> = Vec::new();
     let mut at = 0;
-    while let Some((name_end, value)) = next_credential(&lower, text, at) {
+    let mut search = 0;
+    while let Some((name_end, value)) = next_credential(&lower, text, search) {
         let (start, end) = value;
-        out.push_str(&text[at..start]);
-        out.push_str(REDACTED);
         // The value, and each run of token characters in it (a JSON escape or a damaged
         // byte splits a token, and a repeat may hold only a piece).
         let found =
             text[start..end].trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
+        if CREDENTIAL_FIELDS
+            .iter()
+            .any(|f| found.eq_ignore_ascii_case(f))
+        {
+            // A name where the value should be (`"access_token": "access_token": "…"`): it
+            // names the value after it, so the search goes on from there (found by fuzzing).
+            search = start.max(search + 1);
+            continue;
+        }
+        out.push_str(&text[at..start]);
+        out.push_str(REDACTED);
         values.extend(
             std::iter::once(found)
                 .chain(found.split(|c: char| !is_token_char(c)))
                 .filter(|v| v.len() >= MIN_ECHO && !REDACTED.contains(v)),
         );
         at = end.max(name_end);
+        search = at;
     }
     out.push_str(&text[at..]);
     // Longest first, so that a value containing another is masked whole.
@@ -221,6 +232,9 @@ mod tests {
         let body = r#"{"token__token": "eyJhbGciOiJFUzE{", "access_token": "eyJhbGciOiJFUzE{"}"#;
         let got = fields(body);
         assert!(!got.contains("eyJhbGciOiJFUzE"), "{got}");
+        // A name where the value should be names the next value (found by fuzzing).
+        let got = fields(r#"{"access_token": "access_token": "tok-0123456789"}"#);
+        assert!(!got.contains("tok-0123456789"), "{got}");
         // A repeat of only the part before an escape is masked too (found by fuzzing).
         let body =
             r#"{"access_token": "eyJhbGciOiJFUzI1\n0.eyJpc3M", "x": "eyJhbGciOiJFUzI1\n0\u0001"}"#;
