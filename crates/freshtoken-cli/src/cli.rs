@@ -354,6 +354,11 @@ pub struct StatusArgs {
 }
 
 const EXEC_HELP: &str = "\
+CMD gets the token, not the credentials: FRESHTOKEN_CLIENT_SECRET, GENESYSCLOUD_OAUTHCLIENT_SECRET,
+FRESHTOKEN_PRIVATE_KEY, FRESHTOKEN_REDIS_PASSWORD, every variable a `{ env = ... }` source of the
+config file names, and FRESHTOKEN_CACHE when its URL holds a password are removed from its
+environment.
+
 Exit status: CMD's own exit code (128+N if a signal N ended it); 127 if CMD cannot be run;
 otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 internal).";
 
