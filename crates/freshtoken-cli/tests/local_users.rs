@@ -355,3 +355,227 @@ fn a_discovery_document_of_another_user_never_chooses_the_token_endpoint() {
         "the client's credentials went to the endpoint another user named"
     );
 }
+
+// Item 8: the agent's socket folder, and who serves the socket.
+
+/// A fake agent run as uid 65534 (by `setpriv`), serving a planted token on `DIR/agent.sock`:
+/// with `mkdir` it makes DIR first, as another user would make `/tmp/freshtoken-<uid>`.
+const FAKE_AGENT: &str = r#"
+import json, os, socket, sys, time
+folder, mkdir = sys.argv[1], sys.argv[2] == "mkdir"
+if mkdir:
+    os.mkdir(folder, 0o755)
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(folder, "agent.sock"))
+s.listen(16)
+print("ready", flush=True)
+body = json.dumps({"access_token": "planted-by-nobody", "token_type": "Bearer",
+                   "expires_in": 3600, "expires_at": int(time.time()) + 3600}).encode()
+while True:
+    c, _ = s.accept()
+    try:
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    except OSError:
+        pass  # a client that hung up without asking
+    c.close()
+"#;
+
+/// The fake agent's process; killed when dropped.
+struct FakeAgent(std::process::Child);
+
+impl FakeAgent {
+    fn start(folder: &Path, mkdir: bool) -> Self {
+        // A python3 that uid 65534 can run: not one under root's home.
+        let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("python3 in /usr/bin (apt-get install python3)");
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .args([python, "-c", FAKE_AGENT])
+            .arg(folder)
+            .arg(if mkdir { "mkdir" } else { "no" })
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("setpriv runs (util-linux)");
+        assert_eq!(first_line(&mut child, "the fake agent").trim(), "ready");
+        Self(child)
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A folder like `/tmp`: anyone may create in it, and the sandbox above lets them reach it.
+fn sticky_folder(sb: &Sandbox, name: &str) -> PathBuf {
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = sb.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+#[test]
+fn get_agent_never_takes_a_token_from_another_users_socket() {
+    if !as_root() {
+        return;
+    }
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+
+    // Another user made the default socket folder first and serves planted tokens in it.
+    let run_dir = sticky_folder(&sb, "run");
+    let folder = run_dir.join("freshtoken");
+    let _fake = FakeAgent::start(&folder, true);
+    let o = run(sb
+        .cmd_for(&server)
+        .env("XDG_RUNTIME_DIR", &run_dir)
+        .args(["get", "--agent"]));
+    served_by_the_server_warning_once(
+        &server,
+        &o,
+        "planted-by-nobody",
+        &format!(
+            "not using the agent: socket folder {}: it belongs to uid 65534",
+            folder.display()
+        ),
+    );
+    // And the real agent says why it cannot start there, naming the folder.
+    let config = sb.write_user_config(&format!(
+        "[profiles.default]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"FRESHTOKEN_CLIENT_SECRET\" }}\n",
+        server.token_url()
+    ));
+    let o = run(sb.cmd_for(&server).env("XDG_RUNTIME_DIR", &run_dir).args([
+        "--config",
+        config.to_str().unwrap(),
+        "agent",
+        "--check",
+        "--no-fetch",
+    ]));
+    assert_fails_with(
+        &o,
+        2,
+        &format!(
+            "socket folder {}: it belongs to uid 65534",
+            folder.display()
+        ),
+    );
+
+    // A folder that is the user's own, 0700, but a socket another user bound in it while it
+    // was open: the peer's uid gives it away.
+    let own = sb.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let _left = FakeAgent::start(&own, false);
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let socket = own.join("agent.sock");
+    let o = run(sb
+        .cmd_for(&server)
+        .args(["get", "--agent", socket.to_str().unwrap()]));
+    served_by_the_server_warning_once(
+        &server,
+        &o,
+        "planted-by-nobody",
+        &format!(
+            "not using the agent: {} is served by uid 65534",
+            socket.display()
+        ),
+    );
+}
+
+/// `agent --check --no-fetch` with its socket in `folder`: it binds the socket, then exits.
+fn agent_in(sb: &Sandbox, server: &Server, folder: &Path) -> std::process::Command {
+    let path = sb
+        .path()
+        .join(format!("agent-{}.toml", rand::random::<u32>()));
+    std::fs::write(
+        &path,
+        format!(
+            "[agent]\nsocket = \"{}/agent.sock\"\n\n[profiles.default]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"FRESHTOKEN_CLIENT_SECRET\" }}\n",
+            folder.display(),
+            server.token_url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = sb.cmd_for(server);
+    cmd.args([
+        "--config",
+        path.to_str().unwrap(),
+        "agent",
+        "--check",
+        "--no-fetch",
+    ]);
+    cmd
+}
+
+#[test]
+fn the_agent_refuses_a_socket_folder_it_cannot_trust() {
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+    // Open to everyone.
+    let open = sb.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = run(&mut agent_in(&sb, &server, &open));
+    assert_fails_with(
+        &o,
+        2,
+        &format!("socket folder {}: its mode is 0777", open.display()),
+    );
+    // A symlink to a folder of the user's own.
+    let real = sb.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = sb.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let o = run(&mut agent_in(&sb, &server, &link));
+    assert_fails_with(
+        &o,
+        2,
+        &format!("socket folder {}: it is a symlink", link.display()),
+    );
+    assert!(
+        !real.join("agent.sock").exists(),
+        "nothing made through the link"
+    );
+    // Missing: made 0700 from the first missing folder down, whatever the umask (0277 left
+    // 0500 folders nothing could be made in).
+    use std::os::unix::process::CommandExt;
+    let missing = sb.path().join("a/b");
+    let mut cmd = agent_in(&sb, &server, &missing);
+    // SAFETY: umask is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o277);
+            Ok(())
+        });
+    }
+    assert_code(&run(&mut cmd), 0);
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!((mode(&sb.path().join("a")), mode(&missing)), (0o700, 0o700));
+    // Another user's, mode 0700.
+    if !as_root() {
+        return;
+    }
+    let theirs = sb.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown_nobody(&theirs);
+    let o = run(&mut agent_in(&sb, &server, &theirs));
+    assert_fails_with(
+        &o,
+        2,
+        &format!(
+            "socket folder {}: it belongs to uid 65534",
+            theirs.display()
+        ),
+    );
+    assert!(!theirs.join("agent.sock").exists());
+}
