@@ -272,7 +272,9 @@ once the token expires with no new one), serves a local endpoint, and runs the [
 entries.
 
 Endpoint, on a unix socket of mode 0600 ([agent] socket, default
-$XDG_RUNTIME_DIR/freshtoken/agent.sock) and, if [agent] listen is set, on loopback TCP:
+$XDG_RUNTIME_DIR/freshtoken/agent.sock, else /tmp/freshtoken-<uid>/agent.sock; its folder must
+be yours, mode 0700, not a symlink: made so when missing, else the agent exits 2) and, if
+[agent] listen is set, on loopback TCP:
   GET /v1/token/<profile>?min_ttl=60s   the token as JSON (or raw with Accept: text/plain);
                                         404 unknown profile, 400 min_ttl not below the
                                         tokens' lifetime, 503 no valid token (with why;
@@ -318,7 +320,8 @@ pub struct GetArgs {
     pub format: Format,
 
     /// Ask a running `freshtoken agent` first (on SOCKET, default the config's [agent]
-    /// socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock); fetch directly if it cannot answer.
+    /// socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock); fetch directly if it cannot answer,
+    /// or is not yours (socket folder not yours and 0700, or served by another user).
     #[arg(long, value_name = "SOCKET", num_args = 0..=1)]
     #[allow(clippy::option_option)]
     pub agent: Option<Option<std::path::PathBuf>>,
@@ -354,6 +357,11 @@ pub struct StatusArgs {
 }
 
 const EXEC_HELP: &str = "\
+CMD gets the token, not the credentials: FRESHTOKEN_CLIENT_SECRET, GENESYSCLOUD_OAUTHCLIENT_SECRET,
+FRESHTOKEN_PRIVATE_KEY, FRESHTOKEN_REDIS_PASSWORD, every variable a `{ env = ... }` source of the
+config file names, and FRESHTOKEN_CACHE when its URL holds a password are removed from its
+environment.
+
 Exit status: CMD's own exit code (128+N if a signal N ended it); 127 if CMD cannot be run;
 otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 internal).";
 

@@ -16,7 +16,7 @@ use freshtoken::AuthMethod;
 use freshtoken::regular_file::{self, Symlinks};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{ProfileConfig, SecretSource};
+use crate::config::{ConfigFile, ProfileConfig, SecretSource};
 use crate::env;
 use crate::exit::{CliError, CliResult};
 
@@ -178,6 +178,31 @@ impl ConfigSecrets {
             self.private_key.map(SecretSpec::Read),
         )
     }
+}
+
+/// The environment variables that secrets are read from: the fixed ones
+/// (`FRESHTOKEN_CLIENT_SECRET`, `GENESYSCLOUD_OAUTHCLIENT_SECRET`, `FRESHTOKEN_PRIVATE_KEY`,
+/// `FRESHTOKEN_REDIS_PASSWORD`) and every one a `{ env = … }` source of `file` names, in any
+/// profile, used or not. `exec` keeps them all from its child: CMD is given a token, not the
+/// credentials that buy more.
+pub fn secret_variables(file: Option<&ConfigFile>) -> Vec<String> {
+    let mut names: Vec<String> = [
+        env::CLIENT_SECRET,
+        env::GENESYS_CLIENT_SECRET,
+        env::PRIVATE_KEY,
+        env::REDIS_PASSWORD,
+    ]
+    .map(str::to_owned)
+    .into();
+    let profiles = file.into_iter().flat_map(|f| f.profiles.values());
+    for source in profiles.flat_map(|p| [&p.client_secret, &p.private_key]) {
+        if let Some(SecretSource::Env(var)) = source
+            && !names.contains(var)
+        {
+            names.push(var.clone());
+        }
+    }
+    names
 }
 
 fn env_secret(var: &str, name: &str) -> CliResult<String> {

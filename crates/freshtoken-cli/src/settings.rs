@@ -100,6 +100,10 @@ pub struct Settings {
     pub cache_explicit: bool,
     /// The clock (the real one, unless FRESHTOKEN_CLOCK_SKEW moves it).
     pub clock: SharedClock,
+    /// The environment variables secrets may be read from, the config file's `{ env = … }`
+    /// sources included (see [`crate::secret::secret_variables`]): what `exec` keeps from
+    /// its child.
+    pub secret_variables: Vec<String>,
 }
 
 impl Settings {
@@ -140,15 +144,18 @@ impl Settings {
             }
             None => ProfileConfig::default(),
         };
+        let secret_variables = crate::secret::secret_variables(loaded.as_ref().map(|l| &l.file));
         let config_path = loaded.map(|l| l.path);
-        Self::build(
+        let mut settings = Self::build(
             profile_name,
             &profile,
             config_path,
             args,
             Layers::FlagsAndEnvironment,
         )
-        .await
+        .await?;
+        settings.secret_variables = secret_variables;
+        Ok(settings)
     }
 
     /// The settings of one profile of a config file as written there: no flags, and no
@@ -389,6 +396,7 @@ impl Settings {
             http,
             policy,
             cache,
+            secret_variables: crate::secret::secret_variables(None),
         })
     }
 

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +31,6 @@ fn workspace(sb: &Sandbox) -> (PathBuf, String) {
         "#!/bin/sh\nset -eu\nfor i in $(seq 12); do\n  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data '{\"n\":'$i'}' \"$FRESHTOKEN_PROXY_URL/api/v2/config/$i\")\n  [ \"$code\" = 200 ] || { echo \"request $i: $code\" >&2; exit 1; }\n  sleep 0.25\ndone\necho pushed\n",
     )
     .unwrap();
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = sb.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -122,6 +122,9 @@ fn the_systemd_unit_starts_reloads_and_stops_the_agent_as_written() {
     let run_dir = sb.path().join("run-freshtoken");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::create_dir_all(&run_dir).unwrap();
+    // As systemd makes RuntimeDirectory= (the agent refuses a socket folder open to others).
+    let run_mode = u32::from_str_radix(&value("RuntimeDirectoryMode"), 8).unwrap();
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(run_mode)).unwrap();
     // The config and environment file the unit's comments describe.
     std::fs::write(
         etc.join("agent.toml"),

@@ -274,7 +274,7 @@ fn a_secret_source_is_read_only_when_its_secret_is_used() {
         &config,
         format!(
             "[agent]\nsocket = \"{}\"\n\n[profiles.default]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {}\nprivate_key = {}\nretry_for = \"0s\"\n",
-            sb.path().join("agent.sock").display(),
+            sb.path().join("run/agent.sock").display(),
             server.token_url(),
             marking_command(&marker, "wrong"),
             marking_command(&marker, "key"),
@@ -429,7 +429,7 @@ fn an_agent_env_sink_never_holds_a_token_that_is_not_a_b64token() {
         &config,
         format!(
             "[agent]\nsocket = \"{}\"\n\n[profiles.default]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"MY_SECRET\" }}\nretry_for = \"0s\"\n\n[[profiles.default.sinks]]\npath = \"{}\"\nformat = \"env\"\n",
-            sb.path().join("agent.sock").display(),
+            sb.path().join("run/agent.sock").display(),
             server.token_url(),
             sink.display()
         ),
@@ -768,7 +768,7 @@ fn a_plain_http_upstream_beyond_loopback_is_refused_like_such_a_token_url() {
         &config,
         format!(
             "[agent]\nsocket = \"{}\"\n\n[profiles.default]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"MY_SECRET\" }}\n\n[[proxy]]\nprofile = \"default\"\nlisten = \"127.0.0.1:0\"\nupstream = \"http://example.com\"\n",
-            sb.path().join("agent.sock").display(),
+            sb.path().join("run/agent.sock").display(),
             server.token_url()
         ),
     )

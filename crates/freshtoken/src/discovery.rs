@@ -13,6 +13,7 @@ use crate::assertion::SigningAlg;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::fetch::{HttpOptions, http_client};
+use crate::owned::{self, Unfit};
 use crate::regular_file::{self, Symlinks};
 use crate::request::AuthMethod;
 use crate::response;
@@ -142,12 +143,27 @@ pub async fn discover_cached(
     Ok(metadata)
 }
 
-/// The metadata cached in `path` if it is a regular file (never a FIFO or a symlink, which
-/// are ignored with a warning and replaced), `fresh` by its age, and at most 1 MiB.
+/// The metadata cached in `path` if it is the user's own regular file in the user's own
+/// folder, `fresh` by its age, and at most 1 MiB. Anything else — a FIFO, a symlink, a file or
+/// folder another user made (whose document could name any token endpoint) — is ignored with
+/// a warning, and the file replaced when the folder is the user's.
 fn read_cache_file(path: &Path, fresh: impl Fn(SystemTime) -> bool) -> Option<Metadata> {
     use std::io::Read;
     const MAX: u64 = 1024 * 1024;
-    let (file, meta) = match regular_file::open(path, Symlinks::Refuse) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match owned::check_dir(dir) {
+        Ok(()) | Err(Unfit::Open { .. }) => {}
+        Err(Unfit::Missing) => return None,
+        Err(why) => {
+            tracing::warn!("not using the discovery cache in {}: {why}", dir.display());
+            return None;
+        }
+    }
+    let opened = regular_file::open(path, Symlinks::Refuse).and_then(|(file, meta)| {
+        owned::check_file(&meta).map_err(std::io::Error::other)?;
+        Ok((file, meta))
+    });
+    let (file, meta) = match opened {
         Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
@@ -166,15 +182,18 @@ fn read_cache_file(path: &Path, fresh: impl Fn(SystemTime) -> bool) -> Option<Me
     serde_json::from_slice::<Metadata>(&bytes).ok()
 }
 
-/// Writes `bytes` to `path` (mode 0600, directory 0700) by rename, so readers never see half.
+/// Writes `bytes` to `path` (mode 0600, folders it creates 0700) by rename, so readers never
+/// see half; nothing is written in a folder that is not the user's own.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    owned::create_dirs(dir)?;
+    match owned::check_dir(dir) {
+        Ok(()) | Err(Unfit::Open { .. }) => {}
+        // Said when it was read.
+        Err(_) => return Ok(()),
+    }
     let tmp = dir.join(format!(
         ".discovery.{}.{:08x}.tmp",
         std::process::id(),

@@ -31,6 +31,7 @@ mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jwt;
+pub mod owned;
 pub mod policy;
 pub mod provider;
 mod redact;

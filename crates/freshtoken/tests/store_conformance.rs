@@ -189,6 +189,8 @@ async fn file_store_modes_are_private() {
         .unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&cache), 0o700);
+    // The parent it made too, whatever the umask (022 here: 0755 before).
+    assert_eq!(mode(&dir.path().join("nested")), 0o700);
     assert_eq!(mode(&cache.join(format!("{}.json", key("m")))), 0o600);
     // No temporary files are left behind.
     let names: Vec<_> = std::fs::read_dir(&cache)
@@ -242,6 +244,169 @@ async fn file_store_ignores_corrupt_foreign_and_open_files() {
     assert_eq!(
         store.load(&k).await.unwrap().unwrap().expose_secret(),
         "fresh"
+    );
+}
+
+/// Another local user: the tests that act as one need root (CI runs them as root).
+const NOBODY: u32 = 65534;
+
+fn as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("not root: cannot act as another user; skipped");
+    }
+    root
+}
+
+fn chown_nobody(path: &std::path::Path) {
+    std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+/// Every file in `dir` with its contents, to see that nothing was written there.
+fn listing(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::fs::read(e.path()).unwrap_or_default())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn file_store_neither_trusts_nor_writes_through_files_of_another_user() {
+    if !as_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let store = FileStore::new(&cache);
+    let k = key("planted");
+    store
+        .save(&k, &token("planted", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    // A good record, mode 0600, that another user owns (planted while the folder was open).
+    let record = cache.join(format!("{k}.json"));
+    chown_nobody(&record);
+    let planted = dir.path().join("planted.json");
+    std::fs::hard_link(&record, &planted).unwrap();
+    let planted_bytes = std::fs::read(&planted).unwrap();
+    assert!(
+        store.load(&k).await.unwrap().is_none(),
+        "a record of another user is not trusted"
+    );
+    store
+        .save(&k, &token("ours", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&k).await.unwrap().unwrap().expose_secret(),
+        "ours"
+    );
+    assert_eq!(
+        std::fs::read(&planted).unwrap(),
+        planted_bytes,
+        "replaced, not written through"
+    );
+
+    // A note of another user is not obeyed.
+    let note = freshtoken::FailureNote::after(None, "planted", freshtoken::SystemClock.now(), 0.0);
+    store.set_note(&k, Some(&note)).await.unwrap();
+    assert!(store.note(&k).await.unwrap().is_some());
+    chown_nobody(&cache.join(format!("{k}.note")));
+    assert!(store.note(&k).await.unwrap().is_none());
+
+    // A lock file of another user, which they hold, is neither used nor waited for.
+    let lock = cache.join(format!("{k}.lock"));
+    let _ = std::fs::remove_file(&lock);
+    std::fs::write(&lock, b"").unwrap();
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    chown_nobody(&lock);
+    let theirs = std::fs::File::open(&lock).unwrap();
+    theirs.lock().unwrap();
+    let ours = store.try_lock(&k).await.unwrap();
+    assert!(ours.is_some(), "a foreign lock file is not waited for");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::symlink_metadata(&lock).unwrap().uid(), 0);
+}
+
+#[tokio::test]
+async fn file_store_leaves_a_folder_of_another_user_alone() {
+    if !as_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let k = key("theirs");
+    // Another user made the folder first, with a good record and a note in it.
+    let theirs = FileStore::new(&cache);
+    theirs
+        .save(&k, &token("planted", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let note = freshtoken::FailureNote::after(None, "planted", freshtoken::SystemClock.now(), 0.0);
+    theirs.set_note(&k, Some(&note)).await.unwrap();
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        chown_nobody(&entry.unwrap().path());
+    }
+    chown_nobody(&cache);
+    let before = listing(&cache);
+
+    let store = FileStore::new(&cache);
+    assert!(store.load(&k).await.unwrap().is_none());
+    assert!(store.note(&k).await.unwrap().is_none());
+    let lock = store.try_lock(&k).await.unwrap();
+    assert!(
+        lock.is_some(),
+        "nothing to wait for in a folder it does not use"
+    );
+    store
+        .save(&k, &token("ours", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    store.set_note(&k, None).await.unwrap();
+    assert!(
+        store.remove(&k).await.is_err(),
+        "it says why it removes nothing"
+    );
+    drop(lock);
+    assert_eq!(listing(&cache), before, "nothing written in their folder");
+}
+
+#[tokio::test]
+async fn file_store_does_not_follow_a_symlinked_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    let k = key("linked");
+    FileStore::new(&elsewhere)
+        .save(&k, &token("planted", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let before = listing(&elsewhere);
+    let cache = dir.path().join("cache");
+    std::os::unix::fs::symlink(&elsewhere, &cache).unwrap();
+
+    let store = FileStore::new(&cache);
+    assert!(store.load(&k).await.unwrap().is_none());
+    store
+        .save(&k, &token("ours", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert!(store.try_lock(&k).await.unwrap().is_some());
+    assert_eq!(
+        listing(&elsewhere),
+        before,
+        "nothing written through the link"
+    );
+    assert!(
+        std::fs::symlink_metadata(&cache)
+            .unwrap()
+            .file_type()
+            .is_symlink()
     );
 }
 

@@ -1,7 +1,13 @@
 //! `freshtoken get --agent`: asks a running agent over its socket, with a few lines of plain
 //! HTTP/1.1 and no async runtime, so that the fast path stays fast.
+//!
+//! Only an agent of the user's own is asked: the socket's folder must be the user's, mode
+//! 0700, not a symlink, and the process serving the socket must run as the user or as root
+//! (its uid taken from the connection, `SO_PEERCRED`). Anything else may be another local
+//! user serving planted tokens.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,11 +29,35 @@ struct Answer {
     error: Option<String>,
 }
 
-/// The token of `profile`, valid at least `min_ttl`, from the agent on `socket`. The error
-/// says why the agent could not be used (the caller then fetches on its own).
-pub fn fetch(socket: &Path, profile: &str, min_ttl: Duration) -> Result<Token, String> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|e| format!("no agent on {}: {e}", socket.display()))?;
+/// Why the agent was not used; the caller then fetches on its own.
+#[derive(Debug)]
+pub struct NotUsed {
+    /// What happened, in a few words.
+    pub reason: String,
+    /// Whether the socket may be another user's, not the user's agent: worth a warning,
+    /// where a missing or failing agent is only worth an info line.
+    pub suspicious: bool,
+}
+
+impl From<String> for NotUsed {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            suspicious: false,
+        }
+    }
+}
+
+impl From<&str> for NotUsed {
+    fn from(reason: &str) -> Self {
+        reason.to_owned().into()
+    }
+}
+
+/// The token of `profile`, valid at least `min_ttl`, from the agent on `socket`, if that is
+/// the user's own agent (see the module docs).
+pub fn fetch(socket: &Path, profile: &str, min_ttl: Duration) -> Result<Token, NotUsed> {
+    let mut stream = connect(socket)?;
     let timeout = Some(Duration::from_secs(35));
     let _ = stream.set_read_timeout(timeout);
     let _ = stream.set_write_timeout(timeout);
@@ -68,7 +98,8 @@ pub fn fetch(socket: &Path, profile: &str, min_ttl: Duration) -> Result<Token, S
         return Err(format!(
             "the agent answered {status}: {}",
             body.error.as_deref().unwrap_or("no reason given")
-        ));
+        )
+        .into());
     }
     if body.access_token.is_empty() {
         return Err("the agent answered 200 without a token".into());
@@ -85,6 +116,113 @@ pub fn fetch(socket: &Path, profile: &str, min_ttl: Duration) -> Result<Token, S
         return Err("the agent's token is shorter-lived than --min-ttl".into());
     }
     Ok(token)
+}
+
+/// Connects to `socket` after checking its folder, then checks who serves it.
+fn connect(socket: &Path) -> Result<UnixStream, NotUsed> {
+    let suspicious = |reason: String| NotUsed {
+        reason,
+        suspicious: true,
+    };
+    let dir = super::socket_dir::of(socket);
+    match freshtoken::owned::check_dir(dir) {
+        Ok(()) => {}
+        Err(freshtoken::owned::Unfit::Missing) => {
+            return Err(format!(
+                "no agent on {}: {} does not exist",
+                socket.display(),
+                dir.display()
+            )
+            .into());
+        }
+        Err(_) => {
+            let why = super::socket_dir::untrusted(dir).unwrap_or_default();
+            return Err(suspicious(why));
+        }
+    }
+    let stream = UnixStream::connect(socket)
+        .map_err(|e| format!("no agent on {}: {e}", socket.display()))?;
+    let me = freshtoken::owned::user();
+    match peer_uid(&stream) {
+        Ok(uid) if uid == me || uid == 0 => Ok(stream),
+        Ok(uid) => Err(suspicious(format!(
+            "{} is served by uid {uid}, not by you (uid {me}) or root",
+            socket.display()
+        ))),
+        Err(e) => Err(suspicious(format!(
+            "cannot tell who serves {} ({e})",
+            socket.display()
+        ))),
+    }
+}
+
+/// The uid of the process at the other end of `stream`, as the kernel recorded it when that
+/// process bound and listened: it cannot be forged by what the process sends.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let size = std::mem::size_of::<libc::ucred>();
+    let mut len = libc::socklen_t::try_from(size).map_err(std::io::Error::other)?;
+    // SAFETY: the descriptor is open for as long as `stream` is borrowed; `cred` and `len`
+    // are valid for writes, and `len` says how many bytes `cred` holds.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if usize::try_from(len).ok() != Some(size) {
+        return Err(std::io::Error::other("SO_PEERCRED answered short"));
+    }
+    Ok(cred.uid)
+}
+
+/// The uid of the process at the other end of `stream` (`getpeereid`).
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: the descriptor is open for as long as `stream` is borrowed; both out
+    // parameters are valid for writes.
+    let rc = unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(uid)
+}
+
+/// Elsewhere the peer cannot be told, so no agent is trusted.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
+fn peer_uid(_stream: &UnixStream) -> std::io::Result<u32> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "no peer credentials on this platform",
+    ))
 }
 
 /// Percent-encodes a profile name for the path.

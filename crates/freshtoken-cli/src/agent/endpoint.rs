@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,21 +69,13 @@ pub struct Endpoints {
     tcp: Option<tokio::net::TcpListener>,
 }
 
-/// Binds the socket (mode 0600, in a 0700 directory it creates) and the TCP port.
+/// Binds the socket (mode 0600, in a 0700 folder of the user's, which it creates when
+/// missing) and the TCP port.
 pub fn bind(config: &AgentConfig) -> CliResult<Endpoints> {
     let socket = socket_path(config);
     let tcp = tcp_addr(config)?;
-    let dir = socket
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| CliError::usage(format!("cannot create {}: {e}", dir.display())))?;
-    }
+    // Owned by the user, 0700, not a symlink; made so when missing.
+    super::socket_dir::prepare(super::socket_dir::of(&socket))?;
     if let Ok(meta) = std::fs::symlink_metadata(&socket) {
         if !meta.file_type().is_socket() {
             return Err(CliError::usage(format!(

@@ -8,6 +8,7 @@ mod keeper;
 mod metrics;
 mod proxies;
 mod sink;
+mod socket_dir;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -52,6 +52,9 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
 
         let mut command = tokio::process::Command::new(&args.command[0]);
         command.args(&args.command[1..]);
+        for name in kept_from_child(&settings) {
+            command.env_remove(name);
+        }
         for name in &names {
             command.env(name, token.expose_secret());
         }
@@ -97,6 +100,21 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         }
         Ok(code)
     })
+}
+
+/// The variables CMD does not inherit: every one a secret may be read from (see
+/// [`Settings::secret_variables`]), and `FRESHTOKEN_CACHE` when its Redis URL carries a
+/// password. CMD gets a token, not what buys more tokens; a `freshtoken` that CMD runs
+/// itself uses the token it was handed (`FRESHTOKEN_ACCESS_TOKEN`) or gets its own
+/// credentials.
+fn kept_from_child(settings: &Settings) -> Vec<String> {
+    let mut names = settings.secret_variables.clone();
+    let cache = std::env::var_os(env::CACHE).unwrap_or_default();
+    let cache = cache.to_string_lossy();
+    if freshtoken::store::redact_url(&cache) != cache {
+        names.push(env::CACHE.to_owned());
+    }
+    names
 }
 
 /// The token CMD gets: valid for `--min-ttl` when given; else, without `--proxy`, for

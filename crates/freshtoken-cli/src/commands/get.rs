@@ -19,7 +19,10 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
     if let Some(socket) = &args.agent {
         match from_agent(cli, socket.as_deref(), min_ttl) {
             Ok(token) => return super::print(&render(&token, args.format, SystemTime::now())),
-            Err(why) => tracing::info!("not using the agent: {why}; fetching directly"),
+            Err(not) if not.suspicious => {
+                tracing::warn!("not using the agent: {}; fetching directly", not.reason);
+            }
+            Err(not) => tracing::info!("not using the agent: {}; fetching directly", not.reason),
         }
     }
     let (token, now) = super::runtime()?.block_on(async {
@@ -32,7 +35,11 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
 }
 
 /// The fast path: a running agent's token, without reading secrets or starting a runtime.
-fn from_agent(cli: &Cli, socket: Option<&Path>, min_ttl: Duration) -> Result<Token, String> {
+fn from_agent(
+    cli: &Cli,
+    socket: Option<&Path>,
+    min_ttl: Duration,
+) -> Result<Token, crate::agent::client::NotUsed> {
     let socket = match socket {
         Some(s) => s.to_owned(),
         None => match crate::config::load(crate::config::Choice::new(

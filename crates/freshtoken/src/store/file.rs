@@ -1,20 +1,30 @@
 //! Tokens kept on disk for every process of one user on one machine: what `get` and `exec`
 //! use by default, so a pipeline's many steps share one token.
 //!
-//! Layout: `<dir>/<key>.json` (the record, 0600) and `<dir>/<key>.lock` (the cross-process
-//! refresh lock), in a directory of mode 0700. Writes go to a temporary file that is synced
-//! and renamed over the old one, so readers see the old token or the new one, never half.
+//! Layout: `<dir>/<key>.json` (the record, 0600), `<dir>/<key>.note` (the last failure) and
+//! `<dir>/<key>.lock` (the cross-process refresh lock), in a directory of mode 0700. Writes go
+//! to a temporary file that is synced and renamed over the old one, so readers see the old
+//! token or the new one, never half.
+//!
+//! Nothing another user made is used: a folder that is not the user's own (or is a symlink)
+//! leaves the store unused, with one warning, and nothing is written in it; a record, note or
+//! lock file that another user owns, or that others may read or change, is ignored with a
+//! warning and replaced — by a rename, never by writing into it.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
 use super::record::Record;
 use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::{Error, Result};
+use crate::owned::{self, Unfit};
 use crate::regular_file::Symlinks;
 use crate::request::CacheKey;
 use crate::token::Token;
@@ -29,12 +39,34 @@ const MAX_NOTE: u64 = 4 * 1024;
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
+    /// Whether the warning that `dir` is not used was given, so that it is given once (clones
+    /// share it).
+    refused: Arc<AtomicBool>,
+    /// The files ignored, with why, until they are replaced: a caller reads a record up to
+    /// three times, and hears about a bad one once.
+    ignored: Arc<Mutex<HashMap<PathBuf, String>>>,
+}
+
+/// What the store may do with its folder, looked at again on every operation: a folder that
+/// is swapped for another user's, or for a symlink, after a first look is still caught.
+enum Folder {
+    /// There is none yet; a write creates it.
+    Missing,
+    /// The user's own.
+    Usable,
+    /// Not used, for this reason.
+    Refused(String),
 }
 
 impl FileStore {
-    /// A store in `dir`, created (mode 0700) on first write.
+    /// A store in `dir`, created (mode 0700, like each folder above it that it creates) on
+    /// first write.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            refused: Arc::default(),
+            ignored: Arc::default(),
+        }
     }
 
     /// `$XDG_CACHE_HOME/freshtoken`, else `$HOME/.cache/freshtoken`.
@@ -64,41 +96,48 @@ impl FileStore {
         self.dir.join(format!("{key}.lock"))
     }
 
-    fn ensure_dir(&self) -> Result<()> {
+    fn folder(&self) -> Folder {
+        match owned::check_dir(&self.dir) {
+            // Each file in a folder of the user's that is open to others is checked on its
+            // own; a write closes the folder (see `ensure_dir`).
+            Ok(()) | Err(Unfit::Open { .. }) => Folder::Usable,
+            Err(Unfit::Missing) => Folder::Missing,
+            Err(why) => {
+                let why = why.to_string();
+                if !self.refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "not using the file cache {}: {why}; going on without it (remove it, or choose a folder of your own with --cache file:DIR or XDG_CACHE_HOME)",
+                        self.dir.display()
+                    );
+                }
+                Folder::Refused(why)
+            }
+        }
+    }
+
+    /// Makes the folder ready for a write: `false` when it is not to be used (said once).
+    fn ensure_dir(&self) -> Result<bool> {
         let dir = &self.dir;
         let err = |what: &str, e: io::Error| {
             Error::Store(format!("cannot {what} {}: {e}", dir.display()))
         };
-        match fs::symlink_metadata(dir) {
-            Ok(meta) if meta.is_dir() => {
-                if meta.mode() & 0o077 != 0 {
-                    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                        .map_err(|e| err("restrict", e))?;
-                    tracing::warn!(
-                        "cache directory {} was open to others; set it to 0700",
-                        dir.display()
-                    );
-                }
-                Ok(())
+        match self.folder() {
+            Folder::Refused(_) => return Ok(false),
+            Folder::Missing => owned::create_dirs(dir).map_err(|e| err("create", e))?,
+            Folder::Usable => {}
+        }
+        match owned::check_dir(dir) {
+            Ok(()) => Ok(true),
+            Err(Unfit::Open { mode }) => {
+                owned::restrict(dir).map_err(|e| err("restrict", e))?;
+                tracing::warn!(
+                    "cache directory {} was open to others (mode {mode:04o}); set it to 0700",
+                    dir.display()
+                );
+                Ok(true)
             }
-            Ok(_) => Err(Error::Store(format!(
-                "{} exists and is not a directory",
-                dir.display()
-            ))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = dir.parent() {
-                    fs::create_dir_all(parent).map_err(|e| err("create", e))?;
-                }
-                match fs::DirBuilder::new().mode(0o700).create(dir) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                    Err(e) => Err(err("create", e)),
-                }?;
-                // The umask may have narrowed 0700 further, never widened it; set it exactly.
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                    .map_err(|e| err("restrict", e))
-            }
-            Err(e) => Err(err("read", e)),
+            // Made meanwhile by someone else, or gone again.
+            Err(_) => Ok(matches!(self.folder(), Folder::Usable)),
         }
     }
 
@@ -107,12 +146,12 @@ impl FileStore {
     }
 
     fn load_blocking(&self, key: &CacheKey) -> Option<Token> {
+        if !matches!(self.folder(), Folder::Usable) {
+            return None;
+        }
         let path = self.record_path(key);
         let ignore = |why: String| {
-            tracing::warn!(
-                "ignoring cache file {}: {why}; it will be replaced",
-                path.display()
-            );
+            self.ignoring("cache file", &path, why);
             None
         };
         match read_private(&path, MAX_RECORD) {
@@ -126,19 +165,48 @@ impl FileStore {
     }
 
     fn note_blocking(&self, key: &CacheKey) -> Option<FailureNote> {
+        if !matches!(self.folder(), Folder::Usable) {
+            return None;
+        }
         let path = self.note_path(key);
         match read_private(&path, MAX_NOTE) {
             Ok(bytes) => bytes.and_then(|b| FailureNote::parse(&b)),
             Err(why) => {
-                tracing::debug!("ignoring {}: {why}", path.display());
+                self.ignoring("failure note", &path, why);
                 None
             }
         }
     }
 
+    /// Warns that `path` is ignored for `why`, once for as long as it stays so.
+    fn ignoring(&self, what: &str, path: &Path, why: String) {
+        let mut said = self.ignored.lock().unwrap_or_else(PoisonError::into_inner);
+        if said.get(path) != Some(&why) {
+            tracing::warn!(
+                "ignoring {what} {}: {why}; it will be replaced",
+                path.display()
+            );
+            said.insert(path.to_owned(), why);
+        }
+    }
+
+    /// Replaces `path` with `bytes`, by a rename: never through what was there.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        super::atomic::write_file_atomically(path, bytes, 0o600)
+            .map_err(|e| Error::Store(format!("cannot replace {}: {e}", path.display())))?;
+        self.ignored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(path);
+        Ok(())
+    }
+
     fn set_note_blocking(&self, key: &CacheKey, note: Option<&FailureNote>) -> Result<()> {
         let path = self.note_path(key);
         let Some(note) = note else {
+            if !matches!(self.folder(), Folder::Usable) {
+                return Ok(());
+            }
             return match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Store(format!(
                     "cannot remove {}: {e}",
@@ -147,19 +215,31 @@ impl FileStore {
                 _ => Ok(()),
             };
         };
-        self.ensure_dir()?;
-        super::atomic::write_file_atomically(&path, &note.to_bytes(), 0o600)
-            .map_err(|e| Error::Store(format!("cannot replace {}: {e}", path.display())))
+        if !self.ensure_dir()? {
+            return Ok(());
+        }
+        self.replace(&path, &note.to_bytes())
     }
 
     fn save_blocking(&self, key: &CacheKey, token: &Token) -> Result<()> {
-        self.ensure_dir()?;
+        if !self.ensure_dir()? {
+            return Ok(());
+        }
         let path = self.record_path(key);
-        super::atomic::write_file_atomically(&path, &Record::new(key, token).to_bytes(), 0o600)
-            .map_err(|e| Error::Store(format!("cannot replace {}: {e}", path.display())))
+        self.replace(&path, &Record::new(key, token).to_bytes())
     }
 
     fn remove_blocking(&self, key: &CacheKey) -> Result<bool> {
+        match self.folder() {
+            Folder::Missing => return Ok(false),
+            Folder::Refused(why) => {
+                return Err(Error::Store(format!(
+                    "not using the file cache {}: {why}",
+                    self.dir.display()
+                )));
+            }
+            Folder::Usable => {}
+        }
         let path = self.record_path(key);
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -171,37 +251,69 @@ impl FileStore {
         }
     }
 
-    fn open_lock_file(&self, key: &CacheKey) -> Result<File> {
-        self.ensure_dir()?;
+    /// The lock file of `key`, opened; `None` when the folder is not used (there is nothing
+    /// to serialise). One that is not the user's own regular file (planted by another user,
+    /// a symlink) is never locked: it is replaced once by a file of the user's.
+    fn open_lock_file(&self, key: &CacheKey) -> Result<Option<File>> {
+        if !self.ensure_dir()? {
+            return Ok(None);
+        }
         let path = self.lock_path(key);
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc_nofollow())
-            .open(&path)
-            .map_err(|e| Error::Store(format!("cannot open lock file {}: {e}", path.display())))
+        let cannot =
+            |e: io::Error| Error::Store(format!("cannot open lock file {}: {e}", path.display()));
+        let mut replaced = false;
+        loop {
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path);
+            let why = match opened {
+                Ok(file) => {
+                    let meta = file.metadata().map_err(cannot)?;
+                    match lock_file_problem(&meta) {
+                        None => return Ok(Some(file)),
+                        Some(why) => why,
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => "it is a symlink".to_owned(),
+                Err(e) => return Err(cannot(e)),
+            };
+            if replaced {
+                return Err(Error::Store(format!(
+                    "cannot use lock file {}: {why}",
+                    path.display()
+                )));
+            }
+            tracing::warn!("replacing lock file {}: {why}", path.display());
+            fs::remove_file(&path).map_err(cannot)?;
+            replaced = true;
+        }
     }
+}
+
+/// Why a lock file must not be used: not a regular file, or not the user's own.
+fn lock_file_problem(meta: &std::fs::Metadata) -> Option<String> {
+    if !meta.is_file() {
+        return Some("it is not a regular file".to_owned());
+    }
+    owned::check_file(meta).err()
 }
 
 /// Reads a file this store wrote: `Ok(None)` when there is none; `Err(why)` for anything it
 /// must not trust or cannot read whole — a symlink, a FIFO or device (opened without
-/// blocking, so a FIFO planted in its place cannot hang the caller), a file others may
-/// write or read, one larger than `max`.
+/// blocking, so a FIFO planted in its place cannot hang the caller), a file another user
+/// owns, one others may write or read, one larger than `max`.
 fn read_private(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, String> {
     let (mut file, meta) = match crate::regular_file::open(path, Symlinks::Refuse) {
         Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot open it ({e})")),
     };
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "its mode {:o} lets others read or change it",
-            meta.mode() & 0o777
-        ));
-    }
+    owned::check_file(&meta)?;
     if meta.len() > max {
         return Err(format!(
             "it is {} bytes, larger than any token record",
@@ -214,11 +326,6 @@ fn read_private(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, S
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read it ({e})"))?;
     Ok(Some(bytes))
-}
-
-/// `O_NOFOLLOW`: a symlink planted at a cache path is refused rather than followed.
-fn libc_nofollow() -> i32 {
-    libc::O_NOFOLLOW
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
@@ -265,7 +372,9 @@ impl TokenStore for FileStore {
     async fn try_lock(&self, key: &CacheKey) -> Result<Option<StoreLock>> {
         let (this, key) = (self.clone(), key.clone());
         blocking(move || {
-            let file = this.open_lock_file(&key)?;
+            let Some(file) = this.open_lock_file(&key)? else {
+                return Ok(Some(StoreLock::new(())));
+            };
             match file.try_lock() {
                 Ok(()) => Ok(Some(StoreLock::new(file))),
                 Err(TryLockError::WouldBlock) => Ok(None),
