@@ -413,6 +413,23 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub allow_remote: bool,
 
+    /// Also answer requests whose Host is NAME (on the listen port) or NAME:PORT (repeatable).
+    /// Without it only the listen address is answered (127.0.0.1:P, localhost:P, [::1]:P on
+    /// loopback); any other Host gets 421 and nothing is forwarded, so that a web page
+    /// rebinding its DNS name to this machine cannot use the token.
+    #[arg(long, value_name = "NAME[:PORT]", action = ArgAction::Append)]
+    pub allow_host: Vec<String>,
+
+    /// A client that has not sent a whole request head this long after connecting (or after
+    /// its last answer) is disconnected; at most 30s.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub header_timeout: String,
+
+    /// Client connections open at once; at the cap one WARN line is logged and new ones wait
+    /// in the kernel's backlog until one closes.
+    #[arg(long, default_value_t = freshtoken_proxy::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+
     /// How long in-flight requests may finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub grace: String,
