@@ -318,8 +318,10 @@ pub struct GetArgs {
     pub format: Format,
 
     /// Ask a running `freshtoken agent` first (on SOCKET, default the config's [agent]
-    /// socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock); fetch directly if it cannot answer.
-    #[arg(long, value_name = "SOCKET", num_args = 0..=1)]
+    /// socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock; or on its loopback TCP port,
+    /// http://127.0.0.1:PORT, sending the credential the agent wrote beside that socket);
+    /// fetch directly if it cannot answer.
+    #[arg(long, value_name = "SOCKET|URL", num_args = 0..=1)]
     #[allow(clippy::option_option)]
     pub agent: Option<Option<std::path::PathBuf>>,
 
