@@ -272,7 +272,10 @@ once the token expires with no new one), serves a local endpoint, and runs the [
 entries.
 
 Endpoint, on a unix socket of mode 0600 ([agent] socket, default
-$XDG_RUNTIME_DIR/freshtoken/agent.sock) and, if [agent] listen is set, on loopback TCP:
+$XDG_RUNTIME_DIR/freshtoken/agent.sock) and, if [agent] listen is set, on loopback TCP, where
+every request must name that address in its Host (421 otherwise) and a token request needs
+`Authorization: Bearer` and the credential the agent writes at each start to the 0600 file
+beside its socket, SOCKET.credential (401 without it):
   GET /v1/token/<profile>?min_ttl=60s   the token as JSON (or raw with Accept: text/plain);
                                         404 unknown profile, 400 min_ttl not below the
                                         tokens' lifetime, 503 no valid token (with why;
@@ -289,7 +292,8 @@ removed, or whose secret changed; a config that does not parse keeps the running
 says why); SIGTERM or SIGINT stops: proxies drain,
 sinks are removed or emptied (nothing keeps them fresh any more), exit 0.
 
-`freshtoken get --agent` asks the agent first and falls back to its own fetch.";
+`freshtoken get --agent` asks the agent first and falls back to its own fetch. The TCP port
+and the [[proxy]] entries disconnect a client that has not sent a request head within 10 s.";
 
 /// `freshtoken agent`.
 #[derive(Debug, Args)]
