@@ -138,15 +138,23 @@ fuzz_target!(|data: &[u8]| {
     let outcome = request_head(&upstream, &method, &uri, headers);
     let (sent_uri, sent) = match outcome {
         Outcome::BadUpstream => {
-            // Refused only if it is not http(s), has no host, or its host is not one an
-            // HTTP request can name (the `url` crate is more lenient than `http`).
+            // Refused only if it is not http(s), has no host, its host is not one an HTTP
+            // request can name (the `url` crate is more lenient than `http`), or it is plain
+            // http beyond loopback (the token would cross the network in clear).
             let authority = upstream.host_str().map(|host| match upstream.port() {
                 Some(port) => format!("{host}:{port}"),
                 None => host.to_owned(),
             });
+            let loopback = match upstream.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
             assert!(
                 !matches!(upstream.scheme(), "http" | "https")
-                    || authority.is_none_or(|a| a.parse::<Authority>().is_err()),
+                    || authority.is_none_or(|a| a.parse::<Authority>().is_err())
+                    || (upstream.scheme() == "http" && !loopback),
                 "refused an http(s) upstream with a host: {upstream}"
             );
             return;
