@@ -3,13 +3,15 @@
 //! send, for any upstream URL. Requests for other hosts and `CONNECT` are refused; what is
 //! forwarded carries none of the hop-by-hop headers, no `Host` or `Authorization` of the
 //! client's, everything else untouched, and an origin-form URI under the upstream's path.
+//! The `Host` check (`host::misdirected`, for a request that arrived on 127.0.0.1:8080)
+//! answers only a request naming that listener by a loopback name or literal, on its port.
 //!
 //! Input: the upstream URL on the first line, `METHOD URI` on the second, then `name: value`
 //! lines (raw: anything the `http` types accept gets through, as from hyper).
 #![no_main]
 
 use freshtoken_fuzz::one_line;
-use freshtoken_proxy::fuzzing::{Outcome, request_head};
+use freshtoken_proxy::fuzzing::{Outcome, request_head, request_host};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Method, StatusCode, Uri};
@@ -79,6 +81,48 @@ fn dropped(headers: &HeaderMap) -> Vec<String> {
     names
 }
 
+/// Whether `named` (a `Host` value, or a URI's authority) names 127.0.0.1:8080 by a loopback
+/// literal or `localhost`, read from the bytes as a person would.
+fn names_the_listener(named: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(named) else {
+        return false;
+    };
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| {
+                let ip = ip.to_canonical();
+                ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST
+            });
+    loopback && port.parse::<u16>() == Ok(8080)
+}
+
+/// The `Host` check: a request it answers names the listener, and a refusal is one line.
+fn check_host(uri: &Uri, headers: &HeaderMap) {
+    match request_host(uri, headers) {
+        Some(refusal) => one_line("a 421", &refusal),
+        None => {
+            let hosts: Vec<_> = headers.get_all("host").iter().collect();
+            let named = match hosts.as_slice() {
+                [one] => one.as_bytes(),
+                [] => uri.authority().map_or(&b""[..], |a| a.as_str().as_bytes()),
+                _ => panic!("answered a request with {} Host headers", hosts.len()),
+            };
+            assert!(
+                names_the_listener(named),
+                "answered Host {:?}",
+                String::from_utf8_lossy(named)
+            );
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some(Head {
         upstream,
@@ -89,6 +133,7 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
+    check_host(&uri, &headers);
     let before = headers.clone();
     let outcome = request_head(&upstream, &method, &uri, headers);
     let (sent_uri, sent) = match outcome {

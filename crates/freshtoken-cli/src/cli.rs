@@ -274,7 +274,10 @@ entries.
 Endpoint, on a unix socket of mode 0600 ([agent] socket, default
 $XDG_RUNTIME_DIR/freshtoken/agent.sock, else /tmp/freshtoken-<uid>/agent.sock; its folder must
 be yours, mode 0700, not a symlink: made so when missing, else the agent exits 2) and, if
-[agent] listen is set, on loopback TCP:
+[agent] listen is set, on loopback TCP, where every request must name that address in its
+Host (421 otherwise) and a token request needs `Authorization: Bearer` and the credential the
+agent writes at each start to the 0600 file beside its socket, SOCKET.credential (401 without
+it):
   GET /v1/token/<profile>?min_ttl=60s   the token as JSON (or raw with Accept: text/plain);
                                         404 unknown profile, 400 min_ttl not below the
                                         tokens' lifetime, 503 no valid token (with why;
@@ -291,7 +294,8 @@ removed, or whose secret changed; a config that does not parse keeps the running
 says why); SIGTERM or SIGINT stops: proxies drain,
 sinks are removed or emptied (nothing keeps them fresh any more), exit 0.
 
-`freshtoken get --agent` asks the agent first and falls back to its own fetch.";
+`freshtoken get --agent` asks the agent first and falls back to its own fetch. The TCP port
+and the [[proxy]] entries disconnect a client that has not sent a request head within 10 s.";
 
 /// `freshtoken agent`.
 #[derive(Debug, Args)]
@@ -320,9 +324,11 @@ pub struct GetArgs {
     pub format: Format,
 
     /// Ask a running `freshtoken agent` first (on SOCKET, default the config's [agent]
-    /// socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock); fetch directly if it cannot answer,
-    /// or is not yours (socket folder not yours and 0700, or served by another user).
-    #[arg(long, value_name = "SOCKET", num_args = 0..=1)]
+    /// socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock; or on its loopback TCP port,
+    /// http://127.0.0.1:PORT, sending the credential the agent wrote beside that socket);
+    /// fetch directly if it cannot answer, or is not yours (socket folder not yours and 0700,
+    /// or served by another user).
+    #[arg(long, value_name = "SOCKET|URL", num_args = 0..=1)]
     #[allow(clippy::option_option)]
     pub agent: Option<Option<std::path::PathBuf>>,
 
@@ -420,6 +426,23 @@ pub struct ProxyArgs {
     /// requests made with your token).
     #[arg(long)]
     pub allow_remote: bool,
+
+    /// Also answer requests whose Host is NAME (on the listen port) or NAME:PORT (repeatable).
+    /// Without it only the listen address is answered (127.0.0.1:P, localhost:P, [::1]:P on
+    /// loopback); any other Host gets 421 and nothing is forwarded, so that a web page
+    /// rebinding its DNS name to this machine cannot use the token.
+    #[arg(long, value_name = "NAME[:PORT]", action = ArgAction::Append)]
+    pub allow_host: Vec<String>,
+
+    /// A client that has not sent a whole request head this long after connecting (or after
+    /// its last answer) is disconnected; at most 30s.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub header_timeout: String,
+
+    /// Client connections open at once; at the cap one WARN line is logged and new ones wait
+    /// in the kernel's backlog until one closes.
+    #[arg(long, default_value_t = freshtoken_proxy::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
 
     /// How long in-flight requests may finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_name = "DURATION")]

@@ -45,6 +45,9 @@ pub struct ProxyConfig {
     pub upstream: Option<String>,
     /// Largest request body kept for a replay after a 401 (default 1MiB).
     pub replay_limit: Option<String>,
+    /// `Host` names answered besides the listen address, `NAME` or `NAME:PORT`.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
 }
 
 /// One `[[profiles.NAME.sinks]]`: a file the agent keeps holding the profile's token.

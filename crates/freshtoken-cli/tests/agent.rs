@@ -1000,7 +1000,7 @@ fn metrics_answer_during_a_reload_drain_and_the_drain_cuts_off_what_outlives_it(
     agent.wait_ready();
     let client = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET /slow HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
         let mut answer = Vec::new();
         let _ = s.read_to_end(&mut answer);
     });

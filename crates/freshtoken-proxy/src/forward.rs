@@ -3,6 +3,7 @@
 //! (within the bounds of `guard`), stream the answer back.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +16,7 @@ use url::Url;
 
 use crate::body::ProxyBody;
 use crate::headers::strip_hop_by_hop;
+use crate::host::{AllowedHosts, misdirected};
 use crate::upstream::Upstream;
 use crate::{Shared, Stats};
 
@@ -24,9 +26,11 @@ enum Body {
     Streaming(Bytes, Incoming),
 }
 
-/// Handles one request; never fails (errors become 4xx/5xx answers).
+/// Handles one request that arrived on `local`; never fails (errors become 4xx/5xx answers).
 pub async fn handle(
     shared: &Shared,
+    hosts: &AllowedHosts,
+    local: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // The clock and the copies of method and path only when the access log is on.
@@ -37,7 +41,7 @@ pub async fn handle(
             req.uri().path().to_owned(),
         )
     });
-    let (response, replayed) = match forward(shared, req).await {
+    let (response, replayed) = match forward(shared, hosts, local, req).await {
         Ok(r) => r,
         Err(refusal) => (refusal, false),
     };
@@ -67,10 +71,15 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<ProxyBody> {
 
 async fn forward(
     shared: &Shared,
+    hosts: &AllowedHosts,
+    local: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
+    // Judged before `upstream_head` drops the client's `Host`, refused after it: a request
+    // for another target is told so first.
+    let misdirected = misdirected(hosts, local, &parts.uri, &headers);
     let uri = upstream_head(
         &shared.config.upstream,
         &shared.upstream,
@@ -79,6 +88,12 @@ async fn forward(
         &mut headers,
     )
     .map_err(|(status, text)| plain(status, text))?;
+    if let Some(why) = misdirected {
+        return Err(plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            misdirected_text(&why),
+        ));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -143,6 +158,13 @@ async fn forward(
         body: bytes,
     };
     Box::pin(after_401(shared, kept, token, first)).await
+}
+
+/// The text of a 421: nothing was forwarded, and how to answer another name.
+pub(crate) fn misdirected_text(why: &str) -> String {
+    format!(
+        "freshtoken proxy: {why}; nothing was forwarded (--allow-host NAME, or allow_hosts in an agent's [[proxy]], answers another name)"
+    )
 }
 
 /// What of a request head goes to `upstream` (the configured URL; `target` its connections):
@@ -342,7 +364,7 @@ mod tests {
     use super::*;
 
     fn future_size<'a, F: Future + 'a>(
-        _: impl FnOnce(&'a Shared, Request<Incoming>) -> F,
+        _: impl FnOnce(&'a Shared, &'a AllowedHosts, SocketAddr, Request<Incoming>) -> F,
     ) -> usize {
         std::mem::size_of::<F>()
     }

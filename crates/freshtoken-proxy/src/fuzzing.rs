@@ -40,3 +40,10 @@ pub fn request_head(upstream: &Url, method: &Method, uri: &Uri, mut headers: Hea
         Err((status, text)) => Outcome::Refused(status, text),
     }
 }
+
+/// The `Host` check of [`crate::forward`] for a request that arrived on 127.0.0.1:8080, with
+/// no names allowed besides: `None` when it is answered, else the reason of the 421.
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
+    crate::host::misdirected(&crate::AllowedHosts::default(), local, uri, headers)
+}

@@ -8,7 +8,9 @@
 //! Bodies stream in both directions; only a request body up to the replay limit is kept, so
 //! that it can be sent again. The proxy forwards to its upstream and nowhere else: absolute
 //! URIs for other hosts and `CONNECT` are refused, and upstream redirects are handed to the
-//! client, never followed.
+//! client, never followed. It answers only requests whose `Host` names its own address (or a
+//! name it was told to answer), so that a web page rebinding its DNS name to loopback cannot
+//! use it; and it bounds what a client can hold (a header timeout, a connection cap).
 
 #![warn(missing_docs)]
 
@@ -18,6 +20,7 @@ mod forward;
 pub mod fuzzing;
 mod guard;
 mod headers;
+mod host;
 mod server;
 mod upstream;
 
@@ -29,7 +32,11 @@ use freshtoken::{CachedSource, SharedClock, SystemClock};
 use url::Url;
 
 pub use guard::{FIRST_BACKOFF, MAX_BACKOFF};
-pub use server::{Background, DEFAULT_GRACE, run, run_threaded};
+pub use host::{AllowedHosts, misdirected};
+pub use server::{
+    Addresses, Background, DEFAULT_GRACE, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Limits,
+    Listening, MAX_HEADER_TIMEOUT, run, run_threaded, serve,
+};
 
 /// Request bodies up to this size are kept for a replay after a 401.
 pub const DEFAULT_REPLAY_LIMIT: usize = 1024 * 1024;

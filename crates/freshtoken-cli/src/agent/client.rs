@@ -1,19 +1,21 @@
-//! `freshtoken get --agent`: asks a running agent over its socket, with a few lines of plain
-//! HTTP/1.1 and no async runtime, so that the fast path stays fast.
+//! `freshtoken get --agent`: asks a running agent over its socket (or its loopback TCP port,
+//! with its credential), with a few lines of plain HTTP/1.1 and no async runtime, so that the
+//! fast path stays fast.
 //!
-//! Only an agent of the user's own is asked: the socket's folder must be the user's, mode
-//! 0700, not a symlink, and the process serving the socket must run as the user or as root
-//! (its uid taken from the connection, `SO_PEERCRED`). Anything else may be another local
-//! user serving planted tokens.
+//! Only an agent of the user's own is asked over the socket: the socket's folder must be the
+//! user's, mode 0700, not a symlink, and the process serving the socket must run as the user
+//! or as root (its uid taken from the connection, `SO_PEERCRED`). Anything else may be
+//! another local user serving planted tokens.
 
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use freshtoken::{ExpirySource, Token};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Largest answer read from the agent.
@@ -57,23 +59,82 @@ impl From<&str> for NotUsed {
 /// The token of `profile`, valid at least `min_ttl`, from the agent on `socket`, if that is
 /// the user's own agent (see the module docs).
 pub fn fetch(socket: &Path, profile: &str, min_ttl: Duration) -> Result<Token, NotUsed> {
-    let mut stream = connect(socket)?;
-    let timeout = Some(Duration::from_secs(35));
+    let stream = connect(socket)?;
+    let timeout = Some(ANSWER_WAIT);
     let _ = stream.set_read_timeout(timeout);
     let _ = stream.set_write_timeout(timeout);
+    ask(stream, "agent", None, profile, min_ttl).map_err(NotUsed::from)
+}
+
+/// [`fetch`] from the agent's loopback TCP endpoint at `addr` (`127.0.0.1:8765`), with the
+/// credential the agent serving `socket` wrote beside it. Nothing is sent beyond loopback.
+pub fn fetch_tcp(
+    addr: &str,
+    socket: &Path,
+    profile: &str,
+    min_ttl: Duration,
+) -> Result<Token, String> {
+    let addr: SocketAddr = addr
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| format!("--agent http://{addr}: not an address like http://127.0.0.1:8765"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "--agent http://{addr}: the agent's credential is sent to loopback only"
+        ));
+    }
+    let credential = super::credential::read_for(socket)?;
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_WAIT)
+        .map_err(|e| format!("no agent on http://{addr}: {e}"))?;
+    let timeout = Some(ANSWER_WAIT);
+    let _ = stream.set_read_timeout(timeout);
+    let _ = stream.set_write_timeout(timeout);
+    let host = addr.to_string();
+    ask(
+        stream,
+        &host,
+        Some(credential.expose_secret()),
+        profile,
+        min_ttl,
+    )
+}
+
+/// Longest wait for the agent's answer: beyond the endpoint's own 30 s wait for a refresh.
+const ANSWER_WAIT: Duration = Duration::from_secs(35);
+
+/// Longest wait for a TCP connection to the agent.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// One request for `profile`'s token on `stream`, and its answer read.
+fn ask(
+    mut stream: impl Read + Write,
+    host: &str,
+    credential: Option<&str>,
+    profile: &str,
+    min_ttl: Duration,
+) -> Result<Token, String> {
+    let authorization = credential
+        .map(|c| format!("Authorization: Bearer {c}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "GET /v1/token/{}?min_ttl={}ms HTTP/1.1\r\nHost: agent\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        "GET /v1/token/{}?min_ttl={}ms HTTP/1.1\r\nHost: {host}\r\n{authorization}Accept: application/json\r\nConnection: close\r\n\r\n",
         encode(profile),
         min_ttl.as_millis()
     );
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("cannot ask the agent: {e}"))?;
+    drop(request);
     let mut answer = Vec::new();
     stream
         .take(MAX_ANSWER)
         .read_to_end(&mut answer)
         .map_err(|e| format!("cannot read the agent's answer: {e}"))?;
+    token_from(&answer, min_ttl)
+}
+
+/// The token in the agent's answer, or why there is none.
+fn token_from(answer: &[u8], min_ttl: Duration) -> Result<Token, String> {
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -98,8 +159,7 @@ pub fn fetch(socket: &Path, profile: &str, min_ttl: Duration) -> Result<Token, N
         return Err(format!(
             "the agent answered {status}: {}",
             body.error.as_deref().unwrap_or("no reason given")
-        )
-        .into());
+        ));
     }
     if body.access_token.is_empty() {
         return Err("the agent answered 200 without a token".into());

@@ -1,5 +1,6 @@
 //! The local endpoint: `/v1/token/<profile>`, `/healthz`, `/readyz` and `/metrics`, on a unix
-//! socket only its user can open and, when configured, on a loopback TCP port.
+//! socket only its user can open and, when configured, on a loopback TCP port, where a token
+//! request needs the agent's credential and a `Host` naming that port.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,15 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use freshtoken::{AccessToken, CachedSource, SharedClock, Token, Want, fmt_duration};
+use freshtoken_proxy::{Addresses, AllowedHosts, Limits};
 use serde_json::json;
 
 use super::Agent;
+use super::credential::Credential;
 use super::metrics::{ProfileSample, ProxySample, render};
 use crate::cli::Format;
 use crate::config::AgentConfig;
@@ -119,11 +122,13 @@ pub fn bind(config: &AgentConfig) -> CliResult<Endpoints> {
 
 impl Endpoints {
     /// Serves until `stopped` turns true, then lets requests finish and removes the socket.
+    /// With a TCP port, first writes the credential its token requests must carry (see
+    /// `credential`), new at every start.
     pub fn serve(
         self,
         agent: Arc<Agent>,
         stopped: tokio::sync::watch::Receiver<bool>,
-    ) -> impl Future<Output = ()> {
+    ) -> CliResult<impl Future<Output = ()>> {
         let router = Router::new()
             .route("/v1/token/{profile}", get(token))
             .route("/healthz", get(|| async { "ok\n" }))
@@ -137,18 +142,20 @@ impl Endpoints {
         tracing::info!("token endpoint on {}", socket.display());
         let unix = axum::serve(self.unix, router.clone().into_make_service())
             .with_graceful_shutdown(wait(stopped.clone()));
-        let tcp = self.tcp.map(|l| {
-            if let Ok(addr) = l.local_addr() {
-                tracing::info!("token endpoint on http://{addr}");
-            }
-            let router = router.layer(axum::middleware::from_fn(loopback_only));
-            axum::serve(
-                l,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(wait(stopped))
-        });
-        async move {
+        let credential = match &self.tcp {
+            Some(_) => Some(Arc::new(Credential::create(&socket)?)),
+            None => None,
+        };
+        let tcp = match (self.tcp, &credential) {
+            (Some(listener), Some(credential)) => Some(serve_tcp(
+                listener,
+                router,
+                Arc::clone(credential),
+                wait(stopped),
+            )),
+            _ => None,
+        };
+        Ok(async move {
             let tcp = async move {
                 if let Some(tcp) = tcp
                     && let Err(e) = tcp.await
@@ -163,21 +170,85 @@ impl Endpoints {
             };
             tokio::join!(tcp, unix);
             let _ = std::fs::remove_file(&socket);
-        }
+            if let Some(credential) = credential {
+                credential.remove();
+            }
+        })
     }
 }
 
-/// Refuses any peer that is not on this machine, whatever address the port was bound to.
-async fn loopback_only(
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+/// The endpoint on a loopback TCP port, where any local user can connect: served by the
+/// proxy's listener (its header timeout and connection cap), every request checked by
+/// [`tcp_guard`].
+fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    credential: Arc<Credential>,
+    shutdown: impl Future<Output = ()>,
+) -> impl Future<Output = std::io::Result<()>> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(
+            "token endpoint on http://{addr} (token requests need the credential in {})",
+            credential.path().display()
+        );
+    }
+    let router = router.layer(axum::middleware::from_fn_with_state(credential, tcp_guard));
+    let make = move |at: Addresses| {
+        let router = router.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(at);
+            let mut router = router.clone();
+            async move { tower_service::Service::call(&mut router, req).await }
+        })
+    };
+    freshtoken_proxy::serve(listener, Limits::default(), make, shutdown, super::GRACE)
+}
+
+/// What any local user may read on the TCP port without the credential: none carries a
+/// token, and probes and scrapers (which may run as another user) need them.
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The checks of a TCP request, in order: a peer on this machine (403, whatever address the
+/// port was bound to), a `Host` that names the port's loopback address (421: a web page that
+/// rebinds its DNS name to 127.0.0.1 sends its own name), and for anything but
+/// [`OPEN_PATHS`], the agent's credential (401).
+async fn tcp_guard(
+    State(credential): State<Arc<Credential>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if !peer.ip().is_loopback() {
+    let Some(at) = req.extensions().get::<Addresses>().copied() else {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the connection's addresses are unknown".into(),
+        );
+    };
+    if !at.peer.ip().to_canonical().is_loopback() {
         return problem(
             StatusCode::FORBIDDEN,
             "the agent answers loopback clients only".into(),
         );
+    }
+    let allowed = AllowedHosts::default();
+    if let Some(why) = freshtoken_proxy::misdirected(&allowed, at.local, req.uri(), req.headers()) {
+        return problem(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("{why}: the agent answers its own address only"),
+        );
+    }
+    if !OPEN_PATHS.contains(&req.uri().path()) && !credential.admits(req.headers()) {
+        let mut refused = problem(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "the agent's TCP endpoint needs its credential: Authorization: Bearer <the contents of {}> (readable by the agent's user only; the socket needs none)",
+                credential.path().display()
+            ),
+        );
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"freshtoken-agent\""),
+        );
+        return refused;
     }
     next.run(req).await
 }

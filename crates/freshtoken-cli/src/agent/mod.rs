@@ -3,6 +3,7 @@
 //! proxies, and reloads all of that on SIGHUP without dropping a valid token.
 
 pub mod client;
+pub mod credential;
 mod endpoint;
 mod keeper;
 mod metrics;
@@ -358,6 +359,9 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
             );
             return Ok(());
         }
+        // Before anything starts: the TCP endpoint's credential may fail to be written.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let serving = endpoints.serve(Arc::clone(&agent), stopped)?;
         agent.apply(prepared);
         if let Some(e) = proxies::reconcile(&agent, &file.proxy, &[])
             .await
@@ -366,8 +370,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
         {
             return Err(e);
         }
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let served = tokio::spawn(endpoints.serve(Arc::clone(&agent), stopped));
+        let served = tokio::spawn(serving);
         tracing::info!(
             "freshtoken agent: {} profiles, {} proxies, config {}",
             file.profiles.len(),

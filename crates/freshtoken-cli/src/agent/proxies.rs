@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use freshtoken::provider::GenesysRegion;
-use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
+use freshtoken_proxy::{AllowedHosts, Config, DEFAULT_REPLAY_LIMIT, Listening, Proxy};
 use tokio::task::JoinHandle;
 use url::Url;
 
@@ -36,6 +36,7 @@ struct Checked {
     listen: SocketAddr,
     upstream: Url,
     replay_limit: usize,
+    allowed_hosts: AllowedHosts,
 }
 
 fn resolve(c: &ProxyConfig, profile: &ProfileConfig) -> CliResult<Checked> {
@@ -84,10 +85,13 @@ fn resolve(c: &ProxyConfig, profile: &ProfileConfig) -> CliResult<Checked> {
         }
         None => DEFAULT_REPLAY_LIMIT,
     };
+    let allowed_hosts = AllowedHosts::parse(&c.allow_hosts)
+        .map_err(|e| CliError::usage(format!("{}: allow_hosts: {e}", what())))?;
     Ok(Checked {
         listen,
         upstream,
         replay_limit,
+        allowed_hosts,
     })
 }
 
@@ -186,11 +190,17 @@ async fn start_one(agent: &Agent, c: &ProxyConfig) -> CliResult<RunningProxy> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = proxy.clone();
     let listen = c.listen.clone();
+    // The header timeout and connection cap of `freshtoken proxy`'s defaults.
+    let listening = Listening {
+        allowed_hosts: checked.allowed_hosts,
+        grace: GRACE,
+        ..Listening::default()
+    };
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = freshtoken_proxy::run(listener, serving, shutdown, GRACE).await {
+        if let Err(e) = freshtoken_proxy::run(listener, serving, &listening, shutdown).await {
             tracing::error!(%listen, "proxy failed: {e}");
         }
     });

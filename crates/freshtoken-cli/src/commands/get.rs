@@ -35,23 +35,30 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
 }
 
 /// The fast path: a running agent's token, without reading secrets or starting a runtime.
+/// `--agent http://127.0.0.1:PORT` asks its TCP endpoint, with the credential beside the
+/// config's socket; a path (or nothing) asks that socket (or the config's).
 fn from_agent(
     cli: &Cli,
-    socket: Option<&Path>,
+    given: Option<&Path>,
     min_ttl: Duration,
 ) -> Result<Token, crate::agent::client::NotUsed> {
-    let socket = match socket {
-        Some(s) => s.to_owned(),
-        None => match crate::config::load(crate::config::Choice::new(
-            cli.config.as_deref(),
-            cli.no_config,
-        )) {
-            Ok(Some(loaded)) => crate::agent::socket_path(&loaded.file.agent),
-            _ => crate::agent::default_socket(),
-        },
+    let configured = || match crate::config::load(crate::config::Choice::new(
+        cli.config.as_deref(),
+        cli.no_config,
+    )) {
+        Ok(Some(loaded)) => crate::agent::socket_path(&loaded.file.agent),
+        _ => crate::agent::default_socket(),
     };
     let profile = cli.profile.as_deref().unwrap_or("default");
-    crate::agent::client::fetch(&socket, profile, min_ttl)
+    let tcp = given
+        .and_then(Path::to_str)
+        .and_then(|g| g.strip_prefix("http://"));
+    match (tcp, given) {
+        (Some(addr), _) => crate::agent::client::fetch_tcp(addr, &configured(), profile, min_ttl)
+            .map_err(Into::into),
+        (None, Some(socket)) => crate::agent::client::fetch(socket, profile, min_ttl),
+        (None, None) => crate::agent::client::fetch(&configured(), profile, min_ttl),
+    }
 }
 
 /// The token in the asked-for format, newline-terminated.

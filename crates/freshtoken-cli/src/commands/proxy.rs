@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use freshtoken::MemoryStore;
-use freshtoken_proxy::{Config, Proxy};
+use freshtoken_proxy::{AllowedHosts, Config, Limits, Listening, MAX_HEADER_TIMEOUT, Proxy};
 use url::Url;
 
 use crate::cli::{Cli, ProxyArgs};
@@ -23,6 +23,13 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     let grace =
         parse_duration(&args.grace).map_err(|e| CliError::usage(format!("--grace: {e}")))?;
     let addr = listen_addr(&args.listen, args.allow_remote)?;
+    let listening = Listening {
+        allowed_hosts: AllowedHosts::parse(&args.allow_host)
+            .map_err(|e| CliError::usage(format!("--allow-host {e}")))?,
+        limits: limits(&args.header_timeout, args.max_connections)
+            .map_err(|e| CliError::usage(format!("--{e}")))?,
+        grace,
+    };
     let source = super::source_with(&settings, Some(Arc::new(MemoryStore::new())))?;
     // The 401 backoff runs on the source's clock (FRESHTOKEN_CLOCK_SKEW moves both).
     let proxy = Proxy::with_clock(
@@ -56,7 +63,7 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
-    freshtoken_proxy::run_threaded(listener, &proxy, threads, stopped, grace)
+    freshtoken_proxy::run_threaded(listener, &proxy, threads, &listening, stopped)
         .map_err(|e| CliError::internal(format!("proxy failed: {e}")))
 }
 
@@ -75,6 +82,27 @@ pub fn upstream(flag: Option<&str>, settings: &Settings) -> CliResult<Url> {
     };
     freshtoken::refuse_plain_http("upstream", &url, "the token")?;
     Ok(url)
+}
+
+/// The header timeout (a duration, up to [`MAX_HEADER_TIMEOUT`]) and connection cap (at
+/// least one) of a listener. An error starts with the setting's flag name.
+pub fn limits(header_timeout: &str, max_connections: usize) -> Result<Limits, String> {
+    let header_timeout =
+        parse_duration(header_timeout).map_err(|e| format!("header-timeout: {e}"))?;
+    if header_timeout.is_zero() || header_timeout > MAX_HEADER_TIMEOUT {
+        return Err(format!(
+            "header-timeout {}: give a duration above 0 and up to {} s",
+            freshtoken::fmt_duration(header_timeout),
+            MAX_HEADER_TIMEOUT.as_secs()
+        ));
+    }
+    if max_connections == 0 {
+        return Err("max-connections 0: at least one connection must be let in".to_owned());
+    }
+    Ok(Limits {
+        header_timeout,
+        max_connections,
+    })
 }
 
 /// The address to listen on; anything but loopback only with `allow_remote`.
@@ -134,6 +162,18 @@ mod tests {
         assert!(parse_size("1XB").is_err());
         assert!(parse_size("99999999999999GiB").is_err());
         Ok(())
+    }
+
+    #[test]
+    fn header_timeouts_and_connection_caps_are_bounded() {
+        let ok = limits("10s", 1024).unwrap();
+        assert_eq!(ok.header_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(ok.max_connections, 1024);
+        assert!(limits("30s", 1).is_ok());
+        assert!(limits("31s", 1).unwrap_err().contains("up to 30 s"));
+        assert!(limits("0s", 1).unwrap_err().starts_with("header-timeout"));
+        assert!(limits("soon", 1).unwrap_err().starts_with("header-timeout"));
+        assert!(limits("1s", 0).unwrap_err().starts_with("max-connections"));
     }
 
     #[test]
