@@ -545,6 +545,12 @@ fn the_agents_tcp_endpoint_serves_tokens_only_with_its_credential_and_its_own_ho
             "200",
             "the control: readable, the credential works for anyone"
         );
+        // Closed again: the agent serves only from a socket folder of mode 0700 (item 8).
+        std::fs::set_permissions(
+            sb.path().join("run"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
     }
 
     // A new credential at every start; the old one no longer serves.
