@@ -34,6 +34,16 @@ enum Store {
     FileRedis,
 }
 
+/// Every fault of the matrix, in the order the rows show them.
+const FAULTS: [Fault; 6] = [
+    Fault::Outage,
+    Fault::RateLimited,
+    Fault::GenesysThrottle,
+    Fault::Malformed,
+    Fault::Slow,
+    Fault::Rejected,
+];
+
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     Outage,
@@ -199,15 +209,7 @@ fn cell(store: Store, fault: Fault, redis: &RedisServer) -> String {
 /// One row: every fault against `store`.
 fn row(store: Store) {
     let redis = RedisServer::start();
-    let faults = [
-        Fault::Outage,
-        Fault::RateLimited,
-        Fault::GenesysThrottle,
-        Fault::Malformed,
-        Fault::Slow,
-        Fault::Rejected,
-    ];
-    for fault in faults {
+    for fault in FAULTS {
         println!("{}", cell(store, fault, &redis));
     }
 }
@@ -321,14 +323,7 @@ fn proxy_cell(fault: Fault) -> String {
 
 #[test]
 fn the_proxy_under_every_fault() {
-    for fault in [
-        Fault::Outage,
-        Fault::RateLimited,
-        Fault::GenesysThrottle,
-        Fault::Malformed,
-        Fault::Slow,
-        Fault::Rejected,
-    ] {
+    for fault in FAULTS {
         println!("{}", proxy_cell(fault));
     }
 }

@@ -143,18 +143,14 @@ fn the_retry_window_bounds_the_whole_call_even_mid_attempt() {
     );
 }
 
-#[test]
-fn a_lock_held_by_a_stopped_process_is_taken_over_within_the_deadline() {
-    let server = Server::start(Duration::from_secs(3600));
-    let sb = Sandbox::new();
-    // The holder takes the file lock and waits on a slow endpoint; then it is stopped
-    // (SIGSTOP), keeping the lock for as long as it stays stopped.
+/// A `get` that has taken the file lock and waits on an endpoint that answers in a minute.
+fn lock_holder(sb: &Sandbox, server: &Server) -> std::process::Child {
     server.set_faults(Faults {
         delay_ms: 60_000,
         ..Faults::default()
     });
-    let mut holder = sb
-        .cmd_for(&server)
+    let holder = sb
+        .cmd_for(server)
         .env("FRESHTOKEN_RETRY_FOR", "60s")
         .arg("get")
         .stdout(Stdio::null())
@@ -166,6 +162,16 @@ fn a_lock_held_by_a_stopped_process_is_taken_over_within_the_deadline() {
         || server.stats().token_requests == 1,
         || "the holder never asked for a token".into(),
     );
+    holder
+}
+
+#[test]
+fn a_lock_held_by_a_stopped_process_is_taken_over_within_the_deadline() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    // The holder takes the file lock and waits on a slow endpoint; then it is stopped
+    // (SIGSTOP), keeping the lock for as long as it stays stopped.
+    let mut holder = lock_holder(&sb, &server);
     let pid = holder.id().to_string();
     assert!(
         Command::new("kill")
@@ -278,23 +284,7 @@ fn errors_that_waiting_cannot_fix_fail_at_once() {
 fn a_lock_holder_killed_mid_fetch_leaves_nothing_behind() {
     let server = Server::start(Duration::from_secs(3600));
     let sb = Sandbox::new();
-    server.set_faults(Faults {
-        delay_ms: 60_000,
-        ..Faults::default()
-    });
-    let mut holder = sb
-        .cmd_for(&server)
-        .env("FRESHTOKEN_RETRY_FOR", "60s")
-        .arg("get")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(
-        Duration::from_secs(20),
-        || server.stats().token_requests == 1,
-        || "the holder never asked for a token".into(),
-    );
+    let mut holder = lock_holder(&sb, &server);
     holder.kill().unwrap();
     let _ = holder.wait();
     server.set_faults(Faults::default());
