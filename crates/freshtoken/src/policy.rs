@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::token::Token;
 
-/// When to refresh. The defaults follow DESIGN.md: refresh in the background once 75 % of the
+/// When to refresh. The defaults follow the product contract (docs/RELIABILITY.md): refresh in the background once 75 % of the
 /// lifetime has passed (earlier by a random jitter of up to 5 % of the lifetime, so a fleet
 /// does not refresh in one instant); block for a new token only when less than
 /// `max(min_ttl, min(30 s, 10 % of the lifetime))` is left.

@@ -72,11 +72,6 @@ impl Token {
         self.access_token.expose_secret()
     }
 
-    /// The token as a secret, for handing on without revealing it.
-    pub fn secret(&self) -> &SecretString {
-        &self.access_token
-    }
-
     /// Always `Bearer`: other token types are refused when the response is parsed.
     pub fn token_type(&self) -> &str {
         &self.token_type

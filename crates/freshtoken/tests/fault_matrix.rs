@@ -1,5 +1,5 @@
 //! The fault matrix of the library: every store × every fault, against the lifecycle rules
-//! of DESIGN.md. A "process" is a new `CachedSource` over the shared store (nothing in
+//! of docs/RELIABILITY.md. A "process" is a new `CachedSource` over the shared store (nothing in
 //! memory, as a fresh `freshtoken get` starts); a long-running one (agent, proxy) is one
 //! source kept across calls. Token time moves with a `ManualClock`; the waits measured are
 //! real, and bounded from above only.

@@ -36,7 +36,8 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
     if args.json {
         super::print(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&report.json).unwrap_or_default()
+            serde_json::to_string_pretty(&report.json)
+                .expect("a JSON value with string keys serializes")
         ))
     } else {
         super::print(&report.text)
@@ -135,7 +136,7 @@ pub fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> Report 
 }
 
 fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default()
+    serde_json::to_string_pretty(v).expect("a JSON value with string keys serializes")
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
         }
         return super::print(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&v).unwrap_or_default()
+            serde_json::to_string_pretty(&v).expect("a JSON value with string keys serializes")
         ));
     }
 

@@ -52,7 +52,7 @@ impl Sealer {
                     aad: name.as_bytes(),
                 },
             )
-            .unwrap_or_default();
+            .expect("XChaCha20-Poly1305 refuses only plaintexts past 256 GiB; values are capped at 256 KiB");
         let mut out = nonce.to_vec();
         out.extend(sealed);
         format!(
