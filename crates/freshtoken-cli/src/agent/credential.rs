@@ -138,30 +138,35 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+    /// Headers with one `Authorization`; a value a header cannot carry gives none.
     fn bearer(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        if let Ok(v) = value.parse() {
+            h.insert(header::AUTHORIZATION, v);
+        }
         h
     }
 
     #[test]
-    fn a_credential_is_new_random_private_and_admits_only_itself() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_credential_is_new_random_private_and_admits_only_itself() -> Outcome {
+        let dir = tempfile::tempdir()?;
         let socket = dir.path().join("agent.sock");
         // A symlink planted where the file goes is replaced, not written through.
         let elsewhere = dir.path().join("elsewhere");
-        std::fs::write(&elsewhere, "keep").unwrap();
-        std::os::unix::fs::symlink(&elsewhere, path_for(&socket)).unwrap();
-        let one = Credential::create(&socket).unwrap();
-        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
-        let meta = std::fs::symlink_metadata(one.path()).unwrap();
+        std::fs::write(&elsewhere, "keep")?;
+        std::os::unix::fs::symlink(&elsewhere, path_for(&socket))?;
+        let one = Credential::create(&socket)?;
+        assert_eq!(std::fs::read_to_string(&elsewhere)?, "keep");
+        let meta = std::fs::symlink_metadata(one.path())?;
         assert!(meta.file_type().is_file());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        let text = std::fs::read_to_string(one.path()).unwrap();
+        let text = std::fs::read_to_string(one.path())?;
         let value = text.trim();
         assert_eq!(value.len(), 2 * BYTES);
         assert!(value.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(read_for(&socket).unwrap().expose_secret(), value);
+        assert_eq!(read_for(&socket)?.expose_secret(), value);
 
         assert!(one.admits(&bearer(&format!("Bearer {value}"))));
         assert!(one.admits(&bearer(&format!("bearer {value}"))));
@@ -171,15 +176,12 @@ mod tests {
         assert!(!one.admits(&bearer(&format!("Bearer {}", &value[1..]))));
         let mut wrong = value.as_bytes().to_vec();
         wrong[10] = if wrong[10] == b'0' { b'1' } else { b'0' };
-        assert!(!one.admits(&bearer(&format!(
-            "Bearer {}",
-            String::from_utf8(wrong).unwrap()
-        ))));
+        assert!(!one.admits(&bearer(&format!("Bearer {}", String::from_utf8(wrong)?))));
         let mut twice = bearer(&format!("Bearer {value}"));
-        twice.append(header::AUTHORIZATION, "Bearer x".parse().unwrap());
+        twice.append(header::AUTHORIZATION, "Bearer x".parse()?);
         assert!(!one.admits(&twice));
 
-        let two = Credential::create(&socket).unwrap();
+        let two = Credential::create(&socket)?;
         assert_ne!(
             two.value.expose_secret(),
             one.value.expose_secret(),
@@ -188,5 +190,6 @@ mod tests {
         assert!(!format!("{two:?}").contains(two.value.expose_secret()));
         two.remove();
         assert!(!two.path().exists());
+        Ok(())
     }
 }
