@@ -7,7 +7,6 @@ mod agent;
 mod cli;
 mod commands;
 mod config;
-mod discovery;
 mod env;
 mod exit;
 mod human;
@@ -15,7 +14,8 @@ mod logging;
 mod secret;
 mod settings;
 mod skew_clock;
-mod stores;
+mod units;
+mod wiring;
 
 use cli::{Cli, Command};
 use exit::{CliError, code};
@@ -60,19 +60,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The one place a runtime is started and blocked on: every command is async and runs on
+/// it (one thread for a one-shot command, two for those that serve).
 fn run(cli: &Cli) -> Result<u8, CliError> {
-    match &cli.command {
-        Command::Get(args) => commands::get::run(cli, args),
-        Command::Inspect(args) => commands::inspect::run(cli, args),
-        Command::Status(args) => commands::status::run(cli, args),
-        Command::Invalidate(args) => commands::invalidate::run(cli, args),
-        Command::DevServer(args) => commands::dev_server::run(args),
-        Command::Proxy(args) => commands::proxy::run(cli, args),
-        Command::Agent(args) => agent::run(cli, args),
-        Command::Exec(args) => return commands::exec::run(cli, args),
-        Command::Demo(args) => commands::demo::run(args),
+    if let Command::Agent(args) = &cli.command {
+        return agent::run(cli, args).map(|()| code::OK);
     }
-    .map(|()| code::OK)
+    let runtime = if commands::long_running(&cli.command) {
+        commands::server_runtime()?
+    } else {
+        commands::runtime()?
+    };
+    runtime.block_on(commands::run(cli))
 }
 
 fn report(e: CliError) -> ExitCode {

@@ -1,27 +1,124 @@
 //! Flags, then environment, then config file, then defaults — resolved in one place into
 //! the settings a command runs with.
 //!
+//! This is a pure function of its [`Inputs`]: the parsed flags, a snapshot of the
+//! environment and the config file already read. It reads no file, asks no server, reads no
+//! clock and never looks at the process's environment, so every precedence rule is tested
+//! with plain values (see the table test below). What needs I/O — discovering an issuer,
+//! reading a secret, opening a cache — is left as a description here and done by
+//! [`crate::wiring`].
+//!
 //! clap already puts a flag before its `FRESHTOKEN_*` variable; this module puts both before
 //! the config file's profile and fills in defaults.
 
+mod endpoint;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use freshtoken::discovery::Metadata;
 use freshtoken::provider::GenesysRegion;
-use freshtoken::{
-    AuthMethod, CacheKey, FileStore, HttpOptions, RefreshPolicy, RetryPolicy, SharedClock,
-    SigningAlg, SkewedClock, SystemClock, TokenRequest, TokenStore,
-};
+use freshtoken::{AuthMethod, FileStore, HttpOptions, RefreshPolicy, RetryPolicy, SigningAlg};
 use url::Url;
 
-use crate::cli::{Cli, CredentialArgs};
-use crate::config::{self, ProfileConfig};
-use crate::discovery;
+use crate::cli::CredentialArgs;
+use crate::config::{self, Loaded, ProfileConfig};
 use crate::env;
 use crate::exit::{CliError, CliResult};
-use crate::secret::{ConfigSecrets, Secret, SecretSpec, read_secret};
+use crate::secret::{ConfigSecrets, SecretSpec};
+use crate::units::parse_duration;
+
+/// A snapshot of the environment variables settings may depend on.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+}
+
+impl Environment {
+    /// The environment of this process (variables that are not UTF-8 are left out: none of
+    /// the ones freshtoken reads can be used if they are not).
+    pub fn of_process() -> Self {
+        Self::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// An environment made of `pairs`, for tests and for callers that build one.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            vars: pairs.into_iter().collect(),
+        }
+    }
+
+    /// The value of `name`, if it is set (possibly empty).
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// The value of `name`, if it is set and not empty.
+    fn nonempty(&self, name: &str) -> Option<&str> {
+        self.var(name).filter(|v| !v.is_empty())
+    }
+
+    /// The per-user cache directory, as [`FileStore::default_dir`] finds it.
+    fn cache_dir(&self) -> Option<PathBuf> {
+        FileStore::dir_from(
+            self.var("XDG_CACHE_HOME").map(OsStr::new),
+            self.var("HOME").map(OsStr::new),
+        )
+    }
+}
+
+/// What the settings of a command are made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The credential flags (clap has folded each `FRESHTOKEN_*` variable into its flag).
+    pub args: &'a CredentialArgs,
+    /// `--profile` (or `FRESHTOKEN_PROFILE`).
+    pub profile: Option<&'a str>,
+    /// The config file read, if any.
+    pub config: Option<&'a Loaded>,
+    /// Whether config files were turned off (`--no-config`, or `FRESHTOKEN_CONFIG` empty),
+    /// for the message when a profile is asked for anyway.
+    pub no_config: bool,
+    /// The environment.
+    pub env: &'a Environment,
+}
+
+/// Where the token endpoint comes from, not yet looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Named outright.
+    TokenUrl(Url),
+    /// Found by discovery from this issuer.
+    Issuer(Url),
+    /// Genesys Cloud's, for this region.
+    Genesys(GenesysRegion),
+}
+
+/// Who the client is and how it proves it; its secrets are named here and read when used.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub auth_method: AuthMethod,
+    pub secret: SecretSpec,
+    pub key: SecretSpec,
+    pub signing_alg: Option<SigningAlg>,
+    pub key_id: Option<String>,
+    pub assertion_audience: Option<String>,
+    pub assertion_lifetime: Option<Duration>,
+}
+
+/// What the token is asked for with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ask {
+    pub scope: Vec<String>,
+    pub audience: Option<String>,
+    pub resource: Vec<String>,
+    pub params: Vec<(String, String)>,
+}
 
 /// Where tokens are cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,17 +137,18 @@ pub enum CacheChoice {
 }
 
 impl CacheChoice {
-    /// Parses `memory`, `file`, `file:DIR` or a Redis URL.
-    pub fn parse(value: &str) -> CliResult<Self> {
+    /// Parses `memory`, `file`, `file:DIR` or a Redis URL; `dir` is the per-user cache
+    /// directory, if there is one.
+    pub fn parse(value: &str, dir: Option<PathBuf>) -> CliResult<Self> {
         match value.trim() {
             "memory" => Ok(CacheChoice::Memory),
-            "file" => FileStore::default_dir().map(CacheChoice::File).ok_or_else(|| {
+            "file" => dir.map(CacheChoice::File).ok_or_else(|| {
                 CliError::usage("cannot find a cache directory: set XDG_CACHE_HOME or HOME, or use --cache file:DIR")
             }),
             v if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"].iter().any(|p| v.starts_with(p)) => {
                 Ok(CacheChoice::Redis {
                     url: v.to_owned(),
-                    file: FileStore::default_dir(),
+                    file: dir,
                 })
             }
             v => match v.strip_prefix("file:") {
@@ -75,598 +173,428 @@ impl CacheChoice {
     }
 }
 
-/// Everything a command needs to get a profile's token.
-#[derive(Debug)]
+/// The cache and how it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    pub choice: CacheChoice,
+    /// Whether the cache was chosen (flag, environment or profile) rather than defaulted.
+    pub explicit: bool,
+    /// The Redis refresh lock's lease (`FRESHTOKEN_REDIS_LEASE`), for a Redis cache.
+    pub redis_lease: Duration,
+}
+
+/// Which clock tokens are judged by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClockChoice {
+    /// The system's.
+    System,
+    /// The system's, moved ahead (`FRESHTOKEN_CLOCK_SKEW`).
+    Ahead(Duration),
+    /// The system's, moved by what a file says now (`FRESHTOKEN_CLOCK_SKEW_FILE`).
+    SkewFile(PathBuf),
+}
+
+/// Everything a command needs to get a profile's token, as described by its inputs.
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The profile name.
     pub profile: String,
     /// The config file read, if any.
     pub config_path: Option<PathBuf>,
-    /// The request, without its secret (see [`Settings::token_request`]).
-    request: TokenRequest,
-    secret: SecretSpec,
-    key: SecretSpec,
-    /// The issuer's metadata, when the endpoint came from discovery.
-    metadata: Option<Metadata>,
-    /// The provider's API base URL, when a provider is used.
-    pub api_base: Option<Url>,
+    pub endpoint: Endpoint,
+    /// The provider, when the chosen endpoint names one: it gives the API base.
+    pub provider: Option<GenesysRegion>,
+    pub client: Client,
+    pub ask: Ask,
     /// Talking to the token endpoint.
     pub http: HttpOptions,
     /// When to refresh.
     pub policy: RefreshPolicy,
-    /// Where to cache.
-    pub cache: CacheChoice,
-    /// Whether the cache was chosen (flag, environment or profile) rather than defaulted.
-    pub cache_explicit: bool,
-    /// The clock (the real one, unless FRESHTOKEN_CLOCK_SKEW moves it).
-    pub clock: SharedClock,
+    pub cache: Cache,
+    pub clock: ClockChoice,
     /// The environment variables secrets may be read from, the config file's `{ env = … }`
     /// sources included (see [`crate::secret::secret_variables`]): what `exec` keeps from
     /// its child.
     pub secret_variables: Vec<String>,
+    /// What was given but not used, and why (logged when the settings are wired).
+    pub notes: Vec<String>,
 }
 
 impl Settings {
-    /// Resolves the settings of the selected profile for `args`. Async because an issuer is
-    /// discovered over the network: awaited on the command's runtime, not a nested one.
-    pub async fn resolve(cli: &Cli, args: &CredentialArgs) -> CliResult<Self> {
-        let choice = config::Choice::new(cli.config.as_deref(), cli.no_config);
-        let loaded = config::load(choice)?;
-        let profile_name = cli.profile.clone().unwrap_or_else(|| "default".to_owned());
-        let profile = match &loaded {
-            Some(l) => match l.file.profiles.get(&profile_name) {
-                Some(p) => p.clone(),
-                None if cli.profile.is_none() => ProfileConfig::default(),
-                None => {
-                    let known: Vec<_> = l.file.profiles.keys().map(String::as_str).collect();
-                    return Err(CliError::usage(format!(
-                        "no profile {profile_name:?} in {} (profiles there: {})",
-                        l.path.display(),
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    )));
-                }
-            },
-            None if cli.profile.is_some() => {
-                return Err(CliError::usage(if choice == config::Choice::Nothing {
-                    format!(
-                        "profile {profile_name:?} asked for, but --no-config (or an empty {}) reads no config file",
-                        env::CONFIG
-                    )
-                } else {
-                    format!(
-                        "profile {profile_name:?} asked for, but no config file was found (use --config PATH)"
-                    )
-                }));
-            }
-            None => ProfileConfig::default(),
-        };
-        let secret_variables = crate::secret::secret_variables(loaded.as_ref().map(|l| &l.file));
-        let config_path = loaded.map(|l| l.path);
-        let mut settings = Self::build(
-            profile_name,
-            &profile,
-            config_path,
-            args,
-            Layers::FlagsAndEnvironment,
-        )
-        .await?;
-        settings.secret_variables = secret_variables;
-        Ok(settings)
-    }
-
-    /// The settings of one profile of a config file as written there: no flags, and no
-    /// `FRESHTOKEN_*` or `GENESYSCLOUD_*` variables, which name one client and so cannot
-    /// apply to every profile the agent keeps. Async like [`Settings::resolve`].
-    pub async fn for_profile(
-        name: &str,
-        profile: &ProfileConfig,
-        config_path: &Path,
-    ) -> CliResult<Self> {
-        Self::build(
-            name.to_owned(),
-            profile,
-            Some(config_path.to_owned()),
-            &CredentialArgs::default(),
-            Layers::ConfigOnly,
-        )
-        .await
-    }
-
-    async fn build(
-        profile_name: String,
-        profile: &ProfileConfig,
-        config_path: Option<PathBuf>,
-        args: &CredentialArgs,
-        layers: Layers,
-    ) -> CliResult<Self> {
-        let use_env = layers == Layers::FlagsAndEnvironment;
-        let env_var = |name: &str| use_env.then(|| std::env::var(name).ok()).flatten();
-        let from = |what: &str| match &config_path {
-            Some(p) => format!("{what} in profile {profile_name:?} of {}", p.display()),
-            None => what.to_owned(),
-        };
-
-        // The endpoint, as one unit (see `Endpoint::resolve`).
-        let endpoint = Endpoint::resolve(args, profile, use_env, &from)?;
-        let genesys = endpoint.genesys;
-        let genesys_env = |var: &str| {
-            genesys
-                .as_ref()
-                .and_then(|_| env_var(var))
-                .filter(|v| !v.is_empty())
-        };
-
-        let client_id = args
-            .client_id
-            .clone()
-            .or_else(|| genesys_env(env::GENESYS_CLIENT_ID))
-            .or(profile.client_id.clone())
-            .ok_or_else(|| {
-                CliError::usage(format!(
-                    "no client id: set --client-id, {} or client_id in a profile of the config file",
-                    env::CLIENT_ID
-                ))
-            })?;
-        let auth_method = match args
-            .auth_method
-            .as_deref()
-            .or(profile.auth_method.as_deref())
-        {
-            Some(m) => m
-                .parse::<AuthMethod>()
-                .map_err(|e| CliError::usage(format!("{}: {e}", from("auth_method"))))?,
-            None => AuthMethod::default(),
-        };
-        let scope = list(&args.scope, profile.scope.as_ref());
-        let resource = list(&args.resource, profile.resource.as_ref());
-        let params = if args.params.is_empty() {
-            profile.params.clone().into_iter().collect()
-        } else {
-            args.params
-                .iter()
-                .map(|p| match p.split_once('=') {
-                    Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-                    _ => Err(CliError::usage(format!("--param {p:?} is not KEY=VALUE"))),
-                })
-                .collect::<CliResult<Vec<_>>>()?
-        };
-
-        let secret = if args.client_secret_stdin {
-            SecretSpec::Stdin
-        } else if let Some(path) = &args.client_secret_file {
-            SecretSpec::File(path.clone())
-        } else if env_var(env::CLIENT_SECRET).is_some() {
-            SecretSpec::Env(env::CLIENT_SECRET)
-        } else if genesys_env(env::GENESYS_CLIENT_SECRET).is_some() {
-            SecretSpec::Env(env::GENESYS_CLIENT_SECRET)
-        } else if let Some(source) = &profile.client_secret {
-            SecretSpec::Config(source.clone())
-        } else {
-            SecretSpec::Missing
-        };
-
-        let duration = |flag: Option<&String>,
-                        file: Option<&String>,
-                        name: &str|
-         -> CliResult<Option<Duration>> {
-            match (flag, file) {
-                (Some(v), _) => parse_duration(v)
-                    .map(Some)
-                    .map_err(|e| CliError::usage(format!("--{name}: {e}"))),
-                (None, Some(v)) => parse_duration(v)
-                    .map(Some)
-                    .map_err(|e| CliError::usage(format!("{}: {e}", from(name)))),
-                (None, None) => Ok(None),
-            }
-        };
-        let mut http = HttpOptions::default();
-        if let Some(t) = duration(args.timeout.as_ref(), profile.timeout.as_ref(), "timeout")? {
-            if t.is_zero() {
-                return Err(CliError::usage("--timeout must be longer than zero"));
-            }
-            http.timeout = t;
-            http.connect_timeout = http.connect_timeout.min(t);
-        }
-        if let Some(r) = duration(
-            args.retry_for.as_ref(),
-            profile.retry_for.as_ref(),
-            "retry_for",
-        )? {
-            http.retry = RetryPolicy {
-                deadline: r,
-                ..RetryPolicy::default()
-            };
-        }
-        if let Some(d) = duration(None, profile.default_lifetime.as_ref(), "default_lifetime")? {
-            http.default_lifetime = d;
-        }
-        http.ca_file = args.ca_file.clone().or_else(|| profile.ca_file.clone());
-
-        let mut policy = RefreshPolicy::default();
-        if let Some(v) = profile.refresh_at {
-            policy.stale_fraction = v;
-        }
-        if let Some(v) = profile.refresh_jitter {
-            policy.jitter_fraction = v;
-        }
-        if let Some(v) = profile.refresh_margin_fraction {
-            policy.margin_fraction = v;
-        }
-        if let Some(v) = duration(
-            None,
-            profile.refresh_margin_max.as_ref(),
-            "refresh_margin_max",
-        )? {
-            policy.margin_cap = v;
-        }
-        policy.validate().map_err(|e| CliError::usage(from(&e)))?;
-
-        let cache = CacheChoice::parse(
-            args.cache
-                .as_deref()
-                .or(profile.cache.as_deref())
-                // The agent keeps its tokens in process unless a profile names a cache.
-                .unwrap_or(if use_env { "file" } else { "memory" }),
-        )?;
-
-        let key = if let Some(path) = &args.private_key {
-            SecretSpec::File(path.clone())
-        } else if env_var(env::PRIVATE_KEY).is_some() {
-            SecretSpec::Env(env::PRIVATE_KEY)
-        } else if let Some(source) = &profile.private_key {
-            SecretSpec::Config(source.clone())
-        } else {
-            SecretSpec::Missing
-        };
-        let signing_alg = match args
-            .signing_alg
-            .as_deref()
-            .or(profile.signing_alg.as_deref())
-        {
-            Some(a) => Some(
-                a.parse::<SigningAlg>()
-                    .map_err(|e| CliError::usage(format!("{}: {e}", from("signing_alg"))))?,
-            ),
-            None => None,
-        };
-        let assertion_lifetime = duration(
-            None,
-            profile.assertion_lifetime.as_ref(),
-            "assertion_lifetime",
-        )?;
-
-        // The token endpoint: named outright, else found from the issuer, else the provider's.
-        let mut metadata = None;
-        let token_url = match (
-            endpoint.token_url.as_ref(),
-            endpoint.issuer.as_ref(),
-            &genesys,
-        ) {
-            (Some(url), _, _) => parse_url("token URL", url)?,
-            (None, Some(issuer), _) => {
-                let issuer = parse_url("issuer", issuer)?;
-                let meta = discovery::cached(&issuer, &http, &cache).await?;
-                let url = meta.token_endpoint.clone();
-                metadata = Some(meta);
-                url
-            }
-            (None, None, Some(region)) => region.token_url(),
-            (None, None, None) => {
-                return Err(CliError::usage(format!(
-                    "no token endpoint: set --token-url ({}), --issuer ({}) or --provider genesys --region R, or token_url in a profile of the config file",
-                    env::TOKEN_URL,
-                    env::ISSUER
-                )));
-            }
-        };
-
-        let mut request = TokenRequest::new(token_url, client_id, None);
-        request.signing_alg = signing_alg;
-        request.key_id = args.key_id.clone().or(profile.key_id.clone());
-        request.assertion_audience = args
-            .assertion_audience
-            .clone()
-            .or(profile.assertion_audience.clone());
-        if let Some(l) = assertion_lifetime {
-            request.assertion_lifetime = l;
-        }
-        request.auth_method = auth_method;
-        request.scope = scope;
-        request.audience = args.audience.clone().or(profile.audience.clone());
-        request.resource = resource;
-        request.params = params;
-
-        let clock = clock_from_env()?;
-
-        let cache_explicit = args.cache.is_some() || profile.cache.is_some();
-        Ok(Settings {
-            cache_explicit,
-            clock,
-            profile: profile_name,
-            config_path,
-            request,
-            secret,
-            key,
-            metadata,
-            api_base: genesys.as_ref().map(GenesysRegion::api_base),
-            http,
-            policy,
-            cache,
-            secret_variables: crate::secret::secret_variables(None),
-        })
-    }
-
-    /// The cache layers, nearest first (see [`crate::stores::layers`]).
-    pub fn layers(&self, request: Option<&TokenRequest>) -> CliResult<Vec<Arc<dyn TokenStore>>> {
-        crate::stores::layers(&self.cache, request, &self.clock)
-    }
-
-    /// The cache as one store.
-    pub fn store(&self, request: Option<&TokenRequest>) -> CliResult<Arc<dyn TokenStore>> {
-        Ok(crate::stores::stack(self.layers(request)?, &self.clock))
-    }
-
-    /// The cache key, which needs no secret.
-    pub fn cache_key(&self) -> CacheKey {
-        self.request.cache_key()
-    }
-
-    /// The request without its secret, for display.
-    pub fn request_public(&self) -> &TokenRequest {
-        &self.request
+    /// The provider's API base URL, when a provider is used (where `proxy` sends the token).
+    pub fn api_base(&self) -> Option<Url> {
+        self.provider.as_ref().map(GenesysRegion::api_base)
     }
 
     /// Uses the secrets `read` holds instead of reading the profile's sources again.
     pub fn with_secrets(mut self, read: ConfigSecrets) -> Self {
         let (secret, key) = read.into_specs();
-        if let (SecretSpec::Config(_), Some(read)) = (&self.secret, secret) {
-            self.secret = read;
+        if let (SecretSpec::Config(_), Some(read)) = (&self.client.secret, secret) {
+            self.client.secret = read;
         }
-        if let (SecretSpec::Config(_), Some(read)) = (&self.key, key) {
-            self.key = read;
+        if let (SecretSpec::Config(_), Some(read)) = (&self.client.key, key) {
+            self.client.key = read;
         }
         self
     }
-
-    /// The full request: reads the secret now (from stdin, a file, the environment or a
-    /// command) and checks that the request can work.
-    pub fn token_request(&self) -> CliResult<TokenRequest> {
-        let mut request = self.request.clone();
-        if request.auth_method.needs_secret() {
-            request.client_secret = Some(read_secret(
-                &self.secret,
-                Secret::ClientSecret,
-                request.auth_method,
-            )?);
-        }
-        if request.auth_method.needs_private_key() {
-            request.private_key = Some(read_secret(
-                &self.key,
-                Secret::PrivateKey,
-                request.auth_method,
-            )?);
-        }
-        request.validate()?;
-        if let Some(meta) = &self.metadata {
-            let alg = request.signer()?.map(|s| s.alg());
-            meta.check(request.auth_method, alg)?;
-        }
-        Ok(request)
-    }
-}
-
-/// The real clock, unless FRESHTOKEN_CLOCK_SKEW moves it (for tests of expiry and fleets).
-pub fn clock_from_env() -> CliResult<SharedClock> {
-    if let Some(path) = std::env::var_os(env::CLOCK_SKEW_FILE).filter(|p| !p.is_empty()) {
-        return Ok(Arc::new(crate::skew_clock::FileSkewClock::new(path.into())));
-    }
-    match std::env::var(env::CLOCK_SKEW) {
-        Ok(v) if !v.trim().is_empty() => {
-            let ahead = parse_duration(&v)
-                .map_err(|e| CliError::usage(format!("{}: {e}", env::CLOCK_SKEW)))?;
-            Ok(Arc::new(SkewedClock::ahead(ahead)))
-        }
-        _ => Ok(Arc::new(SystemClock)),
-    }
-}
-
-/// How high a source ranks: a flag over its environment variable over the config file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Rank {
-    Flag,
-    Environment,
-    File,
-}
-
-/// One setting of the endpoint as given by the highest source that gives it.
-struct Part {
-    rank: Rank,
-    value: String,
-    /// How the user named it, for messages: `--token-url`, `FRESHTOKEN_TOKEN_URL`, ….
-    name: String,
-}
-
-/// How a part of the endpoint is named as a flag, a variable and a profile key.
-const TOKEN_URL_NAMES: [&str; 3] = ["--token-url", env::TOKEN_URL, "token_url"];
-const ISSUER_NAMES: [&str; 3] = ["--issuer", env::ISSUER, "issuer"];
-const PROVIDER_NAMES: [&str; 3] = ["--provider", env::PROVIDER, "provider"];
-
-impl Part {
-    fn new(rank: Rank, value: &str, name: String) -> Self {
-        Self {
-            rank,
-            value: value.to_owned(),
-            name,
-        }
-    }
-
-    /// The part as the flag (or, `from_env`, its variable) gives it, else the file.
-    fn given(
-        arg: &Option<String>,
-        from_env: bool,
-        [flag, var, key]: [&str; 3],
-        file: &Option<String>,
-        in_file: &dyn Fn(&str) -> String,
-    ) -> Option<Self> {
-        match (arg, file) {
-            (Some(v), _) if from_env => Some(Self::new(Rank::Environment, v, var.to_owned())),
-            (Some(v), _) => Some(Self::new(Rank::Flag, v, flag.to_owned())),
-            (None, Some(v)) => Some(Self::new(Rank::File, v, in_file(key))),
-            (None, None) => None,
-        }
-    }
-}
-
-/// The token endpoint, taken whole from the highest source that names one.
-///
-/// The endpoint is where the client's credentials are sent, so it is one unit: a token URL,
-/// an issuer, or a provider with its region, all from one source. A lower source cannot
-/// replace or complete a part of it (a config file cannot turn the environment's
-/// `FRESHTOKEN_PROVIDER=genesys` into its own token URL, nor pick the region); a higher one
-/// may choose the region of a provider named lower, which keeps the endpoint a provider's.
-#[derive(Debug)]
-struct Endpoint {
-    token_url: Option<String>,
-    issuer: Option<String>,
-    /// The provider's region, when the provider is part of the chosen source's endpoint: it
-    /// gives the API base (where `proxy` sends the token), and the token URL when that
-    /// source names none.
-    genesys: Option<GenesysRegion>,
-}
-
-impl Endpoint {
-    fn resolve(
-        args: &CredentialArgs,
-        profile: &ProfileConfig,
-        use_env: bool,
-        in_file: &dyn Fn(&str) -> String,
-    ) -> CliResult<Self> {
-        let given = |arg, from_env, names, file| Part::given(arg, from_env, names, file, in_file);
-        let e = args.from_env;
-        let (a, p) = (args, profile);
-        let token_url = given(&a.token_url, e.token_url, TOKEN_URL_NAMES, &p.token_url);
-        let issuer = given(&a.issuer, e.issuer, ISSUER_NAMES, &p.issuer);
-        let provider = given(&a.provider, e.provider, PROVIDER_NAMES, &p.provider);
-        let genesys_region = use_env
-            .then(|| std::env::var(env::GENESYS_REGION).ok())
-            .flatten();
-        let provider = provider.or_else(|| {
-            // Genesys Cloud's own variable implies its provider when nothing else names an
-            // endpoint, so that its users need no flags.
-            let alone = token_url.is_none() && issuer.is_none();
-            genesys_region
-                .as_ref()
-                .filter(|_| alone)
-                .map(|_| Part::new(Rank::Environment, "genesys", env::GENESYS_REGION.to_owned()))
-        });
-        let Some(top) = [&token_url, &issuer, &provider]
-            .into_iter()
-            .flatten()
-            .min_by_key(|p| p.rank)
-            .map(|p| (p.rank, p.name.clone()))
-        else {
-            return Ok(Self {
-                token_url: None,
-                issuer: None,
-                genesys: None,
-            });
-        };
-        let keep = |part: Option<Part>| match part {
-            Some(p) if p.rank == top.0 => Some(p),
-            Some(p) => {
-                tracing::info!("{} is not used: {} names the token endpoint", p.name, top.1);
-                None
-            }
-            None => None,
-        };
-        let (token_url, issuer, provider) = (keep(token_url), keep(issuer), keep(provider));
-        let genesys = match provider {
-            Some(p) => Some(genesys_region_for(
-                &p,
-                args,
-                profile,
-                genesys_region,
-                in_file,
-            )?),
-            None => None,
-        };
-        Ok(Self {
-            token_url: token_url.map(|p| p.value),
-            issuer: issuer.map(|p| p.value),
-            genesys,
-        })
-    }
-}
-
-/// The region of `provider`, from its own source or a higher one.
-fn genesys_region_for(
-    provider: &Part,
-    args: &CredentialArgs,
-    profile: &ProfileConfig,
-    genesys_region: Option<String>,
-    in_file: &dyn Fn(&str) -> String,
-) -> CliResult<GenesysRegion> {
-    let p = &provider.value;
-    if !(p.eq_ignore_ascii_case("genesys") || p.eq_ignore_ascii_case("genesyscloud")) {
-        return Err(CliError::usage(format!(
-            "unknown provider {p:?}; known: genesys"
-        )));
-    }
-    let (region_rank, region_name) = if args.from_env.region {
-        (Rank::Environment, env::REGION)
-    } else {
-        (Rank::Flag, "--region")
-    };
-    let regions = [
-        (args.region.clone(), region_rank, region_name.to_owned()),
-        (
-            genesys_region,
-            Rank::Environment,
-            env::GENESYS_REGION.to_owned(),
-        ),
-        (profile.region.clone(), Rank::File, in_file("region")),
-    ];
-    let mut given = regions
-        .iter()
-        .filter_map(|(r, rank, name)| Some((r.as_ref()?, *rank, name)));
-    if let Some((region, _, _)) = given.clone().find(|(_, rank, _)| *rank <= provider.rank) {
-        return GenesysRegion::find(region).map_err(CliError::usage);
-    }
-    let allowed: Vec<String> = [
-        ("--region".to_owned(), Rank::Flag),
-        (env::REGION.to_owned(), Rank::Environment),
-        (env::GENESYS_REGION.to_owned(), Rank::Environment),
-        (in_file("region"), Rank::File),
-    ]
-    .into_iter()
-    .filter(|(_, rank)| *rank <= provider.rank)
-    .map(|(name, _)| name)
-    .collect();
-    let allowed = match allowed.split_last() {
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    };
-    // A region given lower (say, in the config file) is named, so that nobody wonders why.
-    let ignored = given
-        .next()
-        .map(|(_, _, name)| format!("; {name} is not used: the endpoint is one unit"))
-        .unwrap_or_default();
-    Err(CliError::usage(format!(
-        "the genesys provider ({}) needs a region (e.g. us-east-1) from {allowed}{ignored}",
-        provider.name
-    )))
 }
 
 /// Which layers besides the config file count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layers {
     FlagsAndEnvironment,
+    /// The agent's profiles: no flags, and no `FRESHTOKEN_*` or `GENESYSCLOUD_*` variables,
+    /// which name one client and so cannot apply to every profile it keeps.
     ConfigOnly,
+}
+
+/// The settings of the selected profile.
+pub fn resolve(inputs: &Inputs<'_>) -> CliResult<Settings> {
+    let (name, profile) = select_profile(inputs)?;
+    let mut settings = build(
+        &Source {
+            name,
+            profile: &profile,
+            config_path: inputs.config.map(|l| l.path.as_path()),
+            args: inputs.args,
+            env: inputs.env,
+            layers: Layers::FlagsAndEnvironment,
+        },
+        Vec::new(),
+    )?;
+    settings.secret_variables = crate::secret::secret_variables(inputs.config.map(|l| &l.file));
+    Ok(settings)
+}
+
+/// The settings of one profile of a config file as written there (see
+/// [`Layers::ConfigOnly`]); the environment only places the cache directory and moves the
+/// clock.
+pub fn resolve_profile(
+    name: &str,
+    profile: &ProfileConfig,
+    config_path: &Path,
+    env: &Environment,
+) -> CliResult<Settings> {
+    build(
+        &Source {
+            name: name.to_owned(),
+            profile,
+            config_path: Some(config_path),
+            args: &CredentialArgs::default(),
+            env,
+            layers: Layers::ConfigOnly,
+        },
+        Vec::new(),
+    )
+}
+
+/// The profile `inputs` select: the named one, else `default` (or nothing) of the file.
+fn select_profile(inputs: &Inputs<'_>) -> CliResult<(String, ProfileConfig)> {
+    let name = inputs.profile.unwrap_or("default").to_owned();
+    let Some(loaded) = inputs.config else {
+        return match inputs.profile {
+            None => Ok((name, ProfileConfig::default())),
+            Some(_) if inputs.no_config => Err(CliError::usage(format!(
+                "profile {name:?} asked for, but --no-config (or an empty {}) reads no config file",
+                env::CONFIG
+            ))),
+            Some(_) => Err(CliError::usage(format!(
+                "profile {name:?} asked for, but no config file was found (use --config PATH)"
+            ))),
+        };
+    };
+    match loaded.file.profiles.get(&name) {
+        Some(p) => Ok((name, p.clone())),
+        None if inputs.profile.is_none() => Ok((name, ProfileConfig::default())),
+        None => {
+            let known: Vec<_> = loaded.file.profiles.keys().map(String::as_str).collect();
+            Err(CliError::usage(format!(
+                "no profile {name:?} in {} (profiles there: {})",
+                loaded.path.display(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )))
+        }
+    }
+}
+
+/// One profile with the layers above it.
+struct Source<'a> {
+    name: String,
+    profile: &'a ProfileConfig,
+    config_path: Option<&'a Path>,
+    args: &'a CredentialArgs,
+    env: &'a Environment,
+    layers: Layers,
+}
+
+impl Source<'_> {
+    /// A variable of the environment, if this source reads the environment.
+    fn env_var(&self, name: &str) -> Option<&str> {
+        (self.layers == Layers::FlagsAndEnvironment)
+            .then(|| self.env.var(name))
+            .flatten()
+    }
+
+    /// How a key of the profile is named in messages.
+    fn in_file(&self, what: &str) -> String {
+        match self.config_path {
+            Some(p) => format!("{what} in profile {:?} of {}", self.name, p.display()),
+            None => what.to_owned(),
+        }
+    }
+
+    /// A duration given by `flag` (named `--name`) over the file's `name`.
+    fn duration(
+        &self,
+        flag: Option<&String>,
+        file: Option<&String>,
+        name: &str,
+    ) -> CliResult<Option<Duration>> {
+        match (flag, file) {
+            (Some(v), _) => parse_duration(v)
+                .map(Some)
+                .map_err(|e| CliError::usage(format!("--{name}: {e}"))),
+            (None, Some(v)) => parse_duration(v)
+                .map(Some)
+                .map_err(|e| CliError::usage(format!("{}: {e}", self.in_file(name)))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
+    let in_file = |what: &str| s.in_file(what);
+    let genesys_region = s.env_var(env::GENESYS_REGION).map(str::to_owned);
+    let parts = endpoint::Parts::resolve(s.args, s.profile, genesys_region, &in_file, &mut notes)?;
+    let client = client(s, parts.genesys.is_some())?;
+    let ask = ask(s)?;
+    let http = http(s)?;
+    let policy = policy(s)?;
+    let cache = cache(s)?;
+    let endpoint = match (&parts.token_url, &parts.issuer, &parts.genesys) {
+        (Some(url), _, _) => Endpoint::TokenUrl(parse_url("token URL", &url.value)?),
+        (None, Some(issuer), _) => Endpoint::Issuer(parse_url("issuer", &issuer.value)?),
+        (None, None, Some(region)) => Endpoint::Genesys(region.clone()),
+        (None, None, None) => {
+            return Err(CliError::usage(format!(
+                "no token endpoint: set --token-url ({}), --issuer ({}) or --provider genesys --region R, or token_url in a profile of the config file",
+                env::TOKEN_URL,
+                env::ISSUER
+            )));
+        }
+    };
+    Ok(Settings {
+        profile: s.name.clone(),
+        config_path: s.config_path.map(Path::to_owned),
+        endpoint,
+        provider: parts.genesys,
+        client,
+        ask,
+        http,
+        policy,
+        cache,
+        clock: clock(s.env)?,
+        secret_variables: crate::secret::secret_variables(None),
+        notes,
+    })
+}
+
+/// The client: its id, how it authenticates, and where its secrets come from.
+fn client(s: &Source<'_>, genesys: bool) -> CliResult<Client> {
+    let (args, profile) = (s.args, s.profile);
+    // Genesys Cloud's own variables count only when the endpoint is Genesys Cloud's.
+    let genesys_env = |var: &str| {
+        s.env_var(var)
+            .filter(|v| genesys && !v.is_empty())
+            .map(str::to_owned)
+    };
+    let id = args
+        .client_id
+        .clone()
+        .or_else(|| genesys_env(env::GENESYS_CLIENT_ID))
+        .or(profile.client_id.clone())
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "no client id: set --client-id, {} or client_id in a profile of the config file",
+                env::CLIENT_ID
+            ))
+        })?;
+    let auth_method = match args
+        .auth_method
+        .as_deref()
+        .or(profile.auth_method.as_deref())
+    {
+        Some(m) => m
+            .parse::<AuthMethod>()
+            .map_err(|e| CliError::usage(format!("{}: {e}", s.in_file("auth_method"))))?,
+        None => AuthMethod::default(),
+    };
+    let secret = if args.client_secret_stdin {
+        SecretSpec::Stdin
+    } else if let Some(path) = &args.client_secret_file {
+        SecretSpec::File(path.clone())
+    } else if s.env_var(env::CLIENT_SECRET).is_some() {
+        SecretSpec::Env(env::CLIENT_SECRET)
+    } else if genesys_env(env::GENESYS_CLIENT_SECRET).is_some() {
+        SecretSpec::Env(env::GENESYS_CLIENT_SECRET)
+    } else if let Some(source) = &profile.client_secret {
+        SecretSpec::Config(source.clone())
+    } else {
+        SecretSpec::Missing
+    };
+    let key = if let Some(path) = &args.private_key {
+        SecretSpec::File(path.clone())
+    } else if s.env_var(env::PRIVATE_KEY).is_some() {
+        SecretSpec::Env(env::PRIVATE_KEY)
+    } else if let Some(source) = &profile.private_key {
+        SecretSpec::Config(source.clone())
+    } else {
+        SecretSpec::Missing
+    };
+    let signing_alg = match args
+        .signing_alg
+        .as_deref()
+        .or(profile.signing_alg.as_deref())
+    {
+        Some(a) => Some(
+            a.parse::<SigningAlg>()
+                .map_err(|e| CliError::usage(format!("{}: {e}", s.in_file("signing_alg"))))?,
+        ),
+        None => None,
+    };
+    Ok(Client {
+        id,
+        auth_method,
+        secret,
+        key,
+        signing_alg,
+        key_id: args.key_id.clone().or(profile.key_id.clone()),
+        assertion_audience: args
+            .assertion_audience
+            .clone()
+            .or(profile.assertion_audience.clone()),
+        assertion_lifetime: s.duration(
+            None,
+            profile.assertion_lifetime.as_ref(),
+            "assertion_lifetime",
+        )?,
+    })
+}
+
+/// What the token is asked for with: each list from the flag if given, else the file.
+fn ask(s: &Source<'_>) -> CliResult<Ask> {
+    let (args, profile) = (s.args, s.profile);
+    let params = if args.params.is_empty() {
+        profile.params.clone().into_iter().collect()
+    } else {
+        args.params
+            .iter()
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                _ => Err(CliError::usage(format!("--param {p:?} is not KEY=VALUE"))),
+            })
+            .collect::<CliResult<Vec<_>>>()?
+    };
+    Ok(Ask {
+        scope: list(&args.scope, profile.scope.as_ref()),
+        audience: args.audience.clone().or(profile.audience.clone()),
+        resource: list(&args.resource, profile.resource.as_ref()),
+        params,
+    })
+}
+
+/// Timeouts, retries and trust for the token endpoint.
+fn http(s: &Source<'_>) -> CliResult<HttpOptions> {
+    let (args, profile) = (s.args, s.profile);
+    let mut http = HttpOptions::default();
+    if let Some(t) = s.duration(args.timeout.as_ref(), profile.timeout.as_ref(), "timeout")? {
+        if t.is_zero() {
+            return Err(CliError::usage("--timeout must be longer than zero"));
+        }
+        http.timeout = t;
+        http.connect_timeout = http.connect_timeout.min(t);
+    }
+    if let Some(r) = s.duration(
+        args.retry_for.as_ref(),
+        profile.retry_for.as_ref(),
+        "retry_for",
+    )? {
+        http.retry = RetryPolicy {
+            deadline: r,
+            ..RetryPolicy::default()
+        };
+    }
+    if let Some(d) = s.duration(None, profile.default_lifetime.as_ref(), "default_lifetime")? {
+        http.default_lifetime = d;
+    }
+    http.ca_file = args.ca_file.clone().or_else(|| profile.ca_file.clone());
+    Ok(http)
+}
+
+/// When to refresh: the profile's, else the defaults; checked as a whole.
+fn policy(s: &Source<'_>) -> CliResult<RefreshPolicy> {
+    let profile = s.profile;
+    let mut policy = RefreshPolicy::default();
+    if let Some(v) = profile.refresh_at {
+        policy.stale_fraction = v;
+    }
+    if let Some(v) = profile.refresh_jitter {
+        policy.jitter_fraction = v;
+    }
+    if let Some(v) = profile.refresh_margin_fraction {
+        policy.margin_fraction = v;
+    }
+    if let Some(v) = s.duration(
+        None,
+        profile.refresh_margin_max.as_ref(),
+        "refresh_margin_max",
+    )? {
+        policy.margin_cap = v;
+    }
+    policy
+        .validate()
+        .map_err(|e| CliError::usage(s.in_file(&e)))?;
+    Ok(policy)
+}
+
+/// The cache: flag, else profile, else the per-user file cache (the agent keeps its tokens
+/// in process unless a profile names a cache).
+fn cache(s: &Source<'_>) -> CliResult<Cache> {
+    let named = s.args.cache.as_deref().or(s.profile.cache.as_deref());
+    let default = match s.layers {
+        Layers::FlagsAndEnvironment => "file",
+        Layers::ConfigOnly => "memory",
+    };
+    let choice = CacheChoice::parse(named.unwrap_or(default), s.env.cache_dir())?;
+    let redis_lease = match (&choice, s.env.var(env::REDIS_LEASE)) {
+        (CacheChoice::Redis { .. }, Some(v)) => parse_duration(v)
+            .map_err(|e| CliError::usage(format!("{}: {e}", env::REDIS_LEASE)))?
+            .max(Duration::from_millis(100)),
+        _ => freshtoken::store::DEFAULT_LEASE,
+    };
+    Ok(Cache {
+        choice,
+        explicit: named.is_some(),
+        redis_lease,
+    })
+}
+
+/// The real clock, unless FRESHTOKEN_CLOCK_SKEW(_FILE) moves it (for tests of expiry and
+/// fleets, and hosts whose clock is known to lag).
+pub fn clock(env: &Environment) -> CliResult<ClockChoice> {
+    if let Some(path) = env.nonempty(env::CLOCK_SKEW_FILE) {
+        return Ok(ClockChoice::SkewFile(PathBuf::from(path)));
+    }
+    match env.var(env::CLOCK_SKEW) {
+        Some(v) if !v.trim().is_empty() => parse_duration(v)
+            .map(ClockChoice::Ahead)
+            .map_err(|e| CliError::usage(format!("{}: {e}", env::CLOCK_SKEW))),
+        _ => Ok(ClockChoice::System),
+    }
 }
 
 /// A list setting: the flag's values (each may be space-separated) if given, else the file's.
@@ -696,49 +624,5 @@ fn parse_url(what: &str, value: &str) -> CliResult<Url> {
     Ok(url)
 }
 
-/// Durations as people write them: `30s`, `5m`, `1h30m`, `250ms`, or bare seconds.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(v)
-        .map_err(|_| format!("{value:?} is not a duration (try 30s, 5m, 1h)"))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() -> Result<(), String> {
-        assert_eq!(parse_duration("30")?, Duration::from_secs(30));
-        assert_eq!(parse_duration("5m")?, Duration::from_secs(300));
-        assert_eq!(parse_duration("1h30m")?, Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms")?, Duration::from_millis(250));
-        assert!(
-            parse_duration("-5s")
-                .unwrap_err()
-                .contains("not a duration")
-        );
-        assert!(parse_duration("soon").is_err());
-        Ok(())
-    }
-
-    #[test]
-    fn cache_choices() -> Result<(), CliError> {
-        assert_eq!(CacheChoice::parse("memory")?, CacheChoice::Memory);
-        assert_eq!(
-            CacheChoice::parse("file:/tmp/x")?,
-            CacheChoice::File("/tmp/x".into())
-        );
-        assert!(
-            CacheChoice::parse("redis-ish")
-                .unwrap_err()
-                .message
-                .contains("unknown cache")
-        );
-        assert!(CacheChoice::parse("file:").is_err());
-        Ok(())
-    }
-}
+mod tests;

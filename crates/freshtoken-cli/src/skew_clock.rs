@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use freshtoken::{Clock, SystemClock};
 
-use crate::settings::parse_duration;
+use crate::units::parse_duration;
 
 /// How often the file is read again.
 const REREAD: Duration = Duration::from_millis(20);

@@ -26,7 +26,7 @@ use super::metrics::{ProfileSample, ProxySample, render};
 use crate::cli::Format;
 use crate::config::AgentConfig;
 use crate::exit::{CliError, CliResult};
-use crate::settings::parse_duration;
+use crate::units::parse_duration;
 
 /// Longest a token request to the endpoint waits for a refresh.
 const TOKEN_WAIT: Duration = Duration::from_secs(30);

@@ -23,7 +23,8 @@ use crate::cli::{AgentArgs, Cli};
 use crate::config::{self, ConfigFile, ProfileConfig};
 use crate::exit::{CliError, CliResult};
 use crate::secret::ConfigSecrets;
-use crate::settings::Settings;
+use crate::settings::{self, Environment};
+use crate::wiring::{self, Wired};
 use keeper::Keeper;
 use metrics::{ProfileMetrics, Reloads};
 use proxies::RunningProxy;
@@ -136,14 +137,17 @@ impl Agent {
                         .get(name)
                         .map(|p| Arc::clone(&p.metrics))
                         .unwrap_or_default();
-                    let settings = Settings::for_profile(name, profile, &self.config_path)
-                        .await
-                        .map_err(|e| CliError {
-                            message: format!("profile {name:?}: {}", e.message),
-                            ..e
-                        })?
-                        .with_secrets(read);
-                    let source = build_source(&settings, name, Arc::clone(&metrics))?;
+                    let named = |e: CliError| CliError {
+                        message: format!("profile {name:?}: {}", e.message),
+                        ..e
+                    };
+                    let env = Environment::of_process();
+                    let settings =
+                        settings::resolve_profile(name, profile, &self.config_path, &env)
+                            .map_err(named)?
+                            .with_secrets(read);
+                    let wired = wiring::wire(settings).await.map_err(named)?;
+                    let source = build_source(&wired, name, Arc::clone(&metrics))?;
                     (source, metrics, true)
                 }
             };
@@ -275,7 +279,7 @@ impl Agent {
 }
 
 fn build_source(
-    settings: &Settings,
+    wired: &Wired,
     name: &str,
     metrics: Arc<ProfileMetrics>,
 ) -> CliResult<CachedSource> {
@@ -283,14 +287,14 @@ fn build_source(
         message: format!("profile {name:?}: {}", e.message),
         ..e
     };
-    let client = shared_client(&settings.http).map_err(named)?;
-    crate::commands::source_from(
-        settings,
-        Some(Arc::new(MemoryStore::new())),
-        Some(client),
-        |fetcher| Arc::new(metrics::Metered::new(fetcher, metrics)),
-    )
-    .map_err(named)
+    let client = shared_client(&wired.settings.http).map_err(named)?;
+    wired
+        .source_from(
+            Some(Arc::new(MemoryStore::new())),
+            Some(client),
+            |fetcher| Arc::new(metrics::Metered::new(fetcher, metrics)),
+        )
+        .map_err(named)
 }
 
 /// One HTTP client per distinct set of timeouts and CA file: each client holds its own copy of the TLS
@@ -335,7 +339,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
     let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
     let runtime = crate::commands::server_runtime()?;
     runtime.block_on(async {
-        let clock = crate::settings::clock_from_env()?;
+        let clock = wiring::clock(&settings::clock(&Environment::of_process())?);
         let agent = Arc::new(Agent {
             config_path: config_path.clone(),
             clock,

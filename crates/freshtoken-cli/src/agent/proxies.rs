@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::{Agent, GRACE, Prepared};
-use crate::commands::proxy::parse_size;
 use crate::config::{ConfigFile, ProfileConfig, ProxyConfig};
 use crate::exit::{CliError, CliResult};
+use crate::units::parse_size;
 
 /// A proxy being served.
 pub struct RunningProxy {

@@ -16,9 +16,9 @@ use secrecy::SecretString;
 
 use crate::cli::DemoArgs;
 use crate::exit::{CliError, CliResult, code};
-use crate::settings::parse_duration;
+use crate::units::parse_duration;
 
-pub fn run(args: &DemoArgs) -> CliResult {
+pub async fn run(args: &DemoArgs) -> CliResult {
     let ttl = parse_duration(&args.ttl).map_err(|e| CliError::usage(format!("--ttl: {e}")))?;
     let duration =
         parse_duration(&args.duration).map_err(|e| CliError::usage(format!("--duration: {e}")))?;
@@ -27,8 +27,7 @@ pub fn run(args: &DemoArgs) -> CliResult {
             "--ttl must be at least 1s, --calls and --workers above 0",
         ));
     }
-    let outcome =
-        super::server_runtime()?.block_on(bulk_job(ttl, duration, args.calls, args.workers))?;
+    let outcome = bulk_job(ttl, duration, args.calls, args.workers).await?;
     println!();
     println!(
         "{} API calls in {:.1} s: {} answered 401 to the job, {} replayed by the proxy after a 401, {} token requests, {} tokens used",

@@ -7,9 +7,9 @@ use freshtoken_devserver::{Config, Faults, Running};
 
 use crate::cli::DevServerArgs;
 use crate::exit::{CliError, CliResult};
-use crate::settings::parse_duration;
+use crate::units::parse_duration;
 
-pub fn run(args: &DevServerArgs) -> CliResult {
+pub async fn run(args: &DevServerArgs) -> CliResult {
     let config = config(args)?;
     let addr: SocketAddr = args.listen.parse().map_err(|_| {
         CliError::usage(format!(
@@ -22,7 +22,7 @@ pub fn run(args: &DevServerArgs) -> CliResult {
             "--listen {addr}: the dev-server only listens on loopback (127.0.0.1 or [::1])"
         )));
     }
-    super::server_runtime()?.block_on(async {
+    {
         let server = Running::start(addr, config.clone())
             .await
             .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
@@ -54,7 +54,7 @@ pub fn run(args: &DevServerArgs) -> CliResult {
             .stop()
             .await
             .map_err(|e| CliError::internal(format!("dev-server failed: {e}")))
-    })
+    }
 }
 
 fn config(args: &DevServerArgs) -> CliResult<Config> {

@@ -10,7 +10,9 @@ use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
 use crate::cli::{Cli, ExecArgs};
 use crate::env;
 use crate::exit::{CliError, CliResult};
-use crate::settings::{Settings, parse_duration};
+use crate::settings::Settings;
+use crate::units::parse_duration;
+use crate::wiring;
 
 /// Exit code when CMD cannot be started, as shells use it.
 const CANNOT_RUN: u8 = 127;
@@ -18,7 +20,7 @@ const CANNOT_RUN: u8 = 127;
 /// The most exec asks for on its own: a CMD that needs longer says so with `--min-ttl`.
 const DEFAULT_MIN_TTL: Duration = Duration::from_secs(300);
 
-pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
+pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let min_ttl = args
         .min_ttl
         .as_deref()
@@ -39,67 +41,65 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
             "{bad:?} is not an environment variable name"
         )));
     }
-    let runtime = super::server_runtime()?;
-    runtime.block_on(async {
-        let settings = Settings::resolve(cli, &args.credentials).await?;
-        // Checked before a token is fetched: an upstream it may not go to stops here.
-        let upstream = match args.proxy {
-            true => Some(super::proxy::upstream(args.upstream.as_deref(), &settings)?),
-            false => None,
-        };
-        let source = super::source(&settings)?;
-        let token = child_token(&source, min_ttl, args.proxy, &settings.clock).await?;
+    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let settings = &wired.settings;
+    // Checked before a token is fetched: an upstream it may not go to stops here.
+    let upstream = match args.proxy {
+        true => Some(super::proxy::upstream(args.upstream.as_deref(), settings)?),
+        false => None,
+    };
+    let source = wired.source()?;
+    let token = child_token(&source, min_ttl, args.proxy, &wired.clock).await?;
 
-        let mut command = tokio::process::Command::new(&args.command[0]);
-        command.args(&args.command[1..]);
-        for name in kept_from_child(&settings) {
-            command.env_remove(name);
-        }
+    let mut command = tokio::process::Command::new(&args.command[0]);
+    command.args(&args.command[1..]);
+    for name in kept_from_child(settings) {
+        command.env_remove(name);
+    }
+    for name in &names {
+        command.env(name, token.expose_secret());
+    }
+    drop(token);
+
+    // The proxy, for a child that outlives its token: tokens kept in memory, refreshed
+    // in the background, until the child is gone.
+    let mut proxy_task = None;
+    if let Some(upstream) = upstream {
+        let proxy_source = wired.source_with(Some(Arc::new(MemoryStore::new())))?;
+        let proxy = Proxy::new(
+            proxy_source,
+            Config {
+                upstream,
+                replay_limit: DEFAULT_REPLAY_LIMIT,
+                ca_file: settings.http.ca_file.clone(),
+            },
+        )?;
+        let background = freshtoken_proxy::Background::start(proxy)
+            .await
+            .map_err(|e| CliError::internal(format!("cannot start the proxy: {e}")))?;
+        let names = if args.proxy_env.is_empty() {
+            vec![env::PROXY_URL.to_owned()]
+        } else {
+            args.proxy_env.clone()
+        };
         for name in &names {
-            command.env(name, token.expose_secret());
+            command.env(name, background.url());
         }
-        drop(token);
+        proxy_task = Some(background);
+    }
 
-        // The proxy, for a child that outlives its token: tokens kept in memory, refreshed
-        // in the background, until the child is gone.
-        let mut proxy_task = None;
-        if let Some(upstream) = upstream {
-            let proxy_source = super::source_with(&settings, Some(Arc::new(MemoryStore::new())))?;
-            let proxy = Proxy::new(
-                proxy_source,
-                Config {
-                    upstream,
-                    replay_limit: DEFAULT_REPLAY_LIMIT,
-                    ca_file: settings.http.ca_file.clone(),
-                },
-            )?;
-            let background = freshtoken_proxy::Background::start(proxy)
-                .await
-                .map_err(|e| CliError::internal(format!("cannot start the proxy: {e}")))?;
-            let names = if args.proxy_env.is_empty() {
-                vec![env::PROXY_URL.to_owned()]
-            } else {
-                args.proxy_env.clone()
-            };
-            for name in &names {
-                command.env(name, background.url());
-            }
-            proxy_task = Some(background);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("freshtoken: error: cannot run {:?}: {e}", args.command[0]);
+            return Ok(CANNOT_RUN);
         }
-
-        let mut child = match command.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("freshtoken: error: cannot run {:?}: {e}", args.command[0]);
-                return Ok(CANNOT_RUN);
-            }
-        };
-        let code = wait_forwarding_signals(&mut child).await?;
-        if let Some(background) = proxy_task {
-            background.stop().await;
-        }
-        Ok(code)
-    })
+    };
+    let code = wait_forwarding_signals(&mut child).await?;
+    if let Some(background) = proxy_task {
+        background.stop().await;
+    }
+    Ok(code)
 }
 
 /// The variables CMD does not inherit: every one a secret may be read from (see

@@ -9,9 +9,10 @@ use serde_json::json;
 use crate::cli::{Cli, Format, GetArgs};
 use crate::env;
 use crate::exit::{CliError, CliResult};
-use crate::settings::{Settings, parse_duration};
+use crate::units::parse_duration;
+use crate::wiring;
 
-pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
+pub async fn run(cli: &Cli, args: &GetArgs) -> CliResult {
     let min_ttl = match &args.min_ttl {
         Some(v) => parse_duration(v).map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?,
         None => Duration::ZERO,
@@ -25,13 +26,9 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
             Err(not) => tracing::info!("not using the agent: {}; fetching directly", not.reason),
         }
     }
-    let (token, now) = super::runtime()?.block_on(async {
-        let settings = Settings::resolve(cli, &args.credentials).await?;
-        let source = super::source(&settings)?;
-        let token = source.token_with(Want::one_shot(min_ttl)).await?;
-        CliResult::Ok((token, settings.clock.now()))
-    })?;
-    super::print(&render(&token, args.format, now))
+    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let token = wired.source()?.token_with(Want::one_shot(min_ttl)).await?;
+    super::print(&render(&token, args.format, wired.clock.now()))
 }
 
 /// The fast path: a running agent's token, without reading secrets or starting a runtime.
@@ -42,10 +39,7 @@ fn from_agent(
     given: Option<&Path>,
     min_ttl: Duration,
 ) -> Result<Token, crate::agent::client::NotUsed> {
-    let configured = || match crate::config::load(crate::config::Choice::new(
-        cli.config.as_deref(),
-        cli.no_config,
-    )) {
+    let configured = || match wiring::load_config(cli) {
         Ok(Some(loaded)) => crate::agent::socket_path(&loaded.file.agent),
         _ => crate::agent::default_socket(),
     };

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use crate::cli::{Cli, InspectArgs};
 use crate::exit::{CliError, CliResult};
 use crate::human;
-use crate::settings::Settings;
+use crate::wiring;
 
-pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
+pub async fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
     let now = SystemTime::now();
     let (text, cached) = match args.token.as_deref() {
         Some("-") => {
@@ -25,7 +25,7 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
         }
         Some(t) => (t.trim().to_owned(), None),
         None => {
-            let token = cached_token(cli, args)?;
+            let token = cached_token(cli, args).await?;
             (token.expose_secret().to_owned(), Some(token))
         }
     };
@@ -44,19 +44,17 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
     }
 }
 
-fn cached_token(cli: &Cli, args: &InspectArgs) -> CliResult<Token> {
-    super::runtime()?.block_on(async {
-        let settings = Settings::resolve(cli, &args.credentials).await?;
-        let request = settings.token_request().ok();
-        let store = settings.store(request.as_ref())?;
-        let key = settings.cache_key();
-        store.load(&key).await?.ok_or_else(|| {
-            CliError::usage(format!(
-                "no token given and none cached for profile {:?} ({}); pass TOKEN or - for stdin",
-                settings.profile,
-                store.location(&key)
-            ))
-        })
+async fn cached_token(cli: &Cli, args: &InspectArgs) -> CliResult<Token> {
+    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let request = wired.token_request().ok();
+    let store = wired.store(request.as_ref())?;
+    let key = wired.cache_key();
+    store.load(&key).await?.ok_or_else(|| {
+        CliError::usage(format!(
+            "no token given and none cached for profile {:?} ({}); pass TOKEN or - for stdin",
+            wired.profile(),
+            store.location(&key)
+        ))
     })
 }
 

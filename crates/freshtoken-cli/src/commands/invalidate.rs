@@ -2,27 +2,19 @@
 
 use crate::cli::{Cli, CredentialArgs};
 use crate::exit::CliResult;
-use crate::settings::Settings;
+use crate::wiring;
 
-pub fn run(cli: &Cli, args: &CredentialArgs) -> CliResult {
-    let runtime = super::runtime()?;
-    let settings = runtime.block_on(Settings::resolve(cli, args))?;
-    let request = settings.token_request().ok();
-    let store = settings.store(request.as_ref())?;
-    let key = settings.cache_key();
-    let removed = runtime.block_on(store.remove(&key))?;
-    if removed {
-        eprintln!(
-            "dropped the cached token of profile {} ({})",
-            settings.profile,
-            store.location(&key)
-        );
+pub async fn run(cli: &Cli, args: &CredentialArgs) -> CliResult {
+    let wired = wiring::wire(wiring::settings(cli, args)?).await?;
+    let request = wired.token_request().ok();
+    let store = wired.store(request.as_ref())?;
+    let key = wired.cache_key();
+    let removed = store.remove(&key).await?;
+    let what = if removed {
+        "dropped the cached token of profile"
     } else {
-        eprintln!(
-            "no cached token for profile {} ({})",
-            settings.profile,
-            store.location(&key)
-        );
-    }
+        "no cached token for profile"
+    };
+    eprintln!("{what} {} ({})", wired.profile(), store.location(&key));
     Ok(())
 }

@@ -9,12 +9,34 @@ pub mod invalidate;
 pub mod proxy;
 pub mod status;
 
-use std::sync::Arc;
+use crate::cli::{Cli, Command};
+use crate::exit::{CliError, CliResult, code};
 
-use freshtoken::{CachedSource, Fetch, HttpFetcher};
+/// Runs the command `cli` names on the runtime `main` started; its exit code.
+pub async fn run(cli: &Cli) -> CliResult<u8> {
+    match &cli.command {
+        Command::Get(args) => get::run(cli, args).await,
+        Command::Inspect(args) => inspect::run(cli, args).await,
+        Command::Status(args) => status::run(cli, args).await,
+        Command::Invalidate(args) => invalidate::run(cli, args).await,
+        Command::DevServer(args) => dev_server::run(args).await,
+        Command::Proxy(args) => proxy::run(cli, args).await,
+        Command::Exec(args) => return exec::run(cli, args).await,
+        Command::Demo(args) => demo::run(args).await,
+        // The agent starts its runtime itself until it runs on this one.
+        Command::Agent(_) => Err(CliError::internal("the agent runs on its own runtime")),
+    }
+    .map(|()| code::OK)
+}
 
-use crate::exit::{CliError, CliResult};
-use crate::settings::Settings;
+/// Whether `command` serves or waits for long (two worker threads), rather than doing one
+/// thing and exiting (one thread, started fast).
+pub fn long_running(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Agent(_) | Command::Exec(_) | Command::DevServer(_) | Command::Demo(_)
+    )
+}
 
 /// A runtime for a one-shot command: one thread, started fast.
 pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
@@ -64,45 +86,6 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
-}
-
-/// The cached source a command gets its token from.
-pub fn source(settings: &Settings) -> CliResult<CachedSource> {
-    source_with(settings, None)
-}
-
-/// Like [`source`]; a long-running command passes `Some(memory)` to keep its tokens in
-/// process unless a cache was chosen explicitly.
-pub fn source_with(
-    settings: &Settings,
-    default_store: Option<Arc<dyn freshtoken::TokenStore>>,
-) -> CliResult<CachedSource> {
-    source_from(settings, default_store, None, |fetcher| fetcher)
-}
-
-/// Like [`source_with`], with a given HTTP client (built with `settings.http`) and the
-/// fetcher wrapped by `wrap`: the agent shares clients and counts requests.
-pub fn source_from(
-    settings: &Settings,
-    default_store: Option<Arc<dyn freshtoken::TokenStore>>,
-    client: Option<reqwest::Client>,
-    wrap: impl FnOnce(Arc<dyn Fetch>) -> Arc<dyn Fetch>,
-) -> CliResult<CachedSource> {
-    let request = settings.token_request()?;
-    let store = match default_store {
-        Some(store) if !settings.cache_explicit => store,
-        _ => settings.store(Some(&request))?,
-    };
-    let mut fetcher =
-        HttpFetcher::new(request, settings.http.clone())?.with_clock(settings.clock.clone());
-    if let Some(client) = client {
-        fetcher = fetcher.with_client(client);
-    }
-    Ok(CachedSource::builder_shared(wrap(Arc::new(fetcher)))
-        .store(store, settings.cache_key())
-        .policy(settings.policy)
-        .clock(settings.clock.clone())
-        .build())
 }
 
 /// Writes what a command prints to stdout. A reader that went away (`freshtoken status |

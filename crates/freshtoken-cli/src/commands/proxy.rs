@@ -10,14 +10,15 @@ use url::Url;
 
 use crate::cli::{Cli, ProxyArgs};
 use crate::exit::{CliError, CliResult};
-use crate::settings::{Settings, parse_duration};
+use crate::settings::Settings;
+use crate::units::{Listen, parse_duration, parse_loopback, parse_size};
+use crate::wiring;
 
-pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
-    // The one runtime of this thread: it resolves the settings (discovery), then watches
-    // signals; the serving threads run their own.
-    let runtime = super::runtime()?;
-    let settings = runtime.block_on(Settings::resolve(cli, &args.credentials))?;
-    let upstream = upstream(args.upstream.as_deref(), &settings)?;
+pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
+    // The command's runtime resolves the settings (discovery), then watches signals; the
+    // serving threads run their own.
+    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let upstream = upstream(args.upstream.as_deref(), &wired.settings)?;
     let replay_limit = parse_size(&args.replay_limit)
         .map_err(|e| CliError::usage(format!("--replay-limit: {e}")))?;
     let grace =
@@ -30,16 +31,16 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
             .map_err(|e| CliError::usage(format!("--{e}")))?,
         grace,
     };
-    let source = super::source_with(&settings, Some(Arc::new(MemoryStore::new())))?;
+    let source = wired.source_with(Some(Arc::new(MemoryStore::new())))?;
     // The 401 backoff runs on the source's clock (FRESHTOKEN_CLOCK_SKEW moves both).
     let proxy = Proxy::with_clock(
         source,
         Config {
             upstream,
             replay_limit,
-            ca_file: settings.http.ca_file.clone(),
+            ca_file: wired.settings.http.ca_file.clone(),
         },
-        settings.clock.clone(),
+        wired.clock.clone(),
     )?;
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
@@ -54,26 +55,34 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     );
     let _ = out.flush();
     drop(out);
-    // Signals are watched on a thread of their own; the serving threads drain when told.
+    // Signals are watched on this runtime; the serving threads, blocked on here, drain when
+    // told.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    std::thread::spawn(move || {
-        runtime.block_on(super::shutdown_signal());
+    let signals = tokio::spawn(async move {
+        super::shutdown_signal().await;
         let _ = stop.send(true);
     });
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
-    freshtoken_proxy::run_threaded(listener, &proxy, threads, &listening, stopped)
-        .map_err(|e| CliError::internal(format!("proxy failed: {e}")))
+    let served = tokio::task::spawn_blocking(move || {
+        freshtoken_proxy::run_threaded(listener, &proxy, threads, &listening, stopped)
+    })
+    .await;
+    signals.abort();
+    match served {
+        Ok(result) => result.map_err(|e| CliError::internal(format!("proxy failed: {e}"))),
+        Err(e) => Err(CliError::internal(format!("proxy failed: {e}"))),
+    }
 }
 
 /// `--upstream`, else the provider's API base; plain http only to loopback, checked before
 /// any token is asked for.
 pub fn upstream(flag: Option<&str>, settings: &Settings) -> CliResult<Url> {
-    let url = match (flag, &settings.api_base) {
+    let url = match (flag, settings.api_base()) {
         (Some(u), _) => Url::parse(u)
             .map_err(|e| CliError::usage(format!("--upstream {u:?} is not a URL: {e}")))?,
-        (None, Some(api)) => api.clone(),
+        (None, Some(api)) => api,
         (None, None) => {
             return Err(CliError::usage(
                 "no upstream: set --upstream URL (or use --provider genesys --region R)",
@@ -107,62 +116,31 @@ pub fn limits(header_timeout: &str, max_connections: usize) -> Result<Limits, St
 
 /// The address to listen on; anything but loopback only with `allow_remote`.
 pub fn listen_addr(listen: &str, allow_remote: bool) -> CliResult<SocketAddr> {
-    let addr: SocketAddr = listen.parse().map_err(|_| {
-        CliError::usage(format!(
-            "--listen {listen:?} is not an address like 127.0.0.1:8080"
-        ))
-    })?;
-    if !addr.ip().is_loopback() {
-        if !allow_remote {
+    let addr = match parse_loopback(listen) {
+        Ok(addr) => addr,
+        Err(Listen::NotAnAddress) => {
+            return Err(CliError::usage(format!(
+                "--listen {listen:?} is not an address like 127.0.0.1:8080"
+            )));
+        }
+        Err(Listen::NotLoopback(addr)) if !allow_remote => {
             return Err(CliError::usage(format!(
                 "--listen {addr} is not loopback: anyone who reaches it gets requests made with your token; add --allow-remote if that is really meant"
             )));
         }
-        tracing::warn!(
-            "listening on {addr}, beyond loopback: anyone who can reach it can make requests with this token"
-        );
-    }
-    Ok(addr)
-}
-
-/// Sizes as people write them: `1048576`, `512KiB`, `1MiB`, `10MB`, `1GiB`.
-pub fn parse_size(value: &str) -> Result<usize, String> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, unit) = v.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{value:?} is not a size (try 1MiB or 1048576)"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1000,
-        "kib" | "k" => 1024,
-        "mb" => 1_000_000,
-        "mib" | "m" => 1024 * 1024,
-        "gb" => 1_000_000_000,
-        "gib" | "g" => 1024 * 1024 * 1024,
-        _ => return Err(format!("{value:?} is not a size (try 1MiB or 1048576)")),
+        Err(Listen::NotLoopback(addr)) => {
+            tracing::warn!(
+                "listening on {addr}, beyond loopback: anyone who can reach it can make requests with this token"
+            );
+            addr
+        }
     };
-    n.checked_mul(factor)
-        .and_then(|b| usize::try_from(b).ok())
-        .ok_or_else(|| format!("{value:?} is too large"))
+    Ok(addr)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() -> Result<(), String> {
-        assert_eq!(parse_size("1MiB")?, 1_048_576);
-        assert_eq!(parse_size("512KiB")?, 524_288);
-        assert_eq!(parse_size("10MB")?, 10_000_000);
-        assert_eq!(parse_size("42")?, 42);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("1XB").is_err());
-        assert!(parse_size("99999999999999GiB").is_err());
-        Ok(())
-    }
 
     #[test]
     fn header_timeouts_and_connection_caps_are_bounded() {

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use crate::cli::{Cli, StatusArgs};
 use crate::exit::CliResult;
 use crate::human;
-use crate::settings::{CacheChoice, Settings};
+use crate::settings::CacheChoice;
+use crate::wiring;
 
 /// What one layer holds.
 struct Layer {
@@ -18,33 +19,30 @@ struct Layer {
     ttl: Option<std::time::Duration>,
 }
 
-pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
-    let runtime = super::runtime()?;
-    let settings = runtime.block_on(Settings::resolve(cli, &args.credentials))?;
-    let key = settings.cache_key();
-    let request = settings.token_request().ok();
+pub async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
+    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let key = wired.cache_key();
+    let request = wired.token_request().ok();
     let redis_without_credentials =
-        matches!(settings.cache, CacheChoice::Redis { .. }) && request.is_none();
-    let layers = settings.layers(request.as_ref())?;
-    let layers: Vec<Layer> = runtime.block_on(async {
-        let mut out = Vec::new();
-        for store in &layers {
-            let token = store.load(&key).await.map_err(|e| e.to_string());
-            let ttl = store.ttl(&key).await.ok().flatten();
-            out.push(Layer {
-                kind: store.kind(),
-                location: store.location(&key),
-                token,
-                ttl,
-            });
-        }
-        out
-    });
-    let now = settings.clock.now();
+        matches!(wired.settings.cache.choice, CacheChoice::Redis { .. }) && request.is_none();
+    let mut layers = Vec::new();
+    for store in wired.layers(request.as_ref())? {
+        let token = store.load(&key).await.map_err(|e| e.to_string());
+        let ttl = store.ttl(&key).await.ok().flatten();
+        layers.push(Layer {
+            kind: store.kind(),
+            location: store.location(&key),
+            token,
+            ttl,
+        });
+    }
+    let settings = &wired.settings;
+    let api_base = settings.api_base();
+    let now = wired.clock.now();
     let answered = layers
         .iter()
         .find(|l| matches!(&l.token, Ok(Some(t)) if t.is_valid_at(now)));
-    let public = settings.request_public();
+    let public = wired.request_public();
 
     if args.json {
         let mut v = json!({
@@ -56,7 +54,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
             "cached": answered.is_some(),
             "answered_by": answered.map(|l| l.kind),
         });
-        if let Some(api) = &settings.api_base {
+        if let Some(api) = &api_base {
             v["api_base"] = json!(api.as_str());
         }
         if let Some(Ok(Some(t))) = answered.map(|l| &l.token) {
@@ -80,7 +78,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
         ),
         ("token URL".to_owned(), public.token_url.to_string()),
     ];
-    if let Some(api) = &settings.api_base {
+    if let Some(api) = &api_base {
         lines.push(("API base".to_owned(), api.to_string()));
     }
     lines.push(("client id".to_owned(), public.client_id.clone()));

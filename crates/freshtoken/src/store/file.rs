@@ -12,6 +12,7 @@
 //! warning and replaced — by a rename, never by writing into it.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -71,15 +72,21 @@ impl FileStore {
 
     /// `$XDG_CACHE_HOME/freshtoken`, else `$HOME/.cache/freshtoken`.
     pub fn default_dir() -> Option<PathBuf> {
-        let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
-        std::env::var_os("XDG_CACHE_HOME")
+        Self::dir_from(
+            std::env::var_os("XDG_CACHE_HOME").as_deref(),
+            std::env::var_os("HOME").as_deref(),
+        )
+    }
+
+    /// [`FileStore::default_dir`] for the given `XDG_CACHE_HOME` and `HOME`, so that a
+    /// caller that resolves its settings from a snapshot of the environment gets the same
+    /// answer without reading the process's.
+    pub fn dir_from(xdg_cache_home: Option<&OsStr>, home: Option<&OsStr>) -> Option<PathBuf> {
+        let nonempty = |v: &OsStr| (!v.is_empty()).then(|| PathBuf::from(v));
+        xdg_cache_home
             .and_then(nonempty)
             .filter(|p| p.is_absolute())
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .and_then(nonempty)
-                    .map(|h| h.join(".cache"))
-            })
+            .or_else(|| home.and_then(nonempty).map(|h| h.join(".cache")))
             .map(|base| base.join("freshtoken"))
     }
 

@@ -1,21 +1,20 @@
-//! Building the cache layers a command uses from the settings.
+//! The cache layers a command uses, opened from the settings.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use freshtoken::{FileStore, LayeredStore, MemoryStore, SharedClock, TokenRequest, TokenStore};
 
 use crate::exit::{CliError, CliResult};
-use crate::settings::{CacheChoice, parse_duration};
+use crate::settings::{Cache, CacheChoice};
 
 /// The layers of `cache`, nearest first. `request` carries the credentials that seal Redis
 /// values; without them (status, invalidate when no secret is at hand) Redis is left out.
-pub fn layers(
-    cache: &CacheChoice,
+pub(super) fn layers(
+    cache: &Cache,
     request: Option<&TokenRequest>,
     clock: &SharedClock,
 ) -> CliResult<Vec<Arc<dyn TokenStore>>> {
-    match cache {
+    match &cache.choice {
         CacheChoice::Memory => Ok(vec![Arc::new(MemoryStore::new())]),
         CacheChoice::File(dir) => Ok(vec![Arc::new(FileStore::new(dir))]),
         CacheChoice::Redis { url, file } => {
@@ -24,7 +23,7 @@ pub fn layers(
                 layers.push(Arc::new(FileStore::new(dir)));
             }
             if let Some(request) = request {
-                layers.push(redis(url, request, clock)?);
+                layers.push(redis(url, cache, request, clock)?);
             }
             Ok(layers)
         }
@@ -32,7 +31,10 @@ pub fn layers(
 }
 
 /// One store over `layers`.
-pub fn stack(mut layers: Vec<Arc<dyn TokenStore>>, clock: &SharedClock) -> Arc<dyn TokenStore> {
+pub(super) fn stack(
+    mut layers: Vec<Arc<dyn TokenStore>>,
+    clock: &SharedClock,
+) -> Arc<dyn TokenStore> {
     if layers.len() == 1 {
         return layers.remove(0);
     }
@@ -40,7 +42,12 @@ pub fn stack(mut layers: Vec<Arc<dyn TokenStore>>, clock: &SharedClock) -> Arc<d
 }
 
 #[cfg(feature = "redis")]
-fn redis(url: &str, request: &TokenRequest, clock: &SharedClock) -> CliResult<Arc<dyn TokenStore>> {
+fn redis(
+    url: &str,
+    cache: &Cache,
+    request: &TokenRequest,
+    clock: &SharedClock,
+) -> CliResult<Arc<dyn TokenStore>> {
     use secrecy::SecretString;
     let credentials = request.client_secret.as_ref().or(request.private_key.as_ref()).ok_or_else(|| {
         CliError::usage(format!(
@@ -52,13 +59,8 @@ fn redis(url: &str, request: &TokenRequest, clock: &SharedClock) -> CliResult<Ar
         .ok()
         .filter(|p| !p.is_empty())
         .map(SecretString::from);
-    let lease = match std::env::var(crate::env::REDIS_LEASE) {
-        Ok(v) => parse_duration(&v)
-            .map_err(|e| CliError::usage(format!("{}: {e}", crate::env::REDIS_LEASE)))?,
-        Err(_) => freshtoken::store::DEFAULT_LEASE,
-    };
     let store = freshtoken::RedisStore::new(url, password.as_ref(), credentials)?
-        .with_lease(lease.max(Duration::from_millis(100)))
+        .with_lease(cache.redis_lease)
         .with_clock(clock.clone());
     Ok(Arc::new(store))
 }
@@ -66,10 +68,10 @@ fn redis(url: &str, request: &TokenRequest, clock: &SharedClock) -> CliResult<Ar
 #[cfg(not(feature = "redis"))]
 fn redis(
     _url: &str,
+    _cache: &Cache,
     _request: &TokenRequest,
     _clock: &SharedClock,
 ) -> CliResult<Arc<dyn TokenStore>> {
-    let _ = parse_duration;
     Err(CliError::usage(
         "this freshtoken was built without the redis feature; rebuild with --features redis",
     ))

@@ -1,0 +1,509 @@
+//! The precedence rules, as a table over every key: flag > environment > file > default, the
+//! endpoint taken whole from one source, secrets named but never read. Everything here runs
+//! on plain values — an in-memory environment and config — which is the point of the module.
+
+use super::*;
+use crate::config::{OneOrMany, SecretSource};
+
+const URL_FLAG: &str = "https://flag.example/token";
+const URL_FILE: &str = "https://file.example/token";
+
+/// Flags that name an endpoint and a client, so that each row varies one key alone.
+fn base_args() -> CredentialArgs {
+    CredentialArgs::default()
+}
+
+fn base_profile() -> ProfileConfig {
+    ProfileConfig {
+        token_url: Some(URL_FILE.into()),
+        client_id: Some("file-client".into()),
+        ..ProfileConfig::default()
+    }
+}
+
+/// An environment with a `HOME` (so that the file cache has a place) and `pairs`.
+fn env(pairs: &[(&str, &str)]) -> Environment {
+    let home = std::iter::once(("HOME", "/home/u"));
+    Environment::from_pairs(
+        home.chain(pairs.iter().copied())
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+}
+
+fn loaded(profile: ProfileConfig) -> Loaded {
+    let mut file = crate::config::ConfigFile::default();
+    file.profiles.insert("default".into(), profile);
+    Loaded {
+        path: PathBuf::from("/cfg/config.toml"),
+        file,
+    }
+}
+
+fn resolve_with(
+    args: &CredentialArgs,
+    profile: ProfileConfig,
+    env: &Environment,
+) -> CliResult<Settings> {
+    let loaded = loaded(profile);
+    resolve(&Inputs {
+        args,
+        profile: None,
+        config: Some(&loaded),
+        no_config: false,
+        env,
+    })
+}
+
+/// One key: how a flag and the file set it, and how the settings show it.
+struct Row {
+    key: &'static str,
+    flag: Option<fn(&mut CredentialArgs)>,
+    file: fn(&mut ProfileConfig),
+    read: fn(&Settings) -> String,
+    flag_value: &'static str,
+    file_value: &'static str,
+    default: &'static str,
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            key: "client_id",
+            flag: Some(|a| a.client_id = Some("flag-client".into())),
+            file: |p| p.client_id = Some("file-client".into()),
+            read: |s| s.client.id.clone(),
+            flag_value: "flag-client",
+            file_value: "file-client",
+            default: "file-client", // the base profile names one: a client id has no default
+        },
+        Row {
+            key: "auth_method",
+            flag: Some(|a| a.auth_method = Some("client_secret_post".into())),
+            file: |p| p.auth_method = Some("none".into()),
+            read: |s| s.client.auth_method.to_string(),
+            flag_value: "client_secret_post",
+            file_value: "none",
+            default: "client_secret_basic",
+        },
+        Row {
+            key: "scope",
+            flag: Some(|a| a.scope = vec!["a b".into(), "c".into()]),
+            file: |p| p.scope = Some(OneOrMany::One("file".into())),
+            read: |s| s.ask.scope.join(" "),
+            flag_value: "a b c",
+            file_value: "file",
+            default: "",
+        },
+        Row {
+            key: "audience",
+            flag: Some(|a| a.audience = Some("flag-aud".into())),
+            file: |p| p.audience = Some("file-aud".into()),
+            read: |s| s.ask.audience.clone().unwrap_or_default(),
+            flag_value: "flag-aud",
+            file_value: "file-aud",
+            default: "",
+        },
+        Row {
+            key: "resource",
+            flag: Some(|a| a.resource = vec!["urn:flag".into()]),
+            file: |p| p.resource = Some(OneOrMany::Many(vec!["urn:file".into()])),
+            read: |s| s.ask.resource.join(" "),
+            flag_value: "urn:flag",
+            file_value: "urn:file",
+            default: "",
+        },
+        Row {
+            key: "params",
+            flag: Some(|a| a.params = vec!["k=flag".into()]),
+            file: |p| {
+                p.params.insert("k".into(), "file".into());
+            },
+            read: |s| format!("{:?}", s.ask.params),
+            flag_value: r#"[("k", "flag")]"#,
+            file_value: r#"[("k", "file")]"#,
+            default: "[]",
+        },
+        Row {
+            key: "cache",
+            flag: Some(|a| a.cache = Some("memory".into())),
+            file: |p| p.cache = Some("file:/file-cache".into()),
+            read: |s| format!("{:?} {}", s.cache.choice, s.cache.explicit),
+            flag_value: "Memory true",
+            file_value: r#"File("/file-cache") true"#,
+            default: r#"File("/home/u/.cache/freshtoken") false"#,
+        },
+        Row {
+            key: "timeout",
+            flag: Some(|a| a.timeout = Some("7s".into())),
+            file: |p| p.timeout = Some("9s".into()),
+            read: |s| format!("{:?}", s.http.timeout),
+            flag_value: "7s",
+            file_value: "9s",
+            default: "30s",
+        },
+        Row {
+            key: "retry_for",
+            flag: Some(|a| a.retry_for = Some("5s".into())),
+            file: |p| p.retry_for = Some("6s".into()),
+            read: |s| format!("{:?}", s.http.retry.deadline),
+            flag_value: "5s",
+            file_value: "6s",
+            default: "60s",
+        },
+        Row {
+            key: "ca_file",
+            flag: Some(|a| a.ca_file = Some("/flag.pem".into())),
+            file: |p| p.ca_file = Some("/file.pem".into()),
+            read: |s| format!("{:?}", s.http.ca_file),
+            flag_value: r#"Some("/flag.pem")"#,
+            file_value: r#"Some("/file.pem")"#,
+            default: "None",
+        },
+        Row {
+            key: "key_id",
+            flag: Some(|a| a.key_id = Some("-kid-flag".into())),
+            file: |p| p.key_id = Some("kid-file".into()),
+            read: |s| s.client.key_id.clone().unwrap_or_default(),
+            flag_value: "-kid-flag",
+            file_value: "kid-file",
+            default: "",
+        },
+        Row {
+            key: "signing_alg",
+            flag: Some(|a| a.signing_alg = Some("ES256".into())),
+            file: |p| p.signing_alg = Some("RS256".into()),
+            read: |s| format!("{:?}", s.client.signing_alg),
+            flag_value: "Some(ES256)",
+            file_value: "Some(RS256)",
+            default: "None",
+        },
+        Row {
+            key: "assertion_audience",
+            flag: Some(|a| a.assertion_audience = Some("aud-flag".into())),
+            file: |p| p.assertion_audience = Some("aud-file".into()),
+            read: |s| s.client.assertion_audience.clone().unwrap_or_default(),
+            flag_value: "aud-flag",
+            file_value: "aud-file",
+            default: "",
+        },
+        Row {
+            key: "assertion_lifetime",
+            flag: None,
+            file: |p| p.assertion_lifetime = Some("45s".into()),
+            read: |s| format!("{:?}", s.client.assertion_lifetime),
+            flag_value: "",
+            file_value: "Some(45s)",
+            default: "None",
+        },
+        Row {
+            key: "default_lifetime",
+            flag: None,
+            file: |p| p.default_lifetime = Some("10m".into()),
+            read: |s| format!("{:?}", s.http.default_lifetime),
+            flag_value: "",
+            file_value: "600s",
+            default: "300s",
+        },
+        Row {
+            key: "refresh_at",
+            flag: None,
+            file: |p| p.refresh_at = Some(0.5),
+            read: |s| s.policy.stale_fraction.to_string(),
+            flag_value: "",
+            file_value: "0.5",
+            default: "0.75",
+        },
+        Row {
+            key: "refresh_jitter",
+            flag: None,
+            file: |p| p.refresh_jitter = Some(0.01),
+            read: |s| s.policy.jitter_fraction.to_string(),
+            flag_value: "",
+            file_value: "0.01",
+            default: "0.05",
+        },
+        Row {
+            key: "refresh_margin_fraction",
+            flag: None,
+            file: |p| p.refresh_margin_fraction = Some(0.2),
+            read: |s| s.policy.margin_fraction.to_string(),
+            flag_value: "",
+            file_value: "0.2",
+            default: "0.1",
+        },
+        Row {
+            key: "refresh_margin_max",
+            flag: None,
+            file: |p| p.refresh_margin_max = Some("1m".into()),
+            read: |s| format!("{:?}", s.policy.margin_cap),
+            flag_value: "",
+            file_value: "60s",
+            default: "30s",
+        },
+    ]
+}
+
+#[test]
+fn every_key_takes_the_flag_over_the_file_over_the_default() -> CliResult {
+    let env = env(&[("HOME", "/home/u")]);
+    for row in rows() {
+        let read = |args: &CredentialArgs, profile: ProfileConfig| -> CliResult<String> {
+            Ok((row.read)(&resolve_with(args, profile, &env)?))
+        };
+        let key = row.key;
+        assert_eq!(
+            read(&base_args(), base_profile())?,
+            row.default,
+            "{key}: default"
+        );
+        let mut profile = base_profile();
+        (row.file)(&mut profile);
+        assert_eq!(
+            read(&base_args(), profile.clone())?,
+            row.file_value,
+            "{key}: file"
+        );
+        if let Some(flag) = row.flag {
+            let mut args = base_args();
+            flag(&mut args);
+            assert_eq!(
+                read(&args, profile)?,
+                row.flag_value,
+                "{key}: flag over file"
+            );
+            assert_eq!(read(&args, base_profile())?, row.flag_value, "{key}: flag");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_endpoint_is_one_unit_from_the_highest_source() -> CliResult {
+    let none = env(&[]);
+    // A flag's token URL over the file's.
+    let mut args = base_args();
+    args.token_url = Some(URL_FLAG.into());
+    let s = resolve_with(&args, base_profile(), &none)?;
+    assert_eq!(
+        s.endpoint,
+        Endpoint::TokenUrl(Url::parse(URL_FLAG).unwrap())
+    );
+    // An issuer from the environment beats the file's token URL, which is noted unused.
+    let mut args = base_args();
+    args.issuer = Some("https://idp.example".into());
+    args.from_env.issuer = true;
+    let s = resolve_with(&args, base_profile(), &none)?;
+    assert_eq!(
+        s.endpoint,
+        Endpoint::Issuer(Url::parse("https://idp.example").unwrap())
+    );
+    assert!(
+        s.notes.iter().any(|n| n.contains("token_url in profile")),
+        "{:?}",
+        s.notes
+    );
+    // The environment's provider is not completed by the file's region.
+    let mut args = base_args();
+    args.provider = Some("genesys".into());
+    args.from_env.provider = true;
+    let profile = ProfileConfig {
+        region: Some("eu-west-1".into()),
+        ..base_profile()
+    };
+    let e = resolve_with(&args, profile.clone(), &none).unwrap_err();
+    assert!(e.message.contains("needs a region"), "{}", e.message);
+    assert!(e.message.contains("is not used"), "{}", e.message);
+    // ... but a region from the same rank or higher is taken.
+    args.region = Some("eu-west-1".into());
+    let s = resolve_with(&args, profile, &none)?;
+    assert!(matches!(s.endpoint, Endpoint::Genesys(_)));
+    assert!(s.api_base().is_some());
+    // GENESYSCLOUD_REGION alone implies Genesys Cloud, and its client variables count then.
+    let genesys = env(&[
+        ("GENESYSCLOUD_REGION", "us-east-1"),
+        ("GENESYSCLOUD_OAUTHCLIENT_ID", "gc-client"),
+        ("GENESYSCLOUD_OAUTHCLIENT_SECRET", "s"),
+    ]);
+    let s = resolve_with(&base_args(), ProfileConfig::default(), &genesys)?;
+    assert!(matches!(s.endpoint, Endpoint::Genesys(_)));
+    assert_eq!(s.client.id, "gc-client");
+    assert!(matches!(
+        s.client.secret,
+        SecretSpec::Env(env::GENESYS_CLIENT_SECRET)
+    ));
+    // ... but not beside another endpoint: there they would be another client's.
+    let s = resolve_with(&base_args(), base_profile(), &genesys)?;
+    assert!(matches!(s.endpoint, Endpoint::TokenUrl(_)));
+    assert_eq!(s.client.id, "file-client");
+    assert!(matches!(s.client.secret, SecretSpec::Missing));
+    // No endpoint anywhere is a usage error that names every way to give one.
+    let client_only = ProfileConfig {
+        client_id: Some("c".into()),
+        ..ProfileConfig::default()
+    };
+    let e = resolve_with(&base_args(), client_only, &none).unwrap_err();
+    assert!(e.message.starts_with("no token endpoint"), "{}", e.message);
+    Ok(())
+}
+
+#[test]
+fn secrets_are_named_in_order_and_never_read() -> CliResult {
+    // A source that would fail if it were read or run: resolving only names it.
+    let profile = ProfileConfig {
+        client_secret: Some(SecretSource::Command(vec![
+            "/nonexistent/secret-tool".into(),
+        ])),
+        private_key: Some(SecretSource::File("/nonexistent/key.pem".into())),
+        ..base_profile()
+    };
+    let none = env(&[]);
+    let s = resolve_with(&base_args(), profile.clone(), &none)?;
+    assert!(matches!(
+        s.client.secret,
+        SecretSpec::Config(SecretSource::Command(_))
+    ));
+    assert!(matches!(
+        s.client.key,
+        SecretSpec::Config(SecretSource::File(_))
+    ));
+    let with_env = env(&[
+        ("FRESHTOKEN_CLIENT_SECRET", "x"),
+        ("FRESHTOKEN_PRIVATE_KEY", "pem"),
+    ]);
+    let s = resolve_with(&base_args(), profile.clone(), &with_env)?;
+    assert!(matches!(
+        s.client.secret,
+        SecretSpec::Env(env::CLIENT_SECRET)
+    ));
+    assert!(matches!(s.client.key, SecretSpec::Env(env::PRIVATE_KEY)));
+    let mut args = base_args();
+    args.client_secret_file = Some("/flag-secret".into());
+    args.private_key = Some("/flag-key.pem".into());
+    let s = resolve_with(&args, profile.clone(), &with_env)?;
+    assert!(matches!(&s.client.secret, SecretSpec::File(p) if p.as_os_str() == "/flag-secret"));
+    assert!(matches!(&s.client.key, SecretSpec::File(p) if p.as_os_str() == "/flag-key.pem"));
+    args.client_secret_stdin = true;
+    let s = resolve_with(&args, profile, &with_env)?;
+    assert!(matches!(s.client.secret, SecretSpec::Stdin));
+    Ok(())
+}
+
+#[test]
+fn the_environment_places_the_cache_moves_the_clock_and_sets_the_lease() -> CliResult {
+    let e = env(&[("XDG_CACHE_HOME", "/xdg"), ("HOME", "/home/u")]);
+    let s = resolve_with(&base_args(), base_profile(), &e)?;
+    assert_eq!(s.cache.choice, CacheChoice::File("/xdg/freshtoken".into()));
+    assert_eq!(s.clock, ClockChoice::System);
+    // A relative XDG_CACHE_HOME is ignored, as the XDG spec says.
+    let e = env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/home/u")]);
+    let s = resolve_with(&base_args(), base_profile(), &e)?;
+    assert_eq!(
+        s.cache.choice,
+        CacheChoice::File("/home/u/.cache/freshtoken".into())
+    );
+    let err = resolve_with(&base_args(), base_profile(), &Environment::default()).unwrap_err();
+    assert!(
+        err.message.contains("cannot find a cache directory"),
+        "{}",
+        err.message
+    );
+    let e = env(&[("FRESHTOKEN_CLOCK_SKEW", "16s"), ("HOME", "/h")]);
+    let s = resolve_with(&base_args(), base_profile(), &e)?;
+    assert_eq!(s.clock, ClockChoice::Ahead(Duration::from_secs(16)));
+    let e = env(&[
+        ("FRESHTOKEN_CLOCK_SKEW_FILE", "/skew"),
+        ("FRESHTOKEN_CLOCK_SKEW", "bad"),
+    ]);
+    let s = resolve_with(&base_args(), base_profile(), &e)?;
+    assert_eq!(s.clock, ClockChoice::SkewFile("/skew".into()));
+    let e = env(&[("FRESHTOKEN_CLOCK_SKEW", "soon"), ("HOME", "/h")]);
+    let err = resolve_with(&base_args(), base_profile(), &e).unwrap_err();
+    assert!(
+        err.message.starts_with("FRESHTOKEN_CLOCK_SKEW"),
+        "{}",
+        err.message
+    );
+    // The Redis lease counts for a Redis cache only, with a floor of 100 ms.
+    let mut args = base_args();
+    args.cache = Some("redis://127.0.0.1:1/0".into());
+    let e = env(&[("FRESHTOKEN_REDIS_LEASE", "1ms"), ("HOME", "/h")]);
+    let s = resolve_with(&args, base_profile(), &e)?;
+    assert_eq!(s.cache.redis_lease, Duration::from_millis(100));
+    let e = env(&[("FRESHTOKEN_REDIS_LEASE", "never"), ("HOME", "/h")]);
+    assert!(resolve_with(&base_args(), base_profile(), &e).is_ok());
+    Ok(())
+}
+
+#[test]
+fn the_agent_s_profiles_see_neither_flags_nor_credential_variables() -> CliResult {
+    let e = env(&[
+        ("GENESYSCLOUD_REGION", "us-east-1"),
+        ("FRESHTOKEN_CLIENT_SECRET", "x"),
+        ("HOME", "/h"),
+    ]);
+    let s = resolve_profile("p", &base_profile(), Path::new("/cfg.toml"), &e)?;
+    assert!(matches!(s.endpoint, Endpoint::TokenUrl(_)));
+    assert!(matches!(s.client.secret, SecretSpec::Missing));
+    // Kept in process unless the profile names a cache.
+    assert_eq!(s.cache.choice, CacheChoice::Memory);
+    assert!(!s.cache.explicit);
+    Ok(())
+}
+
+#[test]
+fn a_profile_is_found_or_refused_with_the_ones_there() -> CliResult {
+    let args = base_args();
+    let e = env(&[("HOME", "/h")]);
+    let loaded = loaded(base_profile());
+    let inputs = |profile, config, no_config| Inputs {
+        args: &args,
+        profile,
+        config,
+        no_config,
+        env: &e,
+    };
+    assert_eq!(
+        resolve(&inputs(Some("default"), Some(&loaded), false))?.profile,
+        "default"
+    );
+    let err = resolve(&inputs(Some("prod"), Some(&loaded), false)).unwrap_err();
+    assert!(
+        err.message.contains("profiles there: default"),
+        "{}",
+        err.message
+    );
+    let err = resolve(&inputs(Some("prod"), None, true)).unwrap_err();
+    assert!(err.message.contains("--no-config"), "{}", err.message);
+    let err = resolve(&inputs(Some("prod"), None, false)).unwrap_err();
+    assert!(
+        err.message.contains("no config file was found"),
+        "{}",
+        err.message
+    );
+    Ok(())
+}
+
+#[test]
+fn cache_choices() -> Result<(), CliError> {
+    let dir = Some(PathBuf::from("/c"));
+    assert_eq!(
+        CacheChoice::parse("memory", dir.clone())?,
+        CacheChoice::Memory
+    );
+    assert_eq!(
+        CacheChoice::parse("file", dir.clone())?,
+        CacheChoice::File("/c".into())
+    );
+    assert_eq!(
+        CacheChoice::parse("file:/tmp/x", None)?,
+        CacheChoice::File("/tmp/x".into())
+    );
+    assert!(
+        CacheChoice::parse("redis-ish", dir.clone())
+            .unwrap_err()
+            .message
+            .contains("unknown cache")
+    );
+    assert!(CacheChoice::parse("file:", dir).is_err());
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! From settings to working parts: the one place where resolving a profile does I/O.
+//!
+//! [`crate::settings`] decides what a command runs with, from values alone; this module does
+//! what that decision needs — reads the config file and the environment, discovers an
+//! issuer, reads secrets when they are used, opens caches, builds the clock — and hands the
+//! commands a [`CachedSource`]. Everything here is awaited on the command's one runtime,
+//! which `main` starts.
+
+mod stores;
+
+use std::sync::Arc;
+
+use freshtoken::discovery::{Metadata, discover_cached};
+use freshtoken::{
+    CacheKey, CachedSource, Fetch, HttpFetcher, SharedClock, SkewedClock, SystemClock,
+    TokenRequest, TokenStore,
+};
+use url::Url;
+
+use crate::cli::{Cli, CredentialArgs};
+use crate::config;
+use crate::exit::{CliError, CliResult};
+use crate::secret::{Secret, read_secret};
+use crate::settings::{self, ClockChoice, Endpoint, Environment, Inputs, Settings};
+
+/// The config file `cli` names (or the user's own), read now.
+pub fn load_config(cli: &Cli) -> CliResult<Option<config::Loaded>> {
+    config::load(config::Choice::new(cli.config.as_deref(), cli.no_config))
+}
+
+/// The settings of the profile `cli` selects, from this process's flags, environment and
+/// config file.
+pub fn settings(cli: &Cli, args: &CredentialArgs) -> CliResult<Settings> {
+    let loaded = load_config(cli)?;
+    let env = Environment::of_process();
+    settings::resolve(&Inputs {
+        args,
+        profile: cli.profile.as_deref(),
+        config: loaded.as_ref(),
+        no_config: config::Choice::new(cli.config.as_deref(), cli.no_config)
+            == config::Choice::Nothing,
+        env: &env,
+    })
+}
+
+/// The clock `choice` describes.
+pub fn clock(choice: &ClockChoice) -> SharedClock {
+    match choice {
+        ClockChoice::System => Arc::new(SystemClock),
+        ClockChoice::Ahead(ahead) => Arc::new(SkewedClock::ahead(*ahead)),
+        ClockChoice::SkewFile(path) => {
+            Arc::new(crate::skew_clock::FileSkewClock::new(path.clone()))
+        }
+    }
+}
+
+/// A profile's settings with their endpoint found and their clock running: what a command
+/// builds its source, or reads its cache, with.
+#[derive(Debug)]
+pub struct Wired {
+    pub settings: Settings,
+    pub clock: SharedClock,
+    /// The request, without its secrets (see [`Wired::token_request`]).
+    request: TokenRequest,
+    /// The issuer's metadata, when the endpoint came from discovery.
+    metadata: Option<Metadata>,
+}
+
+/// Finds the endpoint of `settings` (discovering an issuer, with its document cached beside
+/// the tokens) and starts its clock. Notes on what was given but not used are logged here.
+pub async fn wire(settings: Settings) -> CliResult<Wired> {
+    for note in &settings.notes {
+        tracing::info!("{note}");
+    }
+    let clock = clock(&settings.clock);
+    let (token_url, metadata) = match &settings.endpoint {
+        Endpoint::TokenUrl(url) => (url.clone(), None),
+        Endpoint::Genesys(region) => (region.token_url(), None),
+        Endpoint::Issuer(issuer) => {
+            let meta = discover_cached(issuer, &settings.http, settings.cache.choice.file_dir())
+                .await
+                .map_err(CliError::from)?;
+            (meta.token_endpoint.clone(), Some(meta))
+        }
+    };
+    let request = public_request(&settings, token_url);
+    Ok(Wired {
+        settings,
+        clock,
+        request,
+        metadata,
+    })
+}
+
+/// The request `settings` describe for `token_url`, without secrets.
+fn public_request(settings: &Settings, token_url: Url) -> TokenRequest {
+    let (client, ask) = (&settings.client, &settings.ask);
+    let mut request = TokenRequest::new(token_url, client.id.clone(), None);
+    request.auth_method = client.auth_method;
+    request.signing_alg = client.signing_alg;
+    request.key_id = client.key_id.clone();
+    request.assertion_audience = client.assertion_audience.clone();
+    if let Some(l) = client.assertion_lifetime {
+        request.assertion_lifetime = l;
+    }
+    request.scope = ask.scope.clone();
+    request.audience = ask.audience.clone();
+    request.resource = ask.resource.clone();
+    request.params = ask.params.clone();
+    request
+}
+
+impl Wired {
+    /// The profile's name.
+    pub fn profile(&self) -> &str {
+        &self.settings.profile
+    }
+
+    /// The cache key, which needs no secret.
+    pub fn cache_key(&self) -> CacheKey {
+        self.request.cache_key()
+    }
+
+    /// The request without its secret, for display.
+    pub fn request_public(&self) -> &TokenRequest {
+        &self.request
+    }
+
+    /// The full request: reads the secrets now (from stdin, a file, the environment or a
+    /// command) and checks that the request can work.
+    pub fn token_request(&self) -> CliResult<TokenRequest> {
+        let client = &self.settings.client;
+        let mut request = self.request.clone();
+        let method = request.auth_method;
+        if method.needs_secret() {
+            request.client_secret =
+                Some(read_secret(&client.secret, Secret::ClientSecret, method)?);
+        }
+        if method.needs_private_key() {
+            request.private_key = Some(read_secret(&client.key, Secret::PrivateKey, method)?);
+        }
+        request.validate()?;
+        if let Some(meta) = &self.metadata {
+            let alg = request.signer()?.map(|s| s.alg());
+            meta.check(request.auth_method, alg)?;
+        }
+        Ok(request)
+    }
+
+    /// The cache layers, nearest first. `request` carries the credentials that seal Redis
+    /// values; without them (status, invalidate when no secret is at hand) Redis is left out.
+    pub fn layers(&self, request: Option<&TokenRequest>) -> CliResult<Vec<Arc<dyn TokenStore>>> {
+        stores::layers(&self.settings.cache, request, &self.clock)
+    }
+
+    /// The cache as one store.
+    pub fn store(&self, request: Option<&TokenRequest>) -> CliResult<Arc<dyn TokenStore>> {
+        Ok(stores::stack(self.layers(request)?, &self.clock))
+    }
+
+    /// The cached source a command gets its token from.
+    pub fn source(&self) -> CliResult<CachedSource> {
+        self.source_with(None)
+    }
+
+    /// Like [`Wired::source`]; a long-running command passes `Some(memory)` to keep its
+    /// tokens in process unless a cache was chosen explicitly.
+    pub fn source_with(
+        &self,
+        default_store: Option<Arc<dyn TokenStore>>,
+    ) -> CliResult<CachedSource> {
+        self.source_from(default_store, None, |fetcher| fetcher)
+    }
+
+    /// Like [`Wired::source_with`], with a given HTTP client (built with the settings' HTTP
+    /// options) and the fetcher wrapped by `wrap`: the agent shares clients and counts
+    /// requests.
+    pub fn source_from(
+        &self,
+        default_store: Option<Arc<dyn TokenStore>>,
+        client: Option<reqwest::Client>,
+        wrap: impl FnOnce(Arc<dyn Fetch>) -> Arc<dyn Fetch>,
+    ) -> CliResult<CachedSource> {
+        let request = self.token_request()?;
+        let store = match default_store {
+            Some(store) if !self.settings.cache.explicit => store,
+            _ => self.store(Some(&request))?,
+        };
+        let mut fetcher =
+            HttpFetcher::new(request, self.settings.http.clone())?.with_clock(self.clock.clone());
+        if let Some(client) = client {
+            fetcher = fetcher.with_client(client);
+        }
+        Ok(CachedSource::builder_shared(wrap(Arc::new(fetcher)))
+            .store(store, self.cache_key())
+            .policy(self.settings.policy)
+            .clock(self.clock.clone())
+            .build())
+    }
+}
