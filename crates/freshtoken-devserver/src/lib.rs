@@ -84,7 +84,8 @@ pub async fn run(
 pub struct Running {
     addr: SocketAddr,
     state: Arc<State>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Dropped with the server, which then stops too.
+    stop: Option<freshtoken::drain::Signal>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -94,10 +95,8 @@ impl Running {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(config));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, Arc::clone(&state), async move {
-            let _ = stopped.await;
-        }));
+        let (stop, watch) = freshtoken::drain::channel();
+        let task = tokio::spawn(run(listener, Arc::clone(&state), watch.into_signaled()));
         Ok(Self {
             addr,
             state,
@@ -129,7 +128,7 @@ impl Running {
     /// Stops serving and waits for in-flight requests.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            stop.signal();
         }
         (&mut self.task).await.unwrap_or(Ok(()))
     }
@@ -138,7 +137,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            stop.signal();
         }
     }
 }

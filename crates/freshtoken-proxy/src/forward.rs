@@ -69,12 +69,23 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<ProxyBody> {
     r
 }
 
-async fn forward(
+/// A client request made ready for the upstream: its head rewritten, its body read up to
+/// the replay limit.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+}
+
+/// Checks the request's target and reads its body; an answer for the client instead when
+/// it must not, or cannot, be forwarded.
+async fn prepare(
     shared: &Shared,
     hosts: &AllowedHosts,
     local: SocketAddr,
     req: Request<Incoming>,
-) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+) -> Result<Prepared, Response<ProxyBody>> {
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
     // Judged before `upstream_head` drops the client's `Host`, refused after it: a request
@@ -106,7 +117,26 @@ async fn forward(
                 format!("cannot read the request body: {e}"),
             )
         })?;
+    Ok(Prepared {
+        method: parts.method,
+        uri,
+        headers,
+        body,
+    })
+}
 
+async fn forward(
+    shared: &Shared,
+    hosts: &AllowedHosts,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+    let Prepared {
+        method,
+        uri,
+        headers,
+        body,
+    } = prepare(shared, hosts, local, req).await?;
     Stats::add(&shared.stats.requests);
     let token = match shared.source.token().await {
         Ok(token) => {
@@ -129,15 +159,7 @@ async fn forward(
         ),
         Body::Streaming(prefix, rest) => (ProxyBody::Prefixed(Some(prefix), rest), None),
     };
-    let first = send(
-        shared,
-        &parts.method,
-        &uri,
-        headers,
-        token.expose_secret(),
-        body,
-    )
-    .await?;
+    let first = send(shared, &method, &uri, headers, token.expose_secret(), body).await?;
     if first.status() != StatusCode::UNAUTHORIZED {
         shared.guard.accepted();
         return Ok((respond(first), false));
@@ -152,7 +174,7 @@ async fn forward(
     };
     // Boxed: the rare path should not add its futures to every request's.
     let kept = Kept {
-        method: &parts.method,
+        method: &method,
         uri: &uri,
         headers,
         body: bytes,
@@ -216,7 +238,7 @@ pub(crate) fn upstream_head(
 struct Kept<'a> {
     method: &'a Method,
     uri: &'a Uri,
-    headers: http::HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
 }
 
@@ -325,7 +347,7 @@ async fn send(
     shared: &Shared,
     method: &Method,
     uri: &Uri,
-    headers: http::HeaderMap,
+    headers: HeaderMap,
     token: &str,
     body: ProxyBody,
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {

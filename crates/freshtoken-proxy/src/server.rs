@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -121,6 +121,28 @@ pub async fn run(
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     limits: Limits,
+    make: M,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    M: FnMut(Addresses) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let cap = Cap::new(limits.max_connections, listener.local_addr().ok());
+    serve_capped(listener, limits, &cap, make, shutdown, grace).await
+}
+
+/// [`serve`] within a connection cap that other event loops on the same socket share.
+async fn serve_capped<M, S, B>(
+    listener: TcpListener,
+    limits: Limits,
+    cap: &Cap,
     mut make: M,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -134,7 +156,6 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut cap = Cap::new(limits.max_connections, listener.local_addr().ok());
     let mut serving = Serving::default();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut slot = None;
@@ -192,13 +213,15 @@ fn proxy_service(
 /// episode and one WARN.
 const CAP_QUIET: Duration = Duration::from_secs(1);
 
-/// The connection cap of one listener: a slot per open connection, shared by the threads
-/// that serve them.
+/// The connection cap of one listening socket: a slot per open connection, shared (cloned)
+/// by the event loops that accept on it.
+#[derive(Clone)]
 struct Cap {
     slots: Arc<Semaphore>,
     max: usize,
-    /// When the cap was last found full, while an episode lasts: one WARN per episode.
-    full_at: Option<Instant>,
+    /// When the cap was last found full, while an episode lasts: one WARN per episode,
+    /// whichever loop finds it.
+    full_at: Arc<std::sync::Mutex<Option<Instant>>>,
     listen: Option<SocketAddr>,
 }
 
@@ -208,7 +231,7 @@ impl Cap {
         Self {
             slots: Arc::new(Semaphore::new(max)),
             max,
-            full_at: None,
+            full_at: Arc::default(),
             listen,
         }
     }
@@ -221,24 +244,25 @@ impl Cap {
     /// A slot for the next connection: at once below the cap; at the cap, a WARN (the first
     /// time in an episode) and a wait until a connection closes. `None` only if the slots are
     /// gone, which they never are while the listener runs.
-    async fn slot(&mut self) -> Option<OwnedSemaphorePermit> {
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let full_at = || self.full_at.lock().unwrap_or_else(PoisonError::into_inner);
         if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
-            if self.full_at.is_some_and(|t| t.elapsed() >= CAP_QUIET) {
-                self.full_at = None;
+            let mut full_at = full_at();
+            if full_at.is_some_and(|t| t.elapsed() >= CAP_QUIET) {
+                *full_at = None;
                 tracing::info!("{}: below the connection cap again", self.listen());
             }
             return Some(slot);
         }
-        if self.full_at.is_none() {
+        if full_at().replace(Instant::now()).is_none() {
             tracing::warn!(
                 "{}: {} connections open, the most allowed (max connections); new ones wait in the backlog until one closes",
                 self.listen(),
                 self.max
             );
         }
-        self.full_at = Some(Instant::now());
         let slot = Arc::clone(&self.slots).acquire_owned().await.ok();
-        self.full_at = Some(Instant::now());
+        *full_at() = Some(Instant::now());
         slot
     }
 }
@@ -307,71 +331,54 @@ impl Serving {
     }
 }
 
-/// A connection accepted by [`run_threaded`]'s accepting thread, with its slot of the cap.
-type Dealt = (std::net::TcpStream, OwnedSemaphorePermit);
-
 /// Serves `proxy` on `threads` OS threads, each with a single-threaded runtime and its own
 /// upstream pool (as nginx's workers do): a request and its upstream call stay on one thread,
-/// with no cross-thread wake-ups. This thread accepts and deals connections out in turn, so
-/// the loops share the load evenly; the connection cap of `listening` counts them all.
-/// Returns once `shutdown` turns true and every loop has drained.
+/// with no cross-thread wake-ups. Each thread runs the same accept loop as [`run`] on its own
+/// handle of the one listening socket; the connection cap of `listening` counts them all.
+/// Returns once `shutdown` is signaled and every thread has drained.
 pub fn run_threaded(
     listener: std::net::TcpListener,
     proxy: &Proxy,
     threads: usize,
     listening: &Listening,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: &freshtoken::drain::Watch,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let mut queues = Vec::new();
+    let cap = Cap::new(listening.limits.max_connections, listener.local_addr().ok());
     let mut handles = Vec::new();
     for i in 0..threads.max(1) {
-        let (queue, connections) = tokio::sync::mpsc::unbounded_channel::<Dealt>();
-        queues.push(queue);
+        let listener = listener.try_clone()?;
         let proxy = proxy.for_another_thread().map_err(std::io::Error::other)?;
-        let listening = listening.clone();
+        let (listening, cap, shutdown) = (listening.clone(), cap.clone(), shutdown.clone());
         let handle = std::thread::Builder::new()
             .name(format!("proxy-{i}"))
-            .spawn(move || serve_dealt(&proxy, &listening, connections))?;
+            .spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        let hosts = Arc::new(listening.allowed_hosts.clone());
+                        let make =
+                            move |at: Addresses| proxy_service(&proxy.shared, &hosts, at.local);
+                        let signaled = shutdown.clone().into_signaled();
+                        let served = serve_capped(
+                            listener,
+                            listening.limits,
+                            &cap,
+                            make,
+                            signaled,
+                            listening.grace,
+                        )
+                        .await;
+                        // Held until drained: the signal's drain waits for this.
+                        drop(shutdown);
+                        served
+                    })
+            })?;
         handles.push(handle);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let listener = TcpListener::from_std(listener)?;
-        let mut cap = Cap::new(listening.limits.max_connections, listener.local_addr().ok());
-        let mut next = 0usize;
-        let mut slot = None;
-        loop {
-            tokio::select! {
-                got = cap.slot(), if slot.is_none() => match got {
-                    Some(got) => slot = Some(got),
-                    None => break,
-                },
-                accepted = listener.accept(), if slot.is_some() => match accepted {
-                    Ok((stream, _)) => {
-                        let stream = stream.into_std()?;
-                        if let Some(held) = slot.take() {
-                            let _ = queues[next % queues.len()].send((stream, held));
-                            next = next.wrapping_add(1);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    })?;
-    drop(queues);
+    drop(listener);
     for h in handles {
         h.join()
             .map_err(|_| std::io::Error::other("a proxy thread panicked"))??;
@@ -379,48 +386,11 @@ pub fn run_threaded(
     Ok(())
 }
 
-/// One serving thread of [`run_threaded`]: serves what it is dealt until the accepting
-/// thread hangs up, then drains.
-fn serve_dealt(
-    proxy: &Proxy,
-    listening: &Listening,
-    mut connections: tokio::sync::mpsc::UnboundedReceiver<Dealt>,
-) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let hosts = Arc::new(listening.allowed_hosts.clone());
-    runtime.block_on(async move {
-        let mut serving = Serving::default();
-        loop {
-            let (stream, slot) = tokio::select! {
-                () = serving.reap() => continue,
-                dealt = connections.recv() => match dealt {
-                    Some(dealt) => dealt,
-                    None => break,
-                },
-            };
-            let adopted = tokio::net::TcpStream::from_std(stream)
-                .and_then(|s| s.local_addr().map(|local| (s, local)));
-            match adopted {
-                Ok((stream, local)) => {
-                    let service = proxy_service(&proxy.shared, &hosts, local);
-                    serving.serve(stream, service, listening.limits, slot);
-                }
-                Err(e) => tracing::warn!("cannot adopt a connection: {e}"),
-            }
-        }
-        serving.drain(listening.grace).await;
-        Ok::<(), std::io::Error>(())
-    })
-}
-
 /// A proxy serving in the background of the current runtime on an ephemeral loopback port,
 /// for a child process (`exec --proxy`) or a demo; stopped with [`Background::stop`].
 pub struct Background {
     url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: freshtoken::drain::Signal,
 }
 
 impl Background {
@@ -428,16 +398,20 @@ impl Background {
     pub async fn start(proxy: Proxy) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
+        let (stop, watch) = freshtoken::drain::channel();
         let listening = Listening {
             grace: Duration::from_secs(1),
             ..Listening::default()
         };
-        let task = tokio::spawn(async move { run(listener, proxy, &listening, shutdown).await });
-        Ok(Self { url, stop, task })
+        tokio::spawn(async move {
+            let signaled = watch.clone().into_signaled();
+            if let Err(e) = run(listener, proxy, &listening, signaled).await {
+                tracing::warn!("the proxy stopped: {e}");
+            }
+            // Held until drained: [`Background::stop`] waits for this.
+            drop(watch);
+        });
+        Ok(Self { url, stop })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -447,7 +421,6 @@ impl Background {
 
     /// Stops accepting and waits (up to a second) for requests in flight.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        self.stop.drain().await;
     }
 }

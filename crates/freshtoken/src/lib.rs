@@ -26,6 +26,7 @@
 mod assertion;
 pub mod clock;
 pub mod discovery;
+pub mod drain;
 mod error;
 mod fetch;
 #[doc(hidden)]

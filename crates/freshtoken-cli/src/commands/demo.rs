@@ -61,12 +61,15 @@ struct Outcome {
     elapsed: Duration,
 }
 
-async fn bulk_job(
-    ttl: Duration,
-    duration: Duration,
-    calls: u32,
-    workers: u32,
-) -> CliResult<Outcome> {
+/// The demo's parts: a dev-server, a source of its tokens, the proxy in front of it.
+struct Stack {
+    server: Running,
+    source: CachedSource,
+    proxy: Proxy,
+    background: freshtoken_proxy::Background,
+}
+
+async fn start_stack(ttl: Duration) -> CliResult<Stack> {
     let server = Running::start(
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         Config {
@@ -76,24 +79,18 @@ async fn bulk_job(
     )
     .await
     .map_err(|e| CliError::internal(format!("cannot start the demo's dev-server: {e}")))?;
-    let token_url = server
-        .token_url()
-        .parse()
-        .map_err(|_| CliError::internal("bad dev-server URL"))?;
+    let bad_url = |_| CliError::internal("bad dev-server URL");
+    let token_url = server.token_url().parse().map_err(bad_url)?;
     let request = TokenRequest::new(
         token_url,
         DEFAULT_CLIENT_ID,
         Some(SecretString::from(DEFAULT_CLIENT_SECRET.to_owned())),
     );
     let source = CachedSource::builder(HttpFetcher::new(request, HttpOptions::default())?).build();
-    let upstream = server
-        .base_url()
-        .parse()
-        .map_err(|_| CliError::internal("bad dev-server URL"))?;
     let proxy = Proxy::new(
         source.clone(),
         freshtoken_proxy::Config {
-            upstream,
+            upstream: server.base_url().parse().map_err(bad_url)?,
             replay_limit: DEFAULT_REPLAY_LIMIT,
             ca_file: None,
         },
@@ -101,6 +98,26 @@ async fn bulk_job(
     let background = freshtoken_proxy::Background::start(proxy.clone())
         .await
         .map_err(|e| CliError::internal(format!("cannot start the demo's proxy: {e}")))?;
+    Ok(Stack {
+        server,
+        source,
+        proxy,
+        background,
+    })
+}
+
+async fn bulk_job(
+    ttl: Duration,
+    duration: Duration,
+    calls: u32,
+    workers: u32,
+) -> CliResult<Outcome> {
+    let Stack {
+        server,
+        source,
+        proxy,
+        background,
+    } = start_stack(ttl).await?;
     let proxy_url = background.url().to_owned();
     println!(
         "dev-server on {} issues tokens that live {}; the freshtoken proxy on {proxy_url} sits in front of it",
@@ -126,17 +143,47 @@ async fn bulk_job(
             );
         })
     };
+    let counts = run_workers(&proxy_url, duration, calls, workers).await?;
+    let elapsed = started.elapsed();
+    revoker.abort();
+    watcher.abort();
+    background.stop().await;
+    let stats = server.state().stats();
+    let _ = server.stop().await;
+    Ok(Outcome {
+        calls: counts.done.load(Ordering::Relaxed),
+        unauthorized: counts.unauthorized.load(Ordering::Relaxed),
+        failed: counts.failed.load(Ordering::Relaxed),
+        replayed: proxy.stats().replayed,
+        token_requests: stats.token_requests,
+        rotations: rotations.load(Ordering::Relaxed),
+        elapsed,
+    })
+}
 
+/// What the job's calls got back.
+#[derive(Default)]
+struct Counts {
+    unauthorized: AtomicU64,
+    failed: AtomicU64,
+    done: AtomicU64,
+}
+
+/// The job: `workers` tasks making `calls` PUTs in all through the proxy, spread over
+/// `duration`.
+async fn run_workers(
+    proxy_url: &str,
+    duration: Duration,
+    calls: u32,
+    workers: u32,
+) -> CliResult<Arc<Counts>> {
     let http = freshtoken::http_client(&HttpOptions::default())?;
-    let unauthorized = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let per_worker = calls.div_ceil(workers);
     let pause = duration / per_worker.max(1);
     let mut tasks = Vec::new();
     for worker in 0..workers {
-        let (http, base) = (http.clone(), proxy_url.clone());
-        let (unauthorized, failed, done) = (unauthorized.clone(), failed.clone(), done.clone());
+        let (http, base, counts) = (http.clone(), proxy_url.to_owned(), Arc::clone(&counts));
         let mine = per_worker.min(calls.saturating_sub(worker * per_worker));
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(pause);
@@ -145,35 +192,21 @@ async fn bulk_job(
                 let url = format!("{base}/api/items/{worker}-{i}");
                 match http.put(&url).body("{\"enabled\":true}").send().await {
                     Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
-                        unauthorized.fetch_add(1, Ordering::Relaxed);
+                        counts.unauthorized.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(r) if r.status().is_success() => {}
                     Ok(_) | Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                done.fetch_add(1, Ordering::Relaxed);
+                counts.done.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
     for t in tasks {
         let _ = t.await;
     }
-    let elapsed = started.elapsed();
-    revoker.abort();
-    watcher.abort();
-    background.stop().await;
-    let stats = server.state().stats();
-    let _ = server.stop().await;
-    Ok(Outcome {
-        calls: done.load(Ordering::Relaxed),
-        unauthorized: unauthorized.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        replayed: proxy.stats().replayed,
-        token_requests: stats.token_requests,
-        rotations: rotations.load(Ordering::Relaxed),
-        elapsed,
-    })
+    Ok(counts)
 }
 
 /// Prints a line whenever the proxy's token changes (the source says when; nothing polls).

@@ -57,16 +57,16 @@ pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     drop(out);
     // Signals are watched on this runtime; the serving threads, blocked on here, drain when
     // told.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (stop, watch) = freshtoken::drain::channel();
     let signals = tokio::spawn(async move {
         super::shutdown_signal().await;
-        let _ = stop.send(true);
+        stop.signal();
     });
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     let served = tokio::task::spawn_blocking(move || {
-        freshtoken_proxy::run_threaded(listener, &proxy, threads, &listening, stopped)
+        freshtoken_proxy::run_threaded(listener, &proxy, threads, &listening, &watch)
     })
     .await;
     signals.abort();

@@ -23,8 +23,6 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
     let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
     let key = wired.cache_key();
     let request = wired.token_request().ok();
-    let redis_without_credentials =
-        matches!(wired.settings.cache.choice, CacheChoice::Redis { .. }) && request.is_none();
     let mut layers = Vec::new();
     for store in wired.layers(request.as_ref())? {
         let token = store.load(&key).await.map_err(|e| e.to_string());
@@ -36,115 +34,148 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
             ttl,
         });
     }
-    let settings = &wired.settings;
-    let api_base = settings.api_base();
-    let now = wired.clock.now();
-    let answered = layers
-        .iter()
-        .find(|l| matches!(&l.token, Ok(Some(t)) if t.is_valid_at(now)));
-    let public = wired.request_public();
-
+    let report = Report {
+        now: wired.clock.now(),
+        redis_unread: matches!(wired.settings.cache.choice, CacheChoice::Redis { .. })
+            && request.is_none(),
+        wired: &wired,
+        layers,
+    };
     if args.json {
+        super::print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report.json())
+                .expect("a JSON value with string keys serializes")
+        ))
+    } else {
+        super::print(&report.text())
+    }
+}
+
+/// What `status` found for one profile.
+struct Report<'a> {
+    wired: &'a wiring::Wired,
+    layers: Vec<Layer>,
+    /// A Redis layer was left out: its values are sealed with a secret not at hand.
+    redis_unread: bool,
+    now: SystemTime,
+}
+
+impl Report<'_> {
+    /// The nearest layer holding a valid token.
+    fn answered(&self) -> Option<(&Layer, &Token)> {
+        self.layers.iter().find_map(|l| match &l.token {
+            Ok(Some(t)) if t.is_valid_at(self.now) => Some((l, t)),
+            _ => None,
+        })
+    }
+
+    fn json(&self) -> Value {
+        let (settings, public) = (&self.wired.settings, self.wired.request_public());
+        let answered = self.answered();
         let mut v = json!({
             "profile": settings.profile,
             "token_url": public.token_url.as_str(),
             "client_id": public.client_id,
             "auth_method": public.auth_method.as_str(),
-            "layers": layers.iter().map(|l| layer_json(l, now)).collect::<Vec<_>>(),
+            "layers": self.layers.iter().map(|l| layer_json(l, self.now)).collect::<Vec<_>>(),
             "cached": answered.is_some(),
-            "answered_by": answered.map(|l| l.kind),
+            "answered_by": answered.map(|(l, _)| l.kind),
         });
-        if let Some(api) = &api_base {
+        if let Some(api) = settings.api_base() {
             v["api_base"] = json!(api.as_str());
         }
-        if let Some(Ok(Some(t))) = answered.map(|l| &l.token) {
-            v["token"] = token_json(t, now);
+        if let Some((_, t)) = answered {
+            v["token"] = token_json(t, self.now);
         }
-        return super::print(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&v).expect("a JSON value with string keys serializes")
-        ));
+        v
     }
 
-    let source = settings
-        .config_path
-        .as_ref()
-        .map(|p| format!(" (from {})", p.display()))
-        .unwrap_or_default();
-    let mut lines = vec![
-        (
-            "profile".to_owned(),
-            format!("{}{source}", settings.profile),
-        ),
-        ("token URL".to_owned(), public.token_url.to_string()),
-    ];
-    if let Some(api) = &api_base {
-        lines.push(("API base".to_owned(), api.to_string()));
-    }
-    lines.push(("client id".to_owned(), public.client_id.clone()));
-    lines.push(("auth method".to_owned(), public.auth_method.to_string()));
-    for l in &layers {
-        let where_ = if l.kind == "memory" {
-            "memory (nothing is kept between commands)".to_owned()
-        } else {
-            format!("{} {}", l.kind, l.location)
-        };
-        let state = match &l.token {
-            Err(e) => format!("not answering: {e}"),
-            Ok(None) => "no token".to_owned(),
-            Ok(Some(t)) if !t.is_valid_at(now) => {
-                format!("expired token (fingerprint {})", t.fingerprint())
-            }
-            Ok(Some(t)) => format!(
-                "token {} expires {}",
-                t.fingerprint(),
-                human::relative(t.expires_at(), now)
-            ),
-        };
-        let ttl = l
-            .ttl
-            .map(|d| format!(", key TTL {}", human::duration(d)))
+    fn text(&self) -> String {
+        let (settings, public) = (&self.wired.settings, self.wired.request_public());
+        let source = settings
+            .config_path
+            .as_ref()
+            .map(|p| format!(" (from {})", p.display()))
             .unwrap_or_default();
-        lines.push(("cache".to_owned(), format!("{where_}: {state}{ttl}")));
-    }
-    if redis_without_credentials {
-        lines.push(("cache".to_owned(), "redis: not read (its values are sealed with the client's secret, which is not available)".into()));
-    }
-    match answered.map(|l| (&l.token, l.kind)) {
-        Some((Ok(Some(t)), kind)) => {
-            lines.push((
-                "token".to_owned(),
-                format!("cached in {kind} (fingerprint {})", t.fingerprint()),
-            ));
-            lines.push((
-                "expires".to_owned(),
-                format!(
-                    "{} ({}; from {})",
-                    human::timestamp(t.expires_at()),
-                    human::relative(t.expires_at(), now),
-                    expiry_from(t)
-                ),
-            ));
-            lines.push((
-                "scope".to_owned(),
-                t.scope().unwrap_or("(not reported)").to_owned(),
-            ));
-            lines.push((
-                "last fetch".to_owned(),
-                format!(
-                    "{} ({})",
-                    human::timestamp(t.received_at()),
-                    human::relative(t.received_at(), now)
-                ),
-            ));
+        let mut lines = vec![
+            ("profile", format!("{}{source}", settings.profile)),
+            ("token URL", public.token_url.to_string()),
+        ];
+        if let Some(api) = settings.api_base() {
+            lines.push(("API base", api.to_string()));
         }
-        _ => lines.push(("token".to_owned(), "not cached".to_owned())),
+        lines.push(("client id", public.client_id.clone()));
+        lines.push(("auth method", public.auth_method.to_string()));
+        for l in &self.layers {
+            lines.push(("cache", layer_text(l, self.now)));
+        }
+        if self.redis_unread {
+            lines.push(("cache", "redis: not read (its values are sealed with the client's secret, which is not available)".into()));
+        }
+        match self.answered() {
+            Some((l, t)) => lines.extend(token_text(l.kind, t, self.now)),
+            None => lines.push(("token", "not cached".to_owned())),
+        }
+        lines
+            .iter()
+            .map(|(label, value)| format!("{:<12} {value}\n", format!("{label}:")))
+            .collect()
     }
-    let text: String = lines
-        .iter()
-        .map(|(label, value)| format!("{:<12} {value}\n", format!("{label}:")))
-        .collect();
-    super::print(&text)
+}
+
+/// One layer's line: where it is and what it holds.
+fn layer_text(l: &Layer, now: SystemTime) -> String {
+    let where_ = if l.kind == "memory" {
+        "memory (nothing is kept between commands)".to_owned()
+    } else {
+        format!("{} {}", l.kind, l.location)
+    };
+    let state = match &l.token {
+        Err(e) => format!("not answering: {e}"),
+        Ok(None) => "no token".to_owned(),
+        Ok(Some(t)) if !t.is_valid_at(now) => {
+            format!("expired token (fingerprint {})", t.fingerprint())
+        }
+        Ok(Some(t)) => format!(
+            "token {} expires {}",
+            t.fingerprint(),
+            human::relative(t.expires_at(), now)
+        ),
+    };
+    let ttl = l
+        .ttl
+        .map(|d| format!(", key TTL {}", human::duration(d)))
+        .unwrap_or_default();
+    format!("{where_}: {state}{ttl}")
+}
+
+/// The lines about the token that answers, from the layer `kind`.
+fn token_text(kind: &str, t: &Token, now: SystemTime) -> [(&'static str, String); 4] {
+    [
+        (
+            "token",
+            format!("cached in {kind} (fingerprint {})", t.fingerprint()),
+        ),
+        (
+            "expires",
+            format!(
+                "{} ({}; from {})",
+                human::timestamp(t.expires_at()),
+                human::relative(t.expires_at(), now),
+                expiry_from(t)
+            ),
+        ),
+        ("scope", t.scope().unwrap_or("(not reported)").to_owned()),
+        (
+            "last fetch",
+            format!(
+                "{} ({})",
+                human::timestamp(t.received_at()),
+                human::relative(t.received_at(), now)
+            ),
+        ),
+    ]
 }
 
 fn token_json(t: &Token, now: SystemTime) -> Value {
