@@ -112,6 +112,26 @@ fn exec_on_its_defaults_runs_with_tokens_shorter_than_five_minutes() {
     assert_code(&o, 0);
 }
 
+/// The child's token and the proxy beside it come from one source: a run whose child makes a
+/// proxied request costs one token request, not one for the child and one for the proxy.
+#[test]
+fn exec_proxy_fetches_once_for_the_child_and_its_proxy() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let o = run(sb.cmd_for(&server).args([
+        "exec",
+        "--proxy",
+        "--upstream",
+        &server.base_url(),
+        "--",
+        "sh",
+        "-c",
+        "curl -sf -o /dev/null \"$FRESHTOKEN_PROXY_URL/api/items/1\"",
+    ]));
+    assert_code(&o, 0);
+    assert_eq!(server.stats().token_requests, 1, "{:?}", server.stats());
+}
+
 /// With 300 s tokens (the Genesys Cloud minimum) a 5-minute default was never met by a cached
 /// token, so every exec fetched. Half the lifetime is asked for instead: a second exec right
 /// after the first uses the cached token, one 140 s later still does (160 s left), one 160 s

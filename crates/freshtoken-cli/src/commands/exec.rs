@@ -1,10 +1,9 @@
 //! `freshtoken exec`: runs a command with a valid token in its environment, optionally with
 //! the proxy running beside it for its whole life; passes its exit code through.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use freshtoken::{AccessToken, CachedSource, MemoryStore, SharedClock, Want, fmt_duration};
+use freshtoken::{AccessToken, CachedSource, SharedClock, Want, fmt_duration};
 use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
 
 use crate::cli::{Cli, ExecArgs};
@@ -61,32 +60,22 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     }
     drop(token);
 
-    // The proxy, for a child that outlives its token: tokens kept in memory, refreshed
-    // in the background, until the child is gone.
-    let mut proxy_task = None;
-    if let Some(upstream) = upstream {
-        let proxy_source = wired.source_with(Some(Arc::new(MemoryStore::new())))?;
-        let proxy = Proxy::new(
-            proxy_source,
-            Config {
-                upstream,
-                replay_limit: DEFAULT_REPLAY_LIMIT,
-                ca_file: settings.http.ca_file.clone(),
-            },
-        )?;
-        let background = freshtoken_proxy::Background::start(proxy)
-            .await
-            .map_err(|e| CliError::internal(format!("cannot start the proxy: {e}")))?;
-        let names = if args.proxy_env.is_empty() {
-            vec![env::PROXY_URL.to_owned()]
-        } else {
-            args.proxy_env.clone()
-        };
-        for name in &names {
-            command.env(name, background.url());
+    // The proxy, for a child that outlives its token: the same source, refreshed in the
+    // background, until the child is gone (its first request needs no second fetch).
+    let proxy_task = match upstream {
+        Some(upstream) => {
+            let background = start_proxy(source, upstream, settings).await?;
+            let names = match args.proxy_env.is_empty() {
+                true => vec![env::PROXY_URL.to_owned()],
+                false => args.proxy_env.clone(),
+            };
+            for name in &names {
+                command.env(name, background.url());
+            }
+            Some(background)
         }
-        proxy_task = Some(background);
-    }
+        None => None,
+    };
 
     let mut child = match command.spawn() {
         Ok(c) => c,
@@ -100,6 +89,25 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         background.stop().await;
     }
     Ok(code)
+}
+
+/// The proxy beside CMD, on a free loopback port.
+async fn start_proxy(
+    source: CachedSource,
+    upstream: url::Url,
+    settings: &Settings,
+) -> CliResult<freshtoken_proxy::Background> {
+    let proxy = Proxy::new(
+        source,
+        Config {
+            upstream,
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+            ca_file: settings.http.ca_file.clone(),
+        },
+    )?;
+    freshtoken_proxy::Background::start(proxy)
+        .await
+        .map_err(|e| CliError::internal(format!("cannot start the proxy: {e}")))
 }
 
 /// The variables CMD does not inherit: every one a secret may be read from (see
