@@ -226,6 +226,23 @@ impl Settings {
         self.provider.as_ref().map(GenesysRegion::api_base)
     }
 
+    /// Where `proxy` and `exec --proxy` forward: `--upstream`, else the provider's API base;
+    /// plain http only to loopback, checked before any token is asked for.
+    pub fn upstream(&self, flag: Option<&str>) -> CliResult<Url> {
+        let url = match (flag, self.api_base()) {
+            (Some(u), _) => Url::parse(u)
+                .map_err(|e| CliError::usage(format!("--upstream {u:?} is not a URL: {e}")))?,
+            (None, Some(api)) => api,
+            (None, None) => {
+                return Err(CliError::usage(
+                    "no upstream: set --upstream URL (or use --provider genesys --region R)",
+                ));
+            }
+        };
+        freshtoken::refuse_plain_http("upstream", &url, "the token")?;
+        Ok(url)
+    }
+
     /// Uses the secrets `read` holds instead of reading the profile's sources again.
     pub fn with_secrets(mut self, read: ConfigSecrets) -> Self {
         let (secret, key) = read.into_specs();

@@ -44,7 +44,7 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let settings = &wired.settings;
     // Checked before a token is fetched: an upstream it may not go to stops here.
     let upstream = match args.proxy {
-        true => Some(super::proxy::upstream(args.upstream.as_deref(), settings)?),
+        true => Some(settings.upstream(args.upstream.as_deref())?),
         false => None,
     };
     let source = wired.source()?;

@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use freshtoken::MemoryStore;
 use freshtoken_proxy::{AllowedHosts, Config, Limits, Listening, MAX_HEADER_TIMEOUT, Proxy};
-use url::Url;
 
 use crate::cli::{Cli, ProxyArgs};
 use crate::exit::{CliError, CliResult};
-use crate::settings::Settings;
 use crate::units::{Listen, parse_duration, parse_loopback, parse_size};
 use crate::wiring;
 
@@ -18,7 +16,7 @@ pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     // The command's runtime resolves the settings (discovery), then watches signals; the
     // serving threads run their own.
     let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
-    let upstream = upstream(args.upstream.as_deref(), &wired.settings)?;
+    let upstream = wired.settings.upstream(args.upstream.as_deref())?;
     let replay_limit = parse_size(&args.replay_limit)
         .map_err(|e| CliError::usage(format!("--replay-limit: {e}")))?;
     let grace =
@@ -74,23 +72,6 @@ pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
         Ok(result) => result.map_err(|e| CliError::internal(format!("proxy failed: {e}"))),
         Err(e) => Err(CliError::internal(format!("proxy failed: {e}"))),
     }
-}
-
-/// `--upstream`, else the provider's API base; plain http only to loopback, checked before
-/// any token is asked for.
-pub fn upstream(flag: Option<&str>, settings: &Settings) -> CliResult<Url> {
-    let url = match (flag, settings.api_base()) {
-        (Some(u), _) => Url::parse(u)
-            .map_err(|e| CliError::usage(format!("--upstream {u:?} is not a URL: {e}")))?,
-        (None, Some(api)) => api,
-        (None, None) => {
-            return Err(CliError::usage(
-                "no upstream: set --upstream URL (or use --provider genesys --region R)",
-            ));
-        }
-    };
-    freshtoken::refuse_plain_http("upstream", &url, "the token")?;
-    Ok(url)
 }
 
 /// The header timeout (a duration, up to [`MAX_HEADER_TIMEOUT`]) and connection cap (at
