@@ -398,6 +398,12 @@ pub struct ExecArgs {
     #[arg(long, value_name = "URL", requires = "proxy", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 
+    /// With --proxy: the proxy is also CMD's gateway (see `proxy --help`), and CMD gets
+    /// GENESYSCLOUD_GATEWAY_HOST, _PORT and _PROTOCOL naming it, as the Genesys Cloud
+    /// Terraform provider reads them.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+
     #[command(flatten)]
     pub credentials: CredentialArgs,
 
@@ -453,7 +459,33 @@ pub struct ProxyArgs {
     pub threads: Option<usize>,
 
     #[command(flatten)]
+    pub gateway: GatewayArgs,
+
+    #[command(flatten)]
     pub credentials: CredentialArgs,
+}
+
+/// `--gateway`: the proxy as the gateway of tools that authenticate themselves.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Gateway, for tools that log in themselves")]
+pub struct GatewayArgs {
+    /// Also answer POST <login prefix>/oauth/token (client_credentials) with the shared fresh
+    /// token and its true expires_in, so that tools that authenticate themselves (the Genesys
+    /// Cloud SDKs, CX as Code, gc) make no token request of their own: give them the proxy as
+    /// their gateway. Only the profile's own client id and secret are let in; other login
+    /// paths get 404.
+    #[arg(long)]
+    pub gateway: bool,
+
+    /// The login paths' prefix the tools are given (their path_params_login), e.g. login;
+    /// default none.
+    #[arg(long, value_name = "PATH", default_value = "", requires = "gateway")]
+    pub gateway_login_prefix: String,
+
+    /// The API paths' prefix the tools are given (their path_params_api), removed before
+    /// forwarding; default none.
+    #[arg(long, value_name = "PATH", default_value = "", requires = "gateway")]
+    pub gateway_api_prefix: String,
 }
 
 /// `freshtoken dev-server`.

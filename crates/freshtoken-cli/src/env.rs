@@ -30,6 +30,13 @@ pub const GENESYS_CLIENT_ID: &str = "GENESYSCLOUD_OAUTHCLIENT_ID";
 pub const GENESYS_CLIENT_SECRET: &str = "GENESYSCLOUD_OAUTHCLIENT_SECRET";
 /// See [`GENESYS_CLIENT_ID`].
 pub const GENESYS_REGION: &str = "GENESYSCLOUD_REGION";
+/// Where the Genesys Cloud Terraform provider finds its gateway (`exec --proxy --gateway`
+/// sets them for CMD).
+pub const GENESYS_GATEWAY_HOST: &str = "GENESYSCLOUD_GATEWAY_HOST";
+/// See [`GENESYS_GATEWAY_HOST`].
+pub const GENESYS_GATEWAY_PORT: &str = "GENESYSCLOUD_GATEWAY_PORT";
+/// See [`GENESYS_GATEWAY_HOST`].
+pub const GENESYS_GATEWAY_PROTOCOL: &str = "GENESYSCLOUD_GATEWAY_PROTOCOL";
 /// Client authentication method.
 pub const AUTH_METHOD: &str = "FRESHTOKEN_AUTH_METHOD";
 /// Requested scope, space-separated.

@@ -92,6 +92,28 @@ pub async fn wire(settings: Settings) -> CliResult<Wired> {
     })
 }
 
+/// The gateway `args` ask for, letting in the client of `request` (its id and secret).
+pub fn gateway(
+    args: &crate::cli::GatewayArgs,
+    request: &TokenRequest,
+) -> CliResult<Option<freshtoken_proxy::Gateway>> {
+    if !args.gateway {
+        return Ok(None);
+    }
+    let secret = request.client_secret.as_ref().ok_or_else(|| {
+        CliError::usage(format!(
+            "--gateway lets in the profile's own client by its id and secret; auth method {} has no secret",
+            request.auth_method
+        ))
+    })?;
+    Ok(Some(freshtoken_proxy::Gateway::new(
+        request.client_id.clone(),
+        secret,
+        &args.gateway_login_prefix,
+        &args.gateway_api_prefix,
+    )))
+}
+
 /// The request `settings` describe for `token_url`, without secrets.
 fn public_request(settings: &Settings, token_url: Url) -> TokenRequest {
     let (client, ask) = (&settings.client, &settings.ask);
@@ -181,7 +203,18 @@ impl Wired {
         client: Option<reqwest::Client>,
         wrap: impl FnOnce(Arc<dyn Fetch>) -> Arc<dyn Fetch>,
     ) -> CliResult<CachedSource> {
-        let request = self.token_request()?;
+        self.source_of(self.token_request()?, default_store, client, wrap)
+    }
+
+    /// Like [`Wired::source_from`], for a request whose secrets were read already (a caller
+    /// that needs them too, such as the gateway, reads them once: stdin cannot be read twice).
+    pub fn source_of(
+        &self,
+        request: TokenRequest,
+        default_store: Option<Arc<dyn TokenStore>>,
+        client: Option<reqwest::Client>,
+        wrap: impl FnOnce(Arc<dyn Fetch>) -> Arc<dyn Fetch>,
+    ) -> CliResult<CachedSource> {
         let store = match default_store {
             Some(store) if !self.settings.cache.explicit => store,
             _ => self.store(Some(&request))?,

@@ -630,6 +630,7 @@ fn the_401_backoff_grows_on_the_proxys_clock_and_an_accepted_token_resets_it() {
                 upstream: server.base_url().parse().unwrap(),
                 replay_limit: freshtoken_proxy::DEFAULT_REPLAY_LIMIT,
                 ca_file: None,
+                gateway: None,
             },
             Arc::new(clock.clone()),
         )
@@ -733,4 +734,134 @@ fn a_proxy_whose_client_is_refused_says_why_once_per_failure_streak() {
         !log.iter().any(|l| l.contains("not-the-secret")),
         "no secret in the log: {log:#?}"
     );
+}
+
+// The gateway (issue 15): tools that log in themselves get the shared token.
+
+/// `curl -w` with the status code on a last line of its own.
+fn curl_status(args: &[&str]) -> (u16, String) {
+    let out = curl(&[args, &["-w", "\n%{http_code}"]].concat());
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn the_gateway_answers_its_own_client_with_the_shared_token_and_nobody_else() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let proxy = Proxy::start(
+        &sb,
+        &server,
+        &["--gateway", "--gateway-login-prefix", "login/"],
+    );
+    let own = format!("{CLIENT_ID}:{SECRET}");
+    let token_url = format!("{}/login/oauth/token", proxy.url);
+    let grant = ["-d", "grant_type=client_credentials"];
+    let (code, body) = curl_status(&[&["-u", &own], &grant[..], &[&token_url]].concat());
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = answer["access_token"].as_str().unwrap().to_owned();
+    assert!(
+        server.state().check(&token).is_some(),
+        "the shared token is a real one"
+    );
+    assert_eq!(answer["token_type"], "bearer");
+    let left = answer["expires_in"].as_u64().unwrap();
+    assert!(
+        (3590..=3600).contains(&left),
+        "the true remaining life: {left}"
+    );
+    // The form way, and again: the same token, and still only the proxy's own request.
+    let form =
+        format!("grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={SECRET}");
+    let (code, body) = curl_status(&["-d", &form, &token_url]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&token), "{body}");
+    assert_eq!(server.stats().token_requests, 1, "{:?}", server.stats());
+    // The API behind it works without a token of the client's own.
+    let (code, _) = curl_status(&[&format!("{}/api/items/1", proxy.url)]);
+    assert_eq!(code, 200);
+
+    // Anyone else gets what a real server says, and no token.
+    for (args, want, error) in [
+        (
+            vec![
+                "-u",
+                &format!("{CLIENT_ID}:wrong"),
+                "-d",
+                "grant_type=client_credentials",
+            ],
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![
+                "-u",
+                &format!("other:{SECRET}"),
+                "-d",
+                "grant_type=client_credentials",
+            ],
+            401,
+            "invalid_client",
+        ),
+        (
+            vec!["-d", "grant_type=client_credentials"],
+            401,
+            "invalid_client",
+        ),
+        (
+            vec!["-u", &own, "-d", "grant_type=password"],
+            400,
+            "unsupported_grant_type",
+        ),
+        (vec!["-u", &own, "-d", "scope=x"], 400, "invalid_request"),
+    ] {
+        let (code, body) = curl_status(&[&args[..], &[&token_url]].concat());
+        assert_eq!(code, want, "{args:?}: {body}");
+        assert!(body.contains(error), "{args:?}: {body}");
+        assert!(!body.contains(&token), "{args:?}: {body}");
+    }
+    let (code, _) = curl_status(&["-u", &own, &format!("{}/login/oauth/authorize", proxy.url)]);
+    assert_eq!(code, 404, "other login paths are not forwarded");
+    // A body that never ends is refused, not read for good.
+    let big = "x".repeat(100 * 1024);
+    let (code, _) = curl_status(&["-u", &own, "-d", &big, &token_url]);
+    assert_eq!(code, 413);
+    assert_eq!(server.stats().token_requests, 1, "{:?}", server.stats());
+    let (status, log) = proxy.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains(SECRET) && !log.contains(&token), "{log}");
+}
+
+#[test]
+fn exec_proxy_gateway_names_the_gateway_as_terraform_reads_it() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let script = "test \"$GENESYSCLOUD_GATEWAY_PROTOCOL\" = http && \
+        curl -sf -u \"$ID:$SECRET\" -d grant_type=client_credentials \
+        \"http://$GENESYSCLOUD_GATEWAY_HOST:$GENESYSCLOUD_GATEWAY_PORT/oauth/token\"";
+    // The child is handed no secret: the test's own shell gives it the client's, as the
+    // tool's own configuration would.
+    let o = run(sb
+        .cmd_for(&server)
+        .env("ID", CLIENT_ID)
+        .env("SECRET", SECRET)
+        .args([
+            "exec",
+            "--proxy",
+            "--gateway",
+            "--upstream",
+            &server.base_url(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]));
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("\"access_token\""), "{}", stdout(&o));
+    assert_eq!(server.stats().token_requests, 1, "{:?}", server.stats());
+    let o = run(sb
+        .cmd_for(&server)
+        .args(["exec", "--gateway", "--", "true"]));
+    assert_fails_with(&o, 2, "--gateway needs --proxy");
 }

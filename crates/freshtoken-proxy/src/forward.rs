@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use url::Url;
 
 use crate::body::ProxyBody;
+use crate::gateway::{self, Gateway, Route};
 use crate::headers::strip_hop_by_hop;
 use crate::host::{AllowedHosts, misdirected};
 use crate::upstream::Upstream;
@@ -131,6 +132,10 @@ async fn forward(
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
+    let req = match &shared.config.gateway {
+        Some(gateway) => through_gateway(shared, gateway, hosts, local, req).await?,
+        None => req,
+    };
     let Prepared {
         method,
         uri,
@@ -180,6 +185,76 @@ async fn forward(
         body: bytes,
     };
     Box::pin(after_401(shared, kept, token, first)).await
+}
+
+/// A request to a gateway: the token endpoint and other login paths are answered here (an
+/// `Err`), API requests go on with the API prefix removed.
+async fn through_gateway(
+    shared: &Shared,
+    gateway: &Gateway,
+    hosts: &AllowedHosts,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Request<Incoming>, Response<ProxyBody>> {
+    let path = match gateway.route(req.uri().path()) {
+        Route::Api(path) if path.len() == req.uri().path().len() => return Ok(req),
+        Route::Api(path) => path.to_owned(),
+        Route::OtherLogin => return Err(gateway::not_found()),
+        Route::Token => {
+            return Err(Box::pin(gateway_token(shared, gateway, hosts, local, req)).await);
+        }
+    };
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut uri = parts.uri.into_parts();
+    uri.path_and_query = path_and_query.parse().ok();
+    parts.uri =
+        Uri::from_parts(uri).map_err(|_| plain(StatusCode::BAD_REQUEST, "bad request target"))?;
+    Ok(Request::from_parts(parts, body))
+}
+
+/// The gateway's token endpoint: the profile's own client gets the shared token.
+async fn gateway_token(
+    shared: &Shared,
+    gateway: &Gateway,
+    hosts: &AllowedHosts,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (parts, incoming) = req.into_parts();
+    if let Some(why) = misdirected(hosts, local, &parts.uri, &parts.headers) {
+        return plain(StatusCode::MISDIRECTED_REQUEST, misdirected_text(&why));
+    }
+    let form = match read_body(incoming, None, gateway::MAX_FORM).await {
+        Ok(Body::Whole(form)) => form,
+        Ok(Body::Streaming(..)) => return gateway::Refusal::too_large().response(),
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            );
+        }
+    };
+    if let Err(refusal) = gateway.check(&parts.method, &parts.headers, &form) {
+        tracing::info!("gateway: refused a token request ({})", refusal.error());
+        return refusal.response();
+    }
+    match shared.source.token().await {
+        Ok(token) => {
+            shared.guard.token_ok();
+            Stats::add(&shared.stats.gateway_tokens);
+            let left = token.remaining(shared.guard.now()).as_secs();
+            gateway::token_response(token.expose_secret(), left)
+        }
+        Err(e) => {
+            shared.guard.token_failed(&e);
+            tracing::warn!("gateway: no token to answer with: {e}");
+            gateway::Refusal::unavailable().response()
+        }
+    }
 }
 
 /// The text of a 421: nothing was forwarded, and how to answer another name.

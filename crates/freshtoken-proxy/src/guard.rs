@@ -62,6 +62,11 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
+    /// The time on the proxy's clock.
+    pub(crate) fn now(&self) -> std::time::SystemTime {
+        self.clock.now()
+    }
+
     /// A guard judging its backoff on `clock`.
     pub fn new(clock: SharedClock) -> Self {
         Self {

@@ -18,6 +18,7 @@ mod body;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gateway;
 mod guard;
 mod headers;
 mod host;
@@ -31,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use freshtoken::{CachedSource, SharedClock, SystemClock};
 use url::Url;
 
+pub use gateway::Gateway;
 pub use guard::{FIRST_BACKOFF, MAX_BACKOFF};
 pub use host::{AllowedHosts, misdirected};
 pub use server::{
@@ -51,6 +53,9 @@ pub struct Config {
     /// A PEM file of certificate authorities trusted for the upstream besides the
     /// platform's roots.
     pub ca_file: Option<PathBuf>,
+    /// Also answer the login path's token endpoint, as a gateway for tools that
+    /// authenticate themselves (see [`Gateway`]).
+    pub gateway: Option<Gateway>,
 }
 
 /// Counters, for the demo, the agent's metrics and tests.
@@ -61,6 +66,7 @@ pub struct Stats {
     unauthorized: AtomicU64,
     not_replayable: AtomicU64,
     upstream_errors: AtomicU64,
+    gateway_tokens: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -76,6 +82,9 @@ pub struct StatsSnapshot {
     pub not_replayable: u64,
     /// Requests the upstream could not answer (502 to the client).
     pub upstream_errors: u64,
+    /// Token requests the gateway answered (with the shared token; none reached the real
+    /// token endpoint).
+    pub gateway_tokens: u64,
 }
 
 impl Stats {
@@ -88,6 +97,7 @@ impl Stats {
             unauthorized: get(&self.unauthorized),
             not_replayable: get(&self.not_replayable),
             upstream_errors: get(&self.upstream_errors),
+            gateway_tokens: get(&self.gateway_tokens),
         }
     }
 

@@ -389,6 +389,7 @@ pub fn run_threaded(
 /// A proxy serving in the background of the current runtime on an ephemeral loopback port,
 /// for a child process (`exec --proxy`) or a demo; stopped with [`Background::stop`].
 pub struct Background {
+    addr: SocketAddr,
     url: String,
     stop: freshtoken::drain::Signal,
 }
@@ -397,7 +398,8 @@ impl Background {
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub async fn start(proxy: Proxy) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}");
         let (stop, watch) = freshtoken::drain::channel();
         let listening = Listening {
             grace: Duration::from_secs(1),
@@ -411,7 +413,12 @@ impl Background {
             // Held until drained: [`Background::stop`] waits for this.
             drop(watch);
         });
-        Ok(Self { url, stop })
+        Ok(Self { addr, url, stop })
+    }
+
+    /// The address it listens on (127.0.0.1 and a free port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `http://127.0.0.1:PORT`.

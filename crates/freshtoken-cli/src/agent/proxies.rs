@@ -173,6 +173,7 @@ async fn start_one(agent: &Agent, c: &ProxyConfig) -> CliResult<RunningProxy> {
     let proxy = Proxy::with_clock(
         source,
         Config {
+            gateway: None,
             upstream: checked.upstream,
             replay_limit: checked.replay_limit,
             ca_file: profile.ca_file.clone(),

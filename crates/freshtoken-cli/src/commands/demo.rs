@@ -93,6 +93,7 @@ async fn start_stack(ttl: Duration) -> CliResult<Stack> {
             upstream: server.base_url().parse().map_err(bad_url)?,
             replay_limit: DEFAULT_REPLAY_LIMIT,
             ca_file: None,
+            gateway: None,
         },
     )?;
     let background = freshtoken_proxy::Background::start(proxy.clone())

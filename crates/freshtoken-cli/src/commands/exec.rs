@@ -47,9 +47,15 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         true => Some(settings.upstream(args.upstream.as_deref())?),
         false => None,
     };
-    let source = wired.source()?;
+    if args.gateway.gateway && !args.proxy {
+        return Err(CliError::usage(
+            "--gateway needs --proxy: the gateway is the proxy",
+        ));
+    }
+    let request = wired.token_request()?;
+    let gateway = wiring::gateway(&args.gateway, &request)?;
+    let source = wired.source_of(request, None, None, |fetcher| fetcher)?;
     let token = child_token(&source, min_ttl, args.proxy, &wired.clock).await?;
-
     let mut command = tokio::process::Command::new(&args.command[0]);
     command.args(&args.command[1..]);
     for name in kept_from_child(settings) {
@@ -64,14 +70,8 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     // background, until the child is gone (its first request needs no second fetch).
     let proxy_task = match upstream {
         Some(upstream) => {
-            let background = start_proxy(source, upstream, settings).await?;
-            let names = match args.proxy_env.is_empty() {
-                true => vec![env::PROXY_URL.to_owned()],
-                false => args.proxy_env.clone(),
-            };
-            for name in &names {
-                command.env(name, background.url());
-            }
+            let background = start_proxy(source, upstream, gateway, settings).await?;
+            proxy_env(&mut command, args, &background);
             Some(background)
         }
         None => None,
@@ -95,6 +95,7 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
 async fn start_proxy(
     source: CachedSource,
     upstream: url::Url,
+    gateway: Option<freshtoken_proxy::Gateway>,
     settings: &Settings,
 ) -> CliResult<freshtoken_proxy::Background> {
     let proxy = Proxy::new(
@@ -103,11 +104,35 @@ async fn start_proxy(
             upstream,
             replay_limit: DEFAULT_REPLAY_LIMIT,
             ca_file: settings.http.ca_file.clone(),
+            gateway,
         },
     )?;
     freshtoken_proxy::Background::start(proxy)
         .await
         .map_err(|e| CliError::internal(format!("cannot start the proxy: {e}")))
+}
+
+/// Where CMD finds the proxy: its URL in FRESHTOKEN_PROXY_URL (or the --proxy-env names),
+/// and with --gateway its host, port and protocol as the Genesys Cloud Terraform provider
+/// reads them.
+fn proxy_env(
+    command: &mut tokio::process::Command,
+    args: &ExecArgs,
+    proxy: &freshtoken_proxy::Background,
+) {
+    let names = match args.proxy_env.is_empty() {
+        true => vec![env::PROXY_URL.to_owned()],
+        false => args.proxy_env.clone(),
+    };
+    for name in &names {
+        command.env(name, proxy.url());
+    }
+    if args.gateway.gateway {
+        let addr = proxy.addr();
+        command.env(env::GENESYS_GATEWAY_HOST, addr.ip().to_string());
+        command.env(env::GENESYS_GATEWAY_PORT, addr.port().to_string());
+        command.env(env::GENESYS_GATEWAY_PROTOCOL, "http");
+    }
 }
 
 /// The variables CMD does not inherit: every one a secret may be read from (see

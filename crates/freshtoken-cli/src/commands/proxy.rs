@@ -29,7 +29,9 @@ pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
             .map_err(|e| CliError::usage(format!("--{e}")))?,
         grace,
     };
-    let source = wired.source_with(Some(Arc::new(MemoryStore::new())))?;
+    let request = wired.token_request()?;
+    let gateway = wiring::gateway(&args.gateway, &request)?;
+    let source = wired.source_of(request, Some(Arc::new(MemoryStore::new())), None, |f| f)?;
     // The 401 backoff runs on the source's clock (FRESHTOKEN_CLOCK_SKEW moves both).
     let proxy = Proxy::with_clock(
         source,
@@ -37,6 +39,7 @@ pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
             upstream,
             replay_limit,
             ca_file: wired.settings.http.ca_file.clone(),
+            gateway,
         },
         wired.clock.clone(),
     )?;
