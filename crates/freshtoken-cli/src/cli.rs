@@ -168,7 +168,12 @@ pub struct CredentialArgs {
     #[arg(long, env = env::REGION, value_name = "REGION")]
     pub region: Option<String>,
 
-    /// OAuth client id (also GENESYSCLOUD_OAUTHCLIENT_ID with --provider genesys).
+    /// The API base URL, where the proxy sends the token (default: the provider's, e.g.
+    /// https://api.mypurecloud.com); --upstream overrides it.
+    #[arg(long, env = env::API_BASE, value_name = "URL")]
+    pub api_base: Option<String>,
+
+    /// OAuth client id (also GENESYSCLOUD_OAUTHCLIENT_ID).
     #[arg(long, env = env::CLIENT_ID, value_name = "ID")]
     pub client_id: Option<String>,
 
@@ -322,6 +327,11 @@ pub struct GetArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
+
+    /// With --format env: the variable that holds the token (default
+    /// FRESHTOKEN_ACCESS_TOKEN), e.g. GENESYSCLOUD_ACCESS_TOKEN.
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
 
     /// Ask a running `freshtoken agent` first (on SOCKET, default the config's [agent]
     /// socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock; or on its loopback TCP port,

@@ -105,6 +105,8 @@ pub struct ProfileConfig {
     pub provider: Option<String>,
     /// The provider's region.
     pub region: Option<String>,
+    /// The API base URL (default: the provider's).
+    pub api_base: Option<String>,
     /// PEM private key for `private_key_jwt`.
     pub private_key: Option<SecretSource>,
     pub key_id: Option<String>,

@@ -30,6 +30,9 @@ pub const GENESYS_CLIENT_ID: &str = "GENESYSCLOUD_OAUTHCLIENT_ID";
 pub const GENESYS_CLIENT_SECRET: &str = "GENESYSCLOUD_OAUTHCLIENT_SECRET";
 /// See [`GENESYS_CLIENT_ID`].
 pub const GENESYS_REGION: &str = "GENESYSCLOUD_REGION";
+/// The token, as Genesys Cloud's Terraform provider and `gc` read it (`exec` sets it under
+/// the Genesys provider).
+pub const GENESYS_ACCESS_TOKEN: &str = "GENESYSCLOUD_ACCESS_TOKEN";
 /// Where the Genesys Cloud Terraform provider finds its gateway (`exec --proxy --gateway`
 /// sets them for CMD).
 pub const GENESYS_GATEWAY_HOST: &str = "GENESYSCLOUD_GATEWAY_HOST";
@@ -69,6 +72,8 @@ pub const CLOCK_SKEW: &str = "FRESHTOKEN_CLOCK_SKEW";
 pub const CLOCK_SKEW_FILE: &str = "FRESHTOKEN_CLOCK_SKEW_FILE";
 /// Log level (`error`, `warn`, `info`, `debug`, `trace`).
 pub const LOG_LEVEL: &str = "FRESHTOKEN_LOG_LEVEL";
+/// The API base URL, where `proxy` and `exec --proxy` forward (default: the provider's).
+pub const API_BASE: &str = "FRESHTOKEN_API_BASE";
 /// Where `proxy` and `exec --proxy` forward (default: the provider's API base).
 pub const UPSTREAM: &str = "FRESHTOKEN_UPSTREAM";
 /// Log format: text or json.

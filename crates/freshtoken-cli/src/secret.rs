@@ -82,8 +82,9 @@ pub fn read_secret(spec: &SecretSpec, what: Secret, method: AuthMethod) -> CliRe
         SecretSpec::Missing => {
             let how = match what {
                 Secret::ClientSecret => format!(
-                    "set {}, --client-secret-file, --client-secret-stdin or client_secret in the profile",
-                    env::CLIENT_SECRET
+                    "set {} (or {} for Genesys Cloud), --client-secret-file, --client-secret-stdin or client_secret in the profile",
+                    env::CLIENT_SECRET,
+                    env::GENESYS_CLIENT_SECRET
                 ),
                 Secret::PrivateKey => format!(
                     "set --private-key PATH, {} (the PEM itself) or private_key in the profile",

@@ -204,6 +204,8 @@ pub struct Settings {
     pub endpoint: Endpoint,
     /// The provider, when the chosen endpoint names one: it gives the API base.
     pub provider: Option<GenesysRegion>,
+    /// The API base named outright (`--api-base`, `api_base`), over the provider's.
+    pub api_base: Option<Url>,
     pub client: Client,
     pub ask: Ask,
     /// Talking to the token endpoint.
@@ -223,7 +225,9 @@ pub struct Settings {
 impl Settings {
     /// The provider's API base URL, when a provider is used (where `proxy` sends the token).
     pub fn api_base(&self) -> Option<Url> {
-        self.provider.as_ref().map(GenesysRegion::api_base)
+        self.api_base
+            .clone()
+            .or_else(|| self.provider.as_ref().map(GenesysRegion::api_base))
     }
 
     /// Where `proxy` and `exec --proxy` forward: `--upstream`, else the provider's API base;
@@ -387,7 +391,11 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
     let in_file = |what: &str| s.in_file(what);
     let genesys_region = s.env_var(env::GENESYS_REGION).map(str::to_owned);
     let parts = endpoint::Parts::resolve(s.args, s.profile, genesys_region, &in_file, &mut notes)?;
-    let client = client(s, parts.genesys.is_some())?;
+    // Genesys Cloud's own client variables count when the endpoint is Genesys Cloud's, or
+    // was named in this run; never for a profile of the config file that names another
+    // server, which would be sent another client's secret.
+    let genesys_vars = parts.genesys_named || parts.named_in_this_run();
+    let client = client(s, genesys_vars)?;
     let ask = ask(s)?;
     let http = http(s)?;
     let policy = policy(s)?;
@@ -409,6 +417,7 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
         config_path: s.config_path.map(Path::to_owned),
         endpoint,
         provider: parts.genesys,
+        api_base: api_base(s)?,
         client,
         ask,
         http,
@@ -420,10 +429,26 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
     })
 }
 
+/// The API base named by flag (or its variable) over the file.
+fn api_base(s: &Source<'_>) -> CliResult<Option<Url>> {
+    let (name, value) = match (&s.args.api_base, &s.profile.api_base) {
+        (Some(v), _) => ("--api-base".to_owned(), v),
+        (None, Some(v)) => (s.in_file("api_base"), v),
+        (None, None) => return Ok(None),
+    };
+    let url = Url::parse(value.trim())
+        .map_err(|e| CliError::usage(format!("{name} {value:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none_or(str::is_empty) {
+        return Err(CliError::usage(format!(
+            "{name} {value:?} is not an https URL with a host"
+        )));
+    }
+    Ok(Some(url))
+}
+
 /// The client: its id, how it authenticates, and where its secrets come from.
 fn client(s: &Source<'_>, genesys: bool) -> CliResult<Client> {
     let (args, profile) = (s.args, s.profile);
-    // Genesys Cloud's own variables count only when the endpoint is Genesys Cloud's.
     let genesys_env = |var: &str| {
         s.env_var(var)
             .filter(|v| genesys && !v.is_empty())
@@ -436,8 +461,9 @@ fn client(s: &Source<'_>, genesys: bool) -> CliResult<Client> {
         .or(profile.client_id.clone())
         .ok_or_else(|| {
             CliError::usage(format!(
-                "no client id: set --client-id, {} or client_id in a profile of the config file",
-                env::CLIENT_ID
+                "no client id: set --client-id, {}, {} or client_id in a profile of the config file",
+                env::CLIENT_ID,
+                env::GENESYS_CLIENT_ID
             ))
         })?;
     let auth_method = match args

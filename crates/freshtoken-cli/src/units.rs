@@ -58,6 +58,14 @@ pub fn parse_loopback(value: &str) -> Result<SocketAddr, Listen> {
     }
 }
 
+/// A name a shell takes for an environment variable: letters, digits and `_`, not starting
+/// with a digit.
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +107,14 @@ mod tests {
             parse_loopback("0.0.0.0:8080"),
             Err(Listen::NotLoopback(a)) if a.port() == 8080
         ));
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(is_env_name("GENESYSCLOUD_ACCESS_TOKEN"));
+        assert!(is_env_name("_x1"));
+        assert!(!is_env_name("1X"));
+        assert!(!is_env_name("A-B"));
+        assert!(!is_env_name(""));
     }
 }

@@ -114,6 +114,23 @@ pub fn gateway(
     )))
 }
 
+/// A warning when `token_url` and `upstream` are in two different Genesys Cloud regions: a
+/// token of one region is refused by the other's API, every call a 401.
+pub fn regions_differ(token_url: &Url, upstream: &Url) -> Option<String> {
+    let region = |url: &Url| {
+        let host = url.host_str()?;
+        let domain = host.strip_prefix("login.").or(host.strip_prefix("api."))?;
+        freshtoken::provider::GenesysRegion::find(domain).ok()
+    };
+    match (region(token_url), region(upstream)) {
+        (Some(login), Some(api)) if login != api => Some(format!(
+            "the token endpoint {token_url} is Genesys Cloud {} but the upstream {upstream} is {}: its API will refuse these tokens",
+            login.name, api.name
+        )),
+        _ => None,
+    }
+}
+
 /// The request `settings` describe for `token_url`, without secrets.
 fn public_request(settings: &Settings, token_url: Url) -> TokenRequest {
     let (client, ask) = (&settings.client, &settings.ask);
@@ -229,5 +246,30 @@ impl Wired {
             .policy(self.settings.policy)
             .clock(self.clock.clone())
             .build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_across_two_genesys_regions_is_named() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let us = url("https://login.mypurecloud.com/oauth/token");
+        assert!(regions_differ(&us, &url("https://api.mypurecloud.com")).is_none());
+        let warning = regions_differ(&us, &url("https://api.mypurecloud.ie")).unwrap();
+        assert!(
+            warning.contains("us-east-1") && warning.contains("eu-west-1"),
+            "{warning}"
+        );
+        assert!(regions_differ(&us, &url("http://127.0.0.1:8080")).is_none());
+        assert!(
+            regions_differ(
+                &url("https://idp.example/token"),
+                &url("https://api.mypurecloud.ie")
+            )
+            .is_none()
+        );
     }
 }

@@ -89,3 +89,92 @@ fn genesys_profiles_in_the_config_file() {
         stdout(&o)
     );
 }
+
+/// Genesys Cloud's own variables and conventions without ceremony (issue 15): its client
+/// variables with a login host of one's own, its names in the child's environment, its
+/// name for the env output.
+#[test]
+fn genesys_conventions_reach_the_child_and_the_shell() {
+    let server = Server::start(std::time::Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    // A token URL beside the provider is its login host: no FRESHTOKEN_* credentials, only
+    // Genesys Cloud's variables.
+    let genesys = || {
+        let mut c = sb.cmd();
+        c.env("GENESYSCLOUD_OAUTHCLIENT_ID", CLIENT_ID)
+            .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", SECRET)
+            .env("FRESHTOKEN_RETRY_FOR", "0");
+        c
+    };
+    let seen = sb.path().join("seen");
+    let script = format!(
+        "printf '%s %s' \"$GENESYSCLOUD_ACCESS_TOKEN\" \"$GENESYSCLOUD_REGION\" > {}",
+        seen.display()
+    );
+    let mut exec = genesys();
+    let o = run(exec.args([
+        "exec",
+        "--token-url",
+        &server.token_url(),
+        "--provider",
+        "genesys",
+        "--region",
+        "eu-west-1",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert_code(&o, 0);
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    let (token, region) = seen.split_once(' ').unwrap();
+    assert!(server.state().check(token).is_some(), "{seen}");
+    assert_eq!(region, "eu-west-1");
+
+    let mut get = genesys();
+    let o = run(get.args([
+        "get",
+        "--token-url",
+        &server.token_url(),
+        "--format",
+        "env",
+        "--env",
+        "GENESYSCLOUD_ACCESS_TOKEN",
+    ]));
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).starts_with(&format!("GENESYSCLOUD_ACCESS_TOKEN='{token}'\n")),
+        "{}",
+        stdout(&o)
+    );
+    let mut bad = genesys();
+    assert_fails_with(
+        &run(bad.args([
+            "get",
+            "--token-url",
+            &server.token_url(),
+            "--env",
+            "GENESYSCLOUD_ACCESS_TOKEN",
+        ])),
+        2,
+        "--format env",
+    );
+    let mut bad = genesys();
+    assert_fails_with(
+        &run(bad.args([
+            "get",
+            "--token-url",
+            &server.token_url(),
+            "--format",
+            "env",
+            "--env",
+            "1-x",
+        ])),
+        2,
+        "not an environment variable name",
+    );
+    assert_eq!(server.stats().token_requests, 1, "{:?}", server.stats());
+    // The errors name Genesys Cloud's variables too.
+    let o = run(sb.cmd().args(["get", "--token-url", &server.token_url()]));
+    assert_fails_with(&o, 2, "GENESYSCLOUD_OAUTHCLIENT_ID");
+}

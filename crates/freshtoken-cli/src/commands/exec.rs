@@ -10,7 +10,7 @@ use crate::cli::{Cli, ExecArgs};
 use crate::env;
 use crate::exit::{CliError, CliResult};
 use crate::settings::Settings;
-use crate::units::parse_duration;
+use crate::units::{is_env_name, parse_duration};
 use crate::wiring;
 
 /// Exit code when CMD cannot be started, as shells use it.
@@ -34,7 +34,7 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     if let Some(bad) = names
         .iter()
         .chain(&args.proxy_env)
-        .find(|n| !valid_env_name(n))
+        .find(|n| !is_env_name(n))
     {
         return Err(CliError::usage(format!(
             "{bad:?} is not an environment variable name"
@@ -47,6 +47,11 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         true => Some(settings.upstream(args.upstream.as_deref())?),
         false => None,
     };
+    if let Some(upstream) = &upstream
+        && let Some(warning) = wiring::regions_differ(&wired.request_public().token_url, upstream)
+    {
+        tracing::warn!("{warning}");
+    }
     if args.gateway.gateway && !args.proxy {
         return Err(CliError::usage(
             "--gateway needs --proxy: the gateway is the proxy",
@@ -63,6 +68,11 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     }
     for name in &names {
         command.env(name, token.expose_secret());
+    }
+    // Genesys Cloud's tools (CX as Code, gc, the SDKs' examples) read their own names.
+    if let Some(region) = &settings.provider {
+        command.env(env::GENESYS_ACCESS_TOKEN, token.expose_secret());
+        command.env(env::GENESYS_REGION, region.name);
     }
     drop(token);
 
@@ -229,12 +239,6 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
     }
 }
 
-fn valid_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,14 +250,5 @@ mod tests {
         assert_eq!(default_min_ttl(s(300)), s(150));
         assert_eq!(default_min_ttl(s(600)), s(300));
         assert_eq!(default_min_ttl(s(86_400)), s(300));
-    }
-
-    #[test]
-    fn env_names() {
-        assert!(valid_env_name("GENESYSCLOUD_ACCESS_TOKEN"));
-        assert!(valid_env_name("_x1"));
-        assert!(!valid_env_name("1X"));
-        assert!(!valid_env_name("A-B"));
-        assert!(!valid_env_name(""));
     }
 }

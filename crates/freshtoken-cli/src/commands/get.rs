@@ -13,13 +13,30 @@ use crate::units::parse_duration;
 use crate::wiring;
 
 pub async fn run(cli: &Cli, args: &GetArgs) -> CliResult {
+    let print = |token: &Token, now| {
+        super::print(&match (&args.env, args.format) {
+            (Some(name), Format::Env) => render_env(token, name),
+            _ => render(token, args.format, now),
+        })
+    };
+    match &args.env {
+        Some(name) if !crate::units::is_env_name(name) => {
+            return Err(CliError::usage(format!(
+                "--env {name:?} is not an environment variable name"
+            )));
+        }
+        Some(_) if args.format != Format::Env => {
+            return Err(CliError::usage("--env names the variable of --format env"));
+        }
+        _ => {}
+    }
     let min_ttl = match &args.min_ttl {
         Some(v) => parse_duration(v).map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?,
         None => Duration::ZERO,
     };
     if let Some(socket) = &args.agent {
         match from_agent(cli, socket.as_deref(), min_ttl) {
-            Ok(token) => return super::print(&render(&token, args.format, SystemTime::now())),
+            Ok(token) => return print(&token, SystemTime::now()),
             Err(not) if not.suspicious => {
                 tracing::warn!("not using the agent: {}; fetching directly", not.reason);
             }
@@ -28,7 +45,7 @@ pub async fn run(cli: &Cli, args: &GetArgs) -> CliResult {
     }
     let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
     let token = wired.source()?.token_with(Want::one_shot(min_ttl)).await?;
-    super::print(&render(&token, args.format, wired.clock.now()))
+    print(&token, wired.clock.now())
 }
 
 /// The fast path: a running agent's token, without reading secrets or starting a runtime.

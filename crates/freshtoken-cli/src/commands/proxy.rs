@@ -17,6 +17,9 @@ pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     // serving threads run their own.
     let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
     let upstream = wired.settings.upstream(args.upstream.as_deref())?;
+    if let Some(warning) = wiring::regions_differ(&wired.request_public().token_url, &upstream) {
+        tracing::warn!("{warning}");
+    }
     let replay_limit = parse_size(&args.replay_limit)
         .map_err(|e| CliError::usage(format!("--replay-limit: {e}")))?;
     let grace =

@@ -70,6 +70,11 @@ pub(super) struct Parts {
     /// gives the API base (where `proxy` sends the token), and the token URL when that
     /// source names none.
     pub(super) genesys: Option<GenesysRegion>,
+    /// Whether the chosen source names Genesys Cloud as the provider (with a token URL of
+    /// its own, a region is not needed).
+    pub(super) genesys_named: bool,
+    /// The rank of the source the endpoint came from (`None`: no source names one).
+    rank: Option<Rank>,
 }
 
 impl Parts {
@@ -107,6 +112,8 @@ impl Parts {
                 token_url: None,
                 issuer: None,
                 genesys: None,
+                genesys_named: false,
+                rank: None,
             });
         };
         let mut keep = |part: Option<Part>| match part {
@@ -121,22 +128,38 @@ impl Parts {
             None => None,
         };
         let (token_url, issuer, provider) = (keep(token_url), keep(issuer), keep(provider));
-        let genesys = match provider {
-            Some(p) => Some(genesys_region_for(
-                &p,
-                args,
-                profile,
-                genesys_region,
-                in_file,
-            )?),
+        let genesys = match &provider {
+            // A token URL of the same source is the login host: no region needed for it.
+            Some(p) => genesys_region_for(p, args, profile, genesys_region, in_file)
+                .map(Some)
+                .or_else(|e| match (&token_url, e) {
+                    (Some(_), Missing::Region(_)) => Ok(None),
+                    (_, Missing::Region(e) | Missing::Other(e)) => Err(e),
+                })?,
             None => None,
         };
         Ok(Self {
             token_url,
             issuer,
             genesys,
+            genesys_named: provider.is_some(),
+            rank: Some(top.0),
         })
     }
+
+    /// Whether the user named the endpoint in this run (a flag or the environment), rather
+    /// than a profile of the config file.
+    pub(super) fn named_in_this_run(&self) -> bool {
+        matches!(self.rank, Some(Rank::Flag | Rank::Environment))
+    }
+}
+
+/// Why a provider's region was not found.
+enum Missing {
+    /// None was given where it could be.
+    Region(CliError),
+    /// Anything else (an unknown provider or region).
+    Other(CliError),
 }
 
 /// The region of `provider`, from its own source or a higher one.
@@ -146,12 +169,12 @@ fn genesys_region_for(
     profile: &ProfileConfig,
     genesys_region: Option<String>,
     in_file: &dyn Fn(&str) -> String,
-) -> CliResult<GenesysRegion> {
+) -> Result<GenesysRegion, Missing> {
     let p = &provider.value;
     if !(p.eq_ignore_ascii_case("genesys") || p.eq_ignore_ascii_case("genesyscloud")) {
-        return Err(CliError::usage(format!(
+        return Err(Missing::Other(CliError::usage(format!(
             "unknown provider {p:?}; known: genesys"
-        )));
+        ))));
     }
     let (region_rank, region_name) = if args.from_env.region {
         (Rank::Environment, env::REGION)
@@ -171,7 +194,7 @@ fn genesys_region_for(
         .iter()
         .filter_map(|(r, rank, name)| Some((r.as_ref()?, *rank, name)));
     if let Some((region, _, _)) = given.clone().find(|(_, rank, _)| *rank <= provider.rank) {
-        return GenesysRegion::find(region).map_err(CliError::usage);
+        return GenesysRegion::find(region).map_err(|e| Missing::Other(CliError::usage(e)));
     }
     let allowed: Vec<String> = [
         ("--region".to_owned(), Rank::Flag),
@@ -193,8 +216,8 @@ fn genesys_region_for(
         .next()
         .map(|(_, _, name)| format!("; {name} is not used: the endpoint is one unit"))
         .unwrap_or_default();
-    Err(CliError::usage(format!(
-        "the genesys provider ({}) needs a region (e.g. us-east-1) from {allowed}{ignored}",
+    Err(Missing::Region(CliError::usage(format!(
+        "the genesys provider ({}) needs a region (e.g. us-east-1) from {allowed}{ignored}, or a --token-url for its login host",
         provider.name
-    )))
+    ))))
 }

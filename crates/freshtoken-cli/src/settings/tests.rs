@@ -77,6 +77,15 @@ fn rows() -> Vec<Row> {
             default: "file-client", // the base profile names one: a client id has no default
         },
         Row {
+            key: "api_base",
+            flag: Some(|a| a.api_base = Some("https://api.flag.example".into())),
+            file: |p| p.api_base = Some("https://api.file.example/v".into()),
+            read: |s| s.api_base().map(String::from).unwrap_or_default(),
+            flag_value: "https://api.flag.example/",
+            file_value: "https://api.file.example/v",
+            default: "",
+        },
+        Row {
             key: "auth_method",
             flag: Some(|a| a.auth_method = Some("client_secret_post".into())),
             file: |p| p.auth_method = Some("none".into()),
@@ -336,6 +345,36 @@ fn the_endpoint_is_one_unit_from_the_highest_source() -> CliResult {
     assert!(matches!(s.endpoint, Endpoint::TokenUrl(_)));
     assert_eq!(s.client.id, "file-client");
     assert!(matches!(s.client.secret, SecretSpec::Missing));
+    // A token URL beside the provider is its login host: no region needed, and Genesys
+    // Cloud's client variables count, as they do for any endpoint named in this run.
+    let mut args = base_args();
+    args.provider = Some("genesys".into());
+    args.token_url = Some(URL_FLAG.into());
+    let s = resolve_with(&args, ProfileConfig::default(), &genesys)?;
+    assert_eq!(
+        s.endpoint,
+        Endpoint::TokenUrl(Url::parse(URL_FLAG).unwrap())
+    );
+    assert_eq!(s.client.id, "gc-client");
+    assert!(s.api_base().is_none());
+    let mut args = base_args();
+    args.token_url = Some(URL_FLAG.into());
+    args.from_env.token_url = true;
+    assert_eq!(
+        resolve_with(&args, ProfileConfig::default(), &genesys)?
+            .client
+            .id,
+        "gc-client"
+    );
+    // The provider alone still needs its region, and the error says where to give one.
+    let mut args = base_args();
+    args.provider = Some("genesys".into());
+    let e = resolve_with(&args, base_profile(), &none).unwrap_err();
+    assert!(
+        e.message.contains("--token-url for its login host"),
+        "{}",
+        e.message
+    );
     // No endpoint anywhere is a usage error that names every way to give one.
     let client_only = ProfileConfig {
         client_id: Some("c".into()),
