@@ -228,7 +228,7 @@ impl Signer {
             }
             Some(a) => {
                 return Err(Error::Config(format!(
-                    "signing algorithm {a} does not fit the private key, which is {}; use {} or leave --signing-alg out",
+                    "signing algorithm {a} does not fit the private key, which is {}; use {} or no signing algorithm at all",
                     kind.describe(),
                     kind.default_alg()
                 )));

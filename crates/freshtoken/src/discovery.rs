@@ -211,6 +211,17 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// A metadata request that got no (whole) answer, with the HTTP client's error as the source.
+fn unanswered(url: &Url, e: reqwest::Error) -> Error {
+    let message = format!("cannot read {url}: {}", crate::fetch::chain(&e));
+    let error = if e.is_timeout() {
+        Error::timeout(message)
+    } else {
+        Error::transport(message)
+    };
+    error.with_source(e)
+}
+
 /// Reads the issuer's metadata over HTTP.
 pub async fn discover(issuer: &Url, options: &HttpOptions) -> Result<Metadata> {
     let http = http_client(options)?;
@@ -224,17 +235,10 @@ pub async fn discover(issuer: &Url, options: &HttpOptions) -> Result<Metadata> {
             .await
         {
             Ok(r) => r,
-            Err(e) => {
-                return Err(Error::Transport(format!(
-                    "cannot read {url}: {}",
-                    crate::fetch::chain(&e)
-                )));
-            }
+            Err(e) => return Err(unanswered(&url, e)),
         };
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            Error::Transport(format!("cannot read {url}: {}", crate::fetch::chain(&e)))
-        })?;
+        let body = response.bytes().await.map_err(|e| unanswered(&url, e))?;
         if body.len() > options.max_body {
             return Err(Error::InvalidResponse {
                 status: status.as_u16(),

@@ -284,12 +284,7 @@ impl HttpFetcher {
         tracing::debug!(url = %req.token_url, client_id = %req.client_id, auth = %req.auth_method, "requesting a token");
         let response = match builder.send().await {
             Ok(r) => r,
-            Err(e) if cannot_heal(&e) => {
-                return Attempt::Fatal(Error::Unreachable(self.transport_message(&e)));
-            }
-            Err(e) => {
-                return Attempt::Retryable(Error::Transport(self.transport_message(&e)), None);
-            }
+            Err(e) => return self.transport_failure(e),
         };
         let received_at = self.clock.now();
         let status = response.status();
@@ -311,9 +306,7 @@ impl HttpFetcher {
                     problem: format!("the body is larger than {} bytes", self.options.max_body),
                 });
             }
-            Err(BodyError::Transport(e)) => {
-                return Attempt::Retryable(Error::Transport(self.transport_message(&e)), None);
-            }
+            Err(BodyError::Transport(e)) => return self.transport_failure(e),
         };
         let code = status.as_u16();
         if status.is_success() {
@@ -352,6 +345,19 @@ impl HttpFetcher {
         }
     }
 
+    /// A request that got no answer: not retried if waiting cannot fix it (see
+    /// [`cannot_heal`]), else retried; the `reqwest::Error` is kept as the source.
+    fn transport_failure(&self, e: reqwest::Error) -> Attempt {
+        let message = self.transport_message(&e);
+        if cannot_heal(&e) {
+            Attempt::Fatal(Error::unreachable(message).with_source(e))
+        } else if e.is_timeout() {
+            Attempt::Retryable(Error::timeout(message).with_source(e), None)
+        } else {
+            Attempt::Retryable(Error::transport(message).with_source(e), None)
+        }
+    }
+
     fn transport_message(&self, e: &reqwest::Error) -> String {
         let what = if e.is_timeout() {
             format!(
@@ -364,14 +370,9 @@ impl HttpFetcher {
         } else {
             format!("request to {} failed", host(&self.request))
         };
-        let cause = root_cause(e);
-        // rustls names an unknown CA "UnknownIssuer"; the fix is one flag away.
-        let hint = if cause.contains("UnknownIssuer") && self.options.ca_file.is_none() {
-            " (a private CA? trust it with --ca-file PATH, or ca_file in the profile)"
-        } else {
-            ""
-        };
-        self.redact(format!("{what}: {cause}{hint}"))
+        // The caller adds how to fix it (see `Error::is_unknown_issuer`): the library does
+        // not know what its settings are called.
+        self.redact(format!("{what}: {}", root_cause(e)))
     }
 
     /// Removes the client secret from text that came from the server or the network stack:
@@ -409,7 +410,14 @@ impl HttpFetcher {
                 status,
                 location: location.map(|l| self.redact(l)),
             },
-            Error::Transport(message) => Error::Transport(self.redact(message)),
+            Error::Transport { message, source } => Error::Transport {
+                message: self.redact(message),
+                source,
+            },
+            Error::Timeout { message, source } => Error::Timeout {
+                message: self.redact(message),
+                source,
+            },
             Error::Unavailable {
                 attempts,
                 elapsed,
@@ -442,8 +450,8 @@ impl HttpFetcher {
                 match tokio::time::timeout(left, self.attempt(grant)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Attempt::Retryable(
-                        Error::Transport(format!(
-                            "no answer from {} within the {} left before the deadline (--retry-for)",
+                        Error::timeout(format!(
+                            "no answer from {} within the {} left before the deadline",
                             host(&self.request),
                             fmt_duration(left)
                         )),
@@ -680,7 +688,7 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -727,6 +735,48 @@ mod tests {
             oauth(400, "invalid_request", Some("Rate limit exceeded")).kind(),
             crate::ErrorKind::Unavailable
         );
+    }
+
+    /// The words by which a message would tell a user about a CLI's settings rather than
+    /// say what is wrong: the binary adds those hints, the library must not.
+    pub(crate) fn names_a_cli_setting(message: &str) -> bool {
+        message.contains("--")
+            || message.contains("FRESHTOKEN_")
+            || message.contains("flag")
+            || message.contains("profile")
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_keeps_its_cause_and_names_no_flag() {
+        // A port nobody listens on: bound, then closed.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+            listener.local_addr().expect("bound address").port()
+        };
+        let url = format!("http://127.0.0.1:{port}/token")
+            .parse()
+            .expect("url");
+        let request = TokenRequest::new(url, "client-1", Some("s3cr3t".to_owned().into()));
+        let options = HttpOptions {
+            retry: RetryPolicy::none(),
+            ..HttpOptions::default()
+        };
+        let fetcher = HttpFetcher::new(request, options).expect("a valid request");
+        let budget = Budget::within(Duration::from_secs(10)).once();
+        let e = fetcher
+            .fetch(None, budget)
+            .await
+            .expect_err("nobody listens");
+        assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+        let source = std::error::Error::source(&e).expect("the cause is kept");
+        assert!(
+            source.downcast_ref::<reqwest::Error>().is_some(),
+            "{source:?}"
+        );
+        let message = e.to_string();
+        assert!(message.contains("cannot connect to 127.0.0.1"), "{message}");
+        assert!(!names_a_cli_setting(&message), "{message}");
+        assert!(!message.contains("s3cr3t") && !format!("{e:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -49,7 +49,7 @@ mod fuzz_tests;
 
 pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
 pub use clock::{Clock, ManualClock, SharedClock, SkewedClock, SystemClock};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Cause, Error, ErrorKind, Missing, Result};
 pub use fetch::{
     Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client,
     install_crypto_provider,

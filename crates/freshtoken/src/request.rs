@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::assertion::{DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
-use crate::error::Error;
+use crate::error::{Error, Missing};
 
 /// How the client proves who it is at the token endpoint (RFC 6749 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -189,26 +189,20 @@ impl TokenRequest {
         }
         if !self.token_url.username().is_empty() || self.token_url.password().is_some() {
             return Err(Error::Config(
-                "token URL must not carry user:password; use the client id and secret settings"
+                "token URL must not carry user:password; the client id and secret go in their own settings"
                     .into(),
             ));
         }
         if self.client_id.trim().is_empty() {
-            return Err(Error::Config(
-                "no client id: set --client-id, FRESHTOKEN_CLIENT_ID or client_id in the profile"
-                    .into(),
-            ));
+            return Err(Error::Missing(Missing::ClientId));
         }
         if self.auth_method.needs_secret() && self.client_secret.is_none() {
-            return Err(Error::Config(format!(
-                "auth method {} needs a client secret: set FRESHTOKEN_CLIENT_SECRET, --client-secret-file, --client-secret-stdin or client_secret in the profile",
-                self.auth_method
-            )));
+            return Err(Error::Missing(Missing::ClientSecret {
+                auth_method: self.auth_method,
+            }));
         }
         if self.auth_method.needs_private_key() && self.private_key.is_none() {
-            return Err(Error::Config(
-                "private_key_jwt needs a private key: set --private-key PATH, FRESHTOKEN_PRIVATE_KEY or private_key in the profile".into(),
-            ));
+            return Err(Error::Missing(Missing::PrivateKey));
         }
         if self.signing_alg.is_some() && !self.auth_method.is_jwt() {
             return Err(Error::Config(format!(
@@ -398,6 +392,40 @@ mod tests {
                 .to_string()
                 .contains("\"grant_type\"")
         );
+    }
+
+    #[test]
+    fn messages_say_what_is_missing_not_which_flag_sets_it() {
+        use crate::fetch::tests::names_a_cli_setting;
+        let mut no_id = req();
+        no_id.client_id = " ".into();
+        let mut no_secret = req();
+        no_secret.client_secret = None;
+        let mut no_key = req();
+        no_key.auth_method = AuthMethod::PrivateKeyJwt;
+        let mut userinfo = req();
+        userinfo.token_url = Url::parse("https://u:p@login.example.com/token").unwrap();
+        let errors = [
+            no_id.validate().unwrap_err(),
+            no_secret.validate().unwrap_err(),
+            no_key.validate().unwrap_err(),
+            userinfo.validate().unwrap_err(),
+            Error::LifetimeTooShort {
+                lifetime: Duration::from_secs(3),
+                min_ttl: Duration::from_secs(600),
+            },
+        ];
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages[0], "no client id");
+        assert!(matches!(
+            errors[1],
+            Error::Missing(Missing::ClientSecret { .. })
+        ));
+        assert_eq!(messages[2], "private_key_jwt needs a private key");
+        for (e, m) in errors.iter().zip(&messages) {
+            assert!(!names_a_cli_setting(m), "{m}");
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{m}");
+        }
     }
 
     #[test]

@@ -642,7 +642,7 @@ impl Inner {
     async fn refresh(&self, want: Want, budget: Budget) -> Result<Arc<Entry>> {
         let wait = budget.left();
         let Ok(_single_flight) = tokio::time::timeout(wait, self.refresh.lock()).await else {
-            return Err(Error::Transport(format!(
+            return Err(Error::timeout(format!(
                 "another refresh in this process took longer than the {} this call may take",
                 fmt_duration(wait)
             )));
@@ -706,7 +706,7 @@ impl Inner {
         let result = match self.adopt_from_store(store.as_ref(), want).await {
             Some(entry) => Ok(entry),
             None => match self.holding_note().await {
-                Some(note) if !budget.retry => Err(Error::Transport(note.error)),
+                Some(note) if !budget.retry => Err(Error::transport(note.error)),
                 _ => self.fetch_and_adopt(Some(store.as_ref()), budget).await,
             },
         };

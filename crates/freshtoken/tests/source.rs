@@ -60,7 +60,7 @@ impl Fetch for Scripted {
             std::future::pending::<()>().await;
         }
         if self.failing.load(Ordering::SeqCst) {
-            return Err(Error::Transport("scripted outage".into()));
+            return Err(Error::transport("scripted outage"));
         }
         let now = self.clock.now();
         Ok(Token::new(

@@ -102,7 +102,7 @@ impl Fetch for Metered {
             Ok(_) => 0,
             Err(e) => match e.kind() {
                 ErrorKind::Rejected => 1,
-                ErrorKind::Unavailable => 2,
+                ErrorKind::Unavailable | ErrorKind::Timeout => 2,
                 _ => 3,
             },
         };

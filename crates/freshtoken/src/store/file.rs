@@ -106,7 +106,7 @@ impl FileStore {
                 let why = why.to_string();
                 if !self.refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        "not using the file cache {}: {why}; going on without it (remove it, or choose a folder of your own with --cache file:DIR or XDG_CACHE_HOME)",
+                        "not using the file cache {}: {why}; going on without it (remove it, or choose a cache folder of your own)",
                         self.dir.display()
                     );
                 }
@@ -119,7 +119,7 @@ impl FileStore {
     fn ensure_dir(&self) -> Result<bool> {
         let dir = &self.dir;
         let err = |what: &str, e: io::Error| {
-            Error::Store(format!("cannot {what} {}: {e}", dir.display()))
+            Error::store(format!("cannot {what} {}: {e}", dir.display())).with_source(e)
         };
         match self.folder() {
             Folder::Refused(_) => return Ok(false),
@@ -192,8 +192,9 @@ impl FileStore {
 
     /// Replaces `path` with `bytes`, by a rename: never through what was there.
     fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        super::atomic::write_file_atomically(path, bytes, 0o600)
-            .map_err(|e| Error::Store(format!("cannot replace {}: {e}", path.display())))?;
+        super::atomic::write_file_atomically(path, bytes, 0o600).map_err(|e| {
+            Error::store(format!("cannot replace {}: {e}", path.display())).with_source(e)
+        })?;
         self.ignored
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -208,10 +209,11 @@ impl FileStore {
                 return Ok(());
             }
             return match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Store(format!(
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::store(format!(
                     "cannot remove {}: {e}",
                     path.display()
-                ))),
+                ))
+                .with_source(e)),
                 _ => Ok(()),
             };
         };
@@ -233,7 +235,7 @@ impl FileStore {
         match self.folder() {
             Folder::Missing => return Ok(false),
             Folder::Refused(why) => {
-                return Err(Error::Store(format!(
+                return Err(Error::store(format!(
                     "not using the file cache {}: {why}",
                     self.dir.display()
                 )));
@@ -244,10 +246,9 @@ impl FileStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::Store(format!(
-                "cannot remove {}: {e}",
-                path.display()
-            ))),
+            Err(e) => {
+                Err(Error::store(format!("cannot remove {}: {e}", path.display())).with_source(e))
+            }
         }
     }
 
@@ -259,8 +260,9 @@ impl FileStore {
             return Ok(None);
         }
         let path = self.lock_path(key);
-        let cannot =
-            |e: io::Error| Error::Store(format!("cannot open lock file {}: {e}", path.display()));
+        let cannot = |e: io::Error| {
+            Error::store(format!("cannot open lock file {}: {e}", path.display())).with_source(e)
+        };
         let mut replaced = false;
         loop {
             let opened = OpenOptions::new()
@@ -283,7 +285,7 @@ impl FileStore {
                 Err(e) => return Err(cannot(e)),
             };
             if replaced {
-                return Err(Error::Store(format!(
+                return Err(Error::store(format!(
                     "cannot use lock file {}: {why}",
                     path.display()
                 )));
@@ -331,7 +333,7 @@ fn read_private(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, S
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Store(format!("cache task failed: {e}")))
+        .map_err(|e| Error::store(format!("cache task failed: {e}")).with_source(e))
 }
 
 #[async_trait]
@@ -378,10 +380,11 @@ impl TokenStore for FileStore {
             match file.try_lock() {
                 Ok(()) => Ok(Some(StoreLock::new(file))),
                 Err(TryLockError::WouldBlock) => Ok(None),
-                Err(TryLockError::Error(e)) => Err(Error::Store(format!(
+                Err(TryLockError::Error(e)) => Err(Error::store(format!(
                     "cannot lock {}: {e}",
                     this.lock_path(&key).display()
-                ))),
+                ))
+                .with_source(e)),
             }
         })
         .await?

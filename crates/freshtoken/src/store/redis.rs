@@ -197,7 +197,7 @@ impl RedisStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some_and(|at| at.elapsed() < RECONNECT_AFTER);
         if recent {
-            return Err(Error::Store(format!(
+            return Err(Error::store(format!(
                 "Redis at {} is unreachable (retrying shortly)",
                 self.shown
             )));
@@ -243,10 +243,10 @@ impl RedisStore {
                     .last_failure
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-                Err(Error::Store(format!(
-                    "cannot connect to Redis at {}: {e}",
-                    self.shown
-                )))
+                Err(
+                    Error::store(format!("cannot connect to Redis at {}: {e}", self.shown))
+                        .with_source(e),
+                )
             }
         }
     }
@@ -263,11 +263,11 @@ impl RedisStore {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
                 }
-                Err(Error::Store(format!("Redis at {}: {e}", self.shown)))
+                Err(Error::store(format!("Redis at {}: {e}", self.shown)).with_source(e))
             }
             Err(_) => {
                 *self.conn.lock().await = None;
-                Err(Error::Store(format!(
+                Err(Error::store(format!(
                     "Redis at {} did not answer within {} s",
                     self.shown,
                     (TIMEOUT * 2).as_secs()
