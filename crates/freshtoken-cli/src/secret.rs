@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use freshtoken::AuthMethod;
-use freshtoken::regular_file::{self, Symlinks};
+use freshtoken::internal::regular_file::{self, Symlinks};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{ConfigFile, ProfileConfig, SecretSource};

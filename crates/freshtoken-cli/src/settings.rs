@@ -57,7 +57,7 @@ impl CacheChoice {
                 Some(dir) if !dir.is_empty() => Ok(CacheChoice::File(PathBuf::from(dir))),
                 _ => Err(CliError::usage(format!(
                     "unknown cache {:?}; use file, file:DIR, memory or redis://HOST:PORT/DB",
-                    freshtoken::store::redact_url(v)
+                    freshtoken::internal::redact_url(v)
                 ))),
             },
         }
@@ -691,7 +691,7 @@ fn parse_url(what: &str, value: &str) -> CliResult<Url> {
             "{what} {value:?} is not an https URL with a host"
         )));
     }
-    freshtoken::refuse_plain_http(what, &url, "the client's credentials")
+    freshtoken::internal::refuse_plain_http(what, &url, "the client's credentials")
         .map_err(|e| CliError::usage(e.to_string()))?;
     Ok(url)
 }

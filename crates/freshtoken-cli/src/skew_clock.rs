@@ -40,10 +40,10 @@ impl FileSkewClock {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if read.0.is_none_or(|at| at.elapsed() >= REREAD) {
-            let text = freshtoken::regular_file::read(
+            let text = freshtoken::internal::regular_file::read(
                 &self.path,
                 64,
-                freshtoken::regular_file::Symlinks::Follow,
+                freshtoken::internal::regular_file::Symlinks::Follow,
             );
             if let Some(ahead) = text
                 .ok()

@@ -11,11 +11,13 @@
 //!   once more (at info) when a token can be had again.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use freshtoken::{Fingerprint, SharedClock, Token, fmt_duration};
+use freshtoken::{Fingerprint, SharedClock, Token};
 
+use freshtoken::internal::fmt_duration;
+use freshtoken::internal::lock;
 /// The pause after the first fresh token the upstream refused; it doubles with each further
 /// one, up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -74,7 +76,7 @@ impl Guard {
     }
 
     fn state(&self) -> MutexGuard<'_, Backoff> {
-        self.backoff.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.backoff)
     }
 
     /// Whether a 401 must be passed on without a token request.

@@ -2,7 +2,7 @@
 //! RFC 8414 authorization server metadata.
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use crate::assertion::SigningAlg;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::fetch::{HttpOptions, http_client};
+use crate::internal::lock;
 use crate::owned::{self, Unfit};
 use crate::regular_file::{self, Symlinks};
 use crate::request::AuthMethod;
@@ -105,7 +106,7 @@ pub async fn discover_cached(
             .is_ok_and(|age| age < METADATA_MAX_AGE)
     };
     {
-        let memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+        let memory = lock(&MEMORY);
         if let Some((_, _, m)) = memory
             .iter()
             .find(|(i, at, _)| i == issuer.as_str() && fresh(*at))
@@ -135,11 +136,7 @@ pub async fn discover_cached(
             m
         }
     };
-    MEMORY.lock().unwrap_or_else(PoisonError::into_inner).push((
-        issuer.to_string(),
-        now,
-        metadata.clone(),
-    ));
+    lock(&MEMORY).push((issuer.to_string(), now, metadata.clone()));
     Ok(metadata)
 }
 

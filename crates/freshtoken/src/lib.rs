@@ -29,16 +29,16 @@ pub mod discovery;
 mod error;
 mod fetch;
 #[doc(hidden)]
-pub mod fuzzing;
+pub mod internal;
 pub mod jwt;
-pub mod owned;
+mod owned;
 pub mod policy;
 pub mod provider;
 mod redact;
-pub mod regular_file;
+mod regular_file;
 mod request;
 mod response;
-pub mod retry;
+mod retry;
 mod source;
 pub mod store;
 mod tls;
@@ -51,18 +51,15 @@ pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningA
 pub use clock::{Clock, ManualClock, SharedClock, SkewedClock, SystemClock};
 pub use error::{Cause, Error, ErrorKind, Missing, Result};
 pub use fetch::{
-    Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client,
-    install_crypto_provider,
+    Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, http_client, install_crypto_provider,
 };
 pub use policy::{Freshness, RefreshPolicy};
-pub use request::{AuthMethod, CacheKey, TokenRequest, refuse_plain_http};
+pub use request::{AuthMethod, CacheKey, TokenRequest};
 pub use retry::RetryPolicy;
 pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, Want};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{
     FailureNote, FileStore, LayeredStore, MemoryStore, NOTE_BACKOFF_CAP, StoreLock, TokenStore,
-    is_temporary_of, write_file_atomically,
 };
-pub use tls::load_ca_file;
 pub use token::{CLOCK_TOLERANCE, ExpirySource, Fingerprint, Token, check_b64token};

@@ -26,6 +26,7 @@ use secrecy::SecretString;
 use crate::clock::{SharedClock, SystemClock, unix_millis};
 use crate::error::{Error, Result};
 use crate::fetch::{Budget, Fetch, fmt_duration};
+use crate::internal::lock;
 use crate::policy::{Freshness, RefreshPolicy, Thresholds};
 use crate::request::CacheKey;
 use crate::store::{FailureNote, TokenStore};
@@ -531,11 +532,7 @@ impl Inner {
                     None
                 }
             },
-            None => self
-                .local_note
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            None => lock(&self.local_note).clone(),
         }?;
         note.holds_at(self.clock.now()).then_some(note)
     }
@@ -554,12 +551,7 @@ impl Inner {
                     );
                 }
             }
-            None => {
-                *self
-                    .local_note
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = note
-            }
+            None => *lock(&self.local_note) = note,
         }
     }
 
@@ -567,11 +559,7 @@ impl Inner {
     async fn note_failure(&self, error: &str) {
         let previous = match &self.store {
             Some(store) => store.note(&self.key).await.ok().flatten(),
-            None => self
-                .local_note
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            None => lock(&self.local_note).clone(),
         };
         let note = FailureNote::after(
             previous.as_ref(),

@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn cache_records_get_the_same_check_as_server_answers() {
         use crate::request::CacheKey;
-        use crate::store::Record;
+        use crate::store::record::Record;
         let key = CacheKey::from_hex(&"a".repeat(64)).unwrap();
         let good = Record::new(&key, &token("tok")).to_bytes();
         assert!(Record::parse(&good, &key).is_ok());

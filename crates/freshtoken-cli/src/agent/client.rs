@@ -185,9 +185,9 @@ fn connect(socket: &Path) -> Result<UnixStream, NotUsed> {
         suspicious: true,
     };
     let dir = super::socket_dir::of(socket);
-    match freshtoken::owned::check_dir(dir) {
+    match freshtoken::internal::owned::check_dir(dir) {
         Ok(()) => {}
-        Err(freshtoken::owned::Unfit::Missing) => {
+        Err(freshtoken::internal::owned::Unfit::Missing) => {
             return Err(format!(
                 "no agent on {}: {} does not exist",
                 socket.display(),
@@ -202,7 +202,7 @@ fn connect(socket: &Path) -> Result<UnixStream, NotUsed> {
     }
     let stream = UnixStream::connect(socket)
         .map_err(|e| format!("no agent on {}: {e}", socket.display()))?;
-    let me = freshtoken::owned::user();
+    let me = freshtoken::internal::owned::user();
     match peer_uid(&stream) {
         Ok(uid) if uid == me || uid == 0 => Ok(stream),
         Ok(uid) => Err(suspicious(format!(

@@ -16,7 +16,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use freshtoken::{AccessToken, CachedSource, SharedClock, Token, Want, fmt_duration};
+use freshtoken::{AccessToken, CachedSource, SharedClock, Token, Want};
+
+use freshtoken::internal::fmt_duration;
 use freshtoken_proxy::{Addresses, AllowedHosts, Limits};
 use serde_json::json;
 

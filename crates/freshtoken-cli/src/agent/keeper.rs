@@ -113,7 +113,7 @@ impl Keeper {
             .metrics
             .last_error()
             .unwrap_or_else(|| "no new token".into());
-        let next = freshtoken::fmt_duration(pause);
+        let next = freshtoken::internal::fmt_duration(pause);
         if warned.as_deref() == Some(error.as_str()) {
             tracing::info!(profile = %self.profile, "still no new token: {error}; next try in {next}");
         } else {

@@ -106,11 +106,11 @@ async fn bulk_job(
     println!(
         "dev-server on {} issues tokens that live {}; the freshtoken proxy on {proxy_url} sits in front of it",
         server.base_url(),
-        freshtoken::fmt_duration(ttl)
+        freshtoken::internal::fmt_duration(ttl)
     );
     println!(
         "a bulk job makes {calls} plain HTTP calls (no token of its own) over {} with {workers} workers",
-        freshtoken::fmt_duration(duration)
+        freshtoken::internal::fmt_duration(duration)
     );
 
     let started = Instant::now();
@@ -194,7 +194,9 @@ async fn watch_rotations(source: CachedSource, started: Instant, rotations: Arc<
                     } else {
                         "rotated to"
                     },
-                    freshtoken::fmt_duration(token.remaining(std::time::SystemTime::now()))
+                    freshtoken::internal::fmt_duration(
+                        token.remaining(std::time::SystemTime::now())
+                    )
                 );
                 let _ = std::io::stdout().flush();
                 last = Some(fp);

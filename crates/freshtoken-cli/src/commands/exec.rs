@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use freshtoken::{AccessToken, CachedSource, MemoryStore, SharedClock, Want, fmt_duration};
+use freshtoken::{AccessToken, CachedSource, MemoryStore, SharedClock, Want};
+
+use freshtoken::internal::fmt_duration;
 use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
 
 use crate::cli::{Cli, ExecArgs};
@@ -111,7 +113,7 @@ fn kept_from_child(settings: &Settings) -> Vec<String> {
     let mut names = settings.secret_variables.clone();
     let cache = std::env::var_os(env::CACHE).unwrap_or_default();
     let cache = cache.to_string_lossy();
-    if freshtoken::store::redact_url(&cache) != cache {
+    if freshtoken::internal::redact_url(&cache) != cache {
         names.push(env::CACHE.to_owned());
     }
     names

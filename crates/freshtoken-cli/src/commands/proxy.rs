@@ -80,7 +80,7 @@ pub fn upstream(flag: Option<&str>, settings: &Settings) -> CliResult<Url> {
             ));
         }
     };
-    freshtoken::refuse_plain_http("upstream", &url, "the token")?;
+    freshtoken::internal::refuse_plain_http("upstream", &url, "the token")?;
     Ok(url)
 }
 
@@ -92,7 +92,7 @@ pub fn limits(header_timeout: &str, max_connections: usize) -> Result<Limits, St
     if header_timeout.is_zero() || header_timeout > MAX_HEADER_TIMEOUT {
         return Err(format!(
             "header-timeout {}: give a duration above 0 and up to {} s",
-            freshtoken::fmt_duration(header_timeout),
+            freshtoken::internal::fmt_duration(header_timeout),
             MAX_HEADER_TIMEOUT.as_secs()
         ));
     }

@@ -17,13 +17,14 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::record::Record;
 use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::{Error, Result};
+use crate::internal::lock;
 use crate::owned::{self, Unfit};
 use crate::regular_file::Symlinks;
 use crate::request::CacheKey;
@@ -180,7 +181,7 @@ impl FileStore {
 
     /// Warns that `path` is ignored for `why`, once for as long as it stays so.
     fn ignoring(&self, what: &str, path: &Path, why: String) {
-        let mut said = self.ignored.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut said = lock(&self.ignored);
         if said.get(path) != Some(&why) {
             tracing::warn!(
                 "ignoring {what} {}: {why}; it will be replaced",
@@ -195,10 +196,7 @@ impl FileStore {
         super::atomic::write_file_atomically(path, bytes, 0o600).map_err(|e| {
             Error::store(format!("cannot replace {}: {e}", path.display())).with_source(e)
         })?;
-        self.ignored
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(path);
+        lock(&self.ignored).remove(path);
         Ok(())
     }
 

@@ -20,6 +20,7 @@ use super::seal::Sealer;
 use super::{BoxFuture, FailureNote, Release, StoreLock, TokenStore, redact_url};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
+use crate::internal::lock;
 use crate::request::CacheKey;
 use crate::token::Token;
 
@@ -191,11 +192,7 @@ impl RedisStore {
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
         }
-        let recent = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|at| at.elapsed() < RECONNECT_AFTER);
+        let recent = lock(&self.last_failure).is_some_and(|at| at.elapsed() < RECONNECT_AFTER);
         if recent {
             return Err(Error::store(format!(
                 "Redis at {} is unreachable (retrying shortly)",
@@ -239,10 +236,7 @@ impl RedisStore {
                 Ok(c)
             }
             Err(e) => {
-                *self
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                *lock(&self.last_failure) = Some(Instant::now());
                 Err(
                     Error::store(format!("cannot connect to Redis at {}: {e}", self.shown))
                         .with_source(e),
@@ -258,10 +252,7 @@ impl RedisStore {
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     *self.conn.lock().await = None;
-                    *self
-                        .last_failure
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                    *lock(&self.last_failure) = Some(Instant::now());
                 }
                 Err(Error::store(format!("Redis at {}: {e}", self.shown)).with_source(e))
             }
