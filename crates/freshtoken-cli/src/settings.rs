@@ -276,10 +276,7 @@ impl Settings {
             profile.retry_for.as_ref(),
             "retry_for",
         )? {
-            http.retry = RetryPolicy {
-                deadline: r,
-                ..RetryPolicy::default()
-            };
+            http.retry = RetryPolicy::default().with_deadline(r);
         }
         if let Some(d) = duration(None, profile.default_lifetime.as_ref(), "default_lifetime")? {
             http.default_lifetime = d;

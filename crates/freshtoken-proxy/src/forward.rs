@@ -250,7 +250,7 @@ async fn after_401(
     }
     let newer = shared
         .source
-        .current()
+        .peek_valid()
         .filter(|current| !current.same_token(&refused));
     let (fresh, flight) = match newer {
         // Another request refreshed since: use its token, and let the next one in.

@@ -21,6 +21,7 @@ use crate::response;
 
 /// The parts of an issuer's metadata that freshtoken uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Metadata {
     /// The issuer, as the document states it.
     pub issuer: String,

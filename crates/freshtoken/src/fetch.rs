@@ -15,7 +15,7 @@ use url::form_urlencoded;
 use crate::assertion::{ASSERTION_TYPE, Signer};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
-use crate::request::{AuthMethod, TokenRequest};
+use crate::request::{AuthMethod, CacheKey, TokenRequest};
 use crate::response;
 use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::token::{ExpirySource, Token};
@@ -27,6 +27,11 @@ pub trait Fetch: Send + Sync + fmt::Debug {
     /// Gets a new token within `budget`. `previous` is the token being replaced, if any.
     async fn fetch(&self, previous: Option<&Token>, budget: Budget) -> Result<Token>;
 
+    /// The name under which this fetcher's tokens are cached: everything that changes
+    /// which token comes back is in it, no secret is. Sources that share a store share
+    /// tokens exactly when their keys are equal, so a wrapper returns its inner fetcher's.
+    fn cache_key(&self) -> CacheKey;
+
     /// How long one call may spend getting a token, lock waits and retries included: the
     /// cached source turns it into each call's [`Budget`].
     fn patience(&self) -> Duration {
@@ -36,6 +41,7 @@ pub trait Fetch: Send + Sync + fmt::Debug {
 
 /// What one call may spend on getting a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Budget {
     /// The call ends here: lock waits, backoffs and the attempt in flight included.
     pub deadline: tokio::time::Instant,
@@ -71,6 +77,7 @@ impl Budget {
 
 /// Limits on talking to the token endpoint.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HttpOptions {
     /// Whole-request timeout for one attempt (connect, send, read the body).
     pub timeout: Duration,
@@ -531,6 +538,10 @@ enum Grant<'a> {
 
 #[async_trait]
 impl Fetch for HttpFetcher {
+    fn cache_key(&self) -> CacheKey {
+        self.request.cache_key()
+    }
+
     /// `--retry-for`; with no retries, one attempt's timeout.
     fn patience(&self) -> Duration {
         if self.options.retry.deadline.is_zero() {

@@ -56,7 +56,9 @@ pub use fetch::{
 pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest};
 pub use retry::RetryPolicy;
-pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, Want};
+pub use source::{
+    AccessToken, CachedSource, CachedSourceBuilder, DEFAULT_FALLBACK_WAIT, DEFAULT_LOCK_WAIT, Want,
+};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{

@@ -110,6 +110,7 @@ const RESERVED_PARAMS: &[&str] = &[
 ///
 /// `Debug` shows everything but the secret.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TokenRequest {
     /// The token endpoint.
     pub token_url: Url,
@@ -290,11 +291,6 @@ impl CacheKey {
     /// The hex digest (64 characters, safe as a file name or Redis key part).
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// The key of a source that has no store to name it in.
-    pub(crate) fn unnamed() -> Self {
-        CacheKey("0".repeat(64))
     }
 
     /// Rebuilds a key from its hex form (as read back from a store).

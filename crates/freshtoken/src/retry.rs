@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 /// How hard to try before giving up on the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Give up once this much time has been spent (the first attempt included).
     pub deadline: Duration,
@@ -25,6 +26,12 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The same policy, giving up after `deadline` (the first attempt included).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// No retries at all.
     pub fn none() -> Self {
         Self {

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 /// Where a token's expiry came from; a guessed expiry deserves a warning, a stated one does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ExpirySource {
     /// `expires_in` in the token response, counted from the local receive time.
     ExpiresIn,

@@ -49,6 +49,10 @@ impl Scripted {
 
 #[async_trait]
 impl Fetch for Scripted {
+    fn cache_key(&self) -> freshtoken::CacheKey {
+        freshtoken::CacheKey::from_hex(&"0".repeat(64)).expect("64 lowercase hex digits")
+    }
+
     async fn fetch(
         &self,
         _previous: Option<&Token>,
@@ -73,10 +77,7 @@ impl Fetch for Scripted {
 }
 
 fn no_jitter() -> RefreshPolicy {
-    RefreshPolicy {
-        jitter_fraction: 0.0,
-        ..RefreshPolicy::default()
-    }
+    RefreshPolicy::default().with_jitter(0.0)
 }
 
 fn source(fetcher: &Arc<Scripted>, clock: &ManualClock) -> CachedSource {
@@ -106,7 +107,7 @@ async fn a_fresh_token_is_served_from_memory() {
     assert_eq!(a.expose_secret(), "tok-1");
     assert_eq!(b.expose_secret(), "tok-1");
     assert_eq!(f.calls(), 1);
-    assert!(s.cached().is_some());
+    assert!(s.peek_fresh().is_some());
 }
 
 #[tokio::test]
@@ -123,7 +124,7 @@ async fn a_stale_token_is_served_while_one_background_refresh_runs() {
             "stale tokens keep being served"
         );
     }
-    assert!(s.cached().is_none(), "a stale token is not a hit");
+    assert!(s.peek_fresh().is_none(), "a stale token is not a hit");
     settle().await;
     assert_eq!(f.calls(), 2, "ten stale reads start one refresh");
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-2");
@@ -181,7 +182,7 @@ async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
     assert_eq!(t.expose_secret(), "tok-1");
     assert_eq!(
         started.elapsed(),
-        freshtoken::FALLBACK_WAIT,
+        freshtoken::DEFAULT_FALLBACK_WAIT,
         "waited the bounded time, then fell back"
     );
     // Without a usable token there is nothing to fall back to: the caller waits for the
@@ -219,7 +220,7 @@ async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
     clock.advance(Duration::from_secs(20));
     let e = s.token().await.unwrap_err();
     assert!(e.to_string().contains("scripted outage"), "{e}");
-    assert!(s.cached().is_none());
+    assert!(s.peek_fresh().is_none());
 
     // Recovery: once the failure note's step has passed, the next call gets a new token.
     f.set_failing(false);
@@ -335,7 +336,7 @@ async fn contended() -> Contended {
     let clock = ManualClock::starting_now();
     let fetcher = Scripted::new(&clock, HOUR);
     let s = CachedSource::builder_shared(fetcher.clone())
-        .store(store, key.clone())
+        .store_under(store, key.clone())
         .clock(Arc::new(clock.clone()))
         .build();
     let other = freshtoken::FileStore::new(dir.path());
@@ -394,7 +395,7 @@ async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
     let f = Scripted::new(&clock, HOUR);
     let s = source(&f, &clock);
     let mut changes = s.subscribe();
-    assert!(s.current().is_none() && s.next_refresh().is_none());
+    assert!(s.peek_valid().is_none() && s.next_refresh().is_none());
     s.token().await.unwrap();
     assert!(
         changes.has_changed().unwrap(),
@@ -405,20 +406,23 @@ async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
     let due = s.next_refresh().unwrap();
     assert_eq!(due, clock.now() + HOUR.mul_f64(0.75));
     clock.advance(Duration::from_secs(2800));
-    assert_eq!(s.current().unwrap().expose_secret(), "tok-1");
+    assert_eq!(s.peek_valid().unwrap().expose_secret(), "tok-1");
     assert!(!changes.has_changed().unwrap(), "nothing changed yet");
     s.token_with(Want::one_shot(Duration::ZERO)).await.unwrap();
     assert!(changes.has_changed().unwrap(), "the refresh is a change");
-    assert_eq!(s.current().unwrap().expose_secret(), "tok-2");
+    assert_eq!(s.peek_valid().unwrap().expose_secret(), "tok-2");
     changes.borrow_and_update();
     // Invalidation is a change too; and past expiry nothing is current.
-    let t = s.current().unwrap().clone();
+    let t = s.peek_valid().unwrap().clone();
     assert!(s.invalidate(&t).await.unwrap());
     assert!(changes.has_changed().unwrap());
-    assert!(s.current().is_none());
+    assert!(s.peek_valid().is_none());
     s.token().await.unwrap();
     clock.advance(HOUR + Duration::from_secs(1));
-    assert!(s.current().is_none(), "an expired token is never current");
+    assert!(
+        s.peek_valid().is_none(),
+        "an expired token is never current"
+    );
 }
 
 /// Found by the proxy's fault matrix: a long-running caller with 1.5 s left and a refresh

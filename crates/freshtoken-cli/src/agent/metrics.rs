@@ -91,6 +91,10 @@ impl Metered {
 
 #[async_trait]
 impl Fetch for Metered {
+    fn cache_key(&self) -> freshtoken::CacheKey {
+        self.inner.cache_key()
+    }
+
     fn patience(&self) -> std::time::Duration {
         self.inner.patience()
     }

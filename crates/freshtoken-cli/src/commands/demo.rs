@@ -182,7 +182,7 @@ async fn watch_rotations(source: CachedSource, started: Instant, rotations: Arc<
     let mut changes = source.subscribe();
     let mut last = None;
     loop {
-        if let Some(token) = source.current() {
+        if let Some(token) = source.peek_valid() {
             let fp = token.fingerprint();
             if last != Some(fp) {
                 let n = rotations.fetch_add(1, Ordering::Relaxed) + 1;

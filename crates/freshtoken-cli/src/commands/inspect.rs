@@ -111,6 +111,7 @@ pub fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> Report 
                 NotAJwt::Malformed(m) => {
                     format!(" (three dot-separated parts, but not a JWT: {m})")
                 }
+                _ => String::new(),
             };
             text.push_str(&format!(
                 "opaque token{detail}: {} characters, fingerprint {fingerprint}\nIts expiry is known only to the server and to freshtoken's cache (see `freshtoken status`).\n",

@@ -99,7 +99,7 @@ pub fn source_from(
         fetcher = fetcher.with_client(client);
     }
     Ok(CachedSource::builder_shared(wrap(Arc::new(fetcher)))
-        .store(store, settings.cache_key())
+        .store(store)
         .policy(settings.policy)
         .clock(settings.clock.clone())
         .build())

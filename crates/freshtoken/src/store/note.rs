@@ -27,6 +27,7 @@ const MAX_ERROR: usize = 400;
 
 /// A failed refresh, as remembered by a store (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailureNote {
     /// The failure as users see it: one line, redacted like every error freshtoken shows.
     pub error: String,
