@@ -434,18 +434,12 @@ impl Settings {
     pub fn token_request(&self) -> CliResult<TokenRequest> {
         let mut request = self.request.clone();
         if request.auth_method.needs_secret() {
-            request.client_secret = Some(read_secret(
-                &self.secret,
-                Secret::ClientSecret,
-                request.auth_method,
-            )?);
+            request.client_secret =
+                Some(read_secret(&self.secret, Secret::ClientSecret, request.auth_method)?.into());
         }
         if request.auth_method.needs_private_key() {
-            request.private_key = Some(read_secret(
-                &self.key,
-                Secret::PrivateKey,
-                request.auth_method,
-            )?);
+            request.private_key =
+                Some(read_secret(&self.key, Secret::PrivateKey, request.auth_method)?.into());
         }
         request.validate()?;
         if let Some(meta) = &self.metadata {

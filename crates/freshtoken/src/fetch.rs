@@ -231,7 +231,7 @@ impl HttpFetcher {
         match (req.auth_method, &req.client_secret) {
             (AuthMethod::ClientSecretBasic, Some(secret)) => {
                 let header = reqwest::header::HeaderValue::try_from(basic_auth(
-                    &req.client_id,
+                    req.client_id.as_str(),
                     secret.expose_secret(),
                 ));
                 let Ok(mut value) = header else {
@@ -243,7 +243,7 @@ impl HttpFetcher {
                 builder = builder.header(reqwest::header::AUTHORIZATION, value);
             }
             (AuthMethod::ClientSecretPost, Some(secret)) => {
-                form.append_pair("client_id", &req.client_id);
+                form.append_pair("client_id", req.client_id.as_str());
                 form.append_pair("client_secret", secret.expose_secret());
             }
             (AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt, _) => {
@@ -258,17 +258,17 @@ impl HttpFetcher {
                     .clone()
                     .unwrap_or_else(|| req.token_url.to_string());
                 let assertion = signer.assertion(
-                    &req.client_id,
+                    req.client_id.as_str(),
                     &audience,
                     self.clock.now(),
                     req.assertion_lifetime,
                 )?;
-                form.append_pair("client_id", &req.client_id);
+                form.append_pair("client_id", req.client_id.as_str());
                 form.append_pair("client_assertion_type", ASSERTION_TYPE);
                 form.append_pair("client_assertion", &assertion);
             }
             _ => {
-                form.append_pair("client_id", &req.client_id);
+                form.append_pair("client_id", req.client_id.as_str());
             }
         }
         Ok(builder.body(form.finish()))
@@ -389,7 +389,9 @@ impl HttpFetcher {
         // then the secret in every spelling it was sent in (plain, form-encoded, Basic).
         let text = crate::redact::fields(&text);
         match &self.request.client_secret {
-            Some(s) => crate::redact::secret(&text, &self.request.client_id, s.expose_secret()),
+            Some(s) => {
+                crate::redact::secret(&text, self.request.client_id.as_str(), s.expose_secret())
+            }
             None => text,
         }
     }

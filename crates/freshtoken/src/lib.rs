@@ -8,13 +8,13 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), freshtoken::Error> {
 //! use freshtoken::{CachedSource, HttpFetcher, HttpOptions, TokenRequest};
-//! use secrecy::SecretString;
 //!
-//! let request = TokenRequest::new(
+//! let request = TokenRequest::client_credentials(
 //!     "https://login.mypurecloud.com/oauth/token".parse().unwrap(),
 //!     "my-client-id",
-//!     Some(SecretString::from(std::env::var("CLIENT_SECRET").unwrap())),
-//! );
+//! )
+//! .secret(std::env::var("CLIENT_SECRET").unwrap())
+//! .build()?;
 //! let source = CachedSource::builder(HttpFetcher::new(request, HttpOptions::default())?).build();
 //! let token = source.token().await?;          // fetched once, then served from memory
 //! let header = format!("Bearer {}", token.expose_secret());
@@ -25,6 +25,7 @@
 
 mod assertion;
 pub mod clock;
+mod credentials;
 pub mod discovery;
 mod error;
 mod fetch;
@@ -49,12 +50,13 @@ mod fuzz_tests;
 
 pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
 pub use clock::{Clock, ManualClock, SharedClock, SkewedClock, SystemClock};
+pub use credentials::{ClientId, ClientSecret, PrivateKey};
 pub use error::{Cause, Error, ErrorKind, Missing, Result};
 pub use fetch::{
     Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, http_client, install_crypto_provider,
 };
 pub use policy::{Freshness, RefreshPolicy};
-pub use request::{AuthMethod, CacheKey, TokenRequest};
+pub use request::{AuthMethod, CacheKey, TokenRequest, TokenRequestBuilder};
 pub use retry::RetryPolicy;
 pub use source::{
     AccessToken, CachedSource, CachedSourceBuilder, DEFAULT_FALLBACK_WAIT, DEFAULT_LOCK_WAIT, Want,

@@ -83,7 +83,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
     if let Some(api) = &settings.api_base {
         lines.push(("API base".to_owned(), api.to_string()));
     }
-    lines.push(("client id".to_owned(), public.client_id.clone()));
+    lines.push(("client id".to_owned(), public.client_id.to_string()));
     lines.push(("auth method".to_owned(), public.auth_method.to_string()));
     for l in &layers {
         let where_ = if l.kind == "memory" {
