@@ -13,7 +13,7 @@ use freshtoken::internal::lock;
 
 /// Counters served at `/__stats`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     token_requests: AtomicU64,
     tokens_issued: AtomicU64,
     token_errors: AtomicU64,

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use freshtoken::AccessToken;
@@ -27,7 +27,7 @@ enum Body {
 }
 
 /// Handles one request that arrived on `local`; never fails (errors become 4xx/5xx answers).
-pub async fn handle(
+pub(crate) async fn handle(
     shared: &Shared,
     hosts: &AllowedHosts,
     local: SocketAddr,

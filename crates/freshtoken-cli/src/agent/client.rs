@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use freshtoken::{ExpirySource, Token};
 use secrecy::{ExposeSecret, SecretString};
@@ -167,12 +167,12 @@ fn token_from(answer: &[u8], min_ttl: Duration) -> Result<Token, String> {
     let expires_at = UNIX_EPOCH + Duration::from_secs(body.expires_at);
     let token = Token::new(
         SecretString::from(body.access_token),
-        SystemTime::now(),
+        freshtoken::Clock::now(&freshtoken::SystemClock),
         expires_at,
         ExpirySource::ExpiresIn,
     )
     .with_scope(body.scope);
-    if token.remaining(SystemTime::now()) < min_ttl {
+    if token.remaining(freshtoken::Clock::now(&freshtoken::SystemClock)) < min_ttl {
         return Err("the agent's token is shorter-lived than --min-ttl".into());
     }
     Ok(token)

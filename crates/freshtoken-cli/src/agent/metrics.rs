@@ -100,6 +100,8 @@ impl Fetch for Metered {
     }
 
     async fn fetch(&self, previous: Option<&Token>, budget: Budget) -> freshtoken::Result<Token> {
+        // Request latency is real elapsed time: the monotonic clock is the point.
+        #[allow(clippy::disallowed_methods)]
         let started = Instant::now();
         let result = self.inner.fetch(previous, budget).await;
         let outcome = match &result {

@@ -113,6 +113,8 @@ async fn bulk_job(
         freshtoken::internal::fmt_duration(duration)
     );
 
+    // The demo shows real elapsed seconds: the monotonic clock is the point.
+    #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
     let rotations = Arc::new(AtomicU64::new(0));
     let watcher = tokio::spawn(watch_rotations(source.clone(), started, rotations.clone()));
@@ -195,7 +197,7 @@ async fn watch_rotations(source: CachedSource, started: Instant, rotations: Arc<
                         "rotated to"
                     },
                     freshtoken::internal::fmt_duration(
-                        token.remaining(std::time::SystemTime::now())
+                        token.remaining(freshtoken::Clock::now(&freshtoken::SystemClock))
                     )
                 );
                 let _ = std::io::stdout().flush();

@@ -18,7 +18,13 @@ pub fn run(cli: &Cli, args: &GetArgs) -> CliResult {
     };
     if let Some(socket) = &args.agent {
         match from_agent(cli, socket.as_deref(), min_ttl) {
-            Ok(token) => return super::print(&render(&token, args.format, SystemTime::now())),
+            Ok(token) => {
+                return super::print(&render(
+                    &token,
+                    args.format,
+                    freshtoken::Clock::now(&freshtoken::SystemClock),
+                ));
+            }
             Err(not) if not.suspicious => {
                 tracing::warn!("not using the agent: {}; fetching directly", not.reason);
             }

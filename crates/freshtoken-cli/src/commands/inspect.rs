@@ -13,7 +13,7 @@ use crate::human;
 use crate::settings::Settings;
 
 pub fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
-    let now = SystemTime::now();
+    let now = freshtoken::Clock::now(&freshtoken::SystemClock);
     let (text, cached) = match args.token.as_deref() {
         Some("-") => {
             let mut s = String::new();

@@ -9,7 +9,9 @@
 //!   a long-running process picks up a Redis that comes back, without a restart.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionLike;
