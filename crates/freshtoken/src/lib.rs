@@ -57,7 +57,7 @@ pub use fetch::{
 };
 pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest, TokenRequestBuilder};
-pub use retry::RetryPolicy;
+pub use retry::{Backoff, RetryPolicy};
 pub use source::{
     AccessToken, CachedSource, CachedSourceBuilder, DEFAULT_FALLBACK_WAIT, DEFAULT_LOCK_WAIT, Want,
 };

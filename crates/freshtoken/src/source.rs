@@ -31,12 +31,19 @@ use crate::fetch::{Budget, Fetch, fmt_duration};
 use crate::internal::lock;
 use crate::policy::{Freshness, RefreshPolicy, Thresholds};
 use crate::request::CacheKey;
+use crate::retry::RetryPolicy;
 use crate::store::{FailureNote, TokenStore};
 use crate::token::{ExpirySource, Token};
 
 /// A long-running process warns about serving a held token at most this often, unless a
 /// new failure was noted.
 const QUIET_FOR: Duration = Duration::from_secs(10);
+
+/// How often a caller waiting for another process's store lock looks again: soon at first
+/// (the holder usually publishes within milliseconds), then at most every 100 ms.
+const LOCK_POLL: RetryPolicy =
+    RetryPolicy::exponential(Duration::from_millis(5), Duration::from_millis(100))
+        .with_jitter(0.5, 1.5);
 
 /// Longest a caller that holds a still-usable token waits for its refresh before using it,
 /// unless [`CachedSourceBuilder::fallback_wait`] says otherwise: short, since the caller
@@ -695,7 +702,7 @@ impl Inner {
         // half of this call's time is gone, so the other half is left for its own attempt.
         let takeover = budget.left().mul_f64(0.5).min(self.lock_wait);
         let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pause = LOCK_POLL.start();
         let lock = loop {
             match store.try_lock(&self.key).await {
                 Ok(Some(lock)) => break Some(lock),
@@ -715,8 +722,7 @@ impl Inner {
                 );
                 break None;
             }
-            tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>())).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            tokio::time::sleep(pause.next_delay()).await;
         };
         // Someone may have refreshed (or failed, and said so) just before we took the lock.
         let result = match self.adopt_from_store(store.as_ref(), want).await {

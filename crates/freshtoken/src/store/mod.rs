@@ -29,7 +29,7 @@ mod seal;
 pub use file::FileStore;
 pub use layered::LayeredStore;
 pub use memory::MemoryStore;
-pub use note::{FailureNote, NOTE_BACKOFF_BASE, NOTE_BACKOFF_CAP};
+pub use note::{FailureNote, NOTE_BACKOFF, NOTE_BACKOFF_BASE, NOTE_BACKOFF_CAP};
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_LEASE, RedisStore};
 
