@@ -42,6 +42,8 @@ mod response;
 mod retry;
 mod source;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod tls;
 mod token;
 

@@ -7,82 +7,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use freshtoken::Clock;
+use freshtoken::testing::ScriptedFetcher;
 use freshtoken::{
-    CachedSource, Error, ExpirySource, Fetch, HttpFetcher, HttpOptions, ManualClock, RefreshPolicy,
-    Token, TokenRequest, Want,
+    CachedSource, ExpirySource, HttpFetcher, HttpOptions, ManualClock, RefreshPolicy, Token,
+    TokenRequest, Want,
 };
 use secrecy::SecretString;
-
-/// Issues `tok-N` tokens that live `lifetime` on the shared clock, or fails when told to.
-#[derive(Debug)]
-struct Scripted {
-    clock: ManualClock,
-    lifetime: Duration,
-    calls: AtomicU32,
-    failing: std::sync::atomic::AtomicBool,
-    hanging: std::sync::atomic::AtomicBool,
-}
-
-impl Scripted {
-    fn new(clock: &ManualClock, lifetime: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            clock: clock.clone(),
-            lifetime,
-            calls: AtomicU32::new(0),
-            failing: Default::default(),
-            hanging: Default::default(),
-        })
-    }
-    fn calls(&self) -> u32 {
-        self.calls.load(Ordering::SeqCst)
-    }
-    fn set_failing(&self, on: bool) {
-        self.failing.store(on, Ordering::SeqCst);
-    }
-    fn set_hanging(&self, on: bool) {
-        self.hanging.store(on, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl Fetch for Scripted {
-    fn cache_key(&self) -> freshtoken::CacheKey {
-        freshtoken::CacheKey::from_hex(&"0".repeat(64)).expect("64 lowercase hex digits")
-    }
-
-    async fn fetch(
-        &self,
-        _previous: Option<&Token>,
-        _budget: freshtoken::Budget,
-    ) -> freshtoken::Result<Token> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        tokio::task::yield_now().await;
-        if self.hanging.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(Error::transport("scripted outage"));
-        }
-        let now = self.clock.now();
-        Ok(Token::new(
-            SecretString::from(format!("tok-{n}")),
-            now,
-            now + self.lifetime,
-            ExpirySource::ExpiresIn,
-        ))
-    }
-}
 
 fn no_jitter() -> RefreshPolicy {
     RefreshPolicy::default().with_jitter(0.0)
 }
 
-fn source(fetcher: &Arc<Scripted>, clock: &ManualClock) -> CachedSource {
+fn source(fetcher: &Arc<ScriptedFetcher>, clock: &ManualClock) -> CachedSource {
     CachedSource::builder_shared(fetcher.clone())
         .clock(Arc::new(clock.clone()))
         .policy(no_jitter())
@@ -91,17 +30,24 @@ fn source(fetcher: &Arc<Scripted>, clock: &ManualClock) -> CachedSource {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Lets spawned background tasks run to completion.
-async fn settle() {
-    for _ in 0..50 {
-        tokio::task::yield_now().await;
-    }
+/// Awaits background work, bounded: a test that would wait forever fails instead.
+async fn within<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within 10 s"))
+}
+
+/// Awaits the next change of the source's held token (a background refresh landed).
+async fn next_token(changes: &mut tokio::sync::watch::Receiver<u64>) {
+    within("a new token", changes.changed())
+        .await
+        .expect("the source outlives the test");
 }
 
 #[tokio::test]
 async fn a_fresh_token_is_served_from_memory() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     let a = s.token().await.unwrap();
     clock.advance(Duration::from_secs(2000));
@@ -115,10 +61,11 @@ async fn a_fresh_token_is_served_from_memory() {
 #[tokio::test]
 async fn a_stale_token_is_served_while_one_background_refresh_runs() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     clock.advance(Duration::from_secs(2700)); // 75 %: stale
+    let mut changes = s.subscribe();
     for _ in 0..10 {
         assert_eq!(
             s.token().await.unwrap().expose_secret(),
@@ -127,7 +74,7 @@ async fn a_stale_token_is_served_while_one_background_refresh_runs() {
         );
     }
     assert!(s.peek_fresh().is_none(), "a stale token is not a hit");
-    settle().await;
+    next_token(&mut changes).await;
     assert_eq!(f.calls(), 2, "ten stale reads start one refresh");
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-2");
 }
@@ -135,7 +82,7 @@ async fn a_stale_token_is_served_while_one_background_refresh_runs() {
 #[tokio::test]
 async fn one_shot_callers_refresh_a_stale_token_now() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     clock.advance(Duration::from_secs(2800));
@@ -151,7 +98,7 @@ async fn one_shot_callers_refresh_a_stale_token_now() {
 #[tokio::test]
 async fn one_shot_falls_back_to_the_stale_token_when_refresh_fails() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     clock.advance(Duration::from_secs(2800));
@@ -174,7 +121,7 @@ async fn one_shot_falls_back_to_the_stale_token_when_refresh_fails() {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     clock.advance(Duration::from_secs(2800));
@@ -206,7 +153,7 @@ async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
 #[tokio::test]
 async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     f.set_failing(true);
@@ -214,7 +161,7 @@ async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
     // Stale: background refreshes fail, the token keeps being served.
     clock.advance(Duration::from_secs(3000));
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
-    settle().await;
+    within("the failed background refresh", f.returned(2)).await;
     // Must refresh (20 s left): the blocking refresh fails, the valid token is still served.
     clock.advance(Duration::from_secs(580));
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
@@ -235,26 +182,30 @@ async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
 #[tokio::test(start_paused = true)]
 async fn background_failures_back_off_instead_of_hammering() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     f.set_failing(true);
     clock.advance(Duration::from_secs(2800));
+    s.token().await.unwrap();
+    within("the failed background refresh", f.returned(2)).await;
     for _ in 0..100 {
         s.token().await.unwrap();
-        settle().await;
+        // With time paused, a sleep ends only once every task that can run has run: any
+        // refresh these calls started has had its chance to reach the fetcher.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(f.calls(), 2, "one failed background refresh, then a pause");
     clock.advance(Duration::from_secs(1));
     s.token().await.unwrap();
-    settle().await;
+    within("the retry after the pause", f.returned(3)).await;
     assert_eq!(f.calls(), 3, "after the pause, one more try");
 }
 
 #[tokio::test]
 async fn invalidate_drops_only_the_token_it_names() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     let first = s.token().await.unwrap();
     assert!(s.invalidate(&first).await.unwrap());
@@ -269,7 +220,7 @@ async fn invalidate_drops_only_the_token_it_names() {
 #[tokio::test]
 async fn min_ttl_longer_than_the_lifetime_is_a_clear_error() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, Duration::from_secs(300));
+    let f = ScriptedFetcher::new(&clock, Duration::from_secs(300));
     let s = source(&f, &clock);
     let e = s
         .token_with(Want::one_shot(Duration::from_secs(600)))
@@ -325,7 +276,7 @@ struct Contended {
     other: freshtoken::FileStore,
     key: freshtoken::CacheKey,
     clock: ManualClock,
-    fetcher: Arc<Scripted>,
+    fetcher: Arc<ScriptedFetcher>,
     held: freshtoken::StoreLock,
     waiter: tokio::task::JoinHandle<freshtoken::Result<String>>,
 }
@@ -336,7 +287,7 @@ async fn contended() -> Contended {
     let key =
         TokenRequest::new("https://idp.example/token".parse().unwrap(), "c", None).cache_key();
     let clock = ManualClock::starting_now();
-    let fetcher = Scripted::new(&clock, HOUR);
+    let fetcher = ScriptedFetcher::new(&clock, HOUR);
     let s = CachedSource::builder_shared(fetcher.clone())
         .store_under(store, key.clone())
         .clock(Arc::new(clock.clone()))
@@ -394,7 +345,7 @@ async fn a_waiter_fetches_once_a_dead_holders_lock_is_gone() {
 #[tokio::test]
 async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     let mut changes = s.subscribe();
     assert!(s.peek_valid().is_none() && s.next_refresh().is_none());
@@ -432,13 +383,13 @@ async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
 #[tokio::test(start_paused = true)]
 async fn a_caller_that_waits_for_a_hanging_refresh_still_has_a_token_when_the_wait_ends() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, Duration::from_secs(20));
+    let f = ScriptedFetcher::new(&clock, Duration::from_secs(20));
     let s = source(&f, &clock);
     s.token().await.unwrap();
     f.set_hanging(true);
     clock.advance(Duration::from_secs(15)); // stale: a background refresh starts and hangs
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
-    settle().await;
+    within("the hanging background refresh", f.started(2)).await;
     clock.advance(Duration::from_millis(3500)); // must refresh: 1.5 s left
     let ticking = {
         let clock = clock.clone();
