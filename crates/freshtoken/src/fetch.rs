@@ -89,8 +89,8 @@ pub struct HttpOptions {
     pub retry: RetryPolicy,
     /// Lifetime assumed when the server gives neither `expires_in` nor a JWT `exp`.
     pub default_lifetime: Duration,
-    /// A PEM file of certificate authorities trusted besides the platform's roots (see
-    /// [`load_ca_file`](crate::load_ca_file)).
+    /// A PEM file of certificate authorities trusted besides the platform's roots; a file
+    /// that holds no certificate is a configuration error.
     pub ca_file: Option<PathBuf>,
 }
 

@@ -1,6 +1,6 @@
 //! Test doubles for code built on the library (the `test-util` feature): a fetcher whose
 //! outcomes a test scripts, to show the faults a real server cannot be made to show on
-//! cue. Time is moved with [`ManualClock`](crate::ManualClock), which is always available.
+//! cue. Time is moved with [`ManualClock`], which is always available.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use crate::clock::{Clock, ManualClock};
+use crate::clock::Clock;
+pub use crate::clock::ManualClock;
 use crate::error::{Error, Result};
 use crate::fetch::{Budget, Fetch};
 use crate::request::CacheKey;

@@ -150,6 +150,24 @@ async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_fallback_wait_is_the_builders_to_set() {
+    let clock = ManualClock::starting_now();
+    let f = ScriptedFetcher::new(&clock, HOUR);
+    let s = CachedSource::builder_shared(f.clone())
+        .clock(Arc::new(clock.clone()))
+        .policy(no_jitter())
+        .fallback_wait(Duration::from_millis(300))
+        .build();
+    s.token().await.unwrap();
+    clock.advance(Duration::from_secs(2800));
+    f.set_hanging(true);
+    let started = tokio::time::Instant::now();
+    let t = s.token_with(Want::one_shot(Duration::ZERO)).await.unwrap();
+    assert_eq!(t.expose_secret(), "tok-1");
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+}
+
 #[tokio::test]
 async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
     let clock = ManualClock::starting_now();
