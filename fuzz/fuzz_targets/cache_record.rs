@@ -4,7 +4,7 @@
 #![no_main]
 
 use freshtoken::CacheKey;
-use freshtoken::store::Record;
+use freshtoken::internal::Record;
 use freshtoken_fuzz::{echoes_none, one_line, values_of};
 use libfuzzer_sys::fuzz_target;
 

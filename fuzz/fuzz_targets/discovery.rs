@@ -5,7 +5,7 @@
 #![no_main]
 
 use freshtoken::discovery::{Metadata, metadata_urls};
-use freshtoken::fuzzing::excerpt;
+use freshtoken::internal::fuzzing::excerpt;
 use freshtoken::{AuthMethod, SigningAlg};
 use freshtoken_fuzz::one_line;
 use libfuzzer_sys::fuzz_target;

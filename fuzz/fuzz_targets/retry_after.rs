@@ -6,7 +6,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use freshtoken::RetryPolicy;
-use freshtoken::retry::parse_retry_after;
+use freshtoken::internal::parse_retry_after;
 use libfuzzer_sys::fuzz_target;
 
 /// The longest wait a server can ask for (the delta-seconds form's cap).

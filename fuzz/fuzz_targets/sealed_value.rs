@@ -5,7 +5,7 @@
 #![no_main]
 
 use freshtoken::CacheKey;
-use freshtoken::store::Record;
+use freshtoken::internal::Record;
 use freshtoken_fuzz::one_line;
 use libfuzzer_sys::fuzz_target;
 

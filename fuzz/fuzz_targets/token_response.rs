@@ -5,7 +5,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use freshtoken::fuzzing::{excerpt, parse_error_body, parse_success};
+use freshtoken::internal::fuzzing::{excerpt, parse_error_body, parse_success};
 use freshtoken_fuzz::{echoes_none, one_line, values_of};
 use libfuzzer_sys::fuzz_target;
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use freshtoken::regular_file::{self, Symlinks};
+use freshtoken::internal::regular_file::{self, Symlinks};
 use serde::Deserialize;
 
 use crate::exit::{CliError, CliResult};

@@ -67,13 +67,36 @@ impl From<freshtoken::Error> for CliError {
         let code = match e.kind() {
             ErrorKind::Config => code::USAGE,
             ErrorKind::Rejected => code::REJECTED,
-            ErrorKind::Unavailable => code::UNAVAILABLE,
+            ErrorKind::Unavailable | ErrorKind::Timeout => code::UNAVAILABLE,
             _ => code::INTERNAL,
         };
-        Self {
-            code,
-            message: e.to_string(),
+        let mut message = e.to_string();
+        if let Some(hint) = hint_for(&e) {
+            message.push_str(hint);
         }
+        Self { code, message }
+    }
+}
+
+/// How to fix a library error with this binary's flags, environment and config keys: the
+/// library says what is wrong, and only the binary knows what its settings are called.
+fn hint_for(e: &freshtoken::Error) -> Option<&'static str> {
+    use freshtoken::{Error, Missing};
+    match e {
+        Error::Missing(Missing::ClientId) => {
+            Some(": set --client-id, FRESHTOKEN_CLIENT_ID or client_id in the profile")
+        }
+        Error::Missing(Missing::ClientSecret { .. }) => Some(
+            ": set FRESHTOKEN_CLIENT_SECRET, --client-secret-file, --client-secret-stdin or client_secret in the profile",
+        ),
+        Error::Missing(Missing::PrivateKey) => {
+            Some(": set --private-key PATH, FRESHTOKEN_PRIVATE_KEY or private_key in the profile")
+        }
+        Error::LifetimeTooShort { .. } => Some(" (--min-ttl); ask for less"),
+        e if e.is_unknown_issuer() => {
+            Some(" (a private CA? trust it with --ca-file PATH, or ca_file in the profile)")
+        }
+        _ => None,
     }
 }
 

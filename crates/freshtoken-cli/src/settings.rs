@@ -243,7 +243,7 @@ impl Settings {
                 ));
             }
         };
-        freshtoken::refuse_plain_http("upstream", &url, "the token")?;
+        freshtoken::internal::refuse_plain_http("upstream", &url, "the token")?;
         Ok(url)
     }
 
@@ -566,10 +566,7 @@ fn http(s: &Source<'_>) -> CliResult<HttpOptions> {
         profile.retry_for.as_ref(),
         "retry_for",
     )? {
-        http.retry = RetryPolicy {
-            deadline: r,
-            ..RetryPolicy::default()
-        };
+        http.retry = RetryPolicy::default().with_deadline(r);
     }
     if let Some(d) = s.duration(None, profile.default_lifetime.as_ref(), "default_lifetime")? {
         http.default_lifetime = d;
@@ -662,7 +659,7 @@ fn parse_url(what: &str, value: &str) -> CliResult<Url> {
             "{what} {value:?} is not an https URL with a host"
         )));
     }
-    freshtoken::refuse_plain_http(what, &url, "the client's credentials")
+    freshtoken::internal::refuse_plain_http(what, &url, "the client's credentials")
         .map_err(|e| CliError::usage(e.to_string()))?;
     Ok(url)
 }

@@ -40,10 +40,10 @@ impl FileSkewClock {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if read.0.is_none_or(|at| at.elapsed() >= REREAD) {
-            let text = freshtoken::regular_file::read(
+            let text = freshtoken::internal::regular_file::read(
                 &self.path,
                 64,
-                freshtoken::regular_file::Symlinks::Follow,
+                freshtoken::internal::regular_file::Symlinks::Follow,
             );
             if let Some(ahead) = text
                 .ok()
@@ -52,7 +52,10 @@ impl FileSkewClock {
             {
                 read.1 = ahead;
             }
-            read.0 = Some(Instant::now());
+            // How often the file is re-read is real elapsed time, not the skewed clock's.
+            #[allow(clippy::disallowed_methods)]
+            let now = Instant::now();
+            read.0 = Some(now);
         }
         read.1
     }

@@ -107,8 +107,8 @@ pub fn gateway(
         ))
     })?;
     Ok(Some(freshtoken_proxy::Gateway::new(
-        request.client_id.clone(),
-        secret,
+        request.client_id.to_string(),
+        secret.as_secret(),
         &args.gateway_login_prefix,
         &args.gateway_api_prefix,
     )))
@@ -173,10 +173,11 @@ impl Wired {
         let method = request.auth_method;
         if method.needs_secret() {
             request.client_secret =
-                Some(read_secret(&client.secret, Secret::ClientSecret, method)?);
+                Some(read_secret(&client.secret, Secret::ClientSecret, method)?.into());
         }
         if method.needs_private_key() {
-            request.private_key = Some(read_secret(&client.key, Secret::PrivateKey, method)?);
+            request.private_key =
+                Some(read_secret(&client.key, Secret::PrivateKey, method)?.into());
         }
         request.validate()?;
         if let Some(meta) = &self.metadata {
@@ -242,7 +243,7 @@ impl Wired {
             fetcher = fetcher.with_client(client);
         }
         Ok(CachedSource::builder_shared(wrap(Arc::new(fetcher)))
-            .store(store, self.cache_key())
+            .store(store)
             .policy(self.settings.policy)
             .clock(self.clock.clone())
             .build())

@@ -1,6 +1,8 @@
 //! `freshtoken agent` as a whole process against the dev-server: sinks under rotation and
 //! SIGKILL, the token endpoint, /metrics against the server's own counts, SIGHUP reloads,
 //! and who may reach the endpoint.
+// Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 #[path = "common/tls.rs"]

@@ -9,6 +9,8 @@
 //!
 //! The long-running surfaces (proxy, agent) are built on the same `CachedSource`; its matrix
 //! over every store is `crates/freshtoken/tests/fault_matrix.rs`.
+// Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

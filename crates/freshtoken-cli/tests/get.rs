@@ -1,4 +1,6 @@
 //! `freshtoken get` as a whole process, against a real dev-server.
+// Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

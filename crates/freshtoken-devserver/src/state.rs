@@ -1,18 +1,19 @@
 //! What a dev-server remembers: clients, issued tokens, fault switches, counters.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use freshtoken::SharedClock;
 use serde::Serialize;
 
 use crate::{Config, Faults};
+use freshtoken::internal::lock;
 
 /// Counters served at `/__stats`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     token_requests: AtomicU64,
     tokens_issued: AtomicU64,
     token_errors: AtomicU64,
@@ -79,10 +80,6 @@ pub struct State {
     tokens: Mutex<HashMap<String, Issued>>,
     faults: Mutex<Faults>,
     pub(crate) counters: Counters,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl State {

@@ -8,11 +8,11 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// Errors inside streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A body on its way through the proxy.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// Bytes held whole: a request kept for a replay, or the proxy's own answer.
     Full(Option<Bytes>),
     /// A request body over the replay limit: what was read before the limit was crossed,
@@ -24,7 +24,7 @@ pub enum ProxyBody {
 
 impl ProxyBody {
     /// A body of exactly these bytes.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         Self::Full(Some(bytes.into()))
     }
 }

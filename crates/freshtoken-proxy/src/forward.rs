@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use freshtoken::AccessToken;
@@ -28,7 +28,7 @@ enum Body {
 }
 
 /// Handles one request that arrived on `local`; never fails (errors become 4xx/5xx answers).
-pub async fn handle(
+pub(crate) async fn handle(
     shared: &Shared,
     hosts: &AllowedHosts,
     local: SocketAddr,
@@ -347,7 +347,7 @@ async fn after_401(
     }
     let newer = shared
         .source
-        .current()
+        .peek_valid()
         .filter(|current| !current.same_token(&refused));
     let (fresh, flight) = match newer {
         // Another request refreshed since: use its token, and let the next one in.

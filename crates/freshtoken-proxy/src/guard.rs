@@ -11,11 +11,13 @@
 //!   once more (at info) when a token can be had again.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use freshtoken::{Fingerprint, SharedClock, Token, fmt_duration};
+use freshtoken::{Fingerprint, SharedClock, Token};
 
+use freshtoken::internal::fmt_duration;
+use freshtoken::internal::lock;
 /// The pause after the first fresh token the upstream refused; it doubles with each further
 /// one, up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -23,14 +25,14 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The pause after `strikes` fresh tokens were refused in a row (`strikes` ≥ 1).
-pub fn backoff(strikes: u32) -> Duration {
+pub(crate) fn backoff(strikes: u32) -> Duration {
     FIRST_BACKOFF
         .saturating_mul(1 << strikes.saturating_sub(1).min(16))
         .min(MAX_BACKOFF)
 }
 
 /// One proxy's 401 backoff and token-failure streak, shared by its serving threads.
-pub struct Guard {
+pub(crate) struct Guard {
     clock: SharedClock,
     /// Fresh tokens refused in a row; 0 while the upstream accepts tokens. Read without the
     /// lock on every answer, so that the path of an accepted token takes none.
@@ -68,7 +70,7 @@ impl Guard {
     }
 
     /// A guard judging its backoff on `clock`.
-    pub fn new(clock: SharedClock) -> Self {
+    pub(crate) fn new(clock: SharedClock) -> Self {
         Self {
             clock,
             strikes: AtomicU32::new(0),
@@ -79,11 +81,11 @@ impl Guard {
     }
 
     fn state(&self) -> MutexGuard<'_, Backoff> {
-        self.backoff.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.backoff)
     }
 
     /// Whether a 401 must be passed on without a token request.
-    pub fn backing_off(&self) -> bool {
+    pub(crate) fn backing_off(&self) -> bool {
         if self.strikes.load(Ordering::Relaxed) == 0 {
             return false;
         }
@@ -94,12 +96,12 @@ impl Guard {
 
     /// Waits for the right to refresh after a 401: one at a time, each keeping it until the
     /// upstream has answered the replay with its new token.
-    pub async fn flight(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(crate) async fn flight(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.flight.lock().await
     }
 
     /// The upstream answered a request with a token with something other than 401.
-    pub fn accepted(&self) {
+    pub(crate) fn accepted(&self) {
         if self.strikes.load(Ordering::Relaxed) == 0 {
             return;
         }
@@ -112,7 +114,7 @@ impl Guard {
 
     /// The upstream refused `fresh`, a token got after a 401: no token requests for 401s
     /// until the next step of the backoff has passed.
-    pub fn refused_fresh(&self, fresh: &Token) {
+    pub(crate) fn refused_fresh(&self, fresh: &Token) {
         let fingerprint = fresh.fingerprint();
         let mut state = self.state();
         if state.refused == Some(fingerprint) {
@@ -133,7 +135,7 @@ impl Guard {
     }
 
     /// A token request failed: the first of a streak is logged, with why.
-    pub fn token_failed(&self, error: &freshtoken::Error) {
+    pub(crate) fn token_failed(&self, error: &freshtoken::Error) {
         if !self.failing.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "cannot get a token to forward with: {error}; clients get 503 until one can be had"
@@ -142,7 +144,7 @@ impl Guard {
     }
 
     /// A token was had: ends a failure streak.
-    pub fn token_ok(&self) {
+    pub(crate) fn token_ok(&self) {
         if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::Relaxed) {
             tracing::info!("got a token again; forwarding");
         }

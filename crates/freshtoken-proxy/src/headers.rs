@@ -15,7 +15,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, those named in `Connection`, and `Upgrade`, in place.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the names beats ten lookups.
     if !headers.keys().any(|k| {
         matches!(

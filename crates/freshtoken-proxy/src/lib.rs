@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use freshtoken::internal::lock;
 use freshtoken::{CachedSource, SharedClock, SystemClock};
 use url::Url;
 
@@ -127,10 +128,7 @@ struct Shared {
 impl Shared {
     /// `Bearer <token>`, marked sensitive; built once per token.
     fn authorization(&self, token: &str) -> Option<http::HeaderValue> {
-        let mut cached = self
-            .authorization
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cached = lock(&self.authorization);
         if let Some((t, v)) = cached.as_ref()
             && t == token
         {
@@ -221,14 +219,12 @@ fn tls_config(ca_file: Option<&Path>) -> freshtoken::Result<rustls::ClientConfig
     type Configs = Vec<(Option<PathBuf>, rustls::ClientConfig)>;
     static TLS: std::sync::Mutex<Configs> = std::sync::Mutex::new(Vec::new());
     freshtoken::install_crypto_provider();
-    let mut built = TLS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = lock(&TLS);
     if let Some((_, tls)) = built.iter().find(|(p, _)| p.as_deref() == ca_file) {
         return Ok(tls.clone());
     }
     let extra = match ca_file {
-        Some(path) => freshtoken::load_ca_file(path)?,
+        Some(path) => freshtoken::internal::load_ca_file(path)?,
         None => Vec::new(),
     };
     let builder = rustls::ClientConfig::builder();

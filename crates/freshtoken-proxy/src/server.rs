@@ -11,8 +11,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
@@ -27,6 +28,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::forward::handle;
 use crate::host::AllowedHosts;
 use crate::{Proxy, Shared};
+use freshtoken::internal::lock;
 
 /// How long in-flight requests may run on after shutdown is asked for.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -245,7 +247,7 @@ impl Cap {
     /// time in an episode) and a wait until a connection closes. `None` only if the slots are
     /// gone, which they never are while the listener runs.
     async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        let full_at = || self.full_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let full_at = || lock(&self.full_at);
         if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
             let mut full_at = full_at();
             if full_at.is_some_and(|t| t.elapsed() >= CAP_QUIET) {

@@ -5,8 +5,9 @@
 //! task; nothing is spawned per request. Redirects are never followed: these are bare
 //! connections, and a 3xx is just an answer.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -20,6 +21,7 @@ use tower_service::Service;
 use url::Url;
 
 use crate::body::{BoxError, ProxyBody};
+use freshtoken::internal::lock;
 
 /// Idle HTTP/1.1 connections kept per serving thread; more are closed once their answer is
 /// read. Matches the `keepalive 64` the benchmark gives nginx.
@@ -73,7 +75,7 @@ impl Upstream {
         }
         // Every request carries the bearer token: as for the token URL, plain http is for
         // loopback only.
-        freshtoken::refuse_plain_http("upstream", url, "the token")?;
+        freshtoken::internal::refuse_plain_http("upstream", url, "the token")?;
         let scheme: Scheme = url.scheme().parse().map_err(|_| bad())?;
         let host = url.host_str().ok_or_else(bad)?;
         // `Url` drops a port that is the scheme's default, as `Host` should.
@@ -238,10 +240,6 @@ impl Upstream {
         parts.path_and_query = origin.path_and_query().cloned();
         Uri::from_parts(parts).unwrap_or_else(|_| origin.clone())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

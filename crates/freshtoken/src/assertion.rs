@@ -23,6 +23,7 @@ pub const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
 /// A JWS algorithm for client assertions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum SigningAlg {
     HS256,
     HS384,
@@ -228,7 +229,7 @@ impl Signer {
             }
             Some(a) => {
                 return Err(Error::Config(format!(
-                    "signing algorithm {a} does not fit the private key, which is {}; use {} or leave --signing-alg out",
+                    "signing algorithm {a} does not fit the private key, which is {}; use {} or no signing algorithm at all",
                     kind.describe(),
                     kind.default_alg()
                 )));

@@ -2,7 +2,7 @@
 //! RFC 8414 authorization server metadata.
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use crate::assertion::SigningAlg;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::fetch::{HttpOptions, http_client};
+use crate::internal::lock;
 use crate::owned::{self, Unfit};
 use crate::regular_file::{self, Symlinks};
 use crate::request::AuthMethod;
@@ -20,6 +21,7 @@ use crate::response;
 
 /// The parts of an issuer's metadata that freshtoken uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Metadata {
     /// The issuer, as the document states it.
     pub issuer: String,
@@ -105,7 +107,7 @@ pub async fn discover_cached(
             .is_ok_and(|age| age < METADATA_MAX_AGE)
     };
     {
-        let memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+        let memory = lock(&MEMORY);
         if let Some((_, _, m)) = memory
             .iter()
             .find(|(i, at, _)| i == issuer.as_str() && fresh(*at))
@@ -135,11 +137,7 @@ pub async fn discover_cached(
             m
         }
     };
-    MEMORY.lock().unwrap_or_else(PoisonError::into_inner).push((
-        issuer.to_string(),
-        now,
-        metadata.clone(),
-    ));
+    lock(&MEMORY).push((issuer.to_string(), now, metadata.clone()));
     Ok(metadata)
 }
 
@@ -211,6 +209,17 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// A metadata request that got no (whole) answer, with the HTTP client's error as the source.
+fn unanswered(url: &Url, e: reqwest::Error) -> Error {
+    let message = format!("cannot read {url}: {}", crate::fetch::chain(&e));
+    let error = if e.is_timeout() {
+        Error::timeout(message)
+    } else {
+        Error::transport(message)
+    };
+    error.with_source(e)
+}
+
 /// Reads the issuer's metadata over HTTP.
 pub async fn discover(issuer: &Url, options: &HttpOptions) -> Result<Metadata> {
     let http = http_client(options)?;
@@ -224,17 +233,10 @@ pub async fn discover(issuer: &Url, options: &HttpOptions) -> Result<Metadata> {
             .await
         {
             Ok(r) => r,
-            Err(e) => {
-                return Err(Error::Transport(format!(
-                    "cannot read {url}: {}",
-                    crate::fetch::chain(&e)
-                )));
-            }
+            Err(e) => return Err(unanswered(&url, e)),
         };
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            Error::Transport(format!("cannot read {url}: {}", crate::fetch::chain(&e)))
-        })?;
+        let body = response.bytes().await.map_err(|e| unanswered(&url, e))?;
         if body.len() > options.max_body {
             return Err(Error::InvalidResponse {
                 status: status.as_u16(),

@@ -11,6 +11,11 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// The request lacks something it cannot work without. The message says what is
+    /// missing; where it goes is the caller's to say (a CLI names its flags).
+    #[error("{0}")]
+    Missing(Missing),
+
     /// The authorization server answered with an OAuth error (RFC 6749 §5.2).
     #[error("the authorization server refused the token request (HTTP {status}): {error}{}", describe(.description))]
     OAuth {
@@ -51,14 +56,41 @@ pub enum Error {
         problem: String,
     },
 
-    /// The request did not get an answer (connection refused, DNS, TLS, timeout).
-    #[error("{0}")]
-    Transport(String),
+    /// The request did not get an answer (connection refused or reset, a resolver that
+    /// cannot answer now). Retried.
+    #[error("{message}")]
+    #[non_exhaustive]
+    Transport {
+        /// What failed, with the root cause, on one line.
+        message: String,
+        /// The underlying error (usually a `reqwest::Error`), for callers that inspect it.
+        #[source]
+        source: Option<Cause>,
+    },
+
+    /// An answer did not come in time: one attempt's timeout, or the call's deadline.
+    /// Retried while the deadline allows.
+    #[error("{message}")]
+    #[non_exhaustive]
+    Timeout {
+        /// What was waited for, and how long, on one line.
+        message: String,
+        /// The underlying error, when the timeout came from the HTTP client.
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// The token endpoint cannot be reached in a way that waiting will not fix: its host name
     /// does not exist, or its certificate is not trusted. Not retried.
-    #[error("{0}")]
-    Unreachable(String),
+    #[error("{message}")]
+    #[non_exhaustive]
+    Unreachable {
+        /// What failed, with the root cause, on one line.
+        message: String,
+        /// The underlying error (a `reqwest::Error` wrapping DNS or TLS failures).
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// Retryable failures went on until the retry deadline.
     #[error("gave up after {attempts} attempt{} over {}: {last}", if *.attempts == 1 { "" } else { "s" }, fmt_secs(*.elapsed))]
@@ -77,7 +109,7 @@ pub enum Error {
     NoValidToken(String),
 
     /// The server's tokens live shorter than the caller needs, so no refresh can help.
-    #[error("the server's tokens live {}, less than the {} asked for (--min-ttl); ask for less", fmt_secs(*.lifetime), fmt_secs(*.min_ttl))]
+    #[error("the server's tokens live {}, less than the {} asked for", fmt_secs(*.lifetime), fmt_secs(*.min_ttl))]
     LifetimeTooShort {
         /// The lifetime of the token just issued.
         lifetime: Duration,
@@ -86,9 +118,46 @@ pub enum Error {
     },
 
     /// The token cache failed in a way that could not be worked around.
-    #[error("token cache: {0}")]
-    Store(String),
+    #[error("token cache: {message}")]
+    #[non_exhaustive]
+    Store {
+        /// What failed, on one line.
+        message: String,
+        /// The underlying error: an `std::io::Error` for files, a Redis error for Redis.
+        #[source]
+        source: Option<Cause>,
+    },
 }
+
+/// What a request lacks (see [`Error::Missing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Missing {
+    /// No client id, or a blank one.
+    ClientId,
+    /// The auth method signs or sends a client secret, and there is none.
+    ClientSecret {
+        /// The method that needs it.
+        auth_method: crate::AuthMethod,
+    },
+    /// `private_key_jwt` without a private key.
+    PrivateKey,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::ClientId => f.write_str("no client id"),
+            Missing::ClientSecret { auth_method } => {
+                write!(f, "auth method {auth_method} needs a client secret")
+            }
+            Missing::PrivateKey => f.write_str("private_key_jwt needs a private key"),
+        }
+    }
+}
+
+/// The cause kept under an [`Error`], reachable through [`std::error::Error::source`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The broad class of an [`Error`], which is what decides an exit code or a retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +169,8 @@ pub enum ErrorKind {
     Rejected,
     /// The server could not be reached, kept failing, or answered nonsense.
     Unavailable,
+    /// No answer came in time (one attempt's timeout, or the call's deadline).
+    Timeout,
     /// Anything else: a local failure.
     Internal,
 }
@@ -108,9 +179,10 @@ impl Error {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config(_) | Error::Redirect { .. } | Error::LifetimeTooShort { .. } => {
-                ErrorKind::Config
-            }
+            Error::Config(_)
+            | Error::Missing(_)
+            | Error::Redirect { .. }
+            | Error::LifetimeTooShort { .. } => ErrorKind::Config,
             Error::OAuth { status, .. } | Error::Status { status, .. }
                 if self.is_transient() || *status >= 500 =>
             {
@@ -118,12 +190,85 @@ impl Error {
             }
             Error::OAuth { .. } | Error::Status { .. } => ErrorKind::Rejected,
             Error::InvalidResponse { .. }
-            | Error::Transport(_)
-            | Error::Unreachable(_)
+            | Error::Transport { .. }
+            | Error::Unreachable { .. }
             | Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Timeout { .. } => ErrorKind::Timeout,
             Error::NoValidToken(_) => ErrorKind::Unavailable,
-            Error::Store(_) => ErrorKind::Internal,
+            Error::Store { .. } => ErrorKind::Internal,
         }
+    }
+
+    /// A transport failure (no answer), for [`Fetch`](crate::Fetch) implementations; add
+    /// the cause with [`Error::with_source`].
+    pub fn transport(message: impl Into<String>) -> Self {
+        Error::Transport {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A timeout: an answer that did not come in time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Error::Timeout {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure that waiting will not fix (unknown host, untrusted certificate).
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Error::Unreachable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A store failure, for [`TokenStore`](crate::TokenStore) implementations; add the
+    /// cause with [`Error::with_source`].
+    pub fn store(message: impl Into<String>) -> Self {
+        Error::Store {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `cause` as this error's [`source`](std::error::Error::source), so that callers
+    /// can inspect it. Only the variants that wrap an outside failure (transport, timeout,
+    /// unreachable, store) keep one; the others are returned unchanged.
+    pub fn with_source(mut self, cause: impl Into<Cause>) -> Self {
+        match &mut self {
+            Error::Transport { source, .. }
+            | Error::Timeout { source, .. }
+            | Error::Unreachable { source, .. }
+            | Error::Store { source, .. } => *source = Some(cause.into()),
+            _ => {}
+        }
+        self
+    }
+
+    /// Whether the failure is a server certificate signed by an authority nobody here
+    /// trusts (rustls's `UnknownIssuer`): a private CA, which trusting its certificate
+    /// (see [`HttpOptions::ca_file`](crate::HttpOptions::ca_file)) fixes.
+    pub fn is_unknown_issuer(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(c) = cause {
+            if let Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )) = c.downcast_ref::<rustls::Error>()
+            {
+                return true;
+            }
+            // An I/O error's `source()` skips the error it wraps (often another I/O error
+            // around the rustls one), so step into it instead.
+            cause = match c.downcast_ref::<std::io::Error>() {
+                Some(io) => io
+                    .get_ref()
+                    .map(|inner| inner as &(dyn std::error::Error + 'static)),
+                None => c.source(),
+            };
+        }
+        false
     }
 }
 
@@ -132,7 +277,7 @@ impl Error {
     /// throttling answer (HTTP 400 `invalid_request`, "rate limit exceeded …").
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport(_) => true,
+            Error::Transport { .. } | Error::Timeout { .. } => true,
             Error::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             Error::OAuth {
                 status,

@@ -15,7 +15,7 @@ use url::form_urlencoded;
 use crate::assertion::{ASSERTION_TYPE, Signer};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
-use crate::request::{AuthMethod, TokenRequest};
+use crate::request::{AuthMethod, CacheKey, TokenRequest};
 use crate::response;
 use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::token::{ExpirySource, Token};
@@ -27,6 +27,11 @@ pub trait Fetch: Send + Sync + fmt::Debug {
     /// Gets a new token within `budget`. `previous` is the token being replaced, if any.
     async fn fetch(&self, previous: Option<&Token>, budget: Budget) -> Result<Token>;
 
+    /// The name under which this fetcher's tokens are cached: everything that changes
+    /// which token comes back is in it, no secret is. Sources that share a store share
+    /// tokens exactly when their keys are equal, so a wrapper returns its inner fetcher's.
+    fn cache_key(&self) -> CacheKey;
+
     /// How long one call may spend getting a token, lock waits and retries included: the
     /// cached source turns it into each call's [`Budget`].
     fn patience(&self) -> Duration {
@@ -36,6 +41,7 @@ pub trait Fetch: Send + Sync + fmt::Debug {
 
 /// What one call may spend on getting a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Budget {
     /// The call ends here: lock waits, backoffs and the attempt in flight included.
     pub deadline: tokio::time::Instant,
@@ -71,6 +77,7 @@ impl Budget {
 
 /// Limits on talking to the token endpoint.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HttpOptions {
     /// Whole-request timeout for one attempt (connect, send, read the body).
     pub timeout: Duration,
@@ -82,8 +89,8 @@ pub struct HttpOptions {
     pub retry: RetryPolicy,
     /// Lifetime assumed when the server gives neither `expires_in` nor a JWT `exp`.
     pub default_lifetime: Duration,
-    /// A PEM file of certificate authorities trusted besides the platform's roots (see
-    /// [`load_ca_file`](crate::load_ca_file)).
+    /// A PEM file of certificate authorities trusted besides the platform's roots; a file
+    /// that holds no certificate is a configuration error.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -224,7 +231,7 @@ impl HttpFetcher {
         match (req.auth_method, &req.client_secret) {
             (AuthMethod::ClientSecretBasic, Some(secret)) => {
                 let header = reqwest::header::HeaderValue::try_from(basic_auth(
-                    &req.client_id,
+                    req.client_id.as_str(),
                     secret.expose_secret(),
                 ));
                 let Ok(mut value) = header else {
@@ -236,7 +243,7 @@ impl HttpFetcher {
                 builder = builder.header(reqwest::header::AUTHORIZATION, value);
             }
             (AuthMethod::ClientSecretPost, Some(secret)) => {
-                form.append_pair("client_id", &req.client_id);
+                form.append_pair("client_id", req.client_id.as_str());
                 form.append_pair("client_secret", secret.expose_secret());
             }
             (AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt, _) => {
@@ -251,17 +258,17 @@ impl HttpFetcher {
                     .clone()
                     .unwrap_or_else(|| req.token_url.to_string());
                 let assertion = signer.assertion(
-                    &req.client_id,
+                    req.client_id.as_str(),
                     &audience,
                     self.clock.now(),
                     req.assertion_lifetime,
                 )?;
-                form.append_pair("client_id", &req.client_id);
+                form.append_pair("client_id", req.client_id.as_str());
                 form.append_pair("client_assertion_type", ASSERTION_TYPE);
                 form.append_pair("client_assertion", &assertion);
             }
             _ => {
-                form.append_pair("client_id", &req.client_id);
+                form.append_pair("client_id", req.client_id.as_str());
             }
         }
         Ok(builder.body(form.finish()))
@@ -284,12 +291,7 @@ impl HttpFetcher {
         tracing::debug!(url = %req.token_url, client_id = %req.client_id, auth = %req.auth_method, "requesting a token");
         let response = match builder.send().await {
             Ok(r) => r,
-            Err(e) if cannot_heal(&e) => {
-                return Attempt::Fatal(Error::Unreachable(self.transport_message(&e)));
-            }
-            Err(e) => {
-                return Attempt::Retryable(Error::Transport(self.transport_message(&e)), None);
-            }
+            Err(e) => return self.transport_failure(e),
         };
         let received_at = self.clock.now();
         let status = response.status();
@@ -311,9 +313,7 @@ impl HttpFetcher {
                     problem: format!("the body is larger than {} bytes", self.options.max_body),
                 });
             }
-            Err(BodyError::Transport(e)) => {
-                return Attempt::Retryable(Error::Transport(self.transport_message(&e)), None);
-            }
+            Err(BodyError::Transport(e)) => return self.transport_failure(e),
         };
         let code = status.as_u16();
         if status.is_success() {
@@ -352,6 +352,19 @@ impl HttpFetcher {
         }
     }
 
+    /// A request that got no answer: not retried if waiting cannot fix it (see
+    /// [`cannot_heal`]), else retried; the `reqwest::Error` is kept as the source.
+    fn transport_failure(&self, e: reqwest::Error) -> Attempt {
+        let message = self.transport_message(&e);
+        if cannot_heal(&e) {
+            Attempt::Fatal(Error::unreachable(message).with_source(e))
+        } else if e.is_timeout() {
+            Attempt::Retryable(Error::timeout(message).with_source(e), None)
+        } else {
+            Attempt::Retryable(Error::transport(message).with_source(e), None)
+        }
+    }
+
     fn transport_message(&self, e: &reqwest::Error) -> String {
         let what = if e.is_timeout() {
             format!(
@@ -364,14 +377,9 @@ impl HttpFetcher {
         } else {
             format!("request to {} failed", host(&self.request))
         };
-        let cause = root_cause(e);
-        // rustls names an unknown CA "UnknownIssuer"; the fix is one flag away.
-        let hint = if cause.contains("UnknownIssuer") && self.options.ca_file.is_none() {
-            " (a private CA? trust it with --ca-file PATH, or ca_file in the profile)"
-        } else {
-            ""
-        };
-        self.redact(format!("{what}: {cause}{hint}"))
+        // The caller adds how to fix it (see `Error::is_unknown_issuer`): the library does
+        // not know what its settings are called.
+        self.redact(format!("{what}: {}", root_cause(e)))
     }
 
     /// Removes the client secret from text that came from the server or the network stack:
@@ -381,7 +389,9 @@ impl HttpFetcher {
         // then the secret in every spelling it was sent in (plain, form-encoded, Basic).
         let text = crate::redact::fields(&text);
         match &self.request.client_secret {
-            Some(s) => crate::redact::secret(&text, &self.request.client_id, s.expose_secret()),
+            Some(s) => {
+                crate::redact::secret(&text, self.request.client_id.as_str(), s.expose_secret())
+            }
             None => text,
         }
     }
@@ -409,7 +419,14 @@ impl HttpFetcher {
                 status,
                 location: location.map(|l| self.redact(l)),
             },
-            Error::Transport(message) => Error::Transport(self.redact(message)),
+            Error::Transport { message, source } => Error::Transport {
+                message: self.redact(message),
+                source,
+            },
+            Error::Timeout { message, source } => Error::Timeout {
+                message: self.redact(message),
+                source,
+            },
             Error::Unavailable {
                 attempts,
                 elapsed,
@@ -442,8 +459,8 @@ impl HttpFetcher {
                 match tokio::time::timeout(left, self.attempt(grant)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Attempt::Retryable(
-                        Error::Transport(format!(
-                            "no answer from {} within the {} left before the deadline (--retry-for)",
+                        Error::timeout(format!(
+                            "no answer from {} within the {} left before the deadline",
                             host(&self.request),
                             fmt_duration(left)
                         )),
@@ -523,6 +540,10 @@ enum Grant<'a> {
 
 #[async_trait]
 impl Fetch for HttpFetcher {
+    fn cache_key(&self) -> CacheKey {
+        self.request.cache_key()
+    }
+
     /// `--retry-for`; with no retries, one attempt's timeout.
     fn patience(&self) -> Duration {
         if self.options.retry.deadline.is_zero() {
@@ -680,7 +701,7 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -727,6 +748,48 @@ mod tests {
             oauth(400, "invalid_request", Some("Rate limit exceeded")).kind(),
             crate::ErrorKind::Unavailable
         );
+    }
+
+    /// The words by which a message would tell a user about a CLI's settings rather than
+    /// say what is wrong: the binary adds those hints, the library must not.
+    pub(crate) fn names_a_cli_setting(message: &str) -> bool {
+        message.contains("--")
+            || message.contains("FRESHTOKEN_")
+            || message.contains("flag")
+            || message.contains("profile")
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_keeps_its_cause_and_names_no_flag() {
+        // A port nobody listens on: bound, then closed.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+            listener.local_addr().expect("bound address").port()
+        };
+        let url = format!("http://127.0.0.1:{port}/token")
+            .parse()
+            .expect("url");
+        let request = TokenRequest::new(url, "client-1", Some("s3cr3t".to_owned().into()));
+        let options = HttpOptions {
+            retry: RetryPolicy::none(),
+            ..HttpOptions::default()
+        };
+        let fetcher = HttpFetcher::new(request, options).expect("a valid request");
+        let budget = Budget::within(Duration::from_secs(10)).once();
+        let e = fetcher
+            .fetch(None, budget)
+            .await
+            .expect_err("nobody listens");
+        assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+        let source = std::error::Error::source(&e).expect("the cause is kept");
+        assert!(
+            source.downcast_ref::<reqwest::Error>().is_some(),
+            "{source:?}"
+        );
+        let message = e.to_string();
+        assert!(message.contains("cannot connect to 127.0.0.1"), "{message}");
+        assert!(!names_a_cli_setting(&message), "{message}");
+        assert!(!message.contains("s3cr3t") && !format!("{e:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::request::CacheKey;
-use crate::store::Record;
+use crate::store::record::Record;
 use crate::token::{ExpirySource, Token};
 use crate::{jwt, response};
 

@@ -11,6 +11,7 @@ const MAX_JWT_LEN: usize = 64 * 1024;
 
 /// The readable parts of a JWS compact token. The signature is kept out on purpose.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Decoded {
     /// The JOSE header.
     pub header: Map<String, Value>,
@@ -29,6 +30,7 @@ impl Decoded {
 
 /// Why a string is not a readable JWT; "opaque" is the ordinary case, not a fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NotAJwt {
     /// Not three dot-separated parts: an opaque token (as Genesys Cloud issues).
     Opaque,

@@ -8,13 +8,13 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), freshtoken::Error> {
 //! use freshtoken::{CachedSource, HttpFetcher, HttpOptions, TokenRequest};
-//! use secrecy::SecretString;
 //!
-//! let request = TokenRequest::new(
+//! let request = TokenRequest::client_credentials(
 //!     "https://login.mypurecloud.com/oauth/token".parse().unwrap(),
 //!     "my-client-id",
-//!     Some(SecretString::from(std::env::var("CLIENT_SECRET").unwrap())),
-//! );
+//! )
+//! .secret(std::env::var("CLIENT_SECRET").unwrap())
+//! .build()?;
 //! let source = CachedSource::builder(HttpFetcher::new(request, HttpOptions::default())?).build();
 //! let token = source.token().await?;          // fetched once, then served from memory
 //! let header = format!("Bearer {}", token.expose_secret());
@@ -25,23 +25,26 @@
 
 mod assertion;
 pub mod clock;
+mod credentials;
 pub mod discovery;
 pub mod drain;
 mod error;
 mod fetch;
 #[doc(hidden)]
-pub mod fuzzing;
+pub mod internal;
 pub mod jwt;
-pub mod owned;
+mod owned;
 pub mod policy;
 pub mod provider;
 mod redact;
-pub mod regular_file;
+mod regular_file;
 mod request;
 mod response;
-pub mod retry;
+mod retry;
 mod source;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod tls;
 mod token;
 
@@ -50,20 +53,20 @@ mod fuzz_tests;
 
 pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
 pub use clock::{Clock, ManualClock, SharedClock, SkewedClock, SystemClock};
-pub use error::{Error, ErrorKind, Result};
+pub use credentials::{ClientId, ClientSecret, PrivateKey};
+pub use error::{Cause, Error, ErrorKind, Missing, Result};
 pub use fetch::{
-    Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, fmt_duration, http_client,
-    install_crypto_provider,
+    Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, http_client, install_crypto_provider,
 };
 pub use policy::{Freshness, RefreshPolicy};
-pub use request::{AuthMethod, CacheKey, TokenRequest, refuse_plain_http};
-pub use retry::RetryPolicy;
-pub use source::{AccessToken, CachedSource, CachedSourceBuilder, FALLBACK_WAIT, Want};
+pub use request::{AuthMethod, CacheKey, TokenRequest, TokenRequestBuilder};
+pub use retry::{Backoff, RetryPolicy};
+pub use source::{
+    AccessToken, CachedSource, CachedSourceBuilder, DEFAULT_FALLBACK_WAIT, DEFAULT_LOCK_WAIT, Want,
+};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{
     FailureNote, FileStore, LayeredStore, MemoryStore, NOTE_BACKOFF_CAP, StoreLock, TokenStore,
-    is_temporary_of, write_file_atomically,
 };
-pub use tls::load_ca_file;
 pub use token::{CLOCK_TOLERANCE, ExpirySource, Fingerprint, Token, check_b64token};

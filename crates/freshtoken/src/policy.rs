@@ -11,6 +11,7 @@ use crate::token::Token;
 /// does not refresh in one instant); block for a new token only when less than
 /// `max(min_ttl, min(30 s, 10 % of the lifetime))` is left.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RefreshPolicy {
     /// Fraction of the lifetime after which a token is stale (0 < x ≤ 1).
     pub stale_fraction: f64,
@@ -34,6 +35,13 @@ impl Default for RefreshPolicy {
 }
 
 impl RefreshPolicy {
+    /// The same policy with the largest jitter set to `fraction` of the lifetime; 0 makes
+    /// the refresh moments exact, which tests of those moments want.
+    pub fn with_jitter(mut self, fraction: f64) -> Self {
+        self.jitter_fraction = fraction;
+        self
+    }
+
     /// Checks the fractions, so that a bad config value fails at start, not at refresh time.
     pub fn validate(&self) -> Result<(), String> {
         let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
@@ -96,6 +104,7 @@ impl RefreshPolicy {
 
 /// A token's refresh moments under a policy (see [`RefreshPolicy::thresholds`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Thresholds {
     /// Before this, the token is not trusted: it arrived "later" than now, so the clock went
     /// back (see [`Token::is_valid_at`]).
@@ -135,6 +144,7 @@ impl Thresholds {
 
 /// The outcome of [`RefreshPolicy::assess`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Freshness {
     /// Serve it; nothing to do.
     Fresh,

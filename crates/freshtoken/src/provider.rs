@@ -26,6 +26,7 @@ pub const GENESYS_REGIONS: &[(&str, &str)] = &[
 
 /// The endpoints of one Genesys Cloud region.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GenesysRegion {
     /// The region name, e.g. `us-east-1`.
     pub name: &'static str,

@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::assertion::{DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
-use crate::error::Error;
+use crate::credentials::{ClientId, ClientSecret, PrivateKey};
+use crate::error::{Error, Missing};
 
 /// How the client proves who it is at the token endpoint (RFC 6749 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,15 +111,16 @@ const RESERVED_PARAMS: &[&str] = &[
 ///
 /// `Debug` shows everything but the secret.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TokenRequest {
     /// The token endpoint.
     pub token_url: Url,
     /// The client id.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// How the client authenticates.
     pub auth_method: AuthMethod,
     /// The client secret, for the methods that need one.
-    pub client_secret: Option<SecretString>,
+    pub client_secret: Option<ClientSecret>,
     /// Requested scopes (sent space-separated; empty means none sent).
     pub scope: Vec<String>,
     /// `audience`, as Auth0 and others want it.
@@ -128,7 +130,7 @@ pub struct TokenRequest {
     /// Any other form fields, in order.
     pub params: Vec<(String, String)>,
     /// The PEM private key, for `private_key_jwt`.
-    pub private_key: Option<SecretString>,
+    pub private_key: Option<PrivateKey>,
     /// `kid` of the assertion's header.
     pub key_id: Option<String>,
     /// The assertion's algorithm; by default it follows the key (or HS256 with a secret).
@@ -140,17 +142,18 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
-    /// A request with the default auth method and no extras.
+    /// A request with the default auth method and no extras (see also
+    /// [`TokenRequest::client_credentials`], which builds and checks one step by step).
     pub fn new(
         token_url: Url,
-        client_id: impl Into<String>,
+        client_id: impl Into<ClientId>,
         client_secret: Option<SecretString>,
     ) -> Self {
         Self {
             token_url,
             client_id: client_id.into(),
             auth_method: AuthMethod::default(),
-            client_secret,
+            client_secret: client_secret.map(ClientSecret::from),
             scope: Vec::new(),
             audience: None,
             resource: Vec::new(),
@@ -167,10 +170,11 @@ impl TokenRequest {
     pub fn signer(&self) -> Result<Option<Signer>, Error> {
         match (self.auth_method, &self.client_secret, &self.private_key) {
             (AuthMethod::ClientSecretJwt, Some(secret), _) => {
-                Signer::with_secret(secret, self.signing_alg).map(Some)
+                Signer::with_secret(secret.as_secret(), self.signing_alg).map(Some)
             }
             (AuthMethod::PrivateKeyJwt, _, Some(key)) => {
-                Signer::with_private_key(key, self.signing_alg, self.key_id.clone()).map(Some)
+                Signer::with_private_key(key.as_secret(), self.signing_alg, self.key_id.clone())
+                    .map(Some)
             }
             _ => Ok(None),
         }
@@ -189,26 +193,20 @@ impl TokenRequest {
         }
         if !self.token_url.username().is_empty() || self.token_url.password().is_some() {
             return Err(Error::Config(
-                "token URL must not carry user:password; use the client id and secret settings"
+                "token URL must not carry user:password; the client id and secret go in their own settings"
                     .into(),
             ));
         }
-        if self.client_id.trim().is_empty() {
-            return Err(Error::Config(
-                "no client id: set --client-id, FRESHTOKEN_CLIENT_ID or client_id in the profile"
-                    .into(),
-            ));
+        if self.client_id.as_str().trim().is_empty() {
+            return Err(Error::Missing(Missing::ClientId));
         }
         if self.auth_method.needs_secret() && self.client_secret.is_none() {
-            return Err(Error::Config(format!(
-                "auth method {} needs a client secret: set FRESHTOKEN_CLIENT_SECRET, --client-secret-file, --client-secret-stdin or client_secret in the profile",
-                self.auth_method
-            )));
+            return Err(Error::Missing(Missing::ClientSecret {
+                auth_method: self.auth_method,
+            }));
         }
         if self.auth_method.needs_private_key() && self.private_key.is_none() {
-            return Err(Error::Config(
-                "private_key_jwt needs a private key: set --private-key PATH, FRESHTOKEN_PRIVATE_KEY or private_key in the profile".into(),
-            ));
+            return Err(Error::Missing(Missing::PrivateKey));
         }
         if self.signing_alg.is_some() && !self.auth_method.is_jwt() {
             return Err(Error::Config(format!(
@@ -249,7 +247,7 @@ impl TokenRequest {
         };
         field("v", "1");
         field("token_url", self.token_url.as_str());
-        field("client_id", &self.client_id);
+        field("client_id", self.client_id.as_str());
         field("auth_method", self.auth_method.as_str());
         for s in &scope {
             field("scope", s);
@@ -262,6 +260,119 @@ impl TokenRequest {
             field(k, v);
         }
         CacheKey(hex::encode(h.finalize()))
+    }
+}
+
+impl TokenRequest {
+    /// Starts a client credentials request to `token_url` as `client_id`; the builder's
+    /// [`build`](TokenRequestBuilder::build) checks it (see [`TokenRequest::validate`]).
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), freshtoken::Error> {
+    /// use freshtoken::{AuthMethod, TokenRequest};
+    ///
+    /// let request = TokenRequest::client_credentials(
+    ///     "https://login.example.com/oauth/token".parse().expect("a URL"),
+    ///     "my-client",
+    /// )
+    /// .secret("from-a-vault".to_owned())
+    /// .auth_method(AuthMethod::ClientSecretPost)
+    /// .scope("read")
+    /// .scope("write")
+    /// .build()?;
+    /// assert_eq!(request.scope, ["read", "write"]);
+    /// # Ok(()) }
+    /// # demo().unwrap();
+    /// ```
+    pub fn client_credentials(
+        token_url: Url,
+        client_id: impl Into<ClientId>,
+    ) -> TokenRequestBuilder {
+        TokenRequestBuilder {
+            request: TokenRequest::new(token_url, client_id, None),
+        }
+    }
+}
+
+/// Builds a [`TokenRequest`] step by step; see [`TokenRequest::client_credentials`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TokenRequestBuilder {
+    request: TokenRequest,
+}
+
+impl TokenRequestBuilder {
+    /// The client secret (for the default `client_secret_basic`, `client_secret_post` and
+    /// `client_secret_jwt`).
+    pub fn secret(mut self, secret: impl Into<ClientSecret>) -> Self {
+        self.request.client_secret = Some(secret.into());
+        self
+    }
+
+    /// How the client authenticates (default `client_secret_basic`).
+    pub fn auth_method(mut self, method: AuthMethod) -> Self {
+        self.request.auth_method = method;
+        self
+    }
+
+    /// The PEM private key, for `private_key_jwt`.
+    pub fn private_key(mut self, key: impl Into<PrivateKey>) -> Self {
+        self.request.private_key = Some(key.into());
+        self
+    }
+
+    /// The `kid` of the assertion's header.
+    pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.request.key_id = Some(key_id.into());
+        self
+    }
+
+    /// The assertion's algorithm, instead of the one the key (or HS256) implies.
+    pub fn signing_alg(mut self, alg: SigningAlg) -> Self {
+        self.request.signing_alg = Some(alg);
+        self
+    }
+
+    /// The assertion's `aud`, instead of the token endpoint.
+    pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        self.request.assertion_audience = Some(audience.into());
+        self
+    }
+
+    /// How long an assertion is valid (default [`DEFAULT_ASSERTION_LIFETIME`]).
+    pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
+        self.request.assertion_lifetime = lifetime;
+        self
+    }
+
+    /// Adds one scope to the request (sent space-separated).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.request.scope.push(scope.into());
+        self
+    }
+
+    /// The `audience` parameter, as Auth0 and others want it.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.request.audience = Some(audience.into());
+        self
+    }
+
+    /// Adds one `resource` indicator (RFC 8707).
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.request.resource.push(resource.into());
+        self
+    }
+
+    /// Adds one more form field; the ones freshtoken sets itself are refused by `build`.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.request.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// The request, checked as [`TokenRequest::validate`] does.
+    pub fn build(self) -> Result<TokenRequest, Error> {
+        self.request.validate()?;
+        Ok(self.request)
     }
 }
 
@@ -296,11 +407,6 @@ impl CacheKey {
     /// The hex digest (64 characters, safe as a file name or Redis key part).
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// The key of a source that has no store to name it in.
-    pub(crate) fn unnamed() -> Self {
-        CacheKey("0".repeat(64))
     }
 
     /// Rebuilds a key from its hex form (as read back from a store).
@@ -338,7 +444,7 @@ mod tests {
         assert!(CacheKey::from_hex(base.as_str()).is_some());
 
         let mut other_secret = req();
-        other_secret.client_secret = Some(SecretString::from("another".to_owned()));
+        other_secret.client_secret = Some(ClientSecret::from("another".to_owned()));
         assert_eq!(
             other_secret.cache_key(),
             base,
@@ -398,6 +504,65 @@ mod tests {
                 .to_string()
                 .contains("\"grant_type\"")
         );
+    }
+
+    #[test]
+    fn messages_say_what_is_missing_not_which_flag_sets_it() {
+        use crate::fetch::tests::names_a_cli_setting;
+        let mut no_id = req();
+        no_id.client_id = " ".into();
+        let mut no_secret = req();
+        no_secret.client_secret = None;
+        let mut no_key = req();
+        no_key.auth_method = AuthMethod::PrivateKeyJwt;
+        let mut userinfo = req();
+        userinfo.token_url = Url::parse("https://u:p@login.example.com/token").unwrap();
+        let errors = [
+            no_id.validate().unwrap_err(),
+            no_secret.validate().unwrap_err(),
+            no_key.validate().unwrap_err(),
+            userinfo.validate().unwrap_err(),
+            Error::LifetimeTooShort {
+                lifetime: Duration::from_secs(3),
+                min_ttl: Duration::from_secs(600),
+            },
+        ];
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages[0], "no client id");
+        assert!(matches!(
+            errors[1],
+            Error::Missing(Missing::ClientSecret { .. })
+        ));
+        assert_eq!(messages[2], "private_key_jwt needs a private key");
+        for (e, m) in errors.iter().zip(&messages) {
+            assert!(!names_a_cli_setting(m), "{m}");
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{m}");
+        }
+    }
+
+    #[test]
+    fn the_builder_makes_the_same_request_and_checks_it() {
+        let url = Url::parse("https://login.example.com/oauth/token").unwrap();
+        let built = TokenRequest::client_credentials(url.clone(), "client-1")
+            .secret("s3cr3t-value".to_owned())
+            .scope("b")
+            .scope("a")
+            .audience("api")
+            .param("x", "1")
+            .build()
+            .unwrap();
+        let mut by_hand = req();
+        by_hand.scope = vec!["a".into(), "b".into()];
+        by_hand.audience = Some("api".into());
+        by_hand.params = vec![("x".into(), "1".into())];
+        assert_eq!(built.cache_key(), by_hand.cache_key());
+        assert_eq!(built.client_id.as_str(), "client-1");
+
+        let refused = TokenRequest::client_credentials(url, "client-1").build();
+        assert!(matches!(
+            refused,
+            Err(Error::Missing(Missing::ClientSecret { .. }))
+        ));
     }
 
     #[test]

@@ -1,30 +1,87 @@
-//! Backoff for the token endpoint: capped exponential with full jitter, honouring
-//! `Retry-After`, inside one overall deadline.
+//! The one backoff of the crate: capped exponential steps with jitter, honouring
+//! `Retry-After`, inside one overall deadline. The fetcher's retries, the failure note's
+//! pause between refreshes and the wait for another process's store lock all draw their
+//! delays from a [`RetryPolicy`]; a loop that keeps its own count uses a [`Backoff`].
 
 use std::time::{Duration, SystemTime};
 
-/// How hard to try before giving up on the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How hard to try, and how long to pause between tries.
+///
+/// The pause before retry `n` (0-based) is a step of `min(cap, base · 2ⁿ)`, scaled by a
+/// draw from `[jitter_min, jitter_max]` so that many clients do not retry in one instant.
+/// The default is the token endpoint's: full jitter (`[0, 1]`) over 500 ms … 10 s steps,
+/// giving up after 60 s.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Give up once this much time has been spent (the first attempt included).
     pub deadline: Duration,
-    /// The first backoff's upper bound.
+    /// The first step.
     pub base: Duration,
-    /// No single backoff is longer than this (unless the server's `Retry-After` says so).
+    /// No step is longer than this (unless the server's `Retry-After` says so).
     pub cap: Duration,
+    /// The smallest share of a step that a pause lasts (0 for full jitter).
+    pub jitter_min: f64,
+    /// The largest share of a step that a pause lasts (1 to never exceed the step).
+    pub jitter_max: f64,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            deadline: Duration::from_secs(60),
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(10),
-        }
+        Self::exponential(Duration::from_millis(500), Duration::from_secs(10))
+            .with_deadline(Duration::from_secs(60))
     }
 }
 
 impl RetryPolicy {
+    /// Steps from `base` doubling up to `cap`, full jitter, no deadline of its own (for
+    /// loops that decide themselves when to stop).
+    pub const fn exponential(base: Duration, cap: Duration) -> Self {
+        Self {
+            deadline: Duration::MAX,
+            base,
+            cap,
+            jitter_min: 0.0,
+            jitter_max: 1.0,
+        }
+    }
+
+    /// The same policy with each pause drawn from `[min, max]` of its step.
+    pub const fn with_jitter(mut self, min: f64, max: f64) -> Self {
+        self.jitter_min = min;
+        self.jitter_max = max;
+        self
+    }
+
+    /// The step before retry `retry` (0-based), before jitter: `min(cap, base · 2^retry)`.
+    pub fn step(&self, retry: u32) -> Duration {
+        self.base
+            .checked_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX))
+            .unwrap_or(self.cap)
+            .min(self.cap)
+    }
+
+    /// The pause before retry `retry` (0-based) for a uniform draw `unit` ∈ [0, 1]: the
+    /// step scaled to `jitter_min + (jitter_max − jitter_min) · unit`.
+    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
+        let share = self.jitter_min + (self.jitter_max - self.jitter_min) * unit.clamp(0.0, 1.0);
+        self.step(retry).mul_f64(share.max(0.0))
+    }
+
+    /// A counter of retries over this policy, for a loop that pauses between attempts.
+    pub fn start(self) -> Backoff {
+        Backoff {
+            policy: self,
+            retries: 0,
+        }
+    }
+
+    /// The same policy, giving up after `deadline` (the first attempt included).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// No retries at all.
     pub fn none() -> Self {
         Self {
@@ -33,18 +90,42 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait before retry number `retry` (0-based): a uniform draw `unit` ∈ [0, 1) over
-    /// `[0, min(cap, base · 2^retry)]` ("full jitter"), or the server's `Retry-After`.
+    /// The wait before retry number `retry` (0-based): the server's `Retry-After` if it
+    /// sent one, else [`RetryPolicy::delay`].
     pub fn backoff(&self, retry: u32, unit: f64, retry_after: Option<Duration>) -> Duration {
-        if let Some(after) = retry_after {
-            return after;
-        }
-        let ceiling = self
-            .base
-            .checked_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX))
-            .unwrap_or(self.cap)
-            .min(self.cap);
-        ceiling.mul_f64(unit.clamp(0.0, 1.0))
+        retry_after.unwrap_or_else(|| self.delay(retry, unit))
+    }
+}
+
+/// Retries counted over a [`RetryPolicy`]: each [`next_delay`](Backoff::next_delay) is the
+/// pause before one more retry, and [`reset`](Backoff::reset) starts over after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    policy: RetryPolicy,
+    retries: u32,
+}
+
+impl Backoff {
+    /// The pause before the next retry, with a random draw for the jitter.
+    pub fn next_delay(&mut self) -> Duration {
+        self.next_delay_with(rand::random::<f64>())
+    }
+
+    /// The pause before the next retry for the draw `unit` ∈ [0, 1] (tests pass their own).
+    pub fn next_delay_with(&mut self, unit: f64) -> Duration {
+        let delay = self.policy.delay(self.retries, unit);
+        self.retries = self.retries.saturating_add(1);
+        delay
+    }
+
+    /// Starts over from the first step: the failures in a row ended.
+    pub fn reset(&mut self) {
+        self.retries = 0;
+    }
+
+    /// Pauses handed out since the start or the last reset.
+    pub fn retries(&self) -> u32 {
+        self.retries
     }
 }
 
@@ -86,6 +167,21 @@ mod tests {
             p.backoff(2, 0.5, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
+    }
+
+    #[test]
+    fn jitter_bounds_and_a_backoff_that_resets() {
+        let s = Duration::from_secs;
+        let p = RetryPolicy::exponential(s(1), s(60)).with_jitter(0.8, 1.2);
+        assert_eq!(p.delay(0, 0.0), Duration::from_millis(800));
+        assert_eq!(p.delay(2, 1.0), Duration::from_millis(4800));
+        assert_eq!(p.delay(10, 0.5), s(60), "capped before jitter");
+        let mut b = p.with_jitter(1.0, 1.0).start();
+        let steps: Vec<u64> = (0..4).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(steps, [1, 2, 4, 8]);
+        assert_eq!(b.retries(), 4);
+        b.reset();
+        assert_eq!(b.next_delay_with(0.3), s(1));
     }
 
     #[test]

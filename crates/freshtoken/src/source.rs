@@ -6,7 +6,9 @@
 //! - A stale token is served while one background task refreshes it.
 //! - A held token serves: a caller holding — in memory or in the store — a token valid for
 //!   its `min_ttl` waits for a refresh at most min(half of what is left beyond `min_ttl`,
-//!   [`FALLBACK_WAIT`]), then gets that token. Never an expired one.
+//!   the fallback wait, [`DEFAULT_FALLBACK_WAIT`] unless
+//!   [`CachedSourceBuilder::fallback_wait`] says otherwise), then gets that token. Never an
+//!   expired one.
 //! - A failed refresh leaves a [`FailureNote`] in the store, so that every caller sharing it
 //!   serves its held token at once until the note's moment, instead of trying again.
 //! - Each call has one deadline (the fetcher's [`Fetch::patience`]): lock waits, backoffs
@@ -26,8 +28,10 @@ use secrecy::SecretString;
 use crate::clock::{SharedClock, SystemClock, unix_millis};
 use crate::error::{Error, Result};
 use crate::fetch::{Budget, Fetch, fmt_duration};
+use crate::internal::lock;
 use crate::policy::{Freshness, RefreshPolicy, Thresholds};
 use crate::request::CacheKey;
+use crate::retry::RetryPolicy;
 use crate::store::{FailureNote, TokenStore};
 use crate::token::{ExpirySource, Token};
 
@@ -35,11 +39,20 @@ use crate::token::{ExpirySource, Token};
 /// new failure was noted.
 const QUIET_FOR: Duration = Duration::from_secs(10);
 
-/// Longest a caller that holds a still-usable token waits for its refresh before using it.
-pub const FALLBACK_WAIT: Duration = Duration::from_secs(2);
+/// How often a caller waiting for another process's store lock looks again: soon at first
+/// (the holder usually publishes within milliseconds), then at most every 100 ms.
+const LOCK_POLL: RetryPolicy =
+    RetryPolicy::exponential(Duration::from_millis(5), Duration::from_millis(100))
+        .with_jitter(0.5, 1.5);
+
+/// Longest a caller that holds a still-usable token waits for its refresh before using it,
+/// unless [`CachedSourceBuilder::fallback_wait`] says otherwise: short, since the caller
+/// has a token that works.
+pub const DEFAULT_FALLBACK_WAIT: Duration = Duration::from_secs(2);
 
 /// What a caller needs from the token it asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Want {
     /// The token must stay valid at least this long.
     pub min_ttl: Duration,
@@ -168,6 +181,7 @@ struct Inner {
     last_warned: AtomicU64,
     fetches: AtomicU64,
     lock_wait: Duration,
+    fallback_wait: Duration,
     /// Bumped whenever the held token changes, for watchers such as the agent's sinks.
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -184,6 +198,7 @@ impl fmt::Debug for CachedSource {
 }
 
 /// Configures a [`CachedSource`].
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct CachedSourceBuilder {
     fetcher: Arc<dyn Fetch>,
     store: Option<Arc<dyn TokenStore>>,
@@ -191,6 +206,7 @@ pub struct CachedSourceBuilder {
     clock: SharedClock,
     policy: RefreshPolicy,
     lock_wait: Duration,
+    fallback_wait: Duration,
 }
 
 /// How long a caller waits for another process's refresh (seen through the store's lock)
@@ -203,8 +219,24 @@ impl CachedSourceBuilder {
         self.lock_wait = wait;
         self
     }
-    /// Shares tokens through `store` under `key` (see [`crate::TokenRequest::cache_key`]).
-    pub fn store(mut self, store: Arc<dyn TokenStore>, key: CacheKey) -> Self {
+    /// Bounds how long a caller that holds a usable token waits for its refresh before it
+    /// is served that token (default [`DEFAULT_FALLBACK_WAIT`]; never more than half of
+    /// what the token has to spare beyond the caller's `min_ttl`).
+    pub fn fallback_wait(mut self, wait: Duration) -> Self {
+        self.fallback_wait = wait;
+        self
+    }
+
+    /// Shares tokens through `store`, under the fetcher's [`Fetch::cache_key`].
+    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Shares tokens through `store` under `key` instead of the fetcher's own key: for
+    /// sources whose fetchers differ in what does not change the token (a wrapper that
+    /// counts requests, a second HTTP client).
+    pub fn store_under(mut self, store: Arc<dyn TokenStore>, key: CacheKey) -> Self {
         self.store = Some(store);
         self.key = Some(key);
         self
@@ -224,7 +256,7 @@ impl CachedSourceBuilder {
 
     /// The source.
     pub fn build(self) -> CachedSource {
-        let key = self.key.unwrap_or_else(CacheKey::unnamed);
+        let key = self.key.unwrap_or_else(|| self.fetcher.cache_key());
         CachedSource {
             inner: Arc::new(Inner {
                 fetcher: self.fetcher,
@@ -241,6 +273,7 @@ impl CachedSourceBuilder {
                 last_warned: AtomicU64::new(0),
                 fetches: AtomicU64::new(0),
                 lock_wait: self.lock_wait,
+                fallback_wait: self.fallback_wait,
                 changes: tokio::sync::watch::Sender::new(0),
             }),
         }
@@ -262,6 +295,7 @@ impl CachedSource {
             clock: Arc::new(SystemClock),
             policy: RefreshPolicy::default(),
             lock_wait: DEFAULT_LOCK_WAIT,
+            fallback_wait: DEFAULT_FALLBACK_WAIT,
         }
     }
 
@@ -332,7 +366,7 @@ impl CachedSource {
         };
         // Half of what is spare, so that the held token still has the other half when the
         // wait ends: waiting all of it would hand out a token with nothing left.
-        self.refresh_or_serve(want, held, (spare / 2).min(FALLBACK_WAIT))
+        self.refresh_or_serve(want, held, (spare / 2).min(self.inner.fallback_wait))
             .await
     }
 
@@ -384,9 +418,10 @@ impl CachedSource {
         }
     }
 
-    /// The current token if it is fresh, without waiting or starting a refresh; `None`
-    /// means "call [`CachedSource::token`]". For synchronous code and health checks.
-    pub fn cached(&self) -> Option<AccessToken> {
+    /// The held token if it is fresh (not yet due for refresh-ahead), without waiting or
+    /// starting a refresh. `None` when there is none or it is stale, which means "call
+    /// [`CachedSource::token`]". For synchronous code and health checks.
+    pub fn peek_fresh(&self) -> Option<AccessToken> {
         let entry = self.inner.current.load();
         match entry
             .thresholds
@@ -397,9 +432,10 @@ impl CachedSource {
         }
     }
 
-    /// The token held now if it is still valid, fresh or stale, without waiting or starting
-    /// a refresh: what a sink may show, never an expired token.
-    pub fn current(&self) -> Option<AccessToken> {
+    /// The held token if it has not expired, fresh or stale, without waiting or starting a
+    /// refresh. `None` when there is none or it expired: what a sink may show, never an
+    /// expired token.
+    pub fn peek_valid(&self) -> Option<AccessToken> {
         let entry = self.inner.current.load();
         entry
             .token
@@ -531,11 +567,7 @@ impl Inner {
                     None
                 }
             },
-            None => self
-                .local_note
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            None => lock(&self.local_note).clone(),
         }?;
         note.holds_at(self.clock.now()).then_some(note)
     }
@@ -554,12 +586,7 @@ impl Inner {
                     );
                 }
             }
-            None => {
-                *self
-                    .local_note
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = note
-            }
+            None => *lock(&self.local_note) = note,
         }
     }
 
@@ -567,11 +594,7 @@ impl Inner {
     async fn note_failure(&self, error: &str) {
         let previous = match &self.store {
             Some(store) => store.note(&self.key).await.ok().flatten(),
-            None => self
-                .local_note
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            None => lock(&self.local_note).clone(),
         };
         let note = FailureNote::after(
             previous.as_ref(),
@@ -642,7 +665,7 @@ impl Inner {
     async fn refresh(&self, want: Want, budget: Budget) -> Result<Arc<Entry>> {
         let wait = budget.left();
         let Ok(_single_flight) = tokio::time::timeout(wait, self.refresh.lock()).await else {
-            return Err(Error::Transport(format!(
+            return Err(Error::timeout(format!(
                 "another refresh in this process took longer than the {} this call may take",
                 fmt_duration(wait)
             )));
@@ -679,7 +702,7 @@ impl Inner {
         // half of this call's time is gone, so the other half is left for its own attempt.
         let takeover = budget.left().mul_f64(0.5).min(self.lock_wait);
         let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pause = LOCK_POLL.start();
         let lock = loop {
             match store.try_lock(&self.key).await {
                 Ok(Some(lock)) => break Some(lock),
@@ -699,14 +722,13 @@ impl Inner {
                 );
                 break None;
             }
-            tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>())).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            tokio::time::sleep(pause.next_delay()).await;
         };
         // Someone may have refreshed (or failed, and said so) just before we took the lock.
         let result = match self.adopt_from_store(store.as_ref(), want).await {
             Some(entry) => Ok(entry),
             None => match self.holding_note().await {
-                Some(note) if !budget.retry => Err(Error::Transport(note.error)),
+                Some(note) if !budget.retry => Err(Error::transport(note.error)),
                 _ => self.fetch_and_adopt(Some(store.as_ref()), budget).await,
             },
         };

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 /// Where a token's expiry came from; a guessed expiry deserves a warning, a stated one does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ExpirySource {
     /// `expires_in` in the token response, counted from the local receive time.
     ExpiresIn,
@@ -283,7 +284,7 @@ mod tests {
     #[test]
     fn cache_records_get_the_same_check_as_server_answers() {
         use crate::request::CacheKey;
-        use crate::store::Record;
+        use crate::store::record::Record;
         let key = CacheKey::from_hex(&"a".repeat(64)).unwrap();
         let good = Record::new(&key, &token("tok")).to_bytes();
         assert!(Record::parse(&good, &key).is_ok());

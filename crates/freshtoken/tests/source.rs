@@ -2,84 +2,26 @@
 //!
 //! Expiry is crossed by moving a `ManualClock`, never by sleeping. The fetcher is scripted
 //! where a fault is needed; the single-flight test uses the real dev-server.
+// Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use freshtoken::Clock;
+use freshtoken::testing::ScriptedFetcher;
 use freshtoken::{
-    CachedSource, Error, ExpirySource, Fetch, HttpFetcher, HttpOptions, ManualClock, RefreshPolicy,
-    Token, TokenRequest, Want,
+    CachedSource, ExpirySource, HttpFetcher, HttpOptions, ManualClock, RefreshPolicy, Token,
+    TokenRequest, Want,
 };
 use secrecy::SecretString;
 
-/// Issues `tok-N` tokens that live `lifetime` on the shared clock, or fails when told to.
-#[derive(Debug)]
-struct Scripted {
-    clock: ManualClock,
-    lifetime: Duration,
-    calls: AtomicU32,
-    failing: std::sync::atomic::AtomicBool,
-    hanging: std::sync::atomic::AtomicBool,
-}
-
-impl Scripted {
-    fn new(clock: &ManualClock, lifetime: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            clock: clock.clone(),
-            lifetime,
-            calls: AtomicU32::new(0),
-            failing: Default::default(),
-            hanging: Default::default(),
-        })
-    }
-    fn calls(&self) -> u32 {
-        self.calls.load(Ordering::SeqCst)
-    }
-    fn set_failing(&self, on: bool) {
-        self.failing.store(on, Ordering::SeqCst);
-    }
-    fn set_hanging(&self, on: bool) {
-        self.hanging.store(on, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl Fetch for Scripted {
-    async fn fetch(
-        &self,
-        _previous: Option<&Token>,
-        _budget: freshtoken::Budget,
-    ) -> freshtoken::Result<Token> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        tokio::task::yield_now().await;
-        if self.hanging.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(Error::Transport("scripted outage".into()));
-        }
-        let now = self.clock.now();
-        Ok(Token::new(
-            SecretString::from(format!("tok-{n}")),
-            now,
-            now + self.lifetime,
-            ExpirySource::ExpiresIn,
-        ))
-    }
-}
-
 fn no_jitter() -> RefreshPolicy {
-    RefreshPolicy {
-        jitter_fraction: 0.0,
-        ..RefreshPolicy::default()
-    }
+    RefreshPolicy::default().with_jitter(0.0)
 }
 
-fn source(fetcher: &Arc<Scripted>, clock: &ManualClock) -> CachedSource {
+fn source(fetcher: &Arc<ScriptedFetcher>, clock: &ManualClock) -> CachedSource {
     CachedSource::builder_shared(fetcher.clone())
         .clock(Arc::new(clock.clone()))
         .policy(no_jitter())
@@ -88,17 +30,24 @@ fn source(fetcher: &Arc<Scripted>, clock: &ManualClock) -> CachedSource {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Lets spawned background tasks run to completion.
-async fn settle() {
-    for _ in 0..50 {
-        tokio::task::yield_now().await;
-    }
+/// Awaits background work, bounded: a test that would wait forever fails instead.
+async fn within<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within 10 s"))
+}
+
+/// Awaits the next change of the source's held token (a background refresh landed).
+async fn next_token(changes: &mut tokio::sync::watch::Receiver<u64>) {
+    within("a new token", changes.changed())
+        .await
+        .expect("the source outlives the test");
 }
 
 #[tokio::test]
 async fn a_fresh_token_is_served_from_memory() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     let a = s.token().await.unwrap();
     clock.advance(Duration::from_secs(2000));
@@ -106,16 +55,17 @@ async fn a_fresh_token_is_served_from_memory() {
     assert_eq!(a.expose_secret(), "tok-1");
     assert_eq!(b.expose_secret(), "tok-1");
     assert_eq!(f.calls(), 1);
-    assert!(s.cached().is_some());
+    assert!(s.peek_fresh().is_some());
 }
 
 #[tokio::test]
 async fn a_stale_token_is_served_while_one_background_refresh_runs() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     clock.advance(Duration::from_secs(2700)); // 75 %: stale
+    let mut changes = s.subscribe();
     for _ in 0..10 {
         assert_eq!(
             s.token().await.unwrap().expose_secret(),
@@ -123,8 +73,8 @@ async fn a_stale_token_is_served_while_one_background_refresh_runs() {
             "stale tokens keep being served"
         );
     }
-    assert!(s.cached().is_none(), "a stale token is not a hit");
-    settle().await;
+    assert!(s.peek_fresh().is_none(), "a stale token is not a hit");
+    next_token(&mut changes).await;
     assert_eq!(f.calls(), 2, "ten stale reads start one refresh");
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-2");
 }
@@ -132,7 +82,7 @@ async fn a_stale_token_is_served_while_one_background_refresh_runs() {
 #[tokio::test]
 async fn one_shot_callers_refresh_a_stale_token_now() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     clock.advance(Duration::from_secs(2800));
@@ -148,7 +98,7 @@ async fn one_shot_callers_refresh_a_stale_token_now() {
 #[tokio::test]
 async fn one_shot_falls_back_to_the_stale_token_when_refresh_fails() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     clock.advance(Duration::from_secs(2800));
@@ -171,7 +121,7 @@ async fn one_shot_falls_back_to_the_stale_token_when_refresh_fails() {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     clock.advance(Duration::from_secs(2800));
@@ -181,7 +131,7 @@ async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
     assert_eq!(t.expose_secret(), "tok-1");
     assert_eq!(
         started.elapsed(),
-        freshtoken::FALLBACK_WAIT,
+        freshtoken::DEFAULT_FALLBACK_WAIT,
         "waited the bounded time, then fell back"
     );
     // Without a usable token there is nothing to fall back to: the caller waits for the
@@ -200,10 +150,28 @@ async fn a_hanging_refresh_does_not_stall_a_caller_holding_a_usable_token() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_fallback_wait_is_the_builders_to_set() {
+    let clock = ManualClock::starting_now();
+    let f = ScriptedFetcher::new(&clock, HOUR);
+    let s = CachedSource::builder_shared(f.clone())
+        .clock(Arc::new(clock.clone()))
+        .policy(no_jitter())
+        .fallback_wait(Duration::from_millis(300))
+        .build();
+    s.token().await.unwrap();
+    clock.advance(Duration::from_secs(2800));
+    f.set_hanging(true);
+    let started = tokio::time::Instant::now();
+    let t = s.token_with(Want::one_shot(Duration::ZERO)).await.unwrap();
+    assert_eq!(t.expose_secret(), "tok-1");
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+}
+
 #[tokio::test]
 async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     f.set_failing(true);
@@ -211,7 +179,7 @@ async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
     // Stale: background refreshes fail, the token keeps being served.
     clock.advance(Duration::from_secs(3000));
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
-    settle().await;
+    within("the failed background refresh", f.returned(2)).await;
     // Must refresh (20 s left): the blocking refresh fails, the valid token is still served.
     clock.advance(Duration::from_secs(580));
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
@@ -219,7 +187,7 @@ async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
     clock.advance(Duration::from_secs(20));
     let e = s.token().await.unwrap_err();
     assert!(e.to_string().contains("scripted outage"), "{e}");
-    assert!(s.cached().is_none());
+    assert!(s.peek_fresh().is_none());
 
     // Recovery: once the failure note's step has passed, the next call gets a new token.
     f.set_failing(false);
@@ -232,26 +200,30 @@ async fn during_an_outage_the_valid_token_is_served_and_an_expired_one_never() {
 #[tokio::test(start_paused = true)]
 async fn background_failures_back_off_instead_of_hammering() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     s.token().await.unwrap();
     f.set_failing(true);
     clock.advance(Duration::from_secs(2800));
+    s.token().await.unwrap();
+    within("the failed background refresh", f.returned(2)).await;
     for _ in 0..100 {
         s.token().await.unwrap();
-        settle().await;
+        // With time paused, a sleep ends only once every task that can run has run: any
+        // refresh these calls started has had its chance to reach the fetcher.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(f.calls(), 2, "one failed background refresh, then a pause");
     clock.advance(Duration::from_secs(1));
     s.token().await.unwrap();
-    settle().await;
+    within("the retry after the pause", f.returned(3)).await;
     assert_eq!(f.calls(), 3, "after the pause, one more try");
 }
 
 #[tokio::test]
 async fn invalidate_drops_only_the_token_it_names() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     let first = s.token().await.unwrap();
     assert!(s.invalidate(&first).await.unwrap());
@@ -266,7 +238,7 @@ async fn invalidate_drops_only_the_token_it_names() {
 #[tokio::test]
 async fn min_ttl_longer_than_the_lifetime_is_a_clear_error() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, Duration::from_secs(300));
+    let f = ScriptedFetcher::new(&clock, Duration::from_secs(300));
     let s = source(&f, &clock);
     let e = s
         .token_with(Want::one_shot(Duration::from_secs(600)))
@@ -322,7 +294,7 @@ struct Contended {
     other: freshtoken::FileStore,
     key: freshtoken::CacheKey,
     clock: ManualClock,
-    fetcher: Arc<Scripted>,
+    fetcher: Arc<ScriptedFetcher>,
     held: freshtoken::StoreLock,
     waiter: tokio::task::JoinHandle<freshtoken::Result<String>>,
 }
@@ -333,9 +305,9 @@ async fn contended() -> Contended {
     let key =
         TokenRequest::new("https://idp.example/token".parse().unwrap(), "c", None).cache_key();
     let clock = ManualClock::starting_now();
-    let fetcher = Scripted::new(&clock, HOUR);
+    let fetcher = ScriptedFetcher::new(&clock, HOUR);
     let s = CachedSource::builder_shared(fetcher.clone())
-        .store(store, key.clone())
+        .store_under(store, key.clone())
         .clock(Arc::new(clock.clone()))
         .build();
     let other = freshtoken::FileStore::new(dir.path());
@@ -391,10 +363,10 @@ async fn a_waiter_fetches_once_a_dead_holders_lock_is_gone() {
 #[tokio::test]
 async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, HOUR);
+    let f = ScriptedFetcher::new(&clock, HOUR);
     let s = source(&f, &clock);
     let mut changes = s.subscribe();
-    assert!(s.current().is_none() && s.next_refresh().is_none());
+    assert!(s.peek_valid().is_none() && s.next_refresh().is_none());
     s.token().await.unwrap();
     assert!(
         changes.has_changed().unwrap(),
@@ -405,20 +377,23 @@ async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
     let due = s.next_refresh().unwrap();
     assert_eq!(due, clock.now() + HOUR.mul_f64(0.75));
     clock.advance(Duration::from_secs(2800));
-    assert_eq!(s.current().unwrap().expose_secret(), "tok-1");
+    assert_eq!(s.peek_valid().unwrap().expose_secret(), "tok-1");
     assert!(!changes.has_changed().unwrap(), "nothing changed yet");
     s.token_with(Want::one_shot(Duration::ZERO)).await.unwrap();
     assert!(changes.has_changed().unwrap(), "the refresh is a change");
-    assert_eq!(s.current().unwrap().expose_secret(), "tok-2");
+    assert_eq!(s.peek_valid().unwrap().expose_secret(), "tok-2");
     changes.borrow_and_update();
     // Invalidation is a change too; and past expiry nothing is current.
-    let t = s.current().unwrap().clone();
+    let t = s.peek_valid().unwrap().clone();
     assert!(s.invalidate(&t).await.unwrap());
     assert!(changes.has_changed().unwrap());
-    assert!(s.current().is_none());
+    assert!(s.peek_valid().is_none());
     s.token().await.unwrap();
     clock.advance(HOUR + Duration::from_secs(1));
-    assert!(s.current().is_none(), "an expired token is never current");
+    assert!(
+        s.peek_valid().is_none(),
+        "an expired token is never current"
+    );
 }
 
 /// Found by the proxy's fault matrix: a long-running caller with 1.5 s left and a refresh
@@ -426,13 +401,13 @@ async fn watchers_see_each_new_token_and_current_never_shows_an_expired_one() {
 #[tokio::test(start_paused = true)]
 async fn a_caller_that_waits_for_a_hanging_refresh_still_has_a_token_when_the_wait_ends() {
     let clock = ManualClock::starting_now();
-    let f = Scripted::new(&clock, Duration::from_secs(20));
+    let f = ScriptedFetcher::new(&clock, Duration::from_secs(20));
     let s = source(&f, &clock);
     s.token().await.unwrap();
     f.set_hanging(true);
     clock.advance(Duration::from_secs(15)); // stale: a background refresh starts and hangs
     assert_eq!(s.token().await.unwrap().expose_secret(), "tok-1");
-    settle().await;
+    within("the hanging background refresh", f.started(2)).await;
     clock.advance(Duration::from_millis(3500)); // must refresh: 1.5 s left
     let ticking = {
         let clock = clock.clone();

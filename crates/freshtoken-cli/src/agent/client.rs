@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use freshtoken::{ExpirySource, Token};
 use secrecy::{ExposeSecret, SecretString};
@@ -167,12 +167,12 @@ fn token_from(answer: &[u8], min_ttl: Duration) -> Result<Token, String> {
     let expires_at = UNIX_EPOCH + Duration::from_secs(body.expires_at);
     let token = Token::new(
         SecretString::from(body.access_token),
-        SystemTime::now(),
+        freshtoken::Clock::now(&freshtoken::SystemClock),
         expires_at,
         ExpirySource::ExpiresIn,
     )
     .with_scope(body.scope);
-    if token.remaining(SystemTime::now()) < min_ttl {
+    if token.remaining(freshtoken::Clock::now(&freshtoken::SystemClock)) < min_ttl {
         return Err("the agent's token is shorter-lived than --min-ttl".into());
     }
     Ok(token)
@@ -185,9 +185,9 @@ fn connect(socket: &Path) -> Result<UnixStream, NotUsed> {
         suspicious: true,
     };
     let dir = super::socket_dir::of(socket);
-    match freshtoken::owned::check_dir(dir) {
+    match freshtoken::internal::owned::check_dir(dir) {
         Ok(()) => {}
-        Err(freshtoken::owned::Unfit::Missing) => {
+        Err(freshtoken::internal::owned::Unfit::Missing) => {
             return Err(format!(
                 "no agent on {}: {} does not exist",
                 socket.display(),
@@ -202,7 +202,7 @@ fn connect(socket: &Path) -> Result<UnixStream, NotUsed> {
     }
     let stream = UnixStream::connect(socket)
         .map_err(|e| format!("no agent on {}: {e}", socket.display()))?;
-    let me = freshtoken::owned::user();
+    let me = freshtoken::internal::owned::user();
     match peer_uid(&stream) {
         Ok(uid) if uid == me || uid == 0 => Ok(stream),
         Ok(uid) => Err(suspicious(format!(

@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use axum::http::{HeaderMap, header};
-use freshtoken::regular_file::{self, Symlinks};
+use freshtoken::internal::regular_file::{self, Symlinks};
 use rand::TryRngCore;
 use secrecy::{ExposeSecret, SecretString};
 

@@ -16,7 +16,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use freshtoken::{AccessToken, CachedSource, SharedClock, Token, Want, fmt_duration};
+use freshtoken::{AccessToken, CachedSource, SharedClock, Token, Want};
+
+use freshtoken::internal::fmt_duration;
 use freshtoken_proxy::{Addresses, AllowedHosts, Limits};
 use serde_json::json;
 
@@ -384,7 +386,7 @@ async fn token_for(
             lifetime: t.lifetime(),
         })
     };
-    if let Some(refusal) = source.current().as_deref().and_then(never) {
+    if let Some(refusal) = source.peek_valid().as_deref().and_then(never) {
         return Err(refusal);
     }
     // What any caller gets: the held token, or the source's own refresh when it has none or
@@ -399,7 +401,7 @@ async fn token_for(
     drop(token);
     let _one = early.lock().await;
     // Another caller may have fetched while this one waited.
-    if let Some(held) = source.current() {
+    if let Some(held) = source.peek_valid() {
         let now = clock.now();
         if held.remaining(now) >= min_ttl {
             return Ok(held);
@@ -428,7 +430,7 @@ async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
         .profiles()
         .iter()
         .filter_map(|(name, p)| {
-            if p.source.current().is_none() {
+            if p.source.peek_valid().is_none() {
                 return Some(match p.metrics.last_error() {
                     Some(e) => format!("{name} (no valid token: {e})"),
                     None => format!("{name} (no valid token yet)"),
@@ -461,7 +463,10 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         .map(|(name, p)| ProfileSample {
             name,
             metrics: &p.metrics,
-            expires_in: p.source.current().map(|t| t.remaining(now).as_secs_f64()),
+            expires_in: p
+                .source
+                .peek_valid()
+                .map(|t| t.remaining(now).as_secs_f64()),
         })
         .collect();
     let proxies = agent.proxies();

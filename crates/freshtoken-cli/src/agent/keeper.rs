@@ -58,7 +58,7 @@ impl Keeper {
             changes.borrow_and_update();
             self.sync_sinks(&mut shown);
             let now = self.clock.now();
-            let current = self.source.current();
+            let current = self.source.peek_valid();
             let fresh_until = self.source.next_refresh().filter(|_| current.is_some());
             let wake = match (fresh_until, retry_at) {
                 (Some(stale_at), _) if stale_at > now => {
@@ -113,7 +113,7 @@ impl Keeper {
             .metrics
             .last_error()
             .unwrap_or_else(|| "no new token".into());
-        let next = freshtoken::fmt_duration(pause);
+        let next = freshtoken::internal::fmt_duration(pause);
         if warned.as_deref() == Some(error.as_str()) {
             tracing::info!(profile = %self.profile, "still no new token: {error}; next try in {next}");
         } else {
@@ -126,7 +126,7 @@ impl Keeper {
     /// token is left.
     fn sync_sinks(&self, shown: &mut Option<Option<Fingerprint>>) {
         let now = self.clock.now();
-        let current = self.source.current();
+        let current = self.source.peek_valid();
         let want = current.as_ref().map(|t| t.fingerprint());
         if shown.as_ref() == Some(&want) {
             return;

@@ -91,18 +91,24 @@ impl Metered {
 
 #[async_trait]
 impl Fetch for Metered {
+    fn cache_key(&self) -> freshtoken::CacheKey {
+        self.inner.cache_key()
+    }
+
     fn patience(&self) -> std::time::Duration {
         self.inner.patience()
     }
 
     async fn fetch(&self, previous: Option<&Token>, budget: Budget) -> freshtoken::Result<Token> {
+        // Request latency is real elapsed time: the monotonic clock is the point.
+        #[allow(clippy::disallowed_methods)]
         let started = Instant::now();
         let result = self.inner.fetch(previous, budget).await;
         let outcome = match &result {
             Ok(_) => 0,
             Err(e) => match e.kind() {
                 ErrorKind::Rejected => 1,
-                ErrorKind::Unavailable => 2,
+                ErrorKind::Unavailable | ErrorKind::Timeout => 2,
                 _ => 3,
             },
         };

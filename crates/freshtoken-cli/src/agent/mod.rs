@@ -402,7 +402,7 @@ async fn check_tokens(prepared: &BTreeMap<String, Prepared>) -> CliResult {
         match p.source.token_with(Want::one_shot(Duration::ZERO)).await {
             Ok(token) => println!(
                 "profile {name:?}: got a token, valid for {}",
-                freshtoken::fmt_duration(token.lifetime())
+                freshtoken::internal::fmt_duration(token.lifetime())
             ),
             Err(e) => {
                 let e = CliError::from(e);

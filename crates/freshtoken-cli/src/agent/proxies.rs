@@ -77,7 +77,7 @@ fn resolve(c: &ProxyConfig, profile: &ProfileConfig) -> CliResult<Checked> {
             what()
         )));
     }
-    freshtoken::refuse_plain_http("upstream", &upstream, "the token")
+    freshtoken::internal::refuse_plain_http("upstream", &upstream, "the token")
         .map_err(|e| CliError::usage(format!("{}: {e}", what())))?;
     let replay_limit = match &c.replay_limit {
         Some(v) => {

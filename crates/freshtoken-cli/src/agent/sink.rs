@@ -124,7 +124,11 @@ impl Sink {
 
     /// Replaces the file with `token`, whole (temporary file and rename).
     pub fn write(&self, token: &Token, now: SystemTime) -> std::io::Result<()> {
-        freshtoken::write_file_atomically(&self.path, self.render(token, now).as_bytes(), self.mode)
+        freshtoken::internal::write_file_atomically(
+            &self.path,
+            self.render(token, now).as_bytes(),
+            self.mode,
+        )
     }
 
     /// Takes the token away: removes the file, or empties it, as configured.
@@ -134,7 +138,9 @@ impl Sink {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             },
-            OnExpiry::Empty => freshtoken::write_file_atomically(&self.path, b"", self.mode),
+            OnExpiry::Empty => {
+                freshtoken::internal::write_file_atomically(&self.path, b"", self.mode)
+            }
         }
     }
 
@@ -148,7 +154,7 @@ impl Sink {
         };
         for entry in entries.flatten() {
             let candidate = entry.path();
-            if freshtoken::is_temporary_of(&self.path, &candidate) {
+            if freshtoken::internal::is_temporary_of(&self.path, &candidate) {
                 let _ = std::fs::remove_file(&candidate);
             }
         }

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use freshtoken::owned::{self, Unfit};
+use freshtoken::internal::owned::{self, Unfit};
 
 use crate::exit::{CliError, CliResult};
 

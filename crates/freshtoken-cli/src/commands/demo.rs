@@ -123,13 +123,15 @@ async fn bulk_job(
     println!(
         "dev-server on {} issues tokens that live {}; the freshtoken proxy on {proxy_url} sits in front of it",
         server.base_url(),
-        freshtoken::fmt_duration(ttl)
+        freshtoken::internal::fmt_duration(ttl)
     );
     println!(
         "a bulk job makes {calls} plain HTTP calls (no token of its own) over {} with {workers} workers",
-        freshtoken::fmt_duration(duration)
+        freshtoken::internal::fmt_duration(duration)
     );
 
+    // The demo shows real elapsed seconds: the monotonic clock is the point.
+    #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
     let rotations = Arc::new(AtomicU64::new(0));
     let watcher = tokio::spawn(watch_rotations(source.clone(), started, rotations.clone()));
@@ -215,7 +217,7 @@ async fn watch_rotations(source: CachedSource, started: Instant, rotations: Arc<
     let mut changes = source.subscribe();
     let mut last = None;
     loop {
-        if let Some(token) = source.current() {
+        if let Some(token) = source.peek_valid() {
             let fp = token.fingerprint();
             if last != Some(fp) {
                 let n = rotations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -227,7 +229,9 @@ async fn watch_rotations(source: CachedSource, started: Instant, rotations: Arc<
                     } else {
                         "rotated to"
                     },
-                    freshtoken::fmt_duration(token.remaining(std::time::SystemTime::now()))
+                    freshtoken::internal::fmt_duration(
+                        token.remaining(freshtoken::Clock::now(&freshtoken::SystemClock))
+                    )
                 );
                 let _ = std::io::stdout().flush();
                 last = Some(fp);

@@ -45,7 +45,7 @@ pub async fn run(args: &DevServerArgs) -> CliResult {
         let _ = writeln!(
             out,
             "  token lifetime  {}",
-            freshtoken::fmt_duration(config.ttl)
+            freshtoken::internal::fmt_duration(config.ttl)
         );
         let _ = out.flush();
         drop(out);

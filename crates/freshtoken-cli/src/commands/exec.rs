@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use freshtoken::{AccessToken, CachedSource, SharedClock, Want, fmt_duration};
+use freshtoken::internal::fmt_duration;
+use freshtoken::{AccessToken, CachedSource, SharedClock, Want};
 use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
 
 use crate::cli::{Cli, ExecArgs};

@@ -36,7 +36,7 @@ pub async fn run(cli: &Cli, args: &GetArgs) -> CliResult {
     };
     if let Some(socket) = &args.agent {
         match from_agent(cli, socket.as_deref(), min_ttl) {
-            Ok(token) => return print(&token, SystemTime::now()),
+            Ok(token) => return print(&token, freshtoken::Clock::now(&freshtoken::SystemClock)),
             Err(not) if not.suspicious => {
                 tracing::warn!("not using the agent: {}; fetching directly", not.reason);
             }

@@ -13,7 +13,7 @@ use crate::human;
 use crate::wiring;
 
 pub async fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
-    let now = SystemTime::now();
+    let now = freshtoken::Clock::now(&freshtoken::SystemClock);
     let (text, cached) = match args.token.as_deref() {
         Some("-") => {
             let mut s = String::new();
@@ -109,6 +109,7 @@ pub fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> Report 
                 NotAJwt::Malformed(m) => {
                     format!(" (three dot-separated parts, but not a JWT: {m})")
                 }
+                _ => String::new(),
             };
             text.push_str(&format!(
                 "opaque token{detail}: {} characters, fingerprint {fingerprint}\nIts expiry is known only to the server and to freshtoken's cache (see `freshtoken status`).\n",

@@ -88,7 +88,7 @@ pub fn limits(header_timeout: &str, max_connections: usize) -> Result<Limits, St
     if header_timeout.is_zero() || header_timeout > MAX_HEADER_TIMEOUT {
         return Err(format!(
             "header-timeout {}: give a duration above 0 and up to {} s",
-            freshtoken::fmt_duration(header_timeout),
+            freshtoken::internal::fmt_duration(header_timeout),
             MAX_HEADER_TIMEOUT.as_secs()
         ));
     }

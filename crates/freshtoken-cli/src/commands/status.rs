@@ -105,7 +105,7 @@ impl Report<'_> {
         if let Some(api) = settings.api_base() {
             lines.push(("API base", api.to_string()));
         }
-        lines.push(("client id", public.client_id.clone()));
+        lines.push(("client id", public.client_id.to_string()));
         lines.push(("auth method", public.auth_method.to_string()));
         for l in &self.layers {
             lines.push(("cache", layer_text(l, self.now)));

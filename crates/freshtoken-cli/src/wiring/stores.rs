@@ -49,7 +49,7 @@ fn redis(
     clock: &SharedClock,
 ) -> CliResult<Arc<dyn TokenStore>> {
     use secrecy::SecretString;
-    let credentials = request.client_secret.as_ref().or(request.private_key.as_ref()).ok_or_else(|| {
+    let credentials = request.client_secret.as_ref().map(|s| s.as_secret()).or(request.private_key.as_ref().map(|k| k.as_secret())).ok_or_else(|| {
         CliError::usage(format!(
             "the Redis cache seals tokens with a key derived from the client's secret or private key; auth method {} has neither",
             request.auth_method

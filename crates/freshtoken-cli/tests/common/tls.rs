@@ -5,7 +5,7 @@
 //! for a token endpoint behind a private CA.
 
 // Shared by several test binaries, each of which reads only some of what it records.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // helpers shared by test crates that each use a part
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

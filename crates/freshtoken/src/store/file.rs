@@ -18,13 +18,14 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::record::Record;
 use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::{Error, Result};
+use crate::internal::lock;
 use crate::owned::{self, Unfit};
 use crate::regular_file::Symlinks;
 use crate::request::CacheKey;
@@ -113,7 +114,7 @@ impl FileStore {
                 let why = why.to_string();
                 if !self.refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        "not using the file cache {}: {why}; going on without it (remove it, or choose a folder of your own with --cache file:DIR or XDG_CACHE_HOME)",
+                        "not using the file cache {}: {why}; going on without it (remove it, or choose a cache folder of your own)",
                         self.dir.display()
                     );
                 }
@@ -126,7 +127,7 @@ impl FileStore {
     fn ensure_dir(&self) -> Result<bool> {
         let dir = &self.dir;
         let err = |what: &str, e: io::Error| {
-            Error::Store(format!("cannot {what} {}: {e}", dir.display()))
+            Error::store(format!("cannot {what} {}: {e}", dir.display())).with_source(e)
         };
         match self.folder() {
             Folder::Refused(_) => return Ok(false),
@@ -187,7 +188,7 @@ impl FileStore {
 
     /// Warns that `path` is ignored for `why`, once for as long as it stays so.
     fn ignoring(&self, what: &str, path: &Path, why: String) {
-        let mut said = self.ignored.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut said = lock(&self.ignored);
         if said.get(path) != Some(&why) {
             tracing::warn!(
                 "ignoring {what} {}: {why}; it will be replaced",
@@ -199,12 +200,10 @@ impl FileStore {
 
     /// Replaces `path` with `bytes`, by a rename: never through what was there.
     fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        super::atomic::write_file_atomically(path, bytes, 0o600)
-            .map_err(|e| Error::Store(format!("cannot replace {}: {e}", path.display())))?;
-        self.ignored
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(path);
+        super::atomic::write_file_atomically(path, bytes, 0o600).map_err(|e| {
+            Error::store(format!("cannot replace {}: {e}", path.display())).with_source(e)
+        })?;
+        lock(&self.ignored).remove(path);
         Ok(())
     }
 
@@ -215,10 +214,11 @@ impl FileStore {
                 return Ok(());
             }
             return match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Store(format!(
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::store(format!(
                     "cannot remove {}: {e}",
                     path.display()
-                ))),
+                ))
+                .with_source(e)),
                 _ => Ok(()),
             };
         };
@@ -240,7 +240,7 @@ impl FileStore {
         match self.folder() {
             Folder::Missing => return Ok(false),
             Folder::Refused(why) => {
-                return Err(Error::Store(format!(
+                return Err(Error::store(format!(
                     "not using the file cache {}: {why}",
                     self.dir.display()
                 )));
@@ -251,10 +251,9 @@ impl FileStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::Store(format!(
-                "cannot remove {}: {e}",
-                path.display()
-            ))),
+            Err(e) => {
+                Err(Error::store(format!("cannot remove {}: {e}", path.display())).with_source(e))
+            }
         }
     }
 
@@ -266,8 +265,9 @@ impl FileStore {
             return Ok(None);
         }
         let path = self.lock_path(key);
-        let cannot =
-            |e: io::Error| Error::Store(format!("cannot open lock file {}: {e}", path.display()));
+        let cannot = |e: io::Error| {
+            Error::store(format!("cannot open lock file {}: {e}", path.display())).with_source(e)
+        };
         let mut replaced = false;
         loop {
             let opened = OpenOptions::new()
@@ -290,7 +290,7 @@ impl FileStore {
                 Err(e) => return Err(cannot(e)),
             };
             if replaced {
-                return Err(Error::Store(format!(
+                return Err(Error::store(format!(
                     "cannot use lock file {}: {why}",
                     path.display()
                 )));
@@ -338,7 +338,7 @@ fn read_private(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, S
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Store(format!("cache task failed: {e}")))
+        .map_err(|e| Error::store(format!("cache task failed: {e}")).with_source(e))
 }
 
 #[async_trait]
@@ -385,10 +385,11 @@ impl TokenStore for FileStore {
             match file.try_lock() {
                 Ok(()) => Ok(Some(StoreLock::new(file))),
                 Err(TryLockError::WouldBlock) => Ok(None),
-                Err(TryLockError::Error(e)) => Err(Error::Store(format!(
+                Err(TryLockError::Error(e)) => Err(Error::store(format!(
                     "cannot lock {}: {e}",
                     this.lock_path(&key).display()
-                ))),
+                ))
+                .with_source(e)),
             }
         })
         .await?

@@ -179,7 +179,7 @@ impl TokenStore for LayeredStore {
                 Err(e) => layer.failed("lock", &e),
             }
         }
-        Err(Error::Store("no cache layer could be locked".into()))
+        Err(Error::store("no cache layer could be locked"))
     }
 
     /// The latest note of any layer that answers: a note from the fleet's Redis counts even

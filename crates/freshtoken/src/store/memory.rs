@@ -2,12 +2,13 @@
 //! that want no persistence.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::Result;
+use crate::internal::lock;
 use crate::request::CacheKey;
 use crate::token::Token;
 
@@ -37,53 +38,29 @@ impl TokenStore for MemoryStore {
     }
 
     async fn load(&self, key: &CacheKey) -> Result<Option<Token>> {
-        Ok(self
-            .tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned())
+        Ok(lock(&self.tokens).get(key).cloned())
     }
 
     async fn save(&self, key: &CacheKey, token: &Token) -> Result<()> {
-        self.tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.clone(), token.clone());
+        lock(&self.tokens).insert(key.clone(), token.clone());
         Ok(())
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<bool> {
-        Ok(self
-            .tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key)
-            .is_some())
+        Ok(lock(&self.tokens).remove(key).is_some())
     }
 
     async fn try_lock(&self, key: &CacheKey) -> Result<Option<StoreLock>> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let lock = lock(&self.locks).entry(key.clone()).or_default().clone();
         Ok(lock.try_lock_owned().ok().map(StoreLock::new))
     }
 
     async fn note(&self, key: &CacheKey) -> Result<Option<FailureNote>> {
-        Ok(self
-            .notes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned())
+        Ok(lock(&self.notes).get(key).cloned())
     }
 
     async fn set_note(&self, key: &CacheKey, note: Option<&FailureNote>) -> Result<()> {
-        let mut notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut notes = lock(&self.notes);
         match note {
             Some(n) => notes.insert(key.clone(), n.clone()),
             None => notes.remove(key),

@@ -15,23 +15,21 @@ use crate::error::Result;
 use crate::request::CacheKey;
 use crate::token::Token;
 
-mod atomic;
+pub(crate) mod atomic;
 mod file;
 mod layered;
 mod memory;
 mod note;
-mod record;
+pub(crate) mod record;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
 mod seal;
 
-pub use atomic::{is_temporary_of, write_file_atomically};
 pub use file::FileStore;
 pub use layered::LayeredStore;
 pub use memory::MemoryStore;
-pub use note::{FailureNote, NOTE_BACKOFF_BASE, NOTE_BACKOFF_CAP};
-pub use record::Record;
+pub use note::{FailureNote, NOTE_BACKOFF, NOTE_BACKOFF_BASE, NOTE_BACKOFF_CAP};
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_LEASE, RedisStore};
 
@@ -119,6 +117,7 @@ impl fmt::Debug for StoreLock {
 }
 
 /// A store URL with any password replaced, for messages and status output.
+#[doc(hidden)]
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{from_unix_millis, unix_millis};
+use crate::retry::RetryPolicy;
 
 /// Format version; a note of another version is ignored.
 const VERSION: u32 = 1;
@@ -22,11 +23,17 @@ pub const NOTE_BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// this long.
 pub const NOTE_BACKOFF_CAP: Duration = Duration::from_secs(30);
 
+/// The pause between failed refreshes that a note imposes: steps of 1 s doubling to 30 s,
+/// each shortened by up to a quarter so that a fleet does not retry in one instant.
+pub const NOTE_BACKOFF: RetryPolicy =
+    RetryPolicy::exponential(NOTE_BACKOFF_BASE, NOTE_BACKOFF_CAP).with_jitter(0.75, 1.0);
+
 /// Longest error text kept in a note.
 const MAX_ERROR: usize = 400;
 
 /// A failed refresh, as remembered by a store (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailureNote {
     /// The failure as users see it: one line, redacted like every error freshtoken shows.
     pub error: String,
@@ -64,13 +71,10 @@ impl FailureNote {
         }
     }
 
-    /// The wait after `failures` failures in a row.
+    /// The wait after `failures` failures in a row (see [`NOTE_BACKOFF`]); a `jitter` of 0
+    /// waits the whole step, 1 a quarter less.
     pub fn backoff(failures: u32, jitter: f64) -> Duration {
-        let steps = failures.saturating_sub(1).min(16);
-        let full = NOTE_BACKOFF_BASE
-            .saturating_mul(1u32 << steps)
-            .min(NOTE_BACKOFF_CAP);
-        full.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+        NOTE_BACKOFF.delay(failures.saturating_sub(1), 1.0 - jitter.clamp(0.0, 1.0))
     }
 
     /// Whether a caller holding a usable token should serve it rather than try at `now`.

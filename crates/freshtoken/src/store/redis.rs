@@ -9,7 +9,9 @@
 //!   a long-running process picks up a Redis that comes back, without a restart.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionLike;
@@ -20,6 +22,7 @@ use super::seal::Sealer;
 use super::{BoxFuture, FailureNote, Release, StoreLock, TokenStore, redact_url};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
+use crate::internal::lock;
 use crate::request::CacheKey;
 use crate::token::Token;
 
@@ -191,13 +194,9 @@ impl RedisStore {
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
         }
-        let recent = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|at| at.elapsed() < RECONNECT_AFTER);
+        let recent = lock(&self.last_failure).is_some_and(|at| at.elapsed() < RECONNECT_AFTER);
         if recent {
-            return Err(Error::Store(format!(
+            return Err(Error::store(format!(
                 "Redis at {} is unreachable (retrying shortly)",
                 self.shown
             )));
@@ -239,14 +238,11 @@ impl RedisStore {
                 Ok(c)
             }
             Err(e) => {
-                *self
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-                Err(Error::Store(format!(
-                    "cannot connect to Redis at {}: {e}",
-                    self.shown
-                )))
+                *lock(&self.last_failure) = Some(Instant::now());
+                Err(
+                    Error::store(format!("cannot connect to Redis at {}: {e}", self.shown))
+                        .with_source(e),
+                )
             }
         }
     }
@@ -258,16 +254,13 @@ impl RedisStore {
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     *self.conn.lock().await = None;
-                    *self
-                        .last_failure
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                    *lock(&self.last_failure) = Some(Instant::now());
                 }
-                Err(Error::Store(format!("Redis at {}: {e}", self.shown)))
+                Err(Error::store(format!("Redis at {}: {e}", self.shown)).with_source(e))
             }
             Err(_) => {
                 *self.conn.lock().await = None;
-                Err(Error::Store(format!(
+                Err(Error::store(format!(
                     "Redis at {} did not answer within {} s",
                     self.shown,
                     (TIMEOUT * 2).as_secs()

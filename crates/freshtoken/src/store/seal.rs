@@ -14,7 +14,7 @@ const PREFIX: &str = "v1.";
 const SALT: &[u8] = b"freshtoken shared cache v1";
 
 /// Seals and opens values for one client's credentials.
-pub struct Sealer {
+pub(crate) struct Sealer {
     material: SecretSlice<u8>,
 }
 
@@ -26,7 +26,7 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     /// A sealer keyed by `material` (the client secret, or the private key's PEM).
-    pub fn new(material: &[u8]) -> Self {
+    pub(crate) fn new(material: &[u8]) -> Self {
         Self {
             material: SecretSlice::from(material.to_vec()),
         }
@@ -41,7 +41,7 @@ impl Sealer {
     }
 
     /// `plaintext` sealed for the store key `name`.
-    pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
+    pub(crate) fn seal(&self, name: &str, plaintext: &[u8]) -> String {
         let nonce: [u8; 24] = rand::random();
         let sealed = self
             .cipher(name)
@@ -63,7 +63,7 @@ impl Sealer {
 
     /// The plaintext, or `None` when the value was not sealed by these credentials for
     /// `name` (or was damaged): such a value is treated as absent.
-    pub fn open(&self, name: &str, sealed: &str) -> Option<Vec<u8>> {
+    pub(crate) fn open(&self, name: &str, sealed: &str) -> Option<Vec<u8>> {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(sealed.strip_prefix(PREFIX)?)
             .ok()?;
