@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-mod agent;
 mod cli;
 mod commands;
 mod config;
@@ -68,7 +67,7 @@ fn run(cli: &Cli) -> Result<u8, CliError> {
         Command::Invalidate(args) => commands::invalidate::run(cli, args),
         Command::DevServer(args) => commands::dev_server::run(args),
         Command::Proxy(args) => commands::proxy::run(cli, args),
-        Command::Agent(args) => agent::run(cli, args),
+        Command::Agent(args) => commands::agent::run(cli, args),
         Command::Exec(args) => return commands::exec::run(cli, args),
         Command::Demo(args) => commands::demo::run(args),
     }

@@ -4,10 +4,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use freshtoken::{Token, Want};
-use serde_json::json;
+use freshtoken_agent::client;
+use freshtoken_agent::output::TokenFormat;
 
 use crate::cli::{Cli, Format, GetArgs};
-use crate::env;
 use crate::exit::{CliError, CliResult};
 use crate::settings::{Settings, parse_duration};
 
@@ -41,80 +41,46 @@ fn from_agent(
     cli: &Cli,
     given: Option<&Path>,
     min_ttl: Duration,
-) -> Result<Token, crate::agent::client::NotUsed> {
+) -> Result<Token, client::NotUsed> {
     let configured = || match crate::config::load(crate::config::Choice::new(
         cli.config.as_deref(),
         cli.no_config,
     )) {
-        Ok(Some(loaded)) => crate::agent::socket_path(&loaded.file.agent),
-        _ => crate::agent::default_socket(),
+        Ok(Some(loaded)) => super::agent::socket_path(&loaded.file.agent),
+        _ => client::default_socket(),
     };
     let profile = cli.profile.as_deref().unwrap_or("default");
     let tcp = given
         .and_then(Path::to_str)
         .and_then(|g| g.strip_prefix("http://"));
     match (tcp, given) {
-        (Some(addr), _) => crate::agent::client::fetch_tcp(addr, &configured(), profile, min_ttl)
-            .map_err(Into::into),
-        (None, Some(socket)) => crate::agent::client::fetch(socket, profile, min_ttl),
-        (None, None) => crate::agent::client::fetch(&configured(), profile, min_ttl),
+        (Some(addr), _) => {
+            client::fetch_tcp(addr, &configured(), profile, min_ttl).map_err(Into::into)
+        }
+        (None, Some(socket)) => client::fetch(socket, profile, min_ttl),
+        (None, None) => client::fetch(&configured(), profile, min_ttl),
     }
 }
 
 /// The token in the asked-for format, newline-terminated.
 pub fn render(token: &Token, format: Format, now: SystemTime) -> String {
-    let secret = token.expose_secret();
-    let expires_at = token
-        .expires_at()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    token_format(format).render(token, now)
+}
+
+/// `--format` as the one format vocabulary of `get`, the sinks and the agent's endpoint.
+fn token_format(format: Format) -> TokenFormat {
     match format {
-        Format::Raw => format!("{secret}\n"),
-        Format::Header => format!("Authorization: Bearer {secret}\n"),
-        Format::Env => render_env(token, env::ACCESS_TOKEN),
-        Format::Json => {
-            let mut v = json!({
-                "access_token": secret,
-                "token_type": token.token_type(),
-                "expires_in": token.remaining(now).as_secs(),
-                "expires_at": expires_at,
-            });
-            if let Some(scope) = token.scope() {
-                v["scope"] = json!(scope);
-            }
-            format!("{v}\n")
-        }
+        Format::Raw => TokenFormat::Raw,
+        Format::Json => TokenFormat::Json,
+        Format::Header => TokenFormat::Header,
+        Format::Env => TokenFormat::env(),
     }
 }
 
-/// `NAME='<token>'` and `FRESHTOKEN_EXPIRES_AT=<unix seconds>` lines, for `eval`, `source`
-/// and `set -a; . FILE`; the agent's env sinks choose NAME.
-///
-/// The token is single-quoted for POSIX shells although only `b64token`s get this far: what
-/// is meant to be evaluated must not depend on every path having checked the token.
-pub fn render_env(token: &Token, name: &str) -> String {
-    let expires_at = token
-        .expires_at()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!(
-        "{name}={}\nFRESHTOKEN_EXPIRES_AT={expires_at}\n",
-        shell_quote(token.expose_secret())
-    )
-}
-
-/// `value` in single quotes, each `'` in it written `'\''`: a POSIX shell reads it back
-/// unchanged and expands nothing in it.
-fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "'\\''"))
-}
-
 /// A token issued at 1,700,000,000 for an hour with scope "a b", and a moment 10 minutes
-/// into its life: the fixture of every rendering test.
+/// into its life: the fixture of the rendering tests.
 #[cfg(test)]
-pub(crate) fn sample_token() -> (Token, SystemTime) {
+fn sample_token() -> (Token, SystemTime) {
     use freshtoken::ExpirySource;
     use secrecy::SecretString;
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -131,6 +97,8 @@ pub(crate) fn sample_token() -> (Token, SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use freshtoken_agent::output::render_env;
+    use serde_json::json;
 
     #[test]
     fn formats() -> Result<(), serde_json::Error> {

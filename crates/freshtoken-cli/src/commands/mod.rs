@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod agent;
 pub mod demo;
 pub mod dev_server;
 pub mod exec;

@@ -1,0 +1,1 @@
+//! The agent driven in process.
