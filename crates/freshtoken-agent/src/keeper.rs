@@ -26,7 +26,8 @@ pub(crate) struct Keeper {
     pub(crate) metrics: Arc<ProfileMetrics>,
     pub(crate) clock: SharedClock,
     pub(crate) held: Arc<SinksHeld>,
-    /// Bumped after each pass that wrote or cleared the sinks (see `Handle::changes`).
+    /// Bumped after each pass that wrote or cleared the sinks, and after each refresh
+    /// attempt (see `Handle::changes`).
     pub(crate) events: Arc<tokio::sync::watch::Sender<u64>>,
     /// Changes when the clock may have jumped (see `Handle::recheck`).
     pub(crate) wake: tokio::sync::watch::Receiver<u64>,
@@ -112,6 +113,7 @@ impl Keeper {
                 retry_at = Some(self.clock.now() + pause);
                 self.log_failure(&mut warned, pause);
             }
+            self.bump();
         }
     }
 
@@ -173,6 +175,11 @@ impl Keeper {
             }
         }
         *shown = Some(want);
+        self.bump();
+    }
+
+    /// Tells whoever watches `Handle::changes` that this keeper did something.
+    fn bump(&self) {
         self.events.send_modify(|n| *n = n.wrapping_add(1));
     }
 }

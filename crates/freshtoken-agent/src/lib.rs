@@ -87,7 +87,7 @@ struct State {
     reloads: Reloads,
     /// One reload at a time; shutdown waits for the one in progress.
     reloading: tokio::sync::Mutex<()>,
-    /// Bumped when a keeper wrote or cleared sinks, and after each reload.
+    /// Bumped when a keeper wrote or cleared sinks or tried a refresh, and after each reload.
     events: Arc<watch::Sender<u64>>,
     /// Bumped to make every keeper look at the clock again.
     wake: watch::Sender<u64>,
@@ -254,8 +254,9 @@ impl Handle {
         result
     }
 
-    /// A receiver that sees a change each time a keeper wrote or cleared its sinks, and
-    /// after each reload: what to await instead of polling files.
+    /// A receiver that sees a change each time a keeper wrote or cleared its sinks or
+    /// finished a refresh attempt, and after each reload: what to await instead of polling
+    /// files.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.state.events.subscribe()
     }

@@ -1,12 +1,16 @@
-//! `freshtoken agent` as a whole process against the dev-server: sinks under rotation and
-//! SIGKILL, the token endpoint, /metrics against the server's own counts, SIGHUP reloads,
-//! and who may reach the endpoint.
+//! `freshtoken agent` as a whole process against the dev-server: sinks under SIGKILL, the
+//! token endpoint, /metrics against the server's own counts, SIGHUP reloads, `--check` and
+//! its exit codes, and who may reach the endpoint.
+//!
+//! What needs no process of its own runs in process, on a manual clock, in
+//! crates/freshtoken-agent/tests/it (sinks across rotations, expiry with no new token, the
+//! warning per failure streak, `min_ttl` near the lifetime, reloads).
 
 mod common;
 #[path = "common/tls.rs"]
 mod tls;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -168,110 +172,6 @@ fn http_full(socket: &Path, path: &str, accept: &str) -> Option<(u16, String, St
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
-}
-
-#[test]
-fn sinks_never_show_a_refused_empty_or_partial_token_across_rotations() {
-    let server = server(Duration::from_secs(2));
-    let sb = Sandbox::new();
-    let sink = |n: &str| sb.path().join("sinks").join(n);
-    std::fs::create_dir_all(sb.path().join("sinks")).unwrap();
-    let config = format!(
-        "{}{}{}{}",
-        agent_section(&sb),
-        profile(
-            &server,
-            "a",
-            &format!(
-                "[[profiles.a.sinks]]\npath = \"{}\"\n",
-                sink("a.token").display()
-            )
-        ),
-        profile(
-            &server,
-            "b",
-            &format!(
-                "[[profiles.b.sinks]]\npath = \"{}\"\nformat = \"json\"\n",
-                sink("b.json").display()
-            )
-        ),
-        profile(
-            &server,
-            "c",
-            &format!(
-                "[[profiles.c.sinks]]\npath = \"{}\"\nformat = \"template\"\ntemplate = \"token={{{{access_token}}}} until={{{{expires_at}}}} end\\n\"\n",
-                sink("c.tpl").display()
-            )
-        ),
-    );
-    let agent = Agent::start(&sb, &config);
-    agent.wait_ready();
-    for name in ["a.token", "b.json", "c.tpl"] {
-        assert!(sink(name).exists(), "ready, but {name} is not written");
-    }
-    let read_token = |name: &str, text: &str| -> String {
-        match name {
-            "a.token" => text
-                .strip_suffix('\n')
-                .unwrap_or_else(|| panic!("partial raw sink {text:?}"))
-                .to_owned(),
-            "b.json" => json(text)["access_token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("bad json sink {text:?}"))
-                .to_owned(),
-            _ => {
-                let rest = text
-                    .strip_prefix("token=")
-                    .unwrap_or_else(|| panic!("partial template sink {text:?}"));
-                assert!(rest.ends_with(" end\n"), "partial template sink {text:?}");
-                rest.split(' ').next().unwrap().to_owned()
-            }
-        }
-    };
-    let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    let started = Instant::now();
-    let mut reads = 0;
-    while started.elapsed() < Duration::from_secs(10) {
-        for name in ["a.token", "b.json", "c.tpl"] {
-            let text = std::fs::read_to_string(sink(name)).unwrap_or_else(|e| {
-                panic!(
-                    "sink {name} unreadable after {:?}: {e}\n{}",
-                    started.elapsed(),
-                    agent.log()
-                )
-            });
-            assert!(!text.is_empty(), "sink {name} empty");
-            let token = read_token(name, &text);
-            assert!(
-                server.state().check(&token).is_some(),
-                "sink {name} holds a token the dev-server refuses, after {:?}",
-                started.elapsed()
-            );
-            seen.entry(name).or_default().insert(token);
-            reads += 1;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(reads > 300, "only {reads} reads");
-    for (name, tokens) in &seen {
-        // 2 s tokens refreshed at ~75 %: a dozen or so in 10 s; at least 5 proves rotation.
-        assert!(
-            tokens.len() >= 5,
-            "sink {name} saw only {} tokens",
-            tokens.len()
-        );
-    }
-    for name in ["a.token", "b.json", "c.tpl"] {
-        let mode = std::fs::metadata(sink(name)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{name}");
-    }
-    let log = agent.log();
-    assert!(!log.contains(SECRET), "the log holds a secret");
-    for tokens in seen.values() {
-        for t in tokens {
-            assert!(!log.contains(t.as_str()), "the log holds a token");
-        }
-    }
 }
 
 #[test]
@@ -752,81 +652,6 @@ fn the_endpoint_is_for_this_user_on_this_machine_only() {
 }
 
 #[test]
-fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_after() {
-    let server = server(Duration::from_secs(2));
-    let sb = Sandbox::new();
-    let removed = sb.path().join("removed.token");
-    let emptied = sb.path().join("emptied.token");
-    let config = format!(
-        "{}{}",
-        agent_section(&sb),
-        profile(
-            &server,
-            "a",
-            &format!(
-                "[[profiles.a.sinks]]\npath = \"{}\"\n[[profiles.a.sinks]]\npath = \"{}\"\non_expiry = \"empty\"\n",
-                removed.display(),
-                emptied.display()
-            )
-        )
-    );
-    let agent = Agent::start(&sb, &config);
-    agent.wait_ready();
-    assert!(
-        removed.exists() && emptied.exists(),
-        "ready before the sinks"
-    );
-    let held = std::fs::read_to_string(&removed).unwrap();
-    server.set_faults(freshtoken_devserver::Faults {
-        outage: true,
-        ..Default::default()
-    });
-    assert!(server.state().check(held.trim()).is_some());
-    wait_until(
-        Duration::from_secs(5),
-        || !removed.exists(),
-        || format!("the sink outlived its token: {}", agent.log()),
-    );
-    // The sinks are cleared one after the other: the second a moment after the first.
-    wait_until(
-        Duration::from_secs(5),
-        || std::fs::read_to_string(&emptied).is_ok_and(|t| t.is_empty()),
-        || "on_expiry = empty: still holds a token".to_owned(),
-    );
-    assert!(emptied.exists(), "on_expiry = empty keeps the file");
-    let (status, body) = agent.get("/v1/token/a");
-    assert_eq!(status, 503);
-    assert!(
-        json(&body)["error"].as_str().unwrap().contains("503"),
-        "{body}"
-    );
-    assert_eq!(agent.get("/readyz").0, 503);
-    assert!(agent.log().contains("sinks cleared"), "{}", agent.log());
-    let m = metrics(&agent);
-    assert_eq!(
-        sum(&m, "freshtoken_sink_clears_total", ("profile", "a")),
-        1.0
-    );
-    assert!(
-        sum(
-            &m,
-            "freshtoken_token_requests_total",
-            ("outcome", "unavailable")
-        ) >= 1.0
-    );
-
-    // The server recovers: the sinks come back within the keeper's backoff.
-    server.set_faults(freshtoken_devserver::Faults::default());
-    wait_until(
-        Duration::from_secs(10),
-        || removed.exists(),
-        || format!("the sink never came back: {}", agent.log()),
-    );
-    let back = std::fs::read_to_string(&removed).unwrap();
-    assert!(server.state().check(back.trim()).is_some());
-}
-
-#[test]
 fn readiness_waits_for_the_sinks_and_names_a_profile_whose_sink_cannot_be_written() {
     let server = server(Duration::from_secs(60));
     let sb = Sandbox::new();
@@ -1122,68 +947,6 @@ fn a_profile_found_by_its_issuer_is_kept_and_get_issuer_works() {
     assert!(server.state().check(stdout(&o).trim()).is_some());
 }
 
-/// Issue 12: a `min_ttl` near the lifetime made every call to the endpoint a token request.
-#[test]
-fn a_min_ttl_near_or_beyond_the_lifetime_does_not_make_each_call_a_token_request() {
-    let server = server(Duration::from_secs(60));
-    let sb = Sandbox::new();
-    let agent = Agent::start(&sb, &(agent_section(&sb) + &profile(&server, "a", "")));
-    agent.wait_ready();
-    let before = server.stats().token_requests;
-    let started = Instant::now();
-    // 100 calls, each needing all but 1 ms of the lifetime: 50 one after another, then 50
-    // from five callers at a time.
-    let call = || {
-        http_full(
-            &agent.socket,
-            "/v1/token/a?min_ttl=59999ms",
-            "application/json",
-        )
-        .unwrap_or_else(|| panic!("no answer: {}", agent.log()))
-    };
-    let mut answers: Vec<(u16, String, String)> = (0..50).map(|_| call()).collect();
-    std::thread::scope(|s| {
-        let callers: Vec<_> = (0..5)
-            .map(|_| s.spawn(|| (0..10).map(|_| call()).collect::<Vec<_>>()))
-            .collect();
-        answers.extend(callers.into_iter().flat_map(|c| c.join().unwrap()));
-    });
-    assert_eq!(answers.len(), 100);
-    let elapsed = started.elapsed();
-    let fetched = server.stats().token_requests - before;
-    eprintln!("100 calls with min_ttl 59.999 s in {elapsed:?}: {fetched} token requests");
-    // One early fetch per quarter of the lifetime (15 s) could have been due, and the keeper's
-    // own refresh at 70-75 % of it.
-    let bound = 1 + elapsed.as_secs() / 15 + elapsed.as_secs() / 42;
-    assert!(fetched <= bound, "{fetched} token requests for 100 calls");
-    for (status, head, body) in &answers {
-        match status {
-            200 => assert!(json(body)["expires_in"].as_u64() >= Some(59), "{body}"),
-            503 => {
-                assert!(
-                    head.to_ascii_lowercase().contains("retry-after:"),
-                    "503 says when to retry: {head}"
-                );
-                assert!(body.contains("short of min_ttl"), "{body}");
-            }
-            _ => panic!("{status} {body}"),
-        }
-    }
-    // As long as the lifetime, or longer: refused at once, no token request.
-    let before = server.stats().token_requests;
-    for min_ttl in ["60s", "2m"] {
-        for _ in 0..50 {
-            let (status, body) = agent.get(&format!("/v1/token/a?min_ttl={min_ttl}"));
-            assert_eq!(status, 400, "{body}");
-            assert!(body.contains("live 60 s"), "{body}");
-        }
-    }
-    assert_eq!(server.stats().token_requests, before);
-    // A min_ttl the held token meets is served as before.
-    let (status, body) = agent.get("/v1/token/a?min_ttl=10s");
-    assert_eq!(status, 200, "{body}");
-}
-
 /// Issue 12: `agent --check` said "ok" for a secret the server refuses.
 #[test]
 fn agent_check_gets_a_token_per_profile_and_names_the_refused_one() {
@@ -1224,34 +987,6 @@ fn agent_check_gets_a_token_per_profile_and_names_the_refused_one() {
         stdout(&o)
     );
     assert_eq!(server.stats().token_requests, 4);
-}
-
-/// A refused secret is logged at WARN with the server's error once per failure streak; the
-/// keeper's further tries (1 s, 2 s … later) go to the info level.
-#[test]
-fn the_agent_warns_once_per_failure_streak() {
-    let server = server(Duration::from_secs(3600));
-    let sb = Sandbox::new();
-    let wrong = sb.path().join("wrong-secret");
-    std::fs::write(&wrong, "not-the-secret-Kd2\n").unwrap();
-    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = agent_section(&sb)
-        + &format!(
-            "[profiles.a]\ntoken_url = \"{}\"\nclient_id = \"a\"\nclient_secret = {{ file = \"{}\" }}\nretry_for = \"0s\"\n",
-            server.token_url(),
-            wrong.display()
-        );
-    let agent = Agent::start(&sb, &config);
-    wait_until(
-        Duration::from_secs(20),
-        || agent.log().matches("invalid_client").count() >= 3,
-        || format!("three refused tries: {}", agent.log()),
-    );
-    let log = agent.log();
-    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
-    assert_eq!(warnings.len(), 1, "{log}");
-    assert!(warnings[0].contains("invalid_client"), "{log}");
-    assert!(!log.contains("not-the-secret"), "{log}");
 }
 
 /// A `[[proxy]]` is the same proxy as `freshtoken proxy`: an upstream that refuses every
