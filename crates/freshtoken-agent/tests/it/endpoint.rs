@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use freshtoken::ManualClock;
-use freshtoken_agent::Agent;
+use freshtoken_agent::output::TokenFormat;
+use freshtoken_agent::{Agent, OnExpiry, Sink};
 
 use crate::support::*;
 
@@ -97,6 +98,55 @@ async fn a_min_ttl_near_or_beyond_the_lifetime_does_not_make_each_call_a_token_r
     );
     assert_eq!(requests(), 2);
     assert_eq!(get(&socket, "/v1/token/a?min_ttl=10s").await.0, 200);
+    running.serve(async {}).await;
+    Ok(())
+}
+
+/// `/readyz` waits for the sinks: a profile that holds a token but whose sink cannot be
+/// written is named, and the one whose sink is written is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_sinks_and_names_a_profile_whose_sink_cannot_be_written()
+-> TestResult {
+    capture();
+    let clock = ManualClock::starting_now();
+    let server = server(&clock, Duration::from_secs(60)).await;
+    let dir = tempfile::tempdir()?;
+    let good = dir.path().join("good.token");
+    // A sink under a regular file: no directory can be made there, not even by root.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "")?;
+    let bad = blocker.join("b.token");
+    let sink = |path: &std::path::Path| {
+        Sink::new(path.to_owned(), TokenFormat::Raw, 0o600, OnExpiry::Remove)
+    };
+    let spec = Spec {
+        endpoint: endpoint(dir.path()),
+        profiles: BTreeMap::from([
+            ("a".to_owned(), ProfileSpec::new("a", vec![sink(&good)?])),
+            ("b".to_owned(), ProfileSpec::new("b", vec![sink(&bad)?])),
+        ]),
+        proxies: Vec::new(),
+        fail: None,
+    };
+    let loader = TestLoader::new(&server, &clock, spec);
+    let running = Agent::new(loader, Arc::new(clock.clone())).start().await?;
+    let handle = running.handle();
+    let socket = endpoint(dir.path()).socket;
+    let tried = format!("cannot write sink {}", bad.display());
+    // The keepers run side by side: b's failure may come before a's write.
+    until(&handle, "both sinks tried", || {
+        good.exists() && log().contains(&tried)
+    })
+    .await;
+    assert_eq!(get(&socket, "/v1/token/a").await.0, 200);
+    assert_eq!(get(&socket, "/v1/token/b").await.0, 200);
+    let (status, _, body) = get(&socket, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("b (its sinks are not written)"), "{body}");
+    assert!(!body.contains("a ("), "a is ready: {body}");
+    let (_, _, metrics) = get(&socket, "/metrics").await;
+    let errors = "freshtoken_sink_writes_total{profile=\"b\",outcome=\"error\"}";
+    assert_eq!(crate::expiry::sample(&metrics, errors), 1.0, "{metrics}");
     running.serve(async {}).await;
     Ok(())
 }

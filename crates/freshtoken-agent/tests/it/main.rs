@@ -4,6 +4,7 @@
 
 mod endpoint;
 mod expiry;
+mod proxies;
 mod reload;
 mod sinks;
 mod support;
