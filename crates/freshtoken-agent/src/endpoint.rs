@@ -98,6 +98,7 @@ impl Endpoints {
         agent: Arc<Agent>,
         stopped: tokio::sync::watch::Receiver<bool>,
     ) -> Result<impl Future<Output = ()> + use<>, AgentError> {
+        let grace = agent.grace;
         let router = Router::new()
             .route("/v1/token/{profile}", get(token))
             .route("/healthz", get(|| async { "ok\n" }))
@@ -121,6 +122,7 @@ impl Endpoints {
                 router,
                 Arc::clone(credential),
                 wait(stopped),
+                grace,
             )),
             _ => None,
         };
@@ -154,6 +156,7 @@ fn serve_tcp(
     router: Router,
     credential: Arc<Credential>,
     shutdown: impl Future<Output = ()>,
+    grace: Duration,
 ) -> impl Future<Output = std::io::Result<()>> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(
@@ -170,7 +173,7 @@ fn serve_tcp(
             async move { tower_service::Service::call(&mut router, req).await }
         })
     };
-    freshtoken_proxy::serve(listener, Limits::default(), make, shutdown, crate::GRACE)
+    freshtoken_proxy::serve(listener, Limits::default(), make, shutdown, grace)
 }
 
 /// What any local user may read on the TCP port without the credential: none carries a
@@ -403,21 +406,7 @@ async fn token_for(
 }
 
 async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
-    let now = agent.clock.now();
-    let waiting: Vec<String> = agent
-        .profiles()
-        .iter()
-        .filter_map(|(name, p)| {
-            if p.source.current().is_none() {
-                return Some(match p.metrics.last_error() {
-                    Some(e) => format!("{name} (no valid token: {e})"),
-                    None => format!("{name} (no valid token yet)"),
-                });
-            }
-            let sinks_hold = p.sinks.is_empty() || p.held.until().is_some_and(|t| t > now);
-            (!sinks_hold).then(|| format!("{name} (its sinks are not written)"))
-        })
-        .collect();
+    let waiting = agent.not_ready();
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -426,6 +415,27 @@ async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
             format!("not ready: {}\n", waiting.join(", ")),
         )
             .into_response()
+    }
+}
+
+impl Agent {
+    /// The profiles that keep `/readyz` from answering 200, each with why: no valid token,
+    /// or sinks not (all) written with it.
+    pub(crate) fn not_ready(&self) -> Vec<String> {
+        let now = self.clock.now();
+        self.profiles()
+            .iter()
+            .filter_map(|(name, p)| {
+                if p.source.current().is_none() {
+                    return Some(match p.metrics.last_error() {
+                        Some(e) => format!("{name} (no valid token: {e})"),
+                        None => format!("{name} (no valid token yet)"),
+                    });
+                }
+                let sinks_hold = p.sinks.is_empty() || p.held.until().is_some_and(|t| t > now);
+                (!sinks_hold).then(|| format!("{name} (its sinks are not written)"))
+            })
+            .collect()
     }
 }
 

@@ -51,7 +51,8 @@ pub use plan::{
 use proxies::RunningProxy;
 pub use sink::{OnExpiry, Sink};
 
-/// How long in-flight proxy and endpoint requests may run on after shutdown.
+/// How long in-flight proxy and endpoint requests may run on after shutdown (and a
+/// restarted proxy's after a reload), unless [`Agent::grace`] says otherwise.
 pub const GRACE: Duration = Duration::from_secs(10);
 
 /// A profile the agent keeps.
@@ -85,6 +86,8 @@ struct State {
     /// The endpoint as started: changes to it need a restart.
     endpoint: Mutex<Option<Endpoint>>,
     reloads: Reloads,
+    /// See [`Agent::grace`].
+    grace: Duration,
     /// One reload at a time; shutdown waits for the one in progress.
     reloading: tokio::sync::Mutex<()>,
     /// Bumped when a keeper wrote or cleared sinks or tried a refresh, and after each reload.
@@ -140,11 +143,23 @@ impl Agent {
                 proxies: Mutex::default(),
                 endpoint: Mutex::default(),
                 reloads: Reloads::default(),
+                grace: GRACE,
                 reloading: tokio::sync::Mutex::new(()),
                 events: Arc::new(events),
                 wake,
             }),
         }
+    }
+
+    /// How long in-flight requests may run on once their listener stops (shutdown, or a
+    /// proxy restarted by a reload) before they are cut off; [`GRACE`] by default.
+    #[must_use]
+    pub fn grace(mut self, grace: Duration) -> Self {
+        // The state is shared only once the agent starts: here it is still this agent's.
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.grace = grace;
+        }
+        self
     }
 
     /// Loads and checks the plan, builds every source and binds the endpoint (released
@@ -214,14 +229,17 @@ impl Running {
     /// Serves until `shutdown` completes, then waits for a reload in progress, stops the
     /// proxies (draining them) and the keepers, clears every sink (nothing keeps them fresh
     /// any more, and a sink never outlives its token), and lets endpoint requests finish
-    /// for up to [`GRACE`].
+    /// for up to the grace period ([`Agent::grace`]).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         shutdown.await;
         tracing::info!("stopping");
         let _one = self.state.reloading.lock().await;
         let _ = self.stop.send(true);
         self.state.shutdown().await;
-        if tokio::time::timeout(GRACE, self.served).await.is_err() {
+        if tokio::time::timeout(self.state.grace, self.served)
+            .await
+            .is_err()
+        {
             tracing::warn!("endpoint requests still running after the grace period were cut off");
         }
     }
@@ -270,6 +288,12 @@ impl Handle {
     /// The source of `profile`, if the agent keeps it.
     pub fn source(&self, profile: &str) -> Option<CachedSource> {
         self.state.profile(profile).map(|p| p.source.clone())
+    }
+
+    /// Whether every profile holds a valid token and has written it to all its sinks: what
+    /// `/readyz` answers 200 for.
+    pub fn ready(&self) -> bool {
+        self.state.not_ready().is_empty()
     }
 
     /// The profiles the agent keeps, by name.

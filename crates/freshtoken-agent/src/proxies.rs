@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use freshtoken_proxy::{Config, Listening, Proxy};
 use tokio::task::JoinHandle;
 
-use crate::{AgentError, GRACE, Prepared, ProxySpec, State};
+use crate::{AgentError, Prepared, ProxySpec, State};
 
 /// A proxy being served.
 pub(crate) struct RunningProxy {
@@ -77,6 +77,10 @@ pub(crate) async fn reconcile(
         }
         (old, start)
     };
+    if !old.is_empty() {
+        // Whoever watches `Handle::changes` sees the stopped proxies leave the list.
+        agent.events.send_modify(|n| *n = n.wrapping_add(1));
+    }
     // Free the ports first: a changed proxy usually keeps its address. Reloads run one at a
     // time (the signal loop awaits each), so nothing else changes the list meanwhile.
     for r in old {
@@ -125,7 +129,7 @@ async fn start_one(agent: &State, c: &ProxySpec) -> Result<RunningProxy, AgentEr
     // The header timeout and connection cap of `freshtoken proxy`'s defaults.
     let listening = Listening {
         allowed_hosts: c.allowed_hosts.clone(),
-        grace: GRACE,
+        grace: agent.grace,
         ..Listening::default()
     };
     let task = tokio::spawn(async move {

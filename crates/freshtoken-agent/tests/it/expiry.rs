@@ -11,6 +11,15 @@ use freshtoken_devserver::Faults;
 
 use crate::support::*;
 
+/// How many lines of the log of `profile` contain `text`.
+fn logged(profile: &str, text: &str) -> usize {
+    let tag = format!("profile={profile}");
+    log()
+        .lines()
+        .filter(|l| l.contains(&tag) && l.contains(text))
+        .count()
+}
+
 /// The value of the sample `name{labels}` in a `/metrics` text, 0 when absent.
 pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
@@ -49,7 +58,7 @@ async fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_af
     let holds_token =
         |p: &std::path::Path| read(p).is_some_and(|t| server.state().check(t.trim()).is_some());
     until(&handle, "sinks written", || {
-        holds_token(&removed) && holds_token(&emptied)
+        holds_token(&removed) && holds_token(&emptied) && handle.ready()
     })
     .await;
     assert_eq!(get(&socket, "/readyz").await.0, 200);
@@ -58,17 +67,17 @@ async fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_af
         outage: true,
         ..Faults::default()
     });
+    // The keeper logs each failed try before it notifies, and only then schedules the next:
+    // the clock moves once it has (moved earlier, the next try would be scheduled past it).
+    let failures = || logged("expiring", "could not refresh") + logged("expiring", "still no new");
     // Stale: the refresh fails, the sinks keep the still valid token.
     advance(&clock, &handle, Duration::from_secs(50));
-    until(&handle, "a failed refresh", || {
-        server.state().stats().token_errors >= 1
-    })
-    .await;
+    until(&handle, "a failed refresh", || failures() >= 1).await;
     assert!(holds_token(&removed), "a stale token is kept while valid");
     // Expired with no new one: out of the sinks.
     advance(&clock, &handle, Duration::from_secs(11));
-    until(&handle, "sinks cleared", || {
-        !removed.exists() && read(&emptied).is_some_and(|t| t.is_empty())
+    until(&handle, "sinks cleared and the next try failed", || {
+        !removed.exists() && read(&emptied).is_some_and(|t| t.is_empty()) && failures() >= 2
     })
     .await;
     let (status, _, body) = get(&socket, "/v1/token/expiring").await;
@@ -99,7 +108,7 @@ async fn a_token_that_expires_with_no_new_one_leaves_the_sinks_and_comes_back_af
     server.state().set_faults(Faults::default());
     advance(&clock, &handle, Duration::from_secs(75));
     until(&handle, "the sinks came back", || {
-        holds_token(&removed) && holds_token(&emptied)
+        holds_token(&removed) && holds_token(&emptied) && handle.ready()
     })
     .await;
     assert_eq!(get(&socket, "/readyz").await.0, 200);
@@ -127,13 +136,15 @@ async fn the_agent_warns_once_per_failure_streak() -> TestResult {
     let loader = TestLoader::new(&server, &clock, spec);
     let running = Agent::new(loader, Arc::new(clock.clone())).start().await?;
     let handle = running.handle();
-    let tries = || server.state().stats().token_requests;
+    // Each try is logged before the keeper notifies: count the logged ones.
+    let tries = || logged("refused", "could not refresh") + logged("refused", "still no new");
     until(&handle, "a first try", || tries() >= 1).await;
     for n in 2..=4 {
         // Past the longest pause of the streak so far (1 s, 2 s, 4 s, each ±20 %).
         advance(&clock, &handle, Duration::from_secs(5));
         until(&handle, "one more try", || tries() >= n).await;
     }
+    assert_eq!(server.state().stats().token_requests, 4);
     let log = log();
     let ours: Vec<&str> = log
         .lines()

@@ -94,7 +94,10 @@ async fn sinks_hold_a_whole_valid_token_through_every_rotation() -> TestResult {
             .iter()
             .all(|(p, file)| held.get(file).is_some() && held.get(file) == current(p).as_ref())
     };
-    until(&handle, "every sink written", || all_current(&held())).await;
+    until(&handle, "every sink written", || {
+        all_current(&held()) && handle.ready()
+    })
+    .await;
     assert_eq!(get(&socket, "/readyz").await.0, 200);
 
     // A reader racing the writes: whatever moment it reads, a sink is whole, never empty.
