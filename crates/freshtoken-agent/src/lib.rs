@@ -258,14 +258,15 @@ impl Handle {
         let s = &self.state;
         let _one = s.reloading.lock().await;
         let result = s.try_reload().await;
+        // Logged before counted: whoever sees the count on /metrics finds the log line.
         match &result {
             Ok(()) => {
+                tracing::info!("reloaded {}", s.loader.describe());
                 s.reloads.ok.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("reloaded the configuration");
             }
             Err(e) => {
-                s.reloads.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("kept the running config: {e}");
+                s.reloads.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
         s.events.send_modify(|n| *n = n.wrapping_add(1));

@@ -22,6 +22,11 @@ use crate::sink::Sink;
 pub trait Load: Send + Sync {
     /// The plan as the configuration says now.
     async fn load(&self) -> Result<Plan, AgentError>;
+
+    /// What is loaded, for log lines ("reloaded /etc/freshtoken/agent.toml").
+    fn describe(&self) -> String {
+        "the configuration".to_owned()
+    }
 }
 
 /// Everything the agent runs.

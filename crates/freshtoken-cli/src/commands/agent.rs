@@ -130,6 +130,10 @@ impl Load for FileLoader {
     async fn load(&self) -> Result<Plan, AgentError> {
         plan(&self.path).map_err(|e| AgentError::Load(Box::new(e)))
     }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
 }
 
 /// The config file at `path` as the agent's plan. Sources are built only when the agent asks
