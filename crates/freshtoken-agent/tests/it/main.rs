@@ -4,6 +4,7 @@
 
 mod endpoint;
 mod expiry;
+mod keeper;
 mod proxies;
 mod reload;
 mod sinks;
