@@ -143,13 +143,14 @@ pub struct ProfileConfig {
 }
 
 impl ProfileConfig {
-    /// Whether `other` gets the same tokens: everything but the sinks is the same.
-    pub fn same_credentials(&self, other: &ProfileConfig) -> bool {
-        let strip = |p: &ProfileConfig| ProfileConfig {
+    /// What decides which tokens the profile gets: everything but the sinks. Two profiles
+    /// with equal credentials get the same tokens (the agent keeps a source across a reload
+    /// that changed only the sinks).
+    pub fn credentials(&self) -> ProfileConfig {
+        ProfileConfig {
             sinks: Vec::new(),
-            ..p.clone()
-        };
-        strip(self) == strip(other)
+            ..self.clone()
+        }
     }
 }
 

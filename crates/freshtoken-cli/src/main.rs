@@ -6,7 +6,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-mod agent;
 mod cli;
 mod commands;
 mod config;
@@ -14,6 +13,7 @@ mod env;
 mod exit;
 mod human;
 mod logging;
+mod output;
 mod secret;
 mod settings;
 mod skew_clock;
@@ -66,9 +66,6 @@ fn main() -> ExitCode {
 /// The one place a runtime is started and blocked on: every command is async and runs on
 /// it (one thread for a one-shot command, two for those that serve).
 fn run(cli: &Cli) -> Result<u8, CliError> {
-    if let Command::Agent(args) = &cli.command {
-        return agent::run(cli, args).map(|()| code::OK);
-    }
     let runtime = if commands::long_running(&cli.command) {
         commands::server_runtime()?
     } else {

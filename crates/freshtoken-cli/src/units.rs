@@ -61,9 +61,7 @@ pub fn parse_loopback(value: &str) -> Result<SocketAddr, Listen> {
 /// A name a shell takes for an environment variable: letters, digits and `_`, not starting
 /// with a digit.
 pub fn is_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    freshtoken_agent::output::check_env_name(name).is_ok()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::cli::{Cli, InspectArgs};
 use crate::exit::{CliError, CliResult};
 use crate::human;
+use crate::output;
 use crate::wiring;
 
 pub async fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
@@ -34,13 +35,9 @@ pub async fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
     }
     let report = describe(&text, cached.as_ref(), now);
     if args.json {
-        super::print(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report.json)
-                .expect("a JSON value with string keys serializes")
-        ))
+        output::print_json(&report.json)
     } else {
-        super::print(&report.text)
+        output::print(&report.text)
     }
 }
 

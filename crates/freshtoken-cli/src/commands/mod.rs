@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod agent;
 pub mod demo;
 pub mod dev_server;
 pub mod exec;
@@ -23,8 +24,7 @@ pub async fn run(cli: &Cli) -> CliResult<u8> {
         Command::Proxy(args) => proxy::run(cli, args).await,
         Command::Exec(args) => return exec::run(cli, args).await,
         Command::Demo(args) => demo::run(args).await,
-        // The agent starts its runtime itself until it runs on this one.
-        Command::Agent(_) => Err(CliError::internal("the agent runs on its own runtime")),
+        Command::Agent(args) => agent::run(cli, args).await,
     }
     .map(|()| code::OK)
 }
@@ -85,19 +85,6 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
-    }
-}
-
-/// Writes what a command prints to stdout. A reader that went away (`freshtoken status |
-/// head -1`) ends the command quietly, as it does for `cat`, rather than as an internal error.
-pub fn print(text: &str) -> CliResult {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(
-            crate::exit::CliError::internal(format!("cannot write to stdout: {e}")),
-        ),
-        _ => Ok(()),
     }
 }
 

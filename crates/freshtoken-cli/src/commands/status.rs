@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::cli::{Cli, StatusArgs};
 use crate::exit::CliResult;
 use crate::human;
+use crate::output;
 use crate::settings::CacheChoice;
 use crate::wiring;
 
@@ -42,13 +43,9 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
         layers,
     };
     if args.json {
-        super::print(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report.json())
-                .expect("a JSON value with string keys serializes")
-        ))
+        output::print_json(&report.json())
     } else {
-        super::print(&report.text())
+        output::print(&report.text())
     }
 }
 

@@ -13,7 +13,7 @@ use freshtoken::internal::regular_file::{self, Symlinks};
 use rand::TryRngCore;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::exit::{CliError, CliResult};
+use crate::AgentError;
 
 /// Random bytes in a credential: 256 bits, beyond guessing.
 const BYTES: usize = 32;
@@ -45,17 +45,17 @@ impl std::fmt::Debug for Credential {
 impl Credential {
     /// A new random credential, written to [`path_for`] `socket` (mode 0600, created anew:
     /// whatever was there, a symlink included, is replaced, never written through).
-    pub fn create(socket: &Path) -> CliResult<Self> {
+    pub fn create(socket: &Path) -> Result<Self, AgentError> {
         let mut bytes = [0u8; BYTES];
         rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|e| {
-            CliError::internal(format!(
+            AgentError::internal(format!(
                 "cannot draw random bytes for the endpoint's credential: {e}"
             ))
         })?;
         let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let path = path_for(socket);
         let failed = |e: std::io::Error| {
-            CliError::usage(format!(
+            AgentError::config(format!(
                 "cannot write the endpoint's credential to {}: {e}",
                 path.display()
             ))

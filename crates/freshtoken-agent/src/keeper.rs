@@ -4,23 +4,30 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use freshtoken::{CachedSource, Fingerprint, SharedClock, Want};
+use freshtoken::{CachedSource, Fingerprint, RetryPolicy, SharedClock, Want};
 
-use super::metrics::ProfileMetrics;
-use super::sink::Sink;
+use crate::metrics::ProfileMetrics;
+use crate::sink::Sink;
 
-/// First pause after a failed refresh; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The pause after a failed refresh: 1 s, doubling up to a minute, each drawn within ±20 %
+/// of that (never near zero: a keeper does not hammer a failing server). The deadline is
+/// unused: a keeper never gives up.
+const BACKOFF: RetryPolicy =
+    RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(60)).with_jitter(0.8, 1.2);
 
 /// Everything a keeper needs.
-pub struct Keeper {
-    pub profile: String,
-    pub source: CachedSource,
-    pub sinks: Arc<Vec<Sink>>,
-    pub metrics: Arc<ProfileMetrics>,
-    pub clock: SharedClock,
-    pub held: Arc<SinksHeld>,
+pub(crate) struct Keeper {
+    pub(crate) profile: String,
+    pub(crate) source: CachedSource,
+    pub(crate) sinks: Arc<Vec<Sink>>,
+    pub(crate) metrics: Arc<ProfileMetrics>,
+    pub(crate) clock: SharedClock,
+    pub(crate) held: Arc<SinksHeld>,
+    /// Bumped after each pass that wrote or cleared the sinks, and after each refresh
+    /// attempt (see `Handle::changes`).
+    pub(crate) events: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Changes when the clock may have jumped (see `Handle::recheck`).
+    pub(crate) wake: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Until when every sink of a profile holds a valid token, as the keeper last wrote them:
@@ -28,11 +35,11 @@ pub struct Keeper {
 /// refresh does not clear it (the sinks keep the older token, still valid, until the new one
 /// is written), so readiness does not flicker at each refresh.
 #[derive(Debug, Default)]
-pub struct SinksHeld(Mutex<Option<SystemTime>>);
+pub(crate) struct SinksHeld(Mutex<Option<SystemTime>>);
 
 impl SinksHeld {
     /// When the token in the sinks expires; `None` before the first write and once cleared.
-    pub fn until(&self) -> Option<SystemTime> {
+    pub(crate) fn until(&self) -> Option<SystemTime> {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -43,7 +50,7 @@ impl SinksHeld {
 
 impl Keeper {
     /// Runs until aborted.
-    pub async fn run(self) {
+    pub(crate) async fn run(mut self) {
         for sink in self.sinks.iter() {
             sink.sweep();
         }
@@ -78,6 +85,7 @@ impl Keeper {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     changed = changes.changed() => if changed.is_err() { return },
+                    Ok(()) = self.wake.changed() => {}
                 }
                 continue;
             }
@@ -96,13 +104,11 @@ impl Keeper {
                 warned = None;
             } else {
                 failures = failures.saturating_add(1);
-                let pause = FIRST_BACKOFF
-                    .saturating_mul(1 << failures.min(7).saturating_sub(1))
-                    .min(MAX_BACKOFF);
-                let pause = pause.mul_f64(0.8 + 0.4 * rand::random::<f64>());
+                let pause = BACKOFF.delay(failures.saturating_sub(1), rand::random::<f64>());
                 retry_at = Some(self.clock.now() + pause);
                 self.log_failure(&mut warned, pause);
             }
+            self.bump();
         }
     }
 
@@ -164,11 +170,17 @@ impl Keeper {
             }
         }
         *shown = Some(want);
+        self.bump();
+    }
+
+    /// Tells whoever watches `Handle::changes` that this keeper did something.
+    fn bump(&self) {
+        self.events.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
 /// Removes or empties `sinks` (as each is configured), logging what cannot be.
-pub fn clear(profile: &str, sinks: &[Sink]) {
+pub(crate) fn clear(profile: &str, sinks: &[Sink]) {
     for sink in sinks {
         if let Err(e) = sink.clear() {
             tracing::error!(%profile, "cannot clear sink {}: {e}", sink.path().display());

@@ -134,7 +134,7 @@ pub struct ProfileSample<'a> {
 /// What one proxy shows at scrape time.
 pub struct ProxySample<'a> {
     pub profile: &'a str,
-    pub listen: &'a str,
+    pub listen: String,
     pub stats: freshtoken_proxy::StatsSnapshot,
 }
 
@@ -286,7 +286,7 @@ pub fn render(
         for p in proxies {
             w.sample(
                 name,
-                &[("profile", p.profile), ("listen", p.listen)],
+                &[("profile", p.profile), ("listen", &p.listen)],
                 get(&p.stats) as f64,
             );
         }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,53 +21,16 @@ use freshtoken::internal::fmt_duration;
 use freshtoken_proxy::{Addresses, AllowedHosts, Limits};
 use serde_json::json;
 
-use super::Agent;
-use super::credential::Credential;
-use super::metrics::{ProfileSample, ProxySample, render};
-use crate::cli::Format;
-use crate::config::AgentConfig;
-use crate::exit::{CliError, CliResult};
-use crate::units::parse_duration;
+use crate::credential::Credential;
+use crate::metrics::{ProfileSample, ProxySample, render};
+use crate::output::TokenWire;
+use crate::{AgentError, Endpoint, State as Agent};
 
 /// Longest a token request to the endpoint waits for a refresh.
 const TOKEN_WAIT: Duration = Duration::from_secs(30);
 
-/// `$XDG_RUNTIME_DIR/freshtoken/agent.sock`, else `/tmp/freshtoken-<uid>/agent.sock`.
-pub fn default_socket() -> PathBuf {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .map(|p| p.join("freshtoken"))
-        // SAFETY: getuid cannot fail and touches no memory.
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/freshtoken-{}", unsafe { libc::getuid() })));
-    dir.join("agent.sock")
-}
-
-/// The socket path of `[agent]`, or the default.
-pub fn socket_path(config: &AgentConfig) -> PathBuf {
-    config.socket.clone().unwrap_or_else(default_socket)
-}
-
-/// The TCP address of `[agent]`, checked to be loopback.
-pub fn tcp_addr(config: &AgentConfig) -> CliResult<Option<SocketAddr>> {
-    let Some(listen) = &config.listen else {
-        return Ok(None);
-    };
-    let addr: SocketAddr = listen.parse().map_err(|_| {
-        CliError::usage(format!(
-            "[agent] listen = {listen:?} is not an address like 127.0.0.1:8765"
-        ))
-    })?;
-    if !addr.ip().is_loopback() {
-        return Err(CliError::usage(format!(
-            "[agent] listen = {addr}: the token endpoint serves loopback only (127.0.0.1 or [::1])"
-        )));
-    }
-    Ok(Some(addr))
-}
-
 /// The bound listeners.
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     unix: tokio::net::UnixListener,
     socket: PathBuf,
     tcp: Option<tokio::net::TcpListener>,
@@ -76,20 +38,27 @@ pub struct Endpoints {
 
 /// Binds the socket (mode 0600, in a 0700 folder of the user's, which it creates when
 /// missing) and the TCP port.
-pub fn bind(config: &AgentConfig) -> CliResult<Endpoints> {
-    let socket = socket_path(config);
-    let tcp = tcp_addr(config)?;
+pub(crate) fn bind(config: &Endpoint) -> Result<Endpoints, AgentError> {
+    let socket = config.socket.clone();
+    let tcp = config.listen;
+    if let Some(addr) = tcp
+        && !addr.ip().is_loopback()
+    {
+        return Err(AgentError::config(format!(
+            "[agent] listen = {addr}: the token endpoint serves loopback only (127.0.0.1 or [::1])"
+        )));
+    }
     // Owned by the user, 0700, not a symlink; made so when missing.
-    super::socket_dir::prepare(super::socket_dir::of(&socket))?;
+    crate::socket_dir::prepare(crate::socket_dir::of(&socket))?;
     if let Ok(meta) = std::fs::symlink_metadata(&socket) {
         if !meta.file_type().is_socket() {
-            return Err(CliError::usage(format!(
+            return Err(AgentError::config(format!(
                 "{} exists and is not a socket; not touching it",
                 socket.display()
             )));
         }
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            return Err(CliError::usage(format!(
+            return Err(AgentError::config(format!(
                 "another agent is serving {} (stop it, or set [agent] socket)",
                 socket.display()
             )));
@@ -103,10 +72,10 @@ pub fn bind(config: &AgentConfig) -> CliResult<Endpoints> {
     let unix = tokio::net::UnixListener::bind(&socket);
     // SAFETY: as above.
     unsafe { libc::umask(previous) };
-    let unix =
-        unix.map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", socket.display())))?;
+    let unix = unix
+        .map_err(|e| AgentError::config(format!("cannot listen on {}: {e}", socket.display())))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-        CliError::internal(format!("cannot set the mode of {}: {e}", socket.display()))
+        AgentError::internal(format!("cannot set the mode of {}: {e}", socket.display()))
     })?;
     let tcp = match tcp {
         Some(addr) => Some(
@@ -115,7 +84,7 @@ pub fn bind(config: &AgentConfig) -> CliResult<Endpoints> {
                     l.set_nonblocking(true)?;
                     tokio::net::TcpListener::from_std(l)
                 })
-                .map_err(|e| CliError::usage(format!("[agent] cannot listen on {addr}: {e}")))?,
+                .map_err(|e| AgentError::config(format!("[agent] cannot listen on {addr}: {e}")))?,
         ),
         None => None,
     };
@@ -126,11 +95,12 @@ impl Endpoints {
     /// Serves until `stopped` turns true, then lets requests finish and removes the socket.
     /// With a TCP port, first writes the credential its token requests must carry (see
     /// `credential`), new at every start.
-    pub fn serve(
+    pub(crate) fn serve(
         self,
         agent: Arc<Agent>,
         stopped: tokio::sync::watch::Receiver<bool>,
-    ) -> CliResult<impl Future<Output = ()>> {
+    ) -> Result<impl Future<Output = ()> + use<>, AgentError> {
+        let grace = agent.grace;
         let router = Router::new()
             .route("/v1/token/{profile}", get(token))
             .route("/healthz", get(|| async { "ok\n" }))
@@ -154,6 +124,7 @@ impl Endpoints {
                 router,
                 Arc::clone(credential),
                 wait(stopped),
+                grace,
             )),
             _ => None,
         };
@@ -187,6 +158,7 @@ fn serve_tcp(
     router: Router,
     credential: Arc<Credential>,
     shutdown: impl Future<Output = ()>,
+    grace: Duration,
 ) -> impl Future<Output = std::io::Result<()>> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(
@@ -203,7 +175,7 @@ fn serve_tcp(
             async move { tower_service::Service::call(&mut router, req).await }
         })
     };
-    freshtoken_proxy::serve(listener, Limits::default(), make, shutdown, super::GRACE)
+    freshtoken_proxy::serve(listener, Limits::default(), make, shutdown, grace)
 }
 
 /// What any local user may read on the TCP port without the credential: none carries a
@@ -311,7 +283,7 @@ async fn token(
         )
     } else {
         (
-            crate::commands::get::render(&token, Format::Json, now),
+            format!("{}\n", TokenWire::new(&token, now).to_json()),
             "application/json",
         )
     };
@@ -320,6 +292,17 @@ async fn token(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A `min_ttl` query value: whole seconds (`30`) or a duration (`250ms`, `5m`), as `get
+/// --min-ttl` takes it.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v)
+        .map_err(|_| format!("{value:?} is not a duration (try 30s, 5m, 1h)"))
 }
 
 /// A caller's `min_ttl` fetches a token ahead of the refresh schedule at most once per this
@@ -425,21 +408,7 @@ async fn token_for(
 }
 
 async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
-    let now = agent.clock.now();
-    let waiting: Vec<String> = agent
-        .profiles()
-        .iter()
-        .filter_map(|(name, p)| {
-            if p.source.peek_valid().is_none() {
-                return Some(match p.metrics.last_error() {
-                    Some(e) => format!("{name} (no valid token: {e})"),
-                    None => format!("{name} (no valid token yet)"),
-                });
-            }
-            let sinks_hold = p.sinks.is_empty() || p.held.until().is_some_and(|t| t > now);
-            (!sinks_hold).then(|| format!("{name} (its sinks are not written)"))
-        })
-        .collect();
+    let waiting = agent.not_ready();
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -451,9 +420,30 @@ async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
     }
 }
 
+impl Agent {
+    /// The profiles that keep `/readyz` from answering 200, each with why: no valid token,
+    /// or sinks not (all) written with it.
+    pub(crate) fn not_ready(&self) -> Vec<String> {
+        let now = self.clock.now();
+        self.profiles()
+            .iter()
+            .filter_map(|(name, p)| {
+                if p.source.peek_valid().is_none() {
+                    return Some(match p.metrics.last_error() {
+                        Some(e) => format!("{name} (no valid token: {e})"),
+                        None => format!("{name} (no valid token yet)"),
+                    });
+                }
+                let sinks_hold = p.sinks.is_empty() || p.held.until().is_some_and(|t| t > now);
+                (!sinks_hold).then(|| format!("{name} (its sinks are not written)"))
+            })
+            .collect()
+    }
+}
+
 async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
     let now = agent.clock.now();
-    let profiles: Vec<(String, Arc<super::Profile>)> = agent
+    let profiles: Vec<(String, Arc<crate::Profile>)> = agent
         .profiles()
         .iter()
         .map(|(n, p)| (n.clone(), Arc::clone(p)))
@@ -473,8 +463,8 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
     let proxy_samples: Vec<ProxySample<'_>> = proxies
         .iter()
         .map(|r| ProxySample {
-            profile: &r.config.profile,
-            listen: &r.config.listen,
+            profile: &r.spec.profile,
+            listen: r.spec.listen.to_string(),
             stats: r.proxy.stats(),
         })
         .collect();

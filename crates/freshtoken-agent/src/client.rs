@@ -11,24 +11,36 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use freshtoken::{ExpirySource, Token};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::output::TokenWire;
+
 /// Largest answer read from the agent.
 const MAX_ANSWER: u64 = 64 * 1024;
 
+/// The endpoint's answer: a [`TokenWire`], or `{"error": …}` with a status that is not 200.
 #[derive(Deserialize)]
 struct Answer {
-    #[serde(default)]
-    access_token: String,
-    #[serde(default)]
-    expires_at: u64,
-    scope: Option<String>,
+    #[serde(flatten)]
+    token: TokenWire,
     error: Option<String>,
+}
+
+/// `$XDG_RUNTIME_DIR/freshtoken/agent.sock`, else `/tmp/freshtoken-<uid>/agent.sock`: where
+/// the agent listens, and `get --agent` asks, unless told otherwise.
+pub fn default_socket() -> PathBuf {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map(|p| p.join("freshtoken"))
+        // SAFETY: getuid cannot fail and touches no memory.
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/freshtoken-{}", unsafe { libc::getuid() })));
+    dir.join("agent.sock")
 }
 
 /// Why the agent was not used; the caller then fetches on its own.
@@ -83,7 +95,7 @@ pub fn fetch_tcp(
             "--agent http://{addr}: the agent's credential is sent to loopback only"
         ));
     }
-    let credential = super::credential::read_for(socket)?;
+    let credential = crate::credential::read_for(socket)?;
     let stream = TcpStream::connect_timeout(&addr, CONNECT_WAIT)
         .map_err(|e| format!("no agent on http://{addr}: {e}"))?;
     let timeout = Some(ANSWER_WAIT);
@@ -161,17 +173,17 @@ fn token_from(answer: &[u8], min_ttl: Duration) -> Result<Token, String> {
             body.error.as_deref().unwrap_or("no reason given")
         ));
     }
-    if body.access_token.is_empty() {
+    if body.token.access_token.is_empty() {
         return Err("the agent answered 200 without a token".into());
     }
-    let expires_at = UNIX_EPOCH + Duration::from_secs(body.expires_at);
+    let expires_at = body.token.expiry();
     let token = Token::new(
-        SecretString::from(body.access_token),
+        SecretString::from(body.token.access_token),
         freshtoken::Clock::now(&freshtoken::SystemClock),
         expires_at,
         ExpirySource::ExpiresIn,
     )
-    .with_scope(body.scope);
+    .with_scope(body.token.scope);
     if token.remaining(freshtoken::Clock::now(&freshtoken::SystemClock)) < min_ttl {
         return Err("the agent's token is shorter-lived than --min-ttl".into());
     }
@@ -184,7 +196,7 @@ fn connect(socket: &Path) -> Result<UnixStream, NotUsed> {
         reason,
         suspicious: true,
     };
-    let dir = super::socket_dir::of(socket);
+    let dir = crate::socket_dir::of(socket);
     match freshtoken::internal::owned::check_dir(dir) {
         Ok(()) => {}
         Err(freshtoken::internal::owned::Unfit::Missing) => {
@@ -196,7 +208,7 @@ fn connect(socket: &Path) -> Result<UnixStream, NotUsed> {
             .into());
         }
         Err(_) => {
-            let why = super::socket_dir::untrusted(dir).unwrap_or_default();
+            let why = crate::socket_dir::untrusted(dir).unwrap_or_default();
             return Err(suspicious(why));
         }
     }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use freshtoken::internal::owned::{self, Unfit};
 
-use crate::exit::{CliError, CliResult};
+use crate::AgentError;
 
 /// The folder that holds `socket` (`.` for a bare file name).
 pub fn of(socket: &Path) -> &Path {
@@ -32,10 +32,10 @@ pub fn untrusted(dir: &Path) -> Option<String> {
 /// For the agent: creates `dir` (and each missing folder above it) 0700 whatever the umask
 /// when it is missing, then refuses it (exit 2) unless it is the user's own, mode 0700, and
 /// not a symlink.
-pub fn prepare(dir: &Path) -> CliResult {
+pub fn prepare(dir: &Path) -> Result<(), AgentError> {
     if let Err(Unfit::Missing) = owned::check_dir(dir) {
         owned::create_dirs(dir).map_err(|e| {
-            CliError::usage(format!(
+            AgentError::config(format!(
                 "cannot create the socket folder {}: {e}",
                 dir.display()
             ))
@@ -53,7 +53,7 @@ pub fn prepare(dir: &Path) -> CliResult {
             "set [agent] socket to a path in a folder of your own"
         }
     };
-    Err(CliError::usage(format!(
+    Err(AgentError::config(format!(
         "socket folder {}: {why}; not serving there ({fix})",
         dir.display()
     )))
