@@ -9,7 +9,9 @@
 //!   stale update) and bumps it, so a bulk job of GET-then-PATCH behaves as against the real
 //!   API;
 //! - a 401 is `{"message":"Invalid login credentials.","code":"bad.credentials","status":401,…}`
-//!   (Genesys' `ErrorBody`), not the OAuth `invalid_token` of the plain dev-server.
+//!   (Genesys' `ErrorBody`), not the OAuth `invalid_token` of the plain dev-server;
+//! - the token endpoint's `throttle` fault answers as Genesys' login server does (see
+//!   [`throttle_body`]).
 //!
 //! The field names are the SDK models' (`PureCloudPlatformClientV2.models.TokenInfo`, `User`,
 //! `UpdateUser`, `ErrorBody`); see docs/genesys.md.
@@ -51,6 +53,21 @@ pub(crate) fn unauthorized() -> Response {
         "bad.credentials",
         "Invalid login credentials.",
     )
+}
+
+/// The login server's throttling answer (sent with HTTP 400 and `Retry-After`), in the form
+/// the Terraform provider retries on: it matches the Go SDK's error text
+/// `Auth Error: 400 - invalid_request (rate limit exceeded;`, made from `error` and
+/// `error_description`. `description` carries the same text, as the Go SDK's
+/// `AuthErrorResponse` reads both. Only the `rate limit exceeded;` prefix is attested; the
+/// rest follows the API's own 429 message. See docs/genesys.md.
+pub(crate) fn throttle_body(retry_after_secs: u64) -> Value {
+    let text = format!("rate limit exceeded; Retry the request in [{retry_after_secs}] seconds");
+    json!({
+        "error": "invalid_request",
+        "description": text,
+        "error_description": text,
+    })
 }
 
 fn org() -> Value {

@@ -117,10 +117,14 @@ fn fault_answer(state: &State, faults: &Faults) -> Option<Response> {
         return Some(with_retry_after(r, secs));
     }
     if let Some(secs) = faults.throttle {
-        let body = json!({
-            "error": "invalid_request",
-            "description": format!("Rate limit exceeded the maximum. Retry the request in [{secs}] seconds"),
-        });
+        let body = if state.genesys {
+            crate::genesys::throttle_body(secs)
+        } else {
+            json!({
+                "error": "invalid_request",
+                "description": format!("Rate limit exceeded the maximum. Retry the request in [{secs}] seconds"),
+            })
+        };
         let r = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         return Some(with_retry_after(r, secs));
     }

@@ -248,8 +248,21 @@ async fn the_token_endpoints_throttle_is_genesys_400_invalid_request() {
     assert_eq!(r.headers()["retry-after"], "7");
     let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(body["error"], "invalid_request");
+    let text = "rate limit exceeded; Retry the request in [7] seconds";
     assert_eq!(
-        body["description"],
-        "Rate limit exceeded the maximum. Retry the request in [7] seconds"
+        (
+            body["error_description"].as_str(),
+            body["description"].as_str()
+        ),
+        (Some(text), Some(text))
     );
+    // What the Terraform provider retries on: the Go SDK's error text built from the body,
+    // `Auth Error: <status> - <error> (<error_description>)`.
+    let go_sdk_error = format!(
+        "Auth Error: {} - {} ({})",
+        400,
+        body["error"].as_str().unwrap(),
+        body["error_description"].as_str().unwrap()
+    );
+    assert!(go_sdk_error.contains("Auth Error: 400 - invalid_request (rate limit exceeded;"));
 }
