@@ -5,6 +5,10 @@
 //! to fail on purpose (`/__faults`): an outage, 429 with `Retry-After`, a slow answer,
 //! Genesys Cloud's throttling 400, or any canned answer, malformed ones included.
 //!
+//! With [`Config::genesys`] it speaks Genesys Cloud where the real Genesys SDKs need it
+//! (Genesys' 401 body, `/api/v2/tokens/me`, users to GET and PATCH, the login server's
+//! throttle), and it counts API calls and 401s per path at `/__stats/paths`.
+//!
 //! It binds loopback by default and is not meant for anything but trying things out.
 
 use std::future::Future;
