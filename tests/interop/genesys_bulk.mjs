@@ -76,11 +76,18 @@ function env(name) {
   return value;
 }
 
-// Status and Genesys error code of a failed call: never headers, never a token.
+// Status and error code of a failed call (Genesys' `code`, or OAuth's `error` for the login):
+// never headers, never a token.
 function describe(err) {
-  if (err && typeof err.status === 'number') {
-    const code = err.body && typeof err.body === 'object' && err.body.code ? ` ${err.body.code}` : '';
-    return `${err.status}${code}`;
+  // The login's failure is axios' own error, the answer under `response` (axios errors have a
+  // `status` too, but no body); an API call's, with extended responses, is {status, body}.
+  const answer = err && err.response && typeof err.response.status === 'number'
+    ? { status: err.response.status, body: err.response.data }
+    : err;
+  if (answer && typeof answer.status === 'number') {
+    const body = answer.body && typeof answer.body === 'object' ? answer.body : {};
+    const code = body.code || body.error;
+    return code ? `${answer.status} ${code}` : `${answer.status}`;
   }
   return err && err.name ? err.name : 'error';
 }

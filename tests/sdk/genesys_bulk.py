@@ -88,10 +88,12 @@ def client(a, counts):
 
 
 def describe(e):
-    """Status and Genesys error code of a failed call: never headers, never a token."""
+    """Status and error code of a failed call (Genesys' `code`, or OAuth's `error` for the
+    login): never headers, never a token."""
     code = ""
     try:
-        code = json.loads(e.body or "{}").get("code", "")
+        body = json.loads(e.body or "{}")
+        code = body.get("code") or body.get("error") or ""
     except (ValueError, AttributeError):
         pass
     return f"{e.status} {code}".strip()

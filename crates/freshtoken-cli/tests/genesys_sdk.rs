@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use freshtoken::ManualClock;
-use freshtoken_devserver::Config;
+use freshtoken_devserver::{Config, Faults};
 use serde_json::Value;
 
 /// The pinned versions; the drivers report them too.
@@ -219,6 +219,51 @@ fn javascript_sdk_bulk_job_sees_no_401_within_one_token_lifetime() {
     bulk_job_within_one_lifetime(node_with_sdk, "javascript");
 }
 
+/// Runs a driver in gateway mode against `127.0.0.1:port` over plain HTTP, with the
+/// client's credentials in its environment: the SDK logs in by itself (`set_gateway` /
+/// `setGateway`, then its own client-credentials grant) and runs `count` rounds unpaced.
+/// `prefixes` are the login and API path prefixes, if any. When `proxy --gateway` lands,
+/// its port goes here.
+fn run_gateway_mode(
+    mut driver: Command,
+    sandbox: &Sandbox,
+    port: u16,
+    prefixes: Option<(&str, &str)>,
+    count: u32,
+) -> Output {
+    clean(&mut driver, sandbox);
+    driver
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", CLIENT_ID)
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", SECRET)
+        .args(["--mode", "gateway", "--gateway-host", "127.0.0.1"])
+        .args([
+            "--gateway-port",
+            &port.to_string(),
+            "--gateway-protocol",
+            "http",
+        ])
+        .args(["--count", &count.to_string(), "--pause", "0"]);
+    if let Some((login, api)) = prefixes {
+        driver.args(["--path-login", login, "--path-api", api]);
+    }
+    let out = run(&mut driver);
+    assert!(
+        !stdout(&out).contains(SECRET) && !stderr(&out).contains(SECRET),
+        "the driver printed the secret"
+    );
+    out
+}
+
+fn port_of(server: &Server) -> u16 {
+    server
+        .base_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// The drivers' gateway mode, pointed straight at the dev-server (which answers the login
 /// path `/oauth/token` and the API at its root, as a gateway without path prefixes does):
 /// each SDK logs in by itself, once, with Basic client credentials, and runs the job with
@@ -227,15 +272,7 @@ fn javascript_sdk_bulk_job_sees_no_401_within_one_token_lifetime() {
 fn gateway_mode_against_the_dev_server(driver: impl Fn() -> Command, sdk: &str) {
     let (server, _clock) = genesys_server(Duration::from_secs(60));
     let sandbox = Sandbox::new();
-    let mut cmd = driver();
-    clean(&mut cmd, &sandbox);
-    let port = server.base_url().rsplit(':').next().unwrap().to_owned();
-    cmd.env("GENESYSCLOUD_OAUTHCLIENT_ID", CLIENT_ID)
-        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", SECRET)
-        .args(["--mode", "gateway", "--gateway-host", "127.0.0.1"])
-        .args(["--gateway-port", &port, "--gateway-protocol", "http"])
-        .args(["--count", "3", "--pause", "0"]);
-    let out = run(&mut cmd);
+    let out = run_gateway_mode(driver(), &sandbox, port_of(&server), None, 3);
     let counts = parse(&out);
     eprintln!("{sdk} (gateway mode, no gateway): {counts}");
     assert_eq!(counts["sdk"], sdk);
@@ -249,13 +286,13 @@ fn gateway_mode_against_the_dev_server(driver: impl Fn() -> Command, sdk: &str) 
         (7, 0, 0),
         "{counts}"
     );
+    assert_eq!(counts["token_client"], CLIENT_ID);
     let stats = server.stats();
     assert_eq!(
         (stats.token_requests, stats.tokens_issued),
         (1, 1),
         "the SDK's own login"
     );
-    assert!(!stdout(&out).contains(SECRET) && !stderr(&out).contains(SECRET));
 }
 
 #[test]
@@ -266,4 +303,33 @@ fn python_sdk_gateway_mode_logs_in_by_itself() {
 #[test]
 fn javascript_sdk_gateway_mode_logs_in_by_itself() {
     gateway_mode_against_the_dev_server(node_with_sdk, "javascript");
+}
+
+/// Neither SDK retries its login: the login server's throttling 400 (with `Retry-After`)
+/// ends the script's run after one token request, and the script is left to deal with it.
+/// Whatever answers a gateway's `/oauth/token`, an error there is final for these scripts.
+fn login_throttle_is_not_retried(driver: impl Fn() -> Command, sdk: &str) {
+    let (server, _clock) = genesys_server(Duration::from_secs(60));
+    server.set_faults(Faults {
+        throttle: Some(1),
+        ..Faults::default()
+    });
+    let sandbox = Sandbox::new();
+    let out = run_gateway_mode(driver(), &sandbox, port_of(&server), None, 3);
+    assert_code(&out, 1);
+    let counts: Value = serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("{sdk} driver printed {:?}: {e}", stdout(&out)));
+    assert_eq!(counts["login_error"], "400 invalid_request", "{counts}");
+    assert_eq!(count(&counts, "calls"), 0, "{counts}");
+    assert_eq!(server.stats().token_requests, 1, "{sdk} retried its login");
+}
+
+#[test]
+fn python_sdk_does_not_retry_a_throttled_login() {
+    login_throttle_is_not_retried(python_driver, "python");
+}
+
+#[test]
+fn javascript_sdk_does_not_retry_a_throttled_login() {
+    login_throttle_is_not_retried(node_with_sdk, "javascript");
 }
