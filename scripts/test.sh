@@ -3,8 +3,10 @@
 # against the real dev-server, whole-process runs of the binary).
 #
 # It installs what the tests need when it is missing, so that a fresh machine passes too:
-# Node.js and npm (Debian packages) and the pinned oidc-provider (`npm ci`) for the interop
-# suite, and redis-server (Debian package; the tests start their own on a free port). The Rust toolchain is expected on the machine; the dev-server is built from here.
+# Node.js and npm (Debian packages) and, pinned in tests/interop (`npm ci`), oidc-provider for
+# the interop suite and the Genesys JavaScript SDK; the Genesys Python SDK, pinned with hashes
+# in tests/sdk/requirements.txt, into the virtualenv target/genesys-venv; and redis-server
+# (Debian package; the tests start their own on a free port). The Rust toolchain is expected on the machine; the dev-server is built from here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +19,22 @@ apt_install() {
 }
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
-echo "== npm ci (tests/interop: oidc-provider for the interop suite)"
+echo "== npm ci (tests/interop: oidc-provider, the Genesys JavaScript SDK)"
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+
+# The Genesys Python SDK: installed again only when tests/sdk/requirements.txt changed since
+# the virtualenv was made from it (its checksum is kept in the virtualenv).
+venv=target/genesys-venv
+want=$(sha256sum tests/sdk/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  echo "== pip install (tests/sdk/requirements.txt: the Genesys Python SDK, into $venv)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r tests/sdk/requirements.txt
+  echo "$want" >"$venv/.requirements.sha256"
+fi
 
 # Two cores: keep the build and the test threads to what the machine has.
 jobs=$(nproc 2>/dev/null || echo 2)

@@ -16,8 +16,9 @@ use crate::state::{Issued, State};
 
 type Shared = Arc<State>;
 
-/// The token's grant, if it is valid (`None`: answer with [`unauthorized`]).
-fn authorize(state: &State, headers: &HeaderMap) -> Option<Issued> {
+/// The token's grant, if it is valid (`None`: answer with [`unauthorized`]); counted in
+/// the totals and under `path`.
+pub(crate) fn authorize(state: &State, headers: &HeaderMap, path: &str) -> Option<Issued> {
     state.count(|c| c.api_calls());
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -29,16 +30,22 @@ fn authorize(state: &State, headers: &HeaderMap) -> Option<Issued> {
     match bearer.and_then(|t| state.check(t.trim())) {
         Some(issued) if !state.faults().reject_api => {
             state.count(|c| c.api_ok());
+            state.count_path(path, true);
             Some(issued)
         }
         _ => {
             state.count(|c| c.api_401());
+            state.count_path(path, false);
             None
         }
     }
 }
 
-fn unauthorized() -> Response {
+/// The 401 of this server's flavour: OAuth's `invalid_token`, or Genesys' `bad.credentials`.
+fn unauthorized(state: &State) -> Response {
+    if state.genesys {
+        return crate::genesys::unauthorized();
+    }
     let mut r = (
         StatusCode::UNAUTHORIZED,
         axum::Json(json!({"error": "invalid_token"})),
@@ -61,8 +68,8 @@ pub(crate) async fn echo(
 ) -> Response {
     let path = format!("/api/{path}");
     state.record(method.as_str(), &path, &body);
-    let Some(issued) = authorize(&state, &headers) else {
-        return unauthorized();
+    let Some(issued) = authorize(&state, &headers, &path) else {
+        return unauthorized(&state);
     };
     axum::Json(json!({
         "method": method.as_str(),
@@ -79,8 +86,8 @@ pub(crate) async fn blob(
     Path(bytes): Path<u64>,
     headers: HeaderMap,
 ) -> Response {
-    if authorize(&state, &headers).is_none() {
-        return unauthorized();
+    if authorize(&state, &headers, &format!("/api/blob/{bytes}")).is_none() {
+        return unauthorized(&state);
     }
     const CHUNK: usize = 64 * 1024;
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
@@ -106,8 +113,8 @@ pub(crate) async fn sink(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if authorize(&state, &headers).is_none() {
-        return unauthorized();
+    if authorize(&state, &headers, "/api/sink").is_none() {
+        return unauthorized(&state);
     }
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
@@ -126,8 +133,8 @@ pub(crate) async fn redirect(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if authorize(&state, &headers).is_none() {
-        return unauthorized();
+    if authorize(&state, &headers, "/api/redirect").is_none() {
+        return unauthorized(&state);
     }
     let to = q.get("to").cloned().unwrap_or_else(|| "/".into());
     let mut r = StatusCode::FOUND.into_response();

@@ -5,6 +5,10 @@
 //! to fail on purpose (`/__faults`): an outage, 429 with `Retry-After`, a slow answer,
 //! Genesys Cloud's throttling 400, or any canned answer, malformed ones included.
 //!
+//! With [`Config::genesys`] it speaks Genesys Cloud where the real Genesys SDKs need it
+//! (Genesys' 401 body, `/api/v2/tokens/me`, users to GET and PATCH, the login server's
+//! throttle), and it counts API calls and 401s per path at `/__stats/paths`.
+//!
 //! It binds loopback by default and is not meant for anything but trying things out.
 
 use std::future::Future;
@@ -18,13 +22,14 @@ use tokio::net::TcpListener;
 mod api;
 mod assertion;
 mod faults;
+mod genesys;
 mod routes;
 mod state;
 mod token;
 
 pub use faults::{Canned, Faults};
 pub use routes::app;
-pub use state::{ApiRequest, State, Stats};
+pub use state::{ApiRequest, PathStats, State, Stats};
 
 /// How a dev-server behaves.
 #[derive(Debug, Clone)]
@@ -40,6 +45,10 @@ pub struct Config {
     /// When set, only these scopes are granted; others asked for are silently dropped, as
     /// real servers do with scopes the client credentials grant does not know.
     pub scopes: Option<Vec<String>>,
+    /// Speak Genesys Cloud on the API: 401s carry Genesys' `bad.credentials` body, and
+    /// `GET /api/v2/tokens/me`, `GET|PATCH /api/v2/users/{id}` answer as Genesys does, so the
+    /// real Genesys SDKs can run against this server. Off, every `/api/...` path echoes.
+    pub genesys: bool,
     /// Faults switched on from the start.
     pub faults: Faults,
     /// The clock that decides expiry.
@@ -57,6 +66,7 @@ impl Default for Config {
             client_keys: Vec::new(),
             refresh_tokens: false,
             scopes: None,
+            genesys: false,
             faults: Faults::default(),
             clock: Arc::new(SystemClock),
         }

@@ -18,10 +18,21 @@ use crate::state::State;
 type Shared = Arc<State>;
 
 /// The routes: `/oauth/token`, the issuer's metadata at `/.well-known/openid-configuration`
-/// and `/.well-known/oauth-authorization-server`, `/api/{*path}`, `/__stats`, `/__faults`,
-/// `/__revoke`.
+/// and `/.well-known/oauth-authorization-server`, `/api/{*path}`, `/__stats` (and per path at
+/// `/__stats/paths`), `/__faults`,
+/// `/__revoke`; with [`Config::genesys`](crate::Config::genesys) also Genesys' own API
+/// routes (see the `genesys` module).
 pub fn app(state: Shared) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if state.genesys {
+        router = router
+            .route("/api/v2/tokens/me", get(crate::genesys::tokens_me))
+            .route(
+                "/api/v2/users/{id}",
+                get(crate::genesys::user).patch(crate::genesys::user),
+            );
+    }
+    router
         .route("/oauth/token", post(token))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/oauth-authorization-server", get(metadata))
@@ -30,6 +41,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/redirect", get(crate::api::redirect))
         .route("/api/{*path}", any(crate::api::echo))
         .route("/__stats", get(stats))
+        .route("/__stats/paths", get(path_stats))
         .route("/__faults", get(get_faults).post(set_faults))
         .route("/__revoke", post(revoke))
         .with_state(state)
@@ -105,10 +117,14 @@ fn fault_answer(state: &State, faults: &Faults) -> Option<Response> {
         return Some(with_retry_after(r, secs));
     }
     if let Some(secs) = faults.throttle {
-        let body = json!({
-            "error": "invalid_request",
-            "description": format!("Rate limit exceeded the maximum. Retry the request in [{secs}] seconds"),
-        });
+        let body = if state.genesys {
+            crate::genesys::throttle_body(secs)
+        } else {
+            json!({
+                "error": "invalid_request",
+                "description": format!("Rate limit exceeded the maximum. Retry the request in [{secs}] seconds"),
+            })
+        };
         let r = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         return Some(with_retry_after(r, secs));
     }
@@ -168,6 +184,10 @@ async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Respon
 
 async fn stats(Extract(state): Extract<Shared>) -> Response {
     axum::Json(state.stats()).into_response()
+}
+
+async fn path_stats(Extract(state): Extract<Shared>) -> Response {
+    axum::Json(state.path_stats()).into_response()
 }
 
 async fn get_faults(Extract(state): Extract<Shared>) -> Response {

@@ -1,6 +1,6 @@
 //! What a dev-server remembers: clients, issued tokens, fault switches, counters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -43,6 +43,37 @@ pub struct Stats {
     pub refresh_grants: u64,
 }
 
+/// What one API path saw, counted per path (`/__stats/paths`), so that a test can tell
+/// which of a client's calls were refused, not only how many.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PathStats {
+    /// Requests to the path.
+    pub calls: u64,
+    /// Requests let through.
+    pub ok: u64,
+    /// Requests answered 401.
+    pub unauthorized: u64,
+}
+
+/// A user of the Genesys-flavoured API (`GET|PATCH /api/v2/users/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DevUser {
+    pub(crate) version: u64,
+    pub(crate) department: Option<String>,
+    pub(crate) title: Option<String>,
+}
+
+impl Default for DevUser {
+    fn default() -> Self {
+        // Genesys versions start at 1.
+        Self {
+            version: 1,
+            department: None,
+            title: None,
+        }
+    }
+}
+
 /// An API request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiRequest {
@@ -72,6 +103,9 @@ pub struct State {
     pub(crate) clients: HashMap<String, String>,
     pub(crate) client_keys: HashMap<String, String>,
     pub(crate) refresh_tokens: bool,
+    pub(crate) genesys: bool,
+    users: Mutex<HashMap<String, DevUser>>,
+    paths: Mutex<BTreeMap<String, PathStats>>,
     scopes: Option<Vec<String>>,
     refresh: Mutex<HashMap<String, (String, Option<String>)>>,
     seen_jti: Mutex<HashMap<(String, String), u64>>,
@@ -90,6 +124,9 @@ impl State {
             clients: config.clients.into_iter().collect(),
             client_keys: config.client_keys.into_iter().collect(),
             refresh_tokens: config.refresh_tokens,
+            genesys: config.genesys,
+            users: Mutex::new(HashMap::new()),
+            paths: Mutex::new(BTreeMap::new()),
             scopes: config.scopes,
             refresh: Mutex::new(HashMap::new()),
             seen_jti: Mutex::new(HashMap::new()),
@@ -154,6 +191,56 @@ impl State {
             path: path.to_owned(),
             body: body[..body.len().min(64 * 1024)].to_vec(),
         });
+    }
+
+    /// The API calls and their outcome per path (query strings left out), for tests that
+    /// check which calls were refused.
+    pub fn path_stats(&self) -> BTreeMap<String, PathStats> {
+        lock(&self.paths).clone()
+    }
+
+    /// Counts one API call to `path` and whether it was let through.
+    pub(crate) fn count_path(&self, path: &str, ok: bool) {
+        let mut paths = lock(&self.paths);
+        // A client that walks through endless distinct paths must not grow this without bound.
+        if paths.len() >= 4096 && !paths.contains_key(path) {
+            return;
+        }
+        let entry = paths.entry(path.to_owned()).or_default();
+        entry.calls += 1;
+        if ok {
+            entry.ok += 1;
+        } else {
+            entry.unauthorized += 1;
+        }
+    }
+
+    /// The user `id` (every id names one, created on first use).
+    pub(crate) fn user(&self, id: &str) -> DevUser {
+        lock(&self.users).entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Applies an update made at `version`; the current version if that is stale.
+    pub(crate) fn update_user(
+        &self,
+        id: &str,
+        version: u64,
+        department: Option<String>,
+        title: Option<String>,
+    ) -> Result<DevUser, u64> {
+        let mut users = lock(&self.users);
+        let user = users.entry(id.to_owned()).or_default();
+        if user.version != version {
+            return Err(user.version);
+        }
+        user.version += 1;
+        if department.is_some() {
+            user.department = department;
+        }
+        if title.is_some() {
+            user.title = title;
+        }
+        Ok(user.clone())
     }
 
     /// Makes every refresh token invalid, leaving access tokens alone.
