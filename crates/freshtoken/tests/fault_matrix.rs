@@ -11,9 +11,6 @@
 //! - once no valid token is left, an error of the documented kind, within the deadline;
 //! - recovery: a fresh token once the fault ends (within one backoff step).
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
@@ -25,7 +22,7 @@ use freshtoken::{
     FileStore, LayeredStore, ManualClock, MemoryStore, RedisStore, RefreshPolicy, Token,
     TokenStore, Want,
 };
-use redis_server::RedisServer;
+use freshtoken_testkit::RedisServer;
 use secrecy::SecretString;
 
 /// The tokens' lifetime: short, so that a cached token has less life left than a retry window.

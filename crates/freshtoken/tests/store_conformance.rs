@@ -163,12 +163,8 @@ conformance!(file_store, file());
 conformance!(redis_store, redis());
 
 #[cfg(feature = "redis")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[cfg(feature = "redis")]
-fn redis() -> (Arc<dyn TokenStore>, redis_server::RedisServer) {
-    let server = redis_server::RedisServer::start();
+fn redis() -> (Arc<dyn TokenStore>, freshtoken_testkit::RedisServer) {
+    let server = freshtoken_testkit::RedisServer::start();
     let creds = SecretString::from("client-secret".to_owned());
     (
         Arc::new(freshtoken::RedisStore::new(&server.url(), None, &creds).unwrap()),

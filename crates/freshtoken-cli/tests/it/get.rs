@@ -1,12 +1,10 @@
 //! `freshtoken get` as a whole process, against a real dev-server.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use freshtoken::{ExpirySource, FileStore, Token, TokenRequest, TokenStore};
 use freshtoken_devserver::Faults;
+use freshtoken_testkit::*;
 use secrecy::SecretString;
 
 const HOUR: Duration = Duration::from_secs(3600);

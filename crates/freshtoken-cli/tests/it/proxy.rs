@@ -1,17 +1,13 @@
 //! `freshtoken proxy` as a whole process, with real clients (curl, Python's urllib) and the
 //! dev-server as upstream.
 
-mod common;
-#[path = "common/tls.rs"]
-mod tls;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::*;
 use freshtoken_devserver::Faults;
+use freshtoken_testkit::*;
 
 /// A running `freshtoken proxy`; stopped with SIGTERM when dropped.
 struct Proxy {
@@ -68,9 +64,7 @@ impl Proxy {
 
     /// SIGTERM, then its exit status.
     fn terminate(&mut self) -> ExitStatus {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        terminate(&self.child);
         wait(&mut self.child, "the proxy after SIGTERM")
     }
 

@@ -2,18 +2,12 @@
 //! real redis-server, against the dev-server. Time moves with FRESHTOKEN_CLOCK_SKEW, never
 //! by sleeping.
 
-mod common;
-
-#[path = "../../freshtoken/tests/support/redis_server.rs"]
-mod redis_server;
-
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use freshtoken_devserver::Faults;
-use redis_server::RedisServer;
+use freshtoken_testkit::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

@@ -2,15 +2,13 @@
 //! the working directory, a hostile token endpoint, a hostile upstream. Every test here was
 //! first seen failing against the code it guards.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use freshtoken_testkit::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
