@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use freshtoken::{
     CacheKey, Clock, ExpirySource, FileStore, MemoryStore, Token, TokenRequest, TokenStore,
 };
+use freshtoken_testkit::{as_root, chown_nobody};
 use secrecy::SecretString;
 
 fn key(client: &str) -> CacheKey {
@@ -241,22 +242,6 @@ async fn file_store_ignores_corrupt_foreign_and_open_files() {
         store.load(&k).await.unwrap().unwrap().expose_secret(),
         "fresh"
     );
-}
-
-/// Another local user: the tests that act as one need root (CI runs them as root).
-const NOBODY: u32 = 65534;
-
-fn as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("not root: cannot act as another user; skipped");
-    }
-    root
-}
-
-fn chown_nobody(path: &std::path::Path) {
-    std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
 }
 
 /// Every file in `dir` with its contents, to see that nothing was written there.
