@@ -21,7 +21,8 @@ command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_ins
 echo "== npm ci (tests/interop: oidc-provider for the interop suite)"
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
 
-# Two cores: keep the build and the test threads to what the machine has.
+# Two cores: keep the build and the test threads to what the machine has. Each crate's
+# integration tests are one binary (tests/it), so the thread count bounds all of them at once.
 jobs=$(nproc 2>/dev/null || echo 2)
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$jobs}
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-$jobs}
