@@ -9,7 +9,7 @@ use crate::server::{CLIENT_ID, SECRET, Server};
 
 /// A sandbox for one test: its own HOME and cache directory, a clean environment.
 pub struct Sandbox {
-    /// Removed when the sandbox is dropped; public so that a test can keep it (`into_path`).
+    /// Removed when the sandbox is dropped; public for tests that need the `TempDir` itself.
     pub dir: tempfile::TempDir,
 }
 
