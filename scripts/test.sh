@@ -36,7 +36,8 @@ if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$venv/.requirements.sha256"
 fi
 
-# Two cores: keep the build and the test threads to what the machine has.
+# Two cores: keep the build and the test threads to what the machine has. Each crate's
+# integration tests are one binary (tests/it), so the thread count bounds all of them at once.
 jobs=$(nproc 2>/dev/null || echo 2)
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$jobs}
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-$jobs}

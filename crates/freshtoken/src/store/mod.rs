@@ -1,7 +1,7 @@
 //! Where tokens are kept between requests, processes and machines.
 //!
 //! Every store offers the same five operations, and one conformance suite
-//! (`tests/store_conformance.rs`) runs against each of them.
+//! (`tests/it/store_conformance.rs`) runs against each of them.
 
 use std::any::Any;
 use std::fmt;

@@ -1,12 +1,10 @@
 //! No secret and no token in anything freshtoken prints to stderr, at the most verbose level,
 //! on success and on failure.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use freshtoken_devserver::Faults;
+use freshtoken_testkit::*;
 
 fn assert_clean(stderr: &str, token: Option<&str>) {
     assert!(

@@ -9,10 +9,6 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-#[path = "common/tls.rs"]
-mod tls;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -21,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use freshtoken_devserver::Config;
+use freshtoken_testkit::*;
 
 /// Three clients, so each profile is its own client.
 fn server(ttl: Duration) -> Server {
@@ -752,7 +748,7 @@ fn a_secret_command_runs_once_at_start_and_once_per_reload() {
 fn a_proxy_trusts_its_profiles_ca_file_for_the_upstream() {
     let server = server(Duration::from_secs(60));
     let sb = Sandbox::new();
-    let private = tls::TlsUpstream::start(sb.path(), &[b"http/1.1"]);
+    let private = freshtoken_testkit::tls::TlsUpstream::start(sb.path(), &[b"http/1.1"]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

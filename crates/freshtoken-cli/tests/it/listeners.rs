@@ -7,17 +7,14 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use freshtoken_testkit::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -49,8 +46,7 @@ impl Daemon {
 
     /// SIGTERM; then whether it exited cleanly, and its log.
     fn stop(mut self) -> (bool, String) {
-        // SAFETY: kill with a pid this test spawned.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        terminate(&self.child);
         let status = wait(&mut self.child, "the daemon after SIGTERM");
         (status.success(), self.log())
     }
@@ -78,15 +74,6 @@ fn proxy(sb: &Sandbox, server: &Server, extra: &[&str]) -> (Daemon, u16) {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("the proxy said {line:?}"));
     (daemon, port)
-}
-
-/// A free loopback port (free when asked; the daemon binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `freshtoken agent` with `config` (a profile `a` of the dev-server's client); waits until
@@ -124,52 +111,6 @@ fn agent_config(sb: &Sandbox, server: &Server, listen: u16, extra: &str) -> Stri
         socket(sb).display(),
         server.token_url()
     )
-}
-
-/// One request over the agent's socket: `(status, body)`, `None` if nobody answers.
-fn over_socket(socket: &Path, path: &str) -> Option<(u16, String)> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(35))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
-}
-
-/// `curl ARGS` (silent, bounded): the status code and the body.
-fn curl(args: &[&str]) -> (u16, String) {
-    curl_as(None, args)
-}
-
-/// [`curl`], as root or, with `uid`, as that user (and its group, no others) by `setpriv`.
-fn curl_as(uid: Option<u32>, args: &[&str]) -> (u16, String) {
-    let mut cmd = match uid {
-        None => Command::new("curl"),
-        Some(uid) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "curl",
-            ]);
-            c
-        }
-    };
-    cmd.args(["-s", "-S", "-m", "10", "-w", "\n%{http_code}"])
-        .args(args);
-    let out = run(&mut cmd);
-    let text = stdout(&out);
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code = code
-        .parse()
-        .unwrap_or_else(|_| panic!("curl {args:?} printed no status: {text:?} {}", stderr(&out)));
-    (code, body.to_owned())
 }
 
 /// Whether the tools the other-user checks need are there, failing clearly when setpriv is

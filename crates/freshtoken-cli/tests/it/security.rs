@@ -4,15 +4,13 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use freshtoken_testkit::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

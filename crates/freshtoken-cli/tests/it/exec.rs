@@ -2,12 +2,10 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use freshtoken_testkit::*;
 
 #[test]
 fn passes_the_exit_code_and_a_valid_token() {
@@ -188,9 +186,7 @@ fn sigterm_is_forwarded_to_the_child() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    terminate(&child);
     let status = wait(&mut child, "exec after SIGTERM");
     assert_eq!(
         status.code(),

@@ -3,17 +3,13 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-#[path = "common/tls.rs"]
-mod tls;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::*;
 use freshtoken_devserver::Faults;
+use freshtoken_testkit::*;
 
 /// A running `freshtoken proxy`; stopped with SIGTERM when dropped.
 struct Proxy {
@@ -70,9 +66,7 @@ impl Proxy {
 
     /// SIGTERM, then its exit status.
     fn terminate(&mut self) -> ExitStatus {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        terminate(&self.child);
         wait(&mut self.child, "the proxy after SIGTERM")
     }
 

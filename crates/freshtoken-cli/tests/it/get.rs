@@ -2,13 +2,11 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use freshtoken::{ExpirySource, FileStore, Token, TokenRequest, TokenStore};
 use freshtoken_devserver::Faults;
+use freshtoken_testkit::*;
 use secrecy::SecretString;
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -1,9 +1,7 @@
 //! The Genesys Cloud provider: endpoints from the region, and the variables Genesys Cloud's
 //! own tools already use.
 
-mod common;
-
-use common::*;
+use freshtoken_testkit::*;
 
 #[test]
 fn genesys_region_fills_in_the_endpoints_and_status_shows_the_api_base() {

@@ -6,14 +6,12 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use freshtoken_testkit::*;
 
 fn doc(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -197,8 +195,7 @@ fn the_systemd_unit_starts_reloads_and_stops_the_agent_as_written() {
         assert!(v.get("level").is_some(), "{line}");
     }
     // systemd stops a service with SIGTERM: exit 0, which Restart=on-failure leaves alone.
-    // SAFETY: kill with a pid we spawned.
-    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
+    terminate(&agent);
     let started = Instant::now();
     let status = loop {
         if let Some(s) = agent.try_wait().unwrap() {

@@ -4,14 +4,12 @@
 //! user named is refused with exit 2 and a line that names it. Every run here is bounded by
 //! the harness (`run` kills a process after PROCESS_LIMIT), so a hang fails the test.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::*;
+use freshtoken_testkit::*;
 
 fn mkfifo(path: &Path) {
     let status = std::process::Command::new("mkfifo")

@@ -4,9 +4,6 @@
 //! records what reached it. `POST /oauth/token` answers with a token, so that it can stand
 //! for a token endpoint behind a private CA.
 
-// Shared by several test binaries, each of which reads only some of what it records.
-#![allow(dead_code, unreachable_pub)] // helpers shared by test crates that each use a part
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,14 +14,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// HTTP/1.1 or HTTP/2, as negotiated by ALPN.
     pub version: http::Version,
+    /// The `Authorization` header: the token the proxy put there.
     pub authorization: Option<String>,
     /// `Host` for HTTP/1.1, `:authority` for HTTP/2.
     pub authority: Option<String>,
+    /// How many body bytes arrived (streamed bodies are counted, not kept).
     pub body_len: usize,
 }
 
+/// The running upstream; stops with its runtime when dropped.
 pub struct TlsUpstream {
+    /// `https://127.0.0.1:PORT`.
     pub url: String,
     /// The CA's certificate, for `SSL_CERT_FILE`.
     pub ca_file: PathBuf,
@@ -111,6 +113,7 @@ impl TlsUpstream {
         }
     }
 
+    /// Every request that reached it so far, in order (token requests not included).
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }

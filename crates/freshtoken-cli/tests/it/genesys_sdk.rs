@@ -11,16 +11,14 @@
 // Real elapsed-time bounds ("did not hang"): the clock is the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use freshtoken::ManualClock;
 use freshtoken_devserver::{Config, Faults};
+use freshtoken_testkit::*;
 use serde_json::Value;
 
 /// The pinned versions; the drivers report them too.

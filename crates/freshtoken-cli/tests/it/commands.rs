@@ -2,13 +2,11 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine;
-use common::*;
+use freshtoken_testkit::*;
 
 #[test]
 fn inspect_reads_jwts_and_says_when_a_token_is_opaque() {
@@ -175,7 +173,7 @@ fn dev_server_command_serves_tokens_and_stats() {
         "{echo}"
     );
 
-    send_signal(child.id(), 15);
+    terminate(&child);
     let status = wait(&mut child, "the dev-server after SIGTERM");
     assert!(status.success(), "SIGTERM stops it cleanly: {status:?}");
 
@@ -219,43 +217,6 @@ fn demo_crosses_several_expiries_without_a_401() {
         replayed >= 1,
         "the revocation was absorbed by replays:\n{out}"
     );
-}
-
-/// Sends a signal with kill(1), as an operator would.
-fn send_signal(pid: u32, signal: i32) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// A GET with nothing but std, enough for a JSON stats page on loopback.
-fn http_get(url: &str) -> String {
-    http(url, "GET", "", None).1
-}
-
-/// A request with nothing but std: (status, body).
-fn http(url: &str, method: &str, body: &str, bearer: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, out.split_once("\r\n\r\n").unwrap().1.to_owned())
 }
 
 #[test]
@@ -321,7 +282,7 @@ fn dev_server_accepts_private_key_jwt_from_the_binary() {
         Some(stdout(&o).trim()),
     );
     assert_eq!(status, 200);
-    send_signal(child.id(), 15);
+    terminate(&child);
     assert!(wait(&mut child, "the dev-server after SIGTERM").success());
 }
 

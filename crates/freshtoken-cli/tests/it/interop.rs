@@ -6,112 +6,30 @@
 //! active; each negative case must end with exit code 3 and the provider's OAuth error.
 //! `scripts/test.sh` runs `npm ci` in tests/interop first.
 
-mod common;
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-use common::*;
+use freshtoken_testkit::*;
 use serde_json::Value;
 
-/// A running oidc-provider; stops when dropped (its stdin closes, and it is killed).
-struct Provider {
-    child: Child,
-    info: Value,
-    _dir: tempfile::TempDir,
-}
-
-impl Provider {
-    fn start() -> Self {
-        let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
-        assert!(
-            harness.join("node_modules/oidc-provider").is_dir(),
-            "oidc-provider is not installed: run `npm ci --prefix tests/interop` (scripts/test.sh does) — needs Node.js 20+ and npm"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        // Node makes the stderr it is given non-blocking, for every process that shares it:
-        // given the test's own, it would leave cargo's output pipe non-blocking too. A file of
-        // its own keeps that away, and is shown when the server does not come up.
-        let log = dir.path().join("server.log");
-        let mut child = Command::new("node")
-            .arg(harness.join("server.mjs"))
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("node runs (install Node.js 20+: apt-get install nodejs npm)");
-        let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
-        let line = try_first_line(&mut child, "the oidc-provider harness")
-            .unwrap_or_else(|e| panic!("{e}; its log:\n{}", server_log()));
-        let info: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("harness said {line:?}: {e}; its log:\n{}", server_log()));
-        Self {
-            child,
-            info,
-            _dir: dir,
-        }
-    }
-
-    fn issuer(&self) -> &str {
-        self.info["issuer"].as_str().unwrap()
-    }
-
-    fn token_endpoint(&self) -> &str {
-        self.info["token_endpoint"].as_str().unwrap()
-    }
-
-    fn file(&self, client: &str, field: &str) -> PathBuf {
-        PathBuf::from(
-            self.info["clients"][client][field]
-                .as_str()
-                .unwrap_or_else(|| panic!("{client}.{field}")),
-        )
-    }
-
-    fn secret(&self, client: &str) -> String {
-        std::fs::read_to_string(self.file(client, "secret_file")).unwrap()
-    }
-
-    /// What the provider's introspection endpoint says of `token`.
-    fn introspect(&self, token: &str) -> Value {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+/// What the provider's introspection endpoint says of `token`.
+fn introspect(p: &OidcProvider, token: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = freshtoken::http_client(&freshtoken::HttpOptions::default()).unwrap();
+    rt.block_on(async {
+        let r = http
+            .post(p.introspection_endpoint())
+            .basic_auth(
+                urlencode("introspector"),
+                Some(urlencode(&p.secret("introspector"))),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={}", urlencode(token)))
+            .send()
+            .await
             .unwrap();
-        let http = freshtoken::http_client(&freshtoken::HttpOptions::default()).unwrap();
-        rt.block_on(async {
-            let r = http
-                .post(self.info["introspection_endpoint"].as_str().unwrap())
-                .basic_auth(
-                    urlencode("introspector"),
-                    Some(urlencode(&self.secret("introspector"))),
-                )
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("token={}", urlencode(token)))
-                .send()
-                .await
-                .unwrap();
-            serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-        })
-    }
-
-    /// `freshtoken get` for `client`, with no cache and no retries.
-    fn get(&self, sb: &Sandbox, client: &str) -> Command {
-        let mut c = sb.cmd();
-        c.env("FRESHTOKEN_CLIENT_ID", client)
-            .env("FRESHTOKEN_RETRY_FOR", "0")
-            .args(["get", "--cache", "memory", "--scope", "api:read"]);
-        c
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    })
 }
 
 /// Basic credentials are form-urlencoded before base64 (RFC 6749 §2.3.1).
@@ -120,10 +38,10 @@ fn urlencode(s: &str) -> String {
 }
 
 #[track_caller]
-fn assert_active(p: &Provider, o: &std::process::Output, client: &str) {
+fn assert_active(p: &OidcProvider, o: &std::process::Output, client: &str) {
     assert_code(o, 0);
     let token = stdout(o).trim().to_owned();
-    let info = p.introspect(&token);
+    let info = introspect(p, &token);
     assert_eq!(info["active"], true, "{client}: {info}");
     assert_eq!(info["client_id"], client, "{info}");
     assert_eq!(info["scope"], "api:read", "{info}");
@@ -131,7 +49,7 @@ fn assert_active(p: &Provider, o: &std::process::Output, client: &str) {
 
 #[test]
 fn every_client_authentication_method_gets_an_active_token() {
-    let p = Provider::start();
+    let p = OidcProvider::start();
     let sb = Sandbox::new();
 
     // client_secret_basic, through discovery at the provider's real well-known document.
@@ -193,7 +111,7 @@ fn every_client_authentication_method_gets_an_active_token() {
 
 #[test]
 fn refusals_end_with_exit_3_and_the_providers_oauth_error() {
-    let p = Provider::start();
+    let p = OidcProvider::start();
     let sb = Sandbox::new();
     let o = run(p
         .get(&sb, "basic")
@@ -247,7 +165,7 @@ fn refusals_end_with_exit_3_and_the_providers_oauth_error() {
 
 #[test]
 fn discovery_checks_the_method_and_scope_gaps_are_named() {
-    let p = Provider::start();
+    let p = OidcProvider::start();
     let sb = Sandbox::new();
     // The provider does not list "none" for its token endpoint: caught before any request.
     let o = run(p

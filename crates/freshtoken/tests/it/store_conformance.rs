@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use freshtoken::{
     CacheKey, Clock, ExpirySource, FileStore, MemoryStore, Token, TokenRequest, TokenStore,
 };
+use freshtoken_testkit::{as_root, chown_nobody};
 use secrecy::SecretString;
 
 fn key(client: &str) -> CacheKey {
@@ -165,12 +166,8 @@ conformance!(file_store, file());
 conformance!(redis_store, redis());
 
 #[cfg(feature = "redis")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[cfg(feature = "redis")]
-fn redis() -> (Arc<dyn TokenStore>, redis_server::RedisServer) {
-    let server = redis_server::RedisServer::start();
+fn redis() -> (Arc<dyn TokenStore>, freshtoken_testkit::RedisServer) {
+    let server = freshtoken_testkit::RedisServer::start();
     let creds = SecretString::from("client-secret".to_owned());
     (
         Arc::new(freshtoken::RedisStore::new(&server.url(), None, &creds).unwrap()),
@@ -247,22 +244,6 @@ async fn file_store_ignores_corrupt_foreign_and_open_files() {
         store.load(&k).await.unwrap().unwrap().expose_secret(),
         "fresh"
     );
-}
-
-/// Another local user: the tests that act as one need root (CI runs them as root).
-const NOBODY: u32 = 65534;
-
-fn as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("not root: cannot act as another user; skipped");
-    }
-    root
-}
-
-fn chown_nobody(path: &std::path::Path) {
-    std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
 }
 
 /// Every file in `dir` with its contents, to see that nothing was written there.

@@ -4,18 +4,12 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
-#[path = "../../freshtoken/tests/support/redis_server.rs"]
-mod redis_server;
-
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use freshtoken_devserver::Faults;
-use redis_server::RedisServer;
+use freshtoken_testkit::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

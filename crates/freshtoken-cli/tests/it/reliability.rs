@@ -6,17 +6,11 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
-#[path = "../../freshtoken/tests/support/redis_server.rs"]
-mod redis_server;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use freshtoken_devserver::{Canned, Faults};
-use redis_server::RedisServer;
+use freshtoken_testkit::*;
 
 /// The dev-server's tokens in these tests: short, so that the retry window (60 s by default)
 /// is longer than what a cached token has left.
@@ -174,21 +168,14 @@ fn a_lock_held_by_a_stopped_process_is_taken_over_within_the_deadline() {
     // The holder takes the file lock and waits on a slow endpoint; then it is stopped
     // (SIGSTOP), keeping the lock for as long as it stays stopped.
     let mut holder = lock_holder(&sb, &server);
-    let pid = holder.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(holder.id(), libc::SIGSTOP);
     server.set_faults(Faults::default());
 
     let (o, took) = timed(
         sb.cmd_for(&server)
             .args(["get", "--timeout", "2s", "--retry-for", "0"]),
     );
-    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = holder.kill();
     let _ = holder.wait();
     assert_code(&o, 0);
     assert!(

@@ -13,9 +13,6 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
@@ -27,7 +24,7 @@ use freshtoken::{
     Fetch, FileStore, LayeredStore, ManualClock, MemoryStore, RedisStore, RefreshPolicy, Token,
     TokenStore, Want,
 };
-use redis_server::RedisServer;
+use freshtoken_testkit::RedisServer;
 use secrecy::SecretString;
 
 /// The tokens' lifetime: short, so that a cached token has less life left than a retry window.

@@ -5,14 +5,12 @@
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use common::*;
 use freshtoken::{ExpirySource, FileStore, Token, TokenRequest, TokenStore};
+use freshtoken_testkit::*;
 use secrecy::SecretString;
 
 const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -113,28 +111,6 @@ fn exec_hands_its_child_the_token_and_no_secret() {
 }
 
 // Item 9: the file cache.
-
-/// Another local user. The tests that act as one need root (CI runs them as root).
-const NOBODY: u32 = 65534;
-
-fn as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("not root: cannot act as another user; skipped");
-    }
-    root
-}
-
-/// `path` and everything under it handed to uid 65534, links not followed.
-fn chown_nobody(path: &Path) {
-    if std::fs::symlink_metadata(path).unwrap().is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            chown_nobody(&entry.unwrap().path());
-        }
-    }
-    std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
-}
 
 /// A good record for the dev-server's client, holding `value`, in `dir` — what another user
 /// can write as well as freshtoken: the key is a hash of public things.

@@ -1,0 +1,21 @@
+//! The integration tests of the `freshtoken` binary, as one test executable (one link, one
+//! process whose threads run the tests), with a module per area. Helpers are in the
+//! `freshtoken-testkit` crate.
+
+mod agent;
+mod commands;
+mod deploy_docs;
+mod exec;
+mod fault_matrix;
+mod fleet;
+mod genesys_sdk;
+mod get;
+mod interop;
+mod listeners;
+mod local_users;
+mod not_regular_files;
+mod providers;
+mod proxy;
+mod reliability;
+mod secrets;
+mod security;

@@ -1,0 +1,3 @@
+//! The integration tests of the dev-server, as one test executable with a module per area.
+
+mod assertions;

@@ -1,0 +1,9 @@
+//! The integration tests of the `freshtoken` library, as one test executable with a module
+//! per area. Redis comes from `freshtoken-testkit` (std only: no library types, see there).
+
+// Every store × every fault; Redis is one of the stores.
+#[cfg(feature = "redis")]
+mod fault_matrix;
+mod refresh;
+mod source;
+mod store_conformance;
