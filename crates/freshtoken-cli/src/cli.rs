@@ -27,7 +27,7 @@ Secrets never go in flags: use FRESHTOKEN_CLIENT_SECRET, --client-secret-file,
 /// `freshtoken`: the whole command line.
 #[derive(Debug, Parser)]
 #[command(name = "freshtoken", version, about = ABOUT, long_about = LONG_ABOUT, after_help = exit::HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). Never shows secrets.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -62,7 +62,7 @@ pub struct Cli {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Print a valid access token (and nothing else) on stdout.
     #[command(after_help = exit::HELP)]
     Get(GetArgs),
@@ -90,7 +90,7 @@ pub enum Command {
 impl Cli {
     /// Parses the command line like [`Parser::try_parse`], and also notes which endpoint
     /// settings came from the environment rather than a flag (see [`EndpointFromEnv`]).
-    pub fn parse_noting_sources() -> Result<Self, clap::Error> {
+    pub(crate) fn parse_noting_sources() -> Result<Self, clap::Error> {
         let matches = Self::command().try_get_matches()?;
         let mut cli =
             Self::from_arg_matches(&matches).map_err(|e| e.format(&mut Self::command()))?;
@@ -124,7 +124,7 @@ impl Command {
 /// from the highest source that names one, so flags and the environment must be told apart:
 /// `--provider genesys --region R` is not to be completed by `FRESHTOKEN_TOKEN_URL`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EndpointFromEnv {
+pub(crate) struct EndpointFromEnv {
     pub token_url: bool,
     pub issuer: bool,
     pub provider: bool,
@@ -151,7 +151,7 @@ impl EndpointFromEnv {
 /// Where the credentials and the token endpoint come from.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Credentials and token endpoint")]
-pub struct CredentialArgs {
+pub(crate) struct CredentialArgs {
     /// Token endpoint URL.
     #[arg(long, env = env::TOKEN_URL, value_name = "URL")]
     pub token_url: Option<String>,
@@ -249,7 +249,7 @@ pub struct CredentialArgs {
 
 /// Output formats of `get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// The token alone.
     Raw,
     /// {"access_token", "token_type", "expires_in", "expires_at", "scope"}.
@@ -263,7 +263,7 @@ pub enum Format {
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line (for journald, Loki and the like).
@@ -304,7 +304,7 @@ and the [[proxy]] entries disconnect a client that has not sent a request head w
 
 /// `freshtoken agent`.
 #[derive(Debug, Args)]
-pub struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// Check the config (profiles, secrets, sinks, proxies) and get one token per profile,
     /// then exit, starting nothing; a profile whose token cannot be had fails the check
     /// with its exit code (3 for a client the server rejects) and its name.
@@ -319,7 +319,7 @@ pub struct AgentArgs {
 
 /// `freshtoken get`.
 #[derive(Debug, Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// The printed token stays valid at least this long, e.g. 10m (refreshed first if needed).
     #[arg(long, value_name = "DURATION")]
     pub min_ttl: Option<String>,
@@ -348,7 +348,7 @@ pub struct GetArgs {
 
 /// `freshtoken inspect`.
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// The token, or - to read it from stdin. Without it: the profile's cached token.
     #[arg(value_name = "TOKEN|-")]
     pub token: Option<String>,
@@ -363,7 +363,7 @@ pub struct InspectArgs {
 
 /// `freshtoken status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -383,7 +383,7 @@ otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 i
 
 /// `freshtoken exec`.
 #[derive(Debug, Args)]
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// The token handed to CMD stays valid at least this long [default: min(5m, half the
     /// server's token lifetime); with --proxy, no minimum, as the proxy keeps CMD's requests
     /// fresh]. A value longer than the server's tokens live is an error (exit 2).
@@ -424,7 +424,7 @@ pub struct ExecArgs {
 
 /// `freshtoken proxy`.
 #[derive(Debug, Args)]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub listen: String,
@@ -478,7 +478,7 @@ pub struct ProxyArgs {
 /// `--gateway`: the proxy as the gateway of tools that authenticate themselves.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Gateway, for tools that log in themselves")]
-pub struct GatewayArgs {
+pub(crate) struct GatewayArgs {
     /// Also answer POST <login prefix>/oauth/token (client_credentials) with the shared fresh
     /// token and its true expires_in, so that tools that authenticate themselves (the Genesys
     /// Cloud SDKs, CX as Code, gc) make no token request of their own: give them the proxy as
@@ -500,7 +500,7 @@ pub struct GatewayArgs {
 
 /// `freshtoken dev-server`.
 #[derive(Debug, Args)]
-pub struct DevServerArgs {
+pub(crate) struct DevServerArgs {
     /// Address to listen on (loopback only; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub listen: String,
@@ -530,7 +530,7 @@ pub struct DevServerArgs {
 
 /// `freshtoken demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Lifetime of the demo's tokens.
     #[arg(long, default_value = "3s", value_name = "DURATION")]
     pub ttl: String,

@@ -11,7 +11,7 @@ use crate::exit::{CliError, CliResult};
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// Named profiles; `default` is used when no profile is named.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileConfig>,
@@ -26,7 +26,7 @@ pub struct ConfigFile {
 /// `[agent]`.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AgentConfig {
+pub(crate) struct AgentConfig {
     /// The token endpoint's unix socket (default `$XDG_RUNTIME_DIR/freshtoken/agent.sock`).
     pub socket: Option<PathBuf>,
     /// A loopback TCP address serving the token endpoint, `/metrics`, `/healthz`, `/readyz`.
@@ -36,7 +36,7 @@ pub struct AgentConfig {
 /// One `[[proxy]]`: the same proxy as `freshtoken proxy`, kept by the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProxyConfig {
+pub(crate) struct ProxyConfig {
     /// The profile whose token it sets.
     pub profile: String,
     /// Loopback address to listen on, e.g. `127.0.0.1:8080`.
@@ -53,7 +53,7 @@ pub struct ProxyConfig {
 /// One `[[profiles.NAME.sinks]]`: a file the agent keeps holding the profile's token.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SinkConfig {
+pub(crate) struct SinkConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub format: SinkFormat,
@@ -71,7 +71,7 @@ pub struct SinkConfig {
 /// How a sink holds the token.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SinkFormat {
+pub(crate) enum SinkFormat {
     /// The token alone.
     #[default]
     Raw,
@@ -86,7 +86,7 @@ pub enum SinkFormat {
 /// What a sink becomes when its token expires.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum OnExpiry {
+pub(crate) enum OnExpiry {
     /// The file is removed.
     #[default]
     Remove,
@@ -97,7 +97,7 @@ pub enum OnExpiry {
 /// One profile: how to get one client's token.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProfileConfig {
+pub(crate) struct ProfileConfig {
     pub token_url: Option<String>,
     /// OpenID Connect issuer; the token endpoint comes from discovery.
     pub issuer: Option<String>,
@@ -146,7 +146,7 @@ impl ProfileConfig {
     /// What decides which tokens the profile gets: everything but the sinks. Two profiles
     /// with equal credentials get the same tokens (the agent keeps a source across a reload
     /// that changed only the sinks).
-    pub fn credentials(&self) -> ProfileConfig {
+    pub(crate) fn credentials(&self) -> ProfileConfig {
         ProfileConfig {
             sinks: Vec::new(),
             ..self.clone()
@@ -157,14 +157,14 @@ impl ProfileConfig {
 /// A string or a list of strings (`scope = "a b"` or `scope = ["a", "b"]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
     /// Split into items, space-separated strings included.
-    pub fn items(&self) -> Vec<String> {
+    pub(crate) fn items(&self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => s.split_whitespace().map(str::to_owned).collect(),
             OneOrMany::Many(v) => v
@@ -180,7 +180,7 @@ impl OneOrMany {
 /// that get committed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "toml::Value")]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     /// An environment variable.
     Env(String),
     /// A file (trailing newline ignored).
@@ -233,7 +233,7 @@ impl TryFrom<toml::Value> for SecretSource {
 
 /// The file's path and contents.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub path: PathBuf,
     pub file: ConfigFile,
 }
@@ -244,7 +244,7 @@ pub struct Loaded {
 /// is the code under test, and a pull request could otherwise add a `freshtoken.toml` that
 /// sends the pipeline's credentials elsewhere or runs a "secret" command of its choosing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Choice<'a> {
+pub(crate) enum Choice<'a> {
     /// Named with `--config` or `FRESHTOKEN_CONFIG`: it must exist.
     Named(&'a Path),
     /// The user's own, `$XDG_CONFIG_HOME/freshtoken/config.toml` (else
@@ -257,7 +257,7 @@ pub enum Choice<'a> {
 impl<'a> Choice<'a> {
     /// The choice `--config` (`named`, which clap fills from `FRESHTOKEN_CONFIG` too) and
     /// `--no-config` make.
-    pub fn new(named: Option<&'a Path>, no_config: bool) -> Self {
+    pub(crate) fn new(named: Option<&'a Path>, no_config: bool) -> Self {
         match named {
             _ if no_config => Choice::Nothing,
             Some(path) if path.as_os_str().is_empty() => Choice::Nothing,
@@ -268,7 +268,7 @@ impl<'a> Choice<'a> {
 }
 
 /// Reads the config file `choice` names; `None` when there is none.
-pub fn load(choice: Choice<'_>) -> CliResult<Option<Loaded>> {
+pub(crate) fn load(choice: Choice<'_>) -> CliResult<Option<Loaded>> {
     match choice {
         Choice::Named(path) => read(path).map(Some),
         Choice::Nothing => Ok(None),
@@ -312,7 +312,7 @@ fn read(path: &Path) -> CliResult<Loaded> {
 }
 
 /// Parses `text`; errors read `PATH:LINE:COL: what is wrong`.
-pub fn parse(text: &str, path: &Path) -> CliResult<ConfigFile> {
+pub(crate) fn parse(text: &str, path: &Path) -> CliResult<ConfigFile> {
     toml::from_str::<ConfigFile>(text).map_err(|e| {
         let at = e
             .span()

@@ -5,21 +5,21 @@ use std::fmt;
 use freshtoken::ErrorKind;
 
 /// The documented exit codes (also in `--help` and README.md).
-pub mod code {
+pub(crate) mod code {
     /// Success.
-    pub const OK: u8 = 0;
+    pub(crate) const OK: u8 = 0;
     /// Usage or configuration error: fix the flags, environment or config file.
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// The authorization server rejected the request (an OAuth 4xx such as invalid_client).
-    pub const REJECTED: u8 = 3;
+    pub(crate) const REJECTED: u8 = 3;
     /// The server is unreachable, kept failing after retries, or answered nonsense.
-    pub const UNAVAILABLE: u8 = 4;
+    pub(crate) const UNAVAILABLE: u8 = 4;
     /// Anything else failed locally (cache I/O, an internal fault).
-    pub const INTERNAL: u8 = 5;
+    pub(crate) const INTERNAL: u8 = 5;
 }
 
 /// The text of the exit-code table, for `--help`.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 Exit codes:
   0  success
   2  usage or configuration error (flags, environment, config file, --min-ttl longer than the token lives)
@@ -29,7 +29,7 @@ Exit codes:
 
 /// A failure of a command: the message printed and the exit code.
 #[derive(Debug)]
-pub struct CliError {
+pub(crate) struct CliError {
     /// Exit code.
     pub code: u8,
     /// One line; a second line may carry a hint.
@@ -38,7 +38,7 @@ pub struct CliError {
 
 impl CliError {
     /// A usage or configuration error.
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             code: code::USAGE,
             message: message.into(),
@@ -46,7 +46,7 @@ impl CliError {
     }
 
     /// A local failure.
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self {
             code: code::INTERNAL,
             message: message.into(),
@@ -101,4 +101,4 @@ fn hint_for(e: &freshtoken::Error) -> Option<&'static str> {
 }
 
 /// Result of a command.
-pub type CliResult<T = ()> = Result<T, CliError>;
+pub(crate) type CliResult<T = ()> = Result<T, CliError>;

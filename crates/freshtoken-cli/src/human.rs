@@ -3,12 +3,12 @@
 use std::time::{Duration, SystemTime};
 
 /// `2026-11-21T09:00:00Z`.
-pub fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// `48m 10s`, whole seconds.
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         return format!("{}ms", d.as_millis());
     }
@@ -16,7 +16,7 @@ pub fn duration(d: Duration) -> String {
 }
 
 /// `in 48m 10s` or `12m ago`, relative to `now`.
-pub fn relative(t: SystemTime, now: SystemTime) -> String {
+pub(crate) fn relative(t: SystemTime, now: SystemTime) -> String {
     match t.duration_since(now) {
         Ok(ahead) => format!("in {}", duration(ahead)),
         Err(e) => format!("{} ago", duration(e.duration())),

@@ -10,7 +10,7 @@ use crate::cli::LogFormat;
 /// Sets up logging from `-v` count, `--log-level` and `RUST_LOG` (in that order of weight:
 /// `--log-level`, then `RUST_LOG`, then `-v`). `daemon` commands (the agent) log what they
 /// do at info level by default; one-shot commands only warnings.
-pub fn init(
+pub(crate) fn init(
     verbose: u8,
     level: Option<&str>,
     format: LogFormat,

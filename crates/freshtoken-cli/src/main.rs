@@ -1,8 +1,5 @@
 //! `freshtoken`: fresh OAuth2 access tokens for shell steps, child processes and SDKs.
 
-// removed when the CLI restructure lands (issue 14): its modules say pub(crate) then.
-#![allow(unreachable_pub)]
-
 use std::io::Write;
 use std::process::ExitCode;
 

@@ -2,14 +2,14 @@
 //! ([`TokenFormat`], shared by its sinks and its endpoint, and [`TokenWire`], the one JSON
 //! shape of a token), and everything goes to stdout through [`print`].
 
-pub use freshtoken_agent::output::TokenFormat;
+pub(crate) use freshtoken_agent::output::TokenFormat;
 
 use crate::cli::Format;
 use crate::exit::{CliError, CliResult};
 
 /// `--format` (and, for `env`, `--env NAME`) as the one format vocabulary of `get`, the
 /// sinks and the agent's endpoint.
-pub fn token_format(format: Format, env_name: Option<&str>) -> TokenFormat {
+pub(crate) fn token_format(format: Format, env_name: Option<&str>) -> TokenFormat {
     match (format, env_name) {
         (Format::Raw, _) => TokenFormat::Raw,
         (Format::Json, _) => TokenFormat::Json,
@@ -23,7 +23,7 @@ pub fn token_format(format: Format, env_name: Option<&str>) -> TokenFormat {
 
 /// Writes what a command prints to stdout. A reader that went away (`freshtoken status |
 /// head -1`) ends the command quietly, as it does for `cat`, rather than as an internal error.
-pub fn print(text: &str) -> CliResult {
+pub(crate) fn print(text: &str) -> CliResult {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -35,7 +35,7 @@ pub fn print(text: &str) -> CliResult {
 }
 
 /// `value` pretty-printed, newline-terminated.
-pub fn print_json(value: &serde_json::Value) -> CliResult {
+pub(crate) fn print_json(value: &serde_json::Value) -> CliResult {
     print(&format!(
         "{}\n",
         serde_json::to_string_pretty(value).expect("a JSON value with string keys serializes")

@@ -30,7 +30,7 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
 /// Where a secret comes from, decided but not yet read.
 #[derive(Debug, Clone)]
-pub enum SecretSpec {
+pub(crate) enum SecretSpec {
     Stdin,
     File(PathBuf),
     Env(&'static str),
@@ -43,7 +43,7 @@ pub enum SecretSpec {
 
 /// Which secret is being read, for messages and for how its text is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secret {
+pub(crate) enum Secret {
     ClientSecret,
     PrivateKey,
 }
@@ -58,7 +58,11 @@ impl Secret {
 }
 
 /// Reads the secret `spec` names. `method` only shapes the message for a missing one.
-pub fn read_secret(spec: &SecretSpec, what: Secret, method: AuthMethod) -> CliResult<SecretString> {
+pub(crate) fn read_secret(
+    spec: &SecretSpec,
+    what: Secret,
+    method: AuthMethod,
+) -> CliResult<SecretString> {
     let name = what.name();
     let (text, from) = match spec {
         SecretSpec::Read(read) => return read.clone().map_err(CliError::usage),
@@ -113,7 +117,7 @@ pub fn read_secret(spec: &SecretSpec, what: Secret, method: AuthMethod) -> CliRe
 /// renews the profile although its config did not change. A profile it renews is built from
 /// this same reading, so a secret command runs once per reload, not twice.
 #[derive(Debug)]
-pub struct ConfigSecrets {
+pub(crate) struct ConfigSecrets {
     client_secret: Option<Result<SecretString, String>>,
     private_key: Option<Result<SecretString, String>>,
 }
@@ -123,7 +127,7 @@ impl ConfigSecrets {
     /// a profile that does not need the secret must not fail for it, and one that does says
     /// why when it is built. A source whose secret is not used is never read nor run: a
     /// `private_key = { command = … }` beside `client_secret_basic` stays unrun.
-    pub fn read(profile: &ProfileConfig) -> Self {
+    pub(crate) fn read(profile: &ProfileConfig) -> Self {
         // An auth method that does not parse fails when the profile is built; read nothing.
         let method = match &profile.auth_method {
             Some(m) => m.parse::<AuthMethod>().ok(),
@@ -154,7 +158,7 @@ impl ConfigSecrets {
 
     /// SHA-256 over both secrets; only this is kept, never a secret. A secret that cannot be
     /// read hashes the same whatever the reason, and differs from every secret that can.
-    pub fn digest(&self) -> [u8; 32] {
+    pub(crate) fn digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
         for read in [&self.client_secret, &self.private_key] {
@@ -173,7 +177,7 @@ impl ConfigSecrets {
     }
 
     /// What to use in place of a `SecretSpec::Config` for the client secret and the key.
-    pub fn into_specs(self) -> (Option<SecretSpec>, Option<SecretSpec>) {
+    pub(crate) fn into_specs(self) -> (Option<SecretSpec>, Option<SecretSpec>) {
         (
             self.client_secret.map(SecretSpec::Read),
             self.private_key.map(SecretSpec::Read),
@@ -186,7 +190,7 @@ impl ConfigSecrets {
 /// `FRESHTOKEN_REDIS_PASSWORD`) and every one a `{ env = … }` source of `file` names, in any
 /// profile, used or not. `exec` keeps them all from its child: CMD is given a token, not the
 /// credentials that buy more.
-pub fn secret_variables(file: Option<&ConfigFile>) -> Vec<String> {
+pub(crate) fn secret_variables(file: Option<&ConfigFile>) -> Vec<String> {
     let mut names: Vec<String> = [
         env::CLIENT_SECRET,
         env::GENESYS_CLIENT_SECRET,

@@ -31,14 +31,14 @@ use crate::units::parse_duration;
 
 /// A snapshot of the environment variables settings may depend on.
 #[derive(Debug, Clone, Default)]
-pub struct Environment {
+pub(crate) struct Environment {
     vars: BTreeMap<String, String>,
 }
 
 impl Environment {
     /// The environment of this process (variables that are not UTF-8 are left out: none of
     /// the ones freshtoken reads can be used if they are not).
-    pub fn of_process() -> Self {
+    pub(crate) fn of_process() -> Self {
         Self::from_pairs(
             std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
@@ -46,14 +46,14 @@ impl Environment {
     }
 
     /// An environment made of `pairs`, for tests and for callers that build one.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         Self {
             vars: pairs.into_iter().collect(),
         }
     }
 
     /// The value of `name`, if it is set (possibly empty).
-    pub fn var(&self, name: &str) -> Option<&str> {
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
 
@@ -73,7 +73,7 @@ impl Environment {
 
 /// What the settings of a command are made of.
 #[derive(Debug, Clone, Copy)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// The credential flags (clap has folded each `FRESHTOKEN_*` variable into its flag).
     pub args: &'a CredentialArgs,
     /// `--profile` (or `FRESHTOKEN_PROFILE`).
@@ -89,7 +89,7 @@ pub struct Inputs<'a> {
 
 /// Where the token endpoint comes from, not yet looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// Named outright.
     TokenUrl(Url),
     /// Found by discovery from this issuer.
@@ -100,7 +100,7 @@ pub enum Endpoint {
 
 /// Who the client is and how it proves it; its secrets are named here and read when used.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     pub id: String,
     pub auth_method: AuthMethod,
     pub secret: SecretSpec,
@@ -113,7 +113,7 @@ pub struct Client {
 
 /// What the token is asked for with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ask {
+pub(crate) struct Ask {
     pub scope: Vec<String>,
     pub audience: Option<String>,
     pub resource: Vec<String>,
@@ -122,7 +122,7 @@ pub struct Ask {
 
 /// Where tokens are cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheChoice {
+pub(crate) enum CacheChoice {
     /// Only in this process: every `get` fetches.
     Memory,
     /// Per user on this machine, in a directory.
@@ -139,7 +139,7 @@ pub enum CacheChoice {
 impl CacheChoice {
     /// Parses `memory`, `file`, `file:DIR` or a Redis URL; `dir` is the per-user cache
     /// directory, if there is one.
-    pub fn parse(value: &str, dir: Option<PathBuf>) -> CliResult<Self> {
+    pub(crate) fn parse(value: &str, dir: Option<PathBuf>) -> CliResult<Self> {
         match value.trim() {
             "memory" => Ok(CacheChoice::Memory),
             "file" => dir.map(CacheChoice::File).ok_or_else(|| {
@@ -162,7 +162,7 @@ impl CacheChoice {
     }
 
     /// The per-user directory of this cache, if it has one (for discovery documents too).
-    pub fn file_dir(&self) -> Option<&Path> {
+    pub(crate) fn file_dir(&self) -> Option<&Path> {
         match self {
             CacheChoice::File(dir)
             | CacheChoice::Redis {
@@ -175,7 +175,7 @@ impl CacheChoice {
 
 /// The cache and how it is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cache {
+pub(crate) struct Cache {
     pub choice: CacheChoice,
     /// Whether the cache was chosen (flag, environment or profile) rather than defaulted.
     pub explicit: bool,
@@ -185,7 +185,7 @@ pub struct Cache {
 
 /// Which clock tokens are judged by.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClockChoice {
+pub(crate) enum ClockChoice {
     /// The system's.
     System,
     /// The system's, moved ahead (`FRESHTOKEN_CLOCK_SKEW`).
@@ -196,7 +196,7 @@ pub enum ClockChoice {
 
 /// Everything a command needs to get a profile's token, as described by its inputs.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The profile name.
     pub profile: String,
     /// The config file read, if any.
@@ -224,7 +224,7 @@ pub struct Settings {
 
 impl Settings {
     /// The provider's API base URL, when a provider is used (where `proxy` sends the token).
-    pub fn api_base(&self) -> Option<Url> {
+    pub(crate) fn api_base(&self) -> Option<Url> {
         self.api_base
             .clone()
             .or_else(|| self.provider.as_ref().map(GenesysRegion::api_base))
@@ -232,7 +232,7 @@ impl Settings {
 
     /// Where `proxy` and `exec --proxy` forward: `--upstream`, else the provider's API base;
     /// plain http only to loopback, checked before any token is asked for.
-    pub fn upstream(&self, flag: Option<&str>) -> CliResult<Url> {
+    pub(crate) fn upstream(&self, flag: Option<&str>) -> CliResult<Url> {
         let url = match (flag, self.api_base()) {
             (Some(u), _) => Url::parse(u)
                 .map_err(|e| CliError::usage(format!("--upstream {u:?} is not a URL: {e}")))?,
@@ -248,7 +248,7 @@ impl Settings {
     }
 
     /// Uses the secrets `read` holds instead of reading the profile's sources again.
-    pub fn with_secrets(mut self, read: ConfigSecrets) -> Self {
+    pub(crate) fn with_secrets(mut self, read: ConfigSecrets) -> Self {
         let (secret, key) = read.into_specs();
         if let (SecretSpec::Config(_), Some(read)) = (&self.client.secret, secret) {
             self.client.secret = read;
@@ -270,7 +270,7 @@ enum Layers {
 }
 
 /// The settings of the selected profile.
-pub fn resolve(inputs: &Inputs<'_>) -> CliResult<Settings> {
+pub(crate) fn resolve(inputs: &Inputs<'_>) -> CliResult<Settings> {
     let (name, profile) = select_profile(inputs)?;
     let mut settings = build(
         &Source {
@@ -290,7 +290,7 @@ pub fn resolve(inputs: &Inputs<'_>) -> CliResult<Settings> {
 /// The settings of one profile of a config file as written there (see
 /// [`Layers::ConfigOnly`]); the environment only places the cache directory and moves the
 /// clock.
-pub fn resolve_profile(
+pub(crate) fn resolve_profile(
     name: &str,
     profile: &ProfileConfig,
     config_path: &Path,
@@ -625,7 +625,7 @@ fn cache(s: &Source<'_>) -> CliResult<Cache> {
 
 /// The real clock, unless FRESHTOKEN_CLOCK_SKEW(_FILE) moves it (for tests of expiry and
 /// fleets, and hosts whose clock is known to lag).
-pub fn clock(env: &Environment) -> CliResult<ClockChoice> {
+pub(crate) fn clock(env: &Environment) -> CliResult<ClockChoice> {
     if let Some(path) = env.nonempty(env::CLOCK_SKEW_FILE) {
         return Ok(ClockChoice::SkewFile(PathBuf::from(path)));
     }

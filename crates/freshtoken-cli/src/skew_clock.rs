@@ -20,14 +20,14 @@ const REREAD: Duration = Duration::from_millis(20);
 
 /// The real clock plus the offset in a file (see the module docs).
 #[derive(Debug)]
-pub struct FileSkewClock {
+pub(crate) struct FileSkewClock {
     path: PathBuf,
     read: Mutex<(Option<Instant>, Duration)>,
 }
 
 impl FileSkewClock {
     /// A clock moved by the duration in `path`.
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Self {
             path,
             read: Mutex::new((None, Duration::ZERO)),

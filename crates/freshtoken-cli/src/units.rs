@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Durations as people write them: `30s`, `5m`, `1h30m`, `250ms`, or bare seconds.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
@@ -16,7 +16,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 /// Sizes as people write them: `1048576`, `512KiB`, `1MiB`, `10MB`, `1GiB`.
-pub fn parse_size(value: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(value: &str) -> Result<usize, String> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = v.split_at(split);
@@ -40,7 +40,7 @@ pub fn parse_size(value: &str) -> Result<usize, String> {
 
 /// Why a listen address was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
+pub(crate) enum Listen {
     /// Not `IP:PORT` (a host name is not taken: what it resolves to can change).
     NotAnAddress,
     /// A real address, but not 127.0.0.1 / ::1; the caller decides whether consent lets it in.
@@ -49,7 +49,7 @@ pub enum Listen {
 
 /// `IP:PORT` on loopback. Everything freshtoken serves hands out tokens or spends them, so
 /// anything else is refused unless the caller has the user's consent for it.
-pub fn parse_loopback(value: &str) -> Result<SocketAddr, Listen> {
+pub(crate) fn parse_loopback(value: &str) -> Result<SocketAddr, Listen> {
     let addr: SocketAddr = value.trim().parse().map_err(|_| Listen::NotAnAddress)?;
     if addr.ip().is_loopback() {
         Ok(addr)
@@ -60,7 +60,7 @@ pub fn parse_loopback(value: &str) -> Result<SocketAddr, Listen> {
 
 /// A name a shell takes for an environment variable: letters, digits and `_`, not starting
 /// with a digit.
-pub fn is_env_name(name: &str) -> bool {
+pub(crate) fn is_env_name(name: &str) -> bool {
     freshtoken_agent::output::check_env_name(name).is_ok()
 }
 

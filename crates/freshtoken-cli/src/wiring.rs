@@ -24,13 +24,13 @@ use crate::secret::{Secret, read_secret};
 use crate::settings::{self, ClockChoice, Endpoint, Environment, Inputs, Settings};
 
 /// The config file `cli` names (or the user's own), read now.
-pub fn load_config(cli: &Cli) -> CliResult<Option<config::Loaded>> {
+pub(crate) fn load_config(cli: &Cli) -> CliResult<Option<config::Loaded>> {
     config::load(config::Choice::new(cli.config.as_deref(), cli.no_config))
 }
 
 /// The settings of the profile `cli` selects, from this process's flags, environment and
 /// config file.
-pub fn settings(cli: &Cli, args: &CredentialArgs) -> CliResult<Settings> {
+pub(crate) fn settings(cli: &Cli, args: &CredentialArgs) -> CliResult<Settings> {
     let loaded = load_config(cli)?;
     let env = Environment::of_process();
     settings::resolve(&Inputs {
@@ -44,7 +44,7 @@ pub fn settings(cli: &Cli, args: &CredentialArgs) -> CliResult<Settings> {
 }
 
 /// The clock `choice` describes.
-pub fn clock(choice: &ClockChoice) -> SharedClock {
+pub(crate) fn clock(choice: &ClockChoice) -> SharedClock {
     match choice {
         ClockChoice::System => Arc::new(SystemClock),
         ClockChoice::Ahead(ahead) => Arc::new(SkewedClock::ahead(*ahead)),
@@ -57,7 +57,7 @@ pub fn clock(choice: &ClockChoice) -> SharedClock {
 /// A profile's settings with their endpoint found and their clock running: what a command
 /// builds its source, or reads its cache, with.
 #[derive(Debug)]
-pub struct Wired {
+pub(crate) struct Wired {
     pub settings: Settings,
     pub clock: SharedClock,
     /// The request, without its secrets (see [`Wired::token_request`]).
@@ -68,7 +68,7 @@ pub struct Wired {
 
 /// Finds the endpoint of `settings` (discovering an issuer, with its document cached beside
 /// the tokens) and starts its clock. Notes on what was given but not used are logged here.
-pub async fn wire(settings: Settings) -> CliResult<Wired> {
+pub(crate) async fn wire(settings: Settings) -> CliResult<Wired> {
     for note in &settings.notes {
         tracing::info!("{note}");
     }
@@ -93,7 +93,7 @@ pub async fn wire(settings: Settings) -> CliResult<Wired> {
 }
 
 /// The gateway `args` ask for, letting in the client of `request` (its id and secret).
-pub fn gateway(
+pub(crate) fn gateway(
     args: &crate::cli::GatewayArgs,
     request: &TokenRequest,
 ) -> CliResult<Option<freshtoken_proxy::Gateway>> {
@@ -116,7 +116,7 @@ pub fn gateway(
 
 /// A warning when `token_url` and `upstream` are in two different Genesys Cloud regions: a
 /// token of one region is refused by the other's API, every call a 401.
-pub fn regions_differ(token_url: &Url, upstream: &Url) -> Option<String> {
+pub(crate) fn regions_differ(token_url: &Url, upstream: &Url) -> Option<String> {
     let region = |url: &Url| {
         let host = url.host_str()?;
         let domain = host.strip_prefix("login.").or(host.strip_prefix("api."))?;
@@ -151,23 +151,23 @@ fn public_request(settings: &Settings, token_url: Url) -> TokenRequest {
 
 impl Wired {
     /// The profile's name.
-    pub fn profile(&self) -> &str {
+    pub(crate) fn profile(&self) -> &str {
         &self.settings.profile
     }
 
     /// The cache key, which needs no secret.
-    pub fn cache_key(&self) -> CacheKey {
+    pub(crate) fn cache_key(&self) -> CacheKey {
         self.request.cache_key()
     }
 
     /// The request without its secret, for display.
-    pub fn request_public(&self) -> &TokenRequest {
+    pub(crate) fn request_public(&self) -> &TokenRequest {
         &self.request
     }
 
     /// The full request: reads the secrets now (from stdin, a file, the environment or a
     /// command) and checks that the request can work.
-    pub fn token_request(&self) -> CliResult<TokenRequest> {
+    pub(crate) fn token_request(&self) -> CliResult<TokenRequest> {
         let client = &self.settings.client;
         let mut request = self.request.clone();
         let method = request.auth_method;
@@ -189,23 +189,26 @@ impl Wired {
 
     /// The cache layers, nearest first. `request` carries the credentials that seal Redis
     /// values; without them (status, invalidate when no secret is at hand) Redis is left out.
-    pub fn layers(&self, request: Option<&TokenRequest>) -> CliResult<Vec<Arc<dyn TokenStore>>> {
+    pub(crate) fn layers(
+        &self,
+        request: Option<&TokenRequest>,
+    ) -> CliResult<Vec<Arc<dyn TokenStore>>> {
         stores::layers(&self.settings.cache, request, &self.clock)
     }
 
     /// The cache as one store.
-    pub fn store(&self, request: Option<&TokenRequest>) -> CliResult<Arc<dyn TokenStore>> {
+    pub(crate) fn store(&self, request: Option<&TokenRequest>) -> CliResult<Arc<dyn TokenStore>> {
         Ok(stores::stack(self.layers(request)?, &self.clock))
     }
 
     /// The cached source a command gets its token from.
-    pub fn source(&self) -> CliResult<CachedSource> {
+    pub(crate) fn source(&self) -> CliResult<CachedSource> {
         self.source_with(None)
     }
 
     /// Like [`Wired::source`]; a long-running command passes `Some(memory)` to keep its
     /// tokens in process unless a cache was chosen explicitly.
-    pub fn source_with(
+    pub(crate) fn source_with(
         &self,
         default_store: Option<Arc<dyn TokenStore>>,
     ) -> CliResult<CachedSource> {
@@ -215,7 +218,7 @@ impl Wired {
     /// Like [`Wired::source_with`], with a given HTTP client (built with the settings' HTTP
     /// options) and the fetcher wrapped by `wrap`: the agent shares clients and counts
     /// requests.
-    pub fn source_from(
+    pub(crate) fn source_from(
         &self,
         default_store: Option<Arc<dyn TokenStore>>,
         client: Option<reqwest::Client>,
@@ -226,7 +229,7 @@ impl Wired {
 
     /// Like [`Wired::source_from`], for a request whose secrets were read already (a caller
     /// that needs them too, such as the gateway, reads them once: stdin cannot be read twice).
-    pub fn source_of(
+    pub(crate) fn source_of(
         &self,
         request: TokenRequest,
         default_store: Option<Arc<dyn TokenStore>>,

@@ -29,12 +29,12 @@ use crate::wiring;
 
 /// The socket path of `[agent]`, or the default: where the agent listens and `get --agent`
 /// asks.
-pub fn socket_path(config: &AgentConfig) -> PathBuf {
+pub(crate) fn socket_path(config: &AgentConfig) -> PathBuf {
     config.socket.clone().unwrap_or_else(client::default_socket)
 }
 
 /// `freshtoken agent`, on the runtime `main` started.
-pub async fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
+pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
     let config_path = match wiring::load_config(cli)? {
         Some(loaded) => loaded.path,
         None => {

@@ -18,7 +18,7 @@ use crate::cli::DemoArgs;
 use crate::exit::{CliError, CliResult, code};
 use crate::units::parse_duration;
 
-pub async fn run(args: &DemoArgs) -> CliResult {
+pub(crate) async fn run(args: &DemoArgs) -> CliResult {
     let ttl = parse_duration(&args.ttl).map_err(|e| CliError::usage(format!("--ttl: {e}")))?;
     let duration =
         parse_duration(&args.duration).map_err(|e| CliError::usage(format!("--duration: {e}")))?;

@@ -9,7 +9,7 @@ use crate::cli::DevServerArgs;
 use crate::exit::{CliError, CliResult};
 use crate::units::parse_duration;
 
-pub async fn run(args: &DevServerArgs) -> CliResult {
+pub(crate) async fn run(args: &DevServerArgs) -> CliResult {
     let config = config(args)?;
     let addr: SocketAddr = args.listen.parse().map_err(|_| {
         CliError::usage(format!(

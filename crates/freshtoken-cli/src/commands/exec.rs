@@ -20,7 +20,7 @@ const CANNOT_RUN: u8 = 127;
 /// The most exec asks for on its own: a CMD that needs longer says so with `--min-ttl`.
 const DEFAULT_MIN_TTL: Duration = Duration::from_secs(300);
 
-pub async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
+pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let min_ttl = args
         .min_ttl
         .as_deref()

@@ -12,7 +12,7 @@ use crate::output;
 use crate::units::parse_duration;
 use crate::wiring;
 
-pub async fn run(cli: &Cli, args: &GetArgs) -> CliResult {
+pub(crate) async fn run(cli: &Cli, args: &GetArgs) -> CliResult {
     let format = output::token_format(args.format, args.env.as_deref());
     let print = |token: &Token, now| output::print(&format.render(token, now));
     match &args.env {

@@ -13,7 +13,7 @@ use crate::human;
 use crate::output;
 use crate::wiring;
 
-pub async fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
+pub(crate) async fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
     let now = freshtoken::Clock::now(&freshtoken::SystemClock);
     let (text, cached) = match args.token.as_deref() {
         Some("-") => {
@@ -55,13 +55,13 @@ async fn cached_token(cli: &Cli, args: &InspectArgs) -> CliResult<Token> {
     })
 }
 
-pub struct Report {
+pub(crate) struct Report {
     pub text: String,
     pub json: Value,
 }
 
 /// Describes `token`; `cached` adds what the cache knows about it.
-pub fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> Report {
+pub(crate) fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> Report {
     let fingerprint = Fingerprint::of(token).to_string();
     let mut text = String::new();
     let mut out = match jwt::decode(token) {

@@ -4,7 +4,7 @@ use crate::cli::{Cli, CredentialArgs};
 use crate::exit::CliResult;
 use crate::wiring;
 
-pub async fn run(cli: &Cli, args: &CredentialArgs) -> CliResult {
+pub(crate) async fn run(cli: &Cli, args: &CredentialArgs) -> CliResult {
     let wired = wiring::wire(wiring::settings(cli, args)?).await?;
     let request = wired.token_request().ok();
     let store = wired.store(request.as_ref())?;

@@ -1,20 +1,20 @@
 //! One file per command.
 
-pub mod agent;
-pub mod demo;
-pub mod dev_server;
-pub mod exec;
-pub mod get;
-pub mod inspect;
-pub mod invalidate;
-pub mod proxy;
-pub mod status;
+pub(crate) mod agent;
+pub(crate) mod demo;
+pub(crate) mod dev_server;
+pub(crate) mod exec;
+pub(crate) mod get;
+pub(crate) mod inspect;
+pub(crate) mod invalidate;
+pub(crate) mod proxy;
+pub(crate) mod status;
 
 use crate::cli::{Cli, Command};
 use crate::exit::{CliError, CliResult, code};
 
 /// Runs the command `cli` names on the runtime `main` started; its exit code.
-pub async fn run(cli: &Cli) -> CliResult<u8> {
+pub(crate) async fn run(cli: &Cli) -> CliResult<u8> {
     match &cli.command {
         Command::Get(args) => get::run(cli, args).await,
         Command::Inspect(args) => inspect::run(cli, args).await,
@@ -31,7 +31,7 @@ pub async fn run(cli: &Cli) -> CliResult<u8> {
 
 /// Whether `command` serves or waits for long (two worker threads), rather than doing one
 /// thing and exiting (one thread, started fast).
-pub fn long_running(command: &Command) -> bool {
+pub(crate) fn long_running(command: &Command) -> bool {
     matches!(
         command,
         Command::Agent(_) | Command::Exec(_) | Command::DevServer(_) | Command::Demo(_)
@@ -39,7 +39,7 @@ pub fn long_running(command: &Command) -> bool {
 }
 
 /// A runtime for a one-shot command: one thread, started fast.
-pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> CliResult<tokio::runtime::Runtime> {
     outside_any_runtime()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -48,7 +48,7 @@ pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
 }
 
 /// A runtime for a long-running command: two worker threads (the machines are small).
-pub fn server_runtime() -> CliResult<tokio::runtime::Runtime> {
+pub(crate) fn server_runtime() -> CliResult<tokio::runtime::Runtime> {
     outside_any_runtime()?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -70,7 +70,7 @@ fn outside_any_runtime() -> CliResult {
 }
 
 /// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -12,7 +12,7 @@ use crate::exit::{CliError, CliResult};
 use crate::units::{Listen, parse_duration, parse_loopback, parse_size};
 use crate::wiring;
 
-pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
+pub(crate) async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     // The command's runtime resolves the settings (discovery), then watches signals; the
     // serving threads run their own.
     let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
@@ -82,7 +82,7 @@ pub async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
 
 /// The header timeout (a duration, up to [`MAX_HEADER_TIMEOUT`]) and connection cap (at
 /// least one) of a listener. An error starts with the setting's flag name.
-pub fn limits(header_timeout: &str, max_connections: usize) -> Result<Limits, String> {
+pub(crate) fn limits(header_timeout: &str, max_connections: usize) -> Result<Limits, String> {
     let header_timeout =
         parse_duration(header_timeout).map_err(|e| format!("header-timeout: {e}"))?;
     if header_timeout.is_zero() || header_timeout > MAX_HEADER_TIMEOUT {
@@ -102,7 +102,7 @@ pub fn limits(header_timeout: &str, max_connections: usize) -> Result<Limits, St
 }
 
 /// The address to listen on; anything but loopback only with `allow_remote`.
-pub fn listen_addr(listen: &str, allow_remote: bool) -> CliResult<SocketAddr> {
+pub(crate) fn listen_addr(listen: &str, allow_remote: bool) -> CliResult<SocketAddr> {
     let addr = match parse_loopback(listen) {
         Ok(addr) => addr,
         Err(Listen::NotAnAddress) => {

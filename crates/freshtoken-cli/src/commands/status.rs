@@ -20,7 +20,7 @@ struct Layer {
     ttl: Option<std::time::Duration>,
 }
 
-pub async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
+pub(crate) async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
     let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
     let key = wired.cache_key();
     let request = wired.token_request().ok();
