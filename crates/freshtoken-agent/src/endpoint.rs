@@ -92,13 +92,13 @@ pub(crate) fn bind(config: &Endpoint) -> Result<Endpoints, AgentError> {
 }
 
 impl Endpoints {
-    /// Serves until `stopped` turns true, then lets requests finish and removes the socket.
+    /// Serves until `stopped` is signaled, then lets requests finish and removes the socket.
     /// With a TCP port, first writes the credential its token requests must carry (see
     /// `credential`), new at every start.
     pub(crate) fn serve(
         self,
         agent: Arc<Agent>,
-        stopped: tokio::sync::watch::Receiver<bool>,
+        stopped: freshtoken::drain::Watch,
     ) -> Result<impl Future<Output = ()> + use<>, AgentError> {
         let grace = agent.grace;
         let router = Router::new()
@@ -107,9 +107,7 @@ impl Endpoints {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(agent);
-        let wait = |mut s: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = s.wait_for(|v| *v).await;
-        };
+        let wait = freshtoken::drain::Watch::into_signaled;
         let socket = self.socket.clone();
         tracing::info!("token endpoint on {}", socket.display());
         let unix = axum::serve(self.unix, router.clone().into_make_service())

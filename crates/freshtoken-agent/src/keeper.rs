@@ -1,7 +1,9 @@
 //! One profile's keeper: refreshes ahead of expiry on its own schedule (before anyone asks),
 //! mirrors the token into the profile's sinks, and takes it out of them once it expires.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use freshtoken::internal::lock;
 use std::time::{Duration, SystemTime};
 
 use freshtoken::{CachedSource, Fingerprint, RetryPolicy, SharedClock, Want};
@@ -40,11 +42,11 @@ pub(crate) struct SinksHeld(Mutex<Option<SystemTime>>);
 impl SinksHeld {
     /// When the token in the sinks expires; `None` before the first write and once cleared.
     pub(crate) fn until(&self) -> Option<SystemTime> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.0)
     }
 
     fn set(&self, until: Option<SystemTime>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = until;
+        *lock(&self.0) = until;
     }
 }
 

@@ -34,7 +34,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use freshtoken::internal::lock;
 use std::time::Duration;
 
 use freshtoken::{CachedSource, SharedClock};
@@ -184,7 +186,7 @@ impl Agent {
         let ready = state.prepare(state.loader.load().await?).await?;
         let endpoints = endpoint::bind(&ready.endpoint)?;
         // Before anything starts: the TCP endpoint's credential may fail to be written.
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = freshtoken::drain::channel();
         let serving = endpoints.serve(Arc::clone(&state), stopped)?;
         *lock(&state.endpoint) = Some(ready.endpoint);
         state.apply(ready.profiles);
@@ -193,7 +195,7 @@ impl Agent {
             .into_iter()
             .next()
         {
-            let _ = stop.send(true);
+            stop.signal();
             state.shutdown().await;
             return Err(e);
         }
@@ -214,7 +216,7 @@ impl Agent {
 /// A started agent.
 pub struct Running {
     state: Arc<State>,
-    stop: watch::Sender<bool>,
+    stop: freshtoken::drain::Signal,
     served: JoinHandle<()>,
 }
 
@@ -234,7 +236,7 @@ impl Running {
         shutdown.await;
         tracing::info!("stopping");
         let _one = self.state.reloading.lock().await;
-        let _ = self.stop.send(true);
+        self.stop.signal();
         self.state.shutdown().await;
         if tokio::time::timeout(self.state.grace, self.served)
             .await
@@ -311,12 +313,6 @@ impl Handle {
     pub fn endpoint(&self) -> Option<Endpoint> {
         lock(&self.state.endpoint).clone()
     }
-}
-
-/// `mutex`, even if a panic poisoned it: every value behind these locks is whole between
-/// statements.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl State {

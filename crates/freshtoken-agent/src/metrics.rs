@@ -61,10 +61,7 @@ impl ProfileMetrics {
 
     /// Why the last token request failed, while no later one has succeeded.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        freshtoken::internal::lock(&self.last_error).clone()
     }
 
     /// Token requests made so far, all outcomes.
@@ -113,11 +110,7 @@ impl Fetch for Metered {
             },
         };
         self.metrics.observe(outcome, started.elapsed());
-        *self
-            .metrics
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        *freshtoken::internal::lock(&self.metrics.last_error) =
             result.as_ref().err().map(ToString::to_string);
         result
     }

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use freshtoken_proxy::{Config, Listening, Proxy};
-use tokio::task::JoinHandle;
 
 use crate::{AgentError, Prepared, ProxySpec, State};
 
@@ -12,16 +11,14 @@ use crate::{AgentError, Prepared, ProxySpec, State};
 pub(crate) struct RunningProxy {
     pub(crate) spec: ProxySpec,
     pub(crate) proxy: Proxy,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: JoinHandle<()>,
+    stop: freshtoken::drain::Signal,
 }
 
 impl RunningProxy {
     /// Stops accepting, lets in-flight requests finish (up to the grace period), returns
     /// once the port is free again.
     async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.stop.drain().await;
     }
 }
 
@@ -124,7 +121,7 @@ async fn start_one(agent: &State, c: &ProxySpec) -> Result<RunningProxy, AgentEr
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .map_err(|e| AgentError::config(format!("[[proxy]] cannot listen on {}: {e}", c.listen)))?;
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let (stop, watch) = freshtoken::drain::channel();
     let serving = proxy.clone();
     let listen = c.listen;
     // The header timeout and connection cap of `freshtoken proxy`'s defaults.
@@ -133,20 +130,19 @@ async fn start_one(agent: &State, c: &ProxySpec) -> Result<RunningProxy, AgentEr
         grace: agent.grace,
         ..Listening::default()
     };
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
+    tokio::spawn(async move {
+        let shutdown = watch.clone().into_signaled();
         if let Err(e) = freshtoken_proxy::run(listener, serving, &listening, shutdown).await {
             tracing::error!(%listen, "proxy failed: {e}");
         }
+        // Held until the proxy has drained and its port is free: `stop` waits for this.
+        drop(watch);
     });
     tracing::info!(listen = %c.listen, upstream = %proxy.upstream(), profile = %c.profile, "proxy started");
     Ok(RunningProxy {
         spec: c.clone(),
         proxy,
         stop,
-        task,
     })
 }
 

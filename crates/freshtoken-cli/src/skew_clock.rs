@@ -35,10 +35,7 @@ impl FileSkewClock {
     }
 
     fn offset(&self) -> Duration {
-        let mut read = self
-            .read
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut read = freshtoken::internal::lock(&self.read);
         if read.0.is_none_or(|at| at.elapsed() >= REREAD) {
             let text = freshtoken::internal::regular_file::read(
                 &self.path,
