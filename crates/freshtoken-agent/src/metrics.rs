@@ -150,7 +150,16 @@ pub fn render(
     let mut w = Writer {
         out: String::with_capacity(4096),
     };
+    token_families(&mut w, profiles);
+    refresh_histogram(&mut w, profiles);
+    sink_families(&mut w, profiles);
+    proxy_families(&mut w, proxies);
+    reload_family(&mut w, reloads);
+    w.out
+}
 
+/// Token requests by outcome, and the held token's state.
+fn token_families(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
     w.family(
         "freshtoken_token_requests_total",
         "counter",
@@ -190,6 +199,10 @@ pub fn render(
             p.expires_in.unwrap_or(0.0),
         );
     }
+}
+
+/// How long token requests took.
+fn refresh_histogram(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
     w.family(
         "freshtoken_refresh_duration_seconds",
         "histogram",
@@ -222,6 +235,10 @@ pub fn render(
             total as f64,
         );
     }
+}
+
+/// Sink writes and clears.
+fn sink_families(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
     w.family(
         "freshtoken_sink_writes_total",
         "counter",
@@ -252,7 +269,11 @@ pub fn render(
             p.metrics.sink_clears.load(Ordering::Relaxed) as f64,
         );
     }
-    let proxy_families: [(&str, &str, ProxyCounter); 4] = [
+}
+
+/// Each proxy's counters.
+fn proxy_families(w: &mut Writer, proxies: &[ProxySample<'_>]) {
+    let proxy_families: [(&str, &str, ProxyCounter); 5] = [
         (
             "freshtoken_proxy_requests_total",
             "Requests forwarded by a proxy.",
@@ -273,6 +294,11 @@ pub fn render(
             "Requests the upstream could not answer (502).",
             |s| s.upstream_errors,
         ),
+        (
+            "freshtoken_proxy_gateway_tokens_total",
+            "Token requests a gateway proxy answered with the shared token.",
+            |s| s.gateway_tokens,
+        ),
     ];
     for (name, help, get) in proxy_families {
         w.family(name, "counter", help);
@@ -284,6 +310,10 @@ pub fn render(
             );
         }
     }
+}
+
+/// Config reloads by outcome.
+fn reload_family(w: &mut Writer, reloads: &Reloads) {
     w.family(
         "freshtoken_config_reloads_total",
         "counter",
@@ -299,7 +329,6 @@ pub fn render(
         &[("outcome", "error")],
         reloads.failed.load(Ordering::Relaxed) as f64,
     );
-    w.out
 }
 
 struct Writer {

@@ -27,20 +27,7 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         .map(parse_duration)
         .transpose()
         .map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?;
-    let names = if args.env.is_empty() {
-        vec![env::ACCESS_TOKEN.to_owned()]
-    } else {
-        args.env.clone()
-    };
-    if let Some(bad) = names
-        .iter()
-        .chain(&args.proxy_env)
-        .find(|n| !is_env_name(n))
-    {
-        return Err(CliError::usage(format!(
-            "{bad:?} is not an environment variable name"
-        )));
-    }
+    let names = token_names(args)?;
     let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
     let settings = &wired.settings;
     // Checked before a token is fetched: an upstream it may not go to stops here.
@@ -100,6 +87,26 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         background.stop().await;
     }
     Ok(code)
+}
+
+/// The variables that get the token: `--env NAME`s, else FRESHTOKEN_ACCESS_TOKEN; each
+/// name, and each `--proxy-env` name, checked to be one a shell takes.
+fn token_names(args: &ExecArgs) -> CliResult<Vec<String>> {
+    let names = if args.env.is_empty() {
+        vec![env::ACCESS_TOKEN.to_owned()]
+    } else {
+        args.env.clone()
+    };
+    match names
+        .iter()
+        .chain(&args.proxy_env)
+        .find(|n| !is_env_name(n))
+    {
+        Some(bad) => Err(CliError::usage(format!(
+            "{bad:?} is not an environment variable name"
+        ))),
+        None => Ok(names),
+    }
 }
 
 /// The proxy beside CMD, on a free loopback port.
