@@ -48,6 +48,9 @@ unset FRESHTOKEN_CONFIG FRESHTOKEN_PROFILE RUST_LOG
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== module layering (no import cycles inside a crate)"
+python3 scripts/module_cycles.py crates/*
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -12,34 +12,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::state::{Issued, State};
+use crate::state::State;
 
 type Shared = Arc<State>;
-
-/// The token's grant, if it is valid (`None`: answer with [`unauthorized`]); counted in
-/// the totals and under `path`.
-pub(crate) fn authorize(state: &State, headers: &HeaderMap, path: &str) -> Option<Issued> {
-    state.count(|c| c.api_calls());
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    match bearer.and_then(|t| state.check(t.trim())) {
-        Some(issued) if !state.faults().reject_api => {
-            state.count(|c| c.api_ok());
-            state.count_path(path, true);
-            Some(issued)
-        }
-        _ => {
-            state.count(|c| c.api_401());
-            state.count_path(path, false);
-            None
-        }
-    }
-}
 
 /// The 401 of this server's flavour: OAuth's `invalid_token`, or Genesys' `bad.credentials`.
 fn unauthorized(state: &State) -> Response {
@@ -68,7 +43,7 @@ pub(crate) async fn echo(
 ) -> Response {
     let path = format!("/api/{path}");
     state.record(method.as_str(), &path, &body);
-    let Some(issued) = authorize(&state, &headers, &path) else {
+    let Some(issued) = state.authorize(&headers, &path) else {
         return unauthorized(&state);
     };
     axum::Json(json!({
@@ -86,7 +61,10 @@ pub(crate) async fn blob(
     Path(bytes): Path<u64>,
     headers: HeaderMap,
 ) -> Response {
-    if authorize(&state, &headers, &format!("/api/blob/{bytes}")).is_none() {
+    if state
+        .authorize(&headers, &format!("/api/blob/{bytes}"))
+        .is_none()
+    {
         return unauthorized(&state);
     }
     const CHUNK: usize = 64 * 1024;
@@ -113,7 +91,7 @@ pub(crate) async fn sink(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if authorize(&state, &headers, "/api/sink").is_none() {
+    if state.authorize(&headers, "/api/sink").is_none() {
         return unauthorized(&state);
     }
     let mut stream = body.into_data_stream();
@@ -133,7 +111,7 @@ pub(crate) async fn redirect(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if authorize(&state, &headers, "/api/redirect").is_none() {
+    if state.authorize(&headers, "/api/redirect").is_none() {
         return unauthorized(&state);
     }
     let to = q.get("to").cloned().unwrap_or_else(|| "/".into());

@@ -82,7 +82,7 @@ fn org() -> Value {
 pub(crate) async fn tokens_me(Extract(state): Extract<Shared>, headers: HeaderMap) -> Response {
     let path = "/api/v2/tokens/me";
     state.record("GET", path, &[]);
-    let Some(issued) = crate::api::authorize(&state, &headers, path) else {
+    let Some(issued) = state.authorize(&headers, path) else {
         return unauthorized();
     };
     let scope: Vec<&str> = issued
@@ -113,7 +113,7 @@ pub(crate) async fn user(
 ) -> Response {
     let path = format!("/api/v2/users/{id}");
     state.record(method.as_str(), &path, &body);
-    if crate::api::authorize(&state, &headers, &path).is_none() {
+    if state.authorize(&headers, &path).is_none() {
         return unauthorized();
     }
     if method == Method::PATCH {

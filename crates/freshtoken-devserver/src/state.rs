@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use axum::http::{HeaderMap, header};
 use freshtoken::SharedClock;
 use serde::Serialize;
 
@@ -117,6 +118,31 @@ pub struct State {
 }
 
 impl State {
+    /// The grant of the request's bearer token, if it is valid (`None`: the API answers
+    /// 401); counted in the totals and under `path`.
+    pub(crate) fn authorize(&self, headers: &HeaderMap, path: &str) -> Option<Issued> {
+        self.count(|c| c.api_calls());
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        match bearer.and_then(|t| self.check(t.trim())) {
+            Some(issued) if !self.faults().reject_api => {
+                self.count(|c| c.api_ok());
+                self.count_path(path, true);
+                Some(issued)
+            }
+            _ => {
+                self.count(|c| c.api_401());
+                self.count_path(path, false);
+                None
+            }
+        }
+    }
+
     /// State for `config`.
     pub fn new(config: Config) -> Self {
         Self {

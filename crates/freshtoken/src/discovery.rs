@@ -13,11 +13,11 @@ use crate::assertion::SigningAlg;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::fetch::{HttpOptions, http_client};
-use crate::internal::lock;
 use crate::owned::{self, Unfit};
 use crate::regular_file::{self, Symlinks};
 use crate::request::AuthMethod;
 use crate::response;
+use crate::sync::lock;
 
 /// The parts of an issuer's metadata that freshtoken uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,14 +4,13 @@
 //! Everything here is `pub` only so that those crates reach it; a user of the library has
 //! no need of it, and nothing here is covered by semver.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
 pub use crate::fetch::fmt_duration;
 pub use crate::request::refuse_plain_http;
 pub use crate::retry::parse_retry_after;
 pub use crate::store::atomic::{is_temporary_of, write_file_atomically};
 pub use crate::store::record::Record;
 pub use crate::store::redact_url;
+pub use crate::sync::lock;
 pub use crate::tls::load_ca_file;
 
 /// Checks on who owns files and folders (see the module's own docs).
@@ -29,13 +28,4 @@ pub mod regular_file {
 /// are fuzzed through the API itself.
 pub mod fuzzing {
     pub use crate::response::{OAuthErrorBody, excerpt, parse_error_body, parse_success};
-}
-
-/// Locks `mutex`, taking the data over from a thread that panicked while holding it.
-///
-/// Every mutex in these crates guards data that stays consistent between statements (a
-/// counter, a map, a timestamp), so a panic elsewhere leaves nothing half-written: going on
-/// is better than spreading the panic to every later caller.
-pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -43,6 +43,7 @@ mod response;
 mod retry;
 mod source;
 pub mod store;
+mod sync;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod tls;

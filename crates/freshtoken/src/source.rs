@@ -28,11 +28,11 @@ use secrecy::SecretString;
 use crate::clock::{SharedClock, SystemClock, unix_millis};
 use crate::error::{Error, Result};
 use crate::fetch::{Budget, Fetch, fmt_duration};
-use crate::internal::lock;
 use crate::policy::{Freshness, RefreshPolicy, Thresholds};
 use crate::request::CacheKey;
 use crate::retry::RetryPolicy;
 use crate::store::{FailureNote, TokenStore};
+use crate::sync::lock;
 use crate::token::{ExpirySource, Token};
 
 /// A long-running process warns about serving a held token at most this often, unless a

@@ -25,10 +25,10 @@ use async_trait::async_trait;
 use super::record::Record;
 use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::{Error, Result};
-use crate::internal::lock;
 use crate::owned::{self, Unfit};
 use crate::regular_file::Symlinks;
 use crate::request::CacheKey;
+use crate::sync::lock;
 use crate::token::Token;
 
 /// Largest cache file read; a record is well under a kilobyte plus the token.

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::{FailureNote, StoreLock, TokenStore};
 use crate::error::Result;
-use crate::internal::lock;
 use crate::request::CacheKey;
+use crate::sync::lock;
 use crate::token::Token;
 
 /// A process-local store.

@@ -22,8 +22,8 @@ use super::seal::Sealer;
 use super::{BoxFuture, FailureNote, Release, StoreLock, TokenStore, redact_url};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
-use crate::internal::lock;
 use crate::request::CacheKey;
+use crate::sync::lock;
 use crate::token::Token;
 
 /// Default lease of the refresh lock: longer than a fetch normally takes; a dead holder
