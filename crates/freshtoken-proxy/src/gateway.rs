@@ -86,6 +86,12 @@ impl Gateway {
     /// Where `path` goes. Login paths are `<login prefix>/oauth/…`; with no prefix, `/oauth/`
     /// paths are login paths, which no API path of Genesys Cloud's is.
     pub(crate) fn route<'a>(&self, path: &'a str) -> Route<'a> {
+        // `//oauth/token` is `/oauth/token`: the Go SDK joins `host:port/` and a prefix that
+        // starts with a slash.
+        let path = match path.find(|c| c != '/') {
+            Some(first) if first > 1 => &path[first - 1..],
+            _ => path,
+        };
         let login = path
             .strip_prefix(self.login_prefix.as_str())
             .filter(|rest| rest.starts_with("/oauth/") || *rest == "/oauth");
@@ -387,6 +393,9 @@ mod tests {
         assert_eq!(plain.route("/gw/api/v2/x"), Route::Api("/api/v2/x"));
         assert_eq!(plain.route("/gwx/api"), Route::Api("/gwx/api"));
         assert_eq!(plain.route("/api/v2/x"), Route::Api("/api/v2/x"));
+        // As the Go SDK (and so CX as Code) sends them through a gateway on a port.
+        assert_eq!(plain.route("//oauth/token"), Route::Token);
+        assert_eq!(plain.route("//api/v2/x"), Route::Api("/api/v2/x"));
     }
 
     #[test]

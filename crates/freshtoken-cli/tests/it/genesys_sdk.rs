@@ -4,9 +4,10 @@
 //! job of GETs and PATCHes (tests/sdk/genesys_bulk.py, tests/interop/genesys_bulk.mjs) against
 //! the dev-server speaking Genesys.
 //!
-//! Today the job runs with `host=` the dev-server and a token from `freshtoken get`; the
-//! drivers' gateway mode (`set_gateway` / `setGateway` and the SDK's own client-credentials
-//! login) waits for `proxy --gateway`. `scripts/test.sh` installs both SDKs first.
+//! The job runs with `host=` the dev-server and a token from `freshtoken get`, and in gateway
+//! mode (`set_gateway` / `setGateway` and the SDK's own client-credentials login) against
+//! `freshtoken proxy --gateway` in front of the dev-server, across several token lifetimes and
+//! a revocation. `scripts/test.sh` installs both SDKs first.
 
 // Real elapsed-time bounds ("did not hang"): the clock is the point.
 #![allow(clippy::disallowed_methods)]
@@ -226,11 +227,23 @@ fn javascript_sdk_bulk_job_sees_no_401_within_one_token_lifetime() {
 /// `prefixes` are the login and API path prefixes, if any. When `proxy --gateway` lands,
 /// its port goes here.
 fn run_gateway_mode(
+    driver: Command,
+    sandbox: &Sandbox,
+    port: u16,
+    prefixes: Option<(&str, &str)>,
+    count: u32,
+) -> Output {
+    run_gateway_mode_paced(driver, sandbox, port, prefixes, count, 0.0)
+}
+
+/// [`run_gateway_mode`] with `pause` seconds between rounds.
+fn run_gateway_mode_paced(
     mut driver: Command,
     sandbox: &Sandbox,
     port: u16,
     prefixes: Option<(&str, &str)>,
     count: u32,
+    pause: f64,
 ) -> Output {
     clean(&mut driver, sandbox);
     driver
@@ -243,7 +256,7 @@ fn run_gateway_mode(
             "--gateway-protocol",
             "http",
         ])
-        .args(["--count", &count.to_string(), "--pause", "0"]);
+        .args(["--count", &count.to_string(), "--pause", &pause.to_string()]);
     if let Some((login, api)) = prefixes {
         driver.args(["--path-login", login, "--path-api", api]);
     }
@@ -333,4 +346,122 @@ fn python_sdk_does_not_retry_a_throttled_login() {
 #[test]
 fn javascript_sdk_does_not_retry_a_throttled_login() {
     login_throttle_is_not_retried(node_with_sdk, "javascript");
+}
+
+/// A `freshtoken proxy --gateway` in front of `server`, as its own process.
+struct Gateway {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Gateway {
+    fn start(sandbox: &Sandbox, server: &Server, prefixes: Option<(&str, &str)>) -> Self {
+        let mut cmd = sandbox.cmd_for(server);
+        cmd.args(["-v", "proxy", "--gateway", "--upstream", &server.base_url()]);
+        if let Some((login, api)) = prefixes {
+            cmd.args(["--gateway-login-prefix", login, "--gateway-api-prefix", api]);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let first = first_line(&mut child, "the gateway");
+        let port = first
+            .split_whitespace()
+            .nth(3)
+            .and_then(|url| url.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the gateway said {first:?}"));
+        Self { child, port }
+    }
+
+    /// SIGTERM; its log.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = wait(&mut self.child, "the gateway after SIGTERM");
+        let mut log = String::new();
+        use std::io::Read;
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut log);
+        assert!(status.success(), "{log}");
+        log
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The SDK logs in by itself through `freshtoken proxy --gateway` (with path prefixes, as
+/// `set_gateway`'s `path_params_login` and `path_params_api` give them) and runs its bulk job
+/// across six 2 s token lifetimes, with every token revoked half way: the script sees no
+/// 401, logs in once, and none of its token requests reaches the dev-server (a login there
+/// under the `login` prefix would be a 404 and fail the script). The dev-server's token
+/// requests are the proxy's own: about one per 75 % of a lifetime, plus the revocation's.
+fn bulk_job_through_the_gateway(driver: impl Fn() -> Command, sdk: &str) {
+    let ttl = Duration::from_secs(2);
+    let server = Server::start_with(Config {
+        ttl,
+        genesys: true,
+        clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+        ..Config::default()
+    });
+    let sandbox = Sandbox::new();
+    let prefixes = Some(("login", "gw"));
+    let gateway = Gateway::start(&sandbox, &server, prefixes);
+    let state = Arc::clone(server.state());
+    let revoker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(6));
+        state.revoke_all()
+    });
+    let rounds = 48;
+    let started = Instant::now();
+    let out = run_gateway_mode_paced(driver(), &sandbox, gateway.port, prefixes, rounds, 0.25);
+    let took = started.elapsed();
+    let revoked = revoker.join().unwrap();
+    let counts = parse(&out);
+    let log = gateway.stop();
+    let replays = log.matches("replayed=true").count();
+    let stats = server.stats();
+    eprintln!(
+        "{sdk} through the gateway: {counts} in {took:?}; dev-server: {} token requests, {} API calls, {} API 401s; {replays} replays; {revoked} tokens revoked",
+        stats.token_requests, stats.api_calls, stats.api_401
+    );
+    let calls = 1 + 2 * u64::from(rounds);
+    assert!(took > ttl * 5, "the job spans five lifetimes: {took:?}");
+    assert!(revoked > 0, "the revocation came mid-run");
+    assert_eq!(count(&counts, "logins"), 1, "{counts}");
+    assert_eq!(
+        (count(&counts, "calls"), count(&counts, "ok")),
+        (calls, calls),
+        "{counts}\nstderr: {}",
+        stderr(&out)
+    );
+    assert_eq!(count(&counts, "unauthorized"), 0, "{counts}");
+    assert_eq!(count(&counts, "errors"), 0, "{counts}");
+    assert_eq!(counts["token_client"], CLIENT_ID, "{counts}");
+    assert!(replays >= 1, "the revocation's 401 was replayed: {log}");
+    let lifetimes = took.as_secs_f64() / ttl.as_secs_f64();
+    let bound = (lifetimes / 0.7).ceil() as u64 + 2;
+    assert!(
+        stats.token_requests <= bound,
+        "{} token requests in {lifetimes:.1} lifetimes: more than the proxy's own",
+        stats.token_requests
+    );
+    assert!(!log.contains(SECRET), "the gateway logged the secret");
+}
+
+#[test]
+fn python_sdk_logs_in_through_the_gateway_and_sees_no_401_across_lifetimes() {
+    bulk_job_through_the_gateway(python_driver, "python");
+}
+
+#[test]
+fn javascript_sdk_logs_in_through_the_gateway_and_sees_no_401_across_lifetimes() {
+    bulk_job_through_the_gateway(node_with_sdk, "javascript");
 }
