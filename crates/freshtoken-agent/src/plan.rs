@@ -127,4 +127,7 @@ pub struct ProxySpec {
     pub allowed_hosts: AllowedHosts,
     /// Certificate authorities trusted for the upstream besides the platform's.
     pub ca_file: Option<PathBuf>,
+    /// Also answer the login path's token endpoint for the profile's own client (see
+    /// [`freshtoken_proxy::Gateway`]).
+    pub gateway: Option<freshtoken_proxy::Gateway>,
 }

@@ -111,7 +111,7 @@ async fn start_one(agent: &State, c: &ProxySpec) -> Result<RunningProxy, AgentEr
     let proxy = Proxy::with_clock(
         source,
         Config {
-            gateway: None,
+            gateway: c.gateway.clone(),
             upstream: c.upstream.clone(),
             replay_limit: c.replay_limit,
             ca_file: c.ca_file.clone(),

@@ -48,6 +48,14 @@ pub(crate) struct ProxyConfig {
     /// `Host` names answered besides the listen address, `NAME` or `NAME:PORT`.
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// Also answer `POST <gateway_login_prefix>/oauth/token` for the profile's own client,
+    /// as `proxy --gateway` does.
+    #[serde(default)]
+    pub gateway: bool,
+    /// The login paths' prefix of a gateway (default none).
+    pub gateway_login_prefix: Option<String>,
+    /// The API paths' prefix of a gateway, removed before forwarding (default none).
+    pub gateway_api_prefix: Option<String>,
 }
 
 /// One `[[profiles.NAME.sinks]]`: a file the agent keeps holding the profile's token.

@@ -156,6 +156,11 @@ impl ConfigSecrets {
         }
     }
 
+    /// The client secret as read (a copy), or `None` when the profile uses none.
+    pub(crate) fn client_secret(&self) -> Option<Result<SecretString, String>> {
+        self.client_secret.clone()
+    }
+
     /// SHA-256 over both secrets; only this is kept, never a secret. A secret that cannot be
     /// read hashes the same whatever the reason, and differs from every secret that can.
     pub(crate) fn digest(&self) -> [u8; 32] {

@@ -23,7 +23,7 @@ use crate::body::ProxyBody;
 pub(crate) const MAX_FORM: usize = 64 * 1024;
 
 /// What the gateway answers and for whom.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Gateway {
     /// The login paths' prefix (`""` or `/login`), without a trailing slash.
     login_prefix: String,

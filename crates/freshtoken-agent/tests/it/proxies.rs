@@ -21,6 +21,7 @@ fn proxy(port: u16, upstream: &str, replay_limit: usize) -> Result<ProxySpec, ur
         replay_limit,
         allowed_hosts: AllowedHosts::default(),
         ca_file: None,
+        gateway: None,
     })
 }
 
@@ -179,6 +180,78 @@ async fn metrics_answer_during_a_reload_drain_and_the_drain_cuts_off_what_outliv
     let cut = tokio::task::spawn_blocking(move || client.join()).await?;
     assert!(matches!(cut, Ok(Ok(()))), "{cut:?}");
     assert_eq!(handle.proxies(), [([127, 0, 0, 1], port).into()]);
+    running.serve(async {}).await;
+    Ok(())
+}
+
+/// `[[proxy]] gateway = true`: the agent's proxy answers the login path's token endpoint for
+/// the profile's own client with the token the agent keeps, and nobody else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_gateway_answers_its_own_client_with_the_kept_token() -> TestResult {
+    capture();
+    let clock = ManualClock::starting_now();
+    let server = server(&clock, Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let secret = secret_of("a");
+    let mut spec = proxy(port, &server.base_url(), DEFAULT_REPLAY_LIMIT)?;
+    spec.gateway = Some(freshtoken_proxy::Gateway::new(
+        "a",
+        &secrecy::SecretString::from(secret.clone()),
+        "login",
+        "",
+    ));
+    let spec = Spec {
+        endpoint: endpoint(dir.path()),
+        profiles: BTreeMap::from([("a".to_owned(), ProfileSpec::new("a", Vec::new()))]),
+        proxies: vec![spec],
+        fail: None,
+    };
+    let loader = TestLoader::new(&server, &clock, spec);
+    let running = Agent::new(loader, Arc::new(clock.clone())).start().await?;
+    let handle = running.handle();
+    until(&handle, "a token", || {
+        handle.source("a").is_some_and(|s| s.peek_valid().is_some())
+    })
+    .await;
+    let kept = handle
+        .source("a")
+        .and_then(|s| s.peek_valid())
+        .map(|t| t.expose_secret().to_owned())
+        .ok_or("no token")?;
+    let ask = |user: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-m",
+                    "10",
+                    "-u",
+                    &user,
+                    "-d",
+                    "grant_type=client_credentials",
+                ])
+                .arg(format!("http://127.0.0.1:{port}/login/oauth/token"))
+                .output()
+        })
+    };
+    let own = ask(format!("a:{secret}")).await??;
+    let own = String::from_utf8_lossy(&own.stdout).into_owned();
+    assert!(
+        own.contains(&format!("\"access_token\":\"{kept}\"")),
+        "{own}"
+    );
+    let other = ask("a:wrong".to_owned()).await??;
+    let other = String::from_utf8_lossy(&other.stdout).into_owned();
+    assert!(
+        other.contains("invalid_client") && !other.contains(&kept),
+        "{other}"
+    );
+    assert_eq!(
+        server.state().stats().token_requests,
+        1,
+        "only the agent's own"
+    );
     running.serve(async {}).await;
     Ok(())
 }

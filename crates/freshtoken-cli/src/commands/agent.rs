@@ -151,6 +151,7 @@ fn plan(path: &Path) -> CliResult<Plan> {
         )));
     }
     let mut profiles = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     for (name, profile) in &file.profiles {
         let sinks = profile
             .sinks
@@ -160,6 +161,7 @@ fn plan(path: &Path) -> CliResult<Plan> {
         // Secrets are read again on every reload: a file rotated in place is a change.
         let read = ConfigSecrets::read(profile);
         let fingerprint = Fingerprint::new((profile.credentials(), read.digest()));
+        secrets.insert(name.clone(), read.client_secret());
         let source = build(name.clone(), profile.clone(), path.to_owned(), read);
         profiles.insert(
             name.clone(),
@@ -174,7 +176,7 @@ fn plan(path: &Path) -> CliResult<Plan> {
         .proxy
         .iter()
         .map(|c| match file.profiles.get(&c.profile) {
-            Some(profile) => proxy(c, profile),
+            Some(profile) => proxy(c, profile, secrets.get(&c.profile).cloned().flatten()),
             None => Err(CliError::usage(format!(
                 "[[proxy]] on {}: no profile {:?} in the config",
                 c.listen, c.profile
@@ -309,7 +311,11 @@ fn sink(c: &SinkConfig, profile: &str) -> CliResult<Sink> {
 
 /// Checks a `[[proxy]]` entry of `profile`: a loopback address, an http(s) upstream (the
 /// provider's API base by default), sizes parsed.
-fn proxy(c: &ProxyConfig, profile: &ProfileConfig) -> CliResult<ProxySpec> {
+fn proxy(
+    c: &ProxyConfig,
+    profile: &ProfileConfig,
+    secret: Option<Result<secrecy::SecretString, String>>,
+) -> CliResult<ProxySpec> {
     let what = |e: String| {
         CliError::usage(format!(
             "[[proxy]] on {} for profile {:?}: {e}",
@@ -345,7 +351,24 @@ fn proxy(c: &ProxyConfig, profile: &ProfileConfig) -> CliResult<ProxySpec> {
     };
     let allowed_hosts =
         AllowedHosts::parse(&c.allow_hosts).map_err(|e| what(format!("allow_hosts: {e}")))?;
+    let gateway = match (c.gateway, &profile.client_id, secret) {
+        (false, _, _) => None,
+        (true, Some(id), Some(Ok(secret))) => Some(freshtoken_proxy::Gateway::new(
+            id.clone(),
+            &secret,
+            c.gateway_login_prefix.as_deref().unwrap_or_default(),
+            c.gateway_api_prefix.as_deref().unwrap_or_default(),
+        )),
+        (true, _, Some(Err(e))) => return Err(what(format!("gateway: {e}"))),
+        (true, _, _) => {
+            return Err(what(
+                "gateway = true lets in the profile's own client: it needs client_id and client_secret"
+                    .into(),
+            ));
+        }
+    };
     Ok(ProxySpec {
+        gateway,
         profile: c.profile.clone(),
         listen,
         upstream,
@@ -472,6 +495,32 @@ mod tests {
             )
             .map_err(CliError::usage)?
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_gateway_proxy_lets_in_the_profile_s_own_client_or_is_refused() -> CliResult {
+        let parsed = config::parse(
+            "[profiles.p]\ntoken_url = \"https://idp.example/token\"\nclient_id = \"id\"\n\
+             [[proxy]]\nprofile = \"p\"\nlisten = \"127.0.0.1:0\"\nupstream = \"https://api.example\"\n\
+             gateway = true\ngateway_login_prefix = \"login\"\n",
+            Path::new("/cfg.toml"),
+        )?;
+        let (c, profile) = (&parsed.proxy[0], &parsed.profiles["p"]);
+        let secret = Some(Ok(secrecy::SecretString::from("s".to_owned())));
+        let spec = proxy(c, profile, secret)?;
+        let gateway = spec.gateway.expect("a gateway");
+        assert_eq!(gateway.login_prefix(), "/login");
+        let e = proxy(c, profile, None)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(e.contains("needs client_id and client_secret"), "{e}");
+        let e = proxy(c, profile, Some(Err("cannot read /x".into())))
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(e.contains("gateway: cannot read /x"), "{e}");
         Ok(())
     }
 }
