@@ -176,3 +176,37 @@ fn genesys_conventions_reach_the_child_and_the_shell() {
     let o = run(sb.cmd().args(["get", "--token-url", &server.token_url()]));
     assert_fails_with(&o, 2, "GENESYSCLOUD_OAUTHCLIENT_ID");
 }
+
+/// Genesys Cloud's login throttle (HTTP 400 `invalid_request`, "rate limit exceeded; …", with
+/// `Retry-After`), as its dev-server flavour sends it: retried after the wait it names, not
+/// taken for a rejected client.
+#[test]
+fn genesys_login_throttle_is_waited_out_not_taken_for_a_rejection() {
+    let server = Server::start_with(freshtoken_devserver::Config {
+        ttl: std::time::Duration::from_secs(3600),
+        genesys: true,
+        clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+        ..freshtoken_devserver::Config::default()
+    });
+    server.set_faults(freshtoken_devserver::Faults {
+        throttle: Some(1),
+        ..freshtoken_devserver::Faults::default()
+    });
+    // The throttle lifts after a second and a half, as Genesys' does once the client slows.
+    let state = std::sync::Arc::clone(server.state());
+    let lift = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        state.set_faults(freshtoken_devserver::Faults::default());
+    });
+    let sb = Sandbox::new();
+    let o = run(sb
+        .cmd_for(&server)
+        .env("FRESHTOKEN_RETRY_FOR", "10s")
+        .arg("get"));
+    lift.join().unwrap();
+    assert_code(&o, 0);
+    assert!(server.state().check(stdout(&o).trim()).is_some());
+    // Paced by the server's Retry-After (1 s), not hammering: two or three requests.
+    let requests = server.stats().token_requests;
+    assert!((2..=3).contains(&requests), "{:?}", server.stats());
+}
