@@ -410,7 +410,8 @@ pub(crate) struct ExecArgs {
 
     /// With --proxy: the proxy is also CMD's gateway (see `proxy --help`), and CMD gets
     /// GENESYSCLOUD_GATEWAY_HOST, _PORT and _PROTOCOL naming it, as the Genesys Cloud
-    /// Terraform provider reads them.
+    /// Terraform provider reads them, with GENESYSCLOUD_OAUTHCLIENT_ID and a stand-in
+    /// GENESYSCLOUD_OAUTHCLIENT_SECRET that only this gateway accepts, for this run.
     #[command(flatten)]
     pub gateway: GatewayArgs,
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use freshtoken::internal::fmt_duration;
 use freshtoken::{AccessToken, CachedSource, SharedClock, Want};
 use freshtoken_proxy::{Config, DEFAULT_REPLAY_LIMIT, Proxy};
+use secrecy::ExposeSecret;
 
 use crate::cli::{Cli, ExecArgs};
 use crate::env;
@@ -46,7 +47,18 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         ));
     }
     let request = wired.token_request()?;
-    let gateway = wiring::gateway(&args.gateway, &request)?;
+    // CMD logs in to its gateway with a stand-in secret made for this run: the real one
+    // stays out of its environment, as it does without --gateway.
+    let stand_in = args.gateway.gateway.then(stand_in_secret);
+    let gateway = stand_in.as_ref().map(|secret| {
+        freshtoken_proxy::Gateway::new(
+            request.client_id.to_string(),
+            secret,
+            &args.gateway.gateway_login_prefix,
+            &args.gateway.gateway_api_prefix,
+        )
+    });
+    let client_id = request.client_id.to_string();
     let source = wired.source_of(request, None, None, |fetcher| fetcher)?;
     let token = child_token(&source, min_ttl, args.proxy, &wired.clock).await?;
     let mut command = tokio::process::Command::new(&args.command[0]);
@@ -70,6 +82,10 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         Some(upstream) => {
             let background = start_proxy(source, upstream, gateway, settings).await?;
             proxy_env(&mut command, args, &background);
+            if let Some(secret) = &stand_in {
+                command.env(env::GENESYS_CLIENT_ID, &client_id);
+                command.env(env::GENESYS_CLIENT_SECRET, secret.expose_secret());
+            }
             Some(background)
         }
         None => None,
@@ -107,6 +123,13 @@ fn token_names(args: &ExecArgs) -> CliResult<Vec<String>> {
         ))),
         None => Ok(names),
     }
+}
+
+/// A secret only this run's gateway accepts: 32 random bytes, hex.
+fn stand_in_secret() -> secrecy::SecretString {
+    let bytes: [u8; 32] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    secrecy::SecretString::from(hex)
 }
 
 /// The proxy beside CMD, on a free loopback port.

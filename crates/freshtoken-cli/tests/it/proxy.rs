@@ -833,29 +833,50 @@ fn the_gateway_answers_its_own_client_with_the_shared_token_and_nobody_else() {
 fn exec_proxy_gateway_names_the_gateway_as_terraform_reads_it() {
     let server = Server::start(Duration::from_secs(3600));
     let sb = Sandbox::new();
+    // CMD logs in to its gateway with what it is given: the client id and a stand-in secret
+    // for this run, never the real one (printed here so the test can look for it).
     let script = "test \"$GENESYSCLOUD_GATEWAY_PROTOCOL\" = http && \
-        curl -sf -u \"$ID:$SECRET\" -d grant_type=client_credentials \
+        env | grep -c \"$REAL\" >&2; \
+        curl -sf -u \"$GENESYSCLOUD_OAUTHCLIENT_ID:$GENESYSCLOUD_OAUTHCLIENT_SECRET\" \
+        -d grant_type=client_credentials \
         \"http://$GENESYSCLOUD_GATEWAY_HOST:$GENESYSCLOUD_GATEWAY_PORT/oauth/token\"";
-    // The child is handed no secret: the test's own shell gives it the client's, as the
-    // tool's own configuration would.
-    let o = run(sb
-        .cmd_for(&server)
-        .env("ID", CLIENT_ID)
-        .env("SECRET", SECRET)
-        .args([
-            "exec",
-            "--proxy",
-            "--gateway",
-            "--upstream",
-            &server.base_url(),
-            "--",
-            "sh",
-            "-c",
-            script,
-        ]));
+    let o = run(sb.cmd_for(&server).env("REAL", SECRET).args([
+        "exec",
+        "--proxy",
+        "--gateway",
+        "--upstream",
+        &server.base_url(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]));
     assert_code(&o, 0);
     assert!(stdout(&o).contains("\"access_token\""), "{}", stdout(&o));
+    // `grep -c` counts the REAL variable's own line only: no other variable holds the secret.
+    assert_eq!(
+        stderr(&o).trim(),
+        "1",
+        "the real secret reached CMD: {}",
+        stderr(&o)
+    );
     assert_eq!(server.stats().token_requests, 1, "{:?}", server.stats());
+    // The real secret is no key to the stand-in's gateway (nor is a guess).
+    let script = "curl -s -o /dev/null -w '%{http_code}' -u \"$GENESYSCLOUD_OAUTHCLIENT_ID:$REAL\" \
+        -d grant_type=client_credentials \
+        \"http://$GENESYSCLOUD_GATEWAY_HOST:$GENESYSCLOUD_GATEWAY_PORT/oauth/token\"";
+    let o = run(sb.cmd_for(&server).env("REAL", SECRET).args([
+        "exec",
+        "--proxy",
+        "--gateway",
+        "--upstream",
+        &server.base_url(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]));
+    assert_eq!(stdout(&o), "401");
     let o = run(sb
         .cmd_for(&server)
         .args(["exec", "--gateway", "--", "true"]));
