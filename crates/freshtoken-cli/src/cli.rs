@@ -403,9 +403,11 @@ pub(crate) struct ExecArgs {
     #[arg(long, value_name = "NAME", action = ArgAction::Append, requires = "proxy")]
     pub proxy_env: Vec<String>,
 
-    /// Where the proxy forwards (default: the provider's API base); https, or http to
-    /// loopback only.
-    #[arg(long, value_name = "URL", requires = "proxy", env = env::UPSTREAM)]
+    /// With --proxy: where the proxy forwards (default: the provider's API base); https, or
+    /// http to loopback only.
+    // Not `requires = "proxy"`: a FRESHTOKEN_UPSTREAM set for a whole pipeline must not break
+    // the steps that run exec without a proxy.
+    #[arg(long, value_name = "URL", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 
     /// With --proxy: the proxy is also CMD's gateway (see `proxy --help`), and CMD gets

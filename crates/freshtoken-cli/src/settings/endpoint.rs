@@ -95,11 +95,14 @@ impl Parts {
         let provider = given(&a.provider, e.provider, PROVIDER_NAMES, &p.provider);
         let provider = provider.or_else(|| {
             // Genesys Cloud's own variable implies its provider when nothing else names an
-            // endpoint, so that its users need no flags.
-            let alone = token_url.is_none() && issuer.is_none();
+            // endpoint, so that its users need no flags; a token URL of the environment beside
+            // it is the login host of that provider (a gateway, another login domain).
+            let token_url_is_login_host = token_url
+                .as_ref()
+                .is_none_or(|t| t.rank == Rank::Environment);
             genesys_region
                 .as_ref()
-                .filter(|_| alone)
+                .filter(|_| issuer.is_none() && token_url_is_login_host)
                 .map(|_| Part::new(Rank::Environment, "genesys", env::GENESYS_REGION.to_owned()))
         });
         let Some(top) = [&token_url, &issuer, &provider]

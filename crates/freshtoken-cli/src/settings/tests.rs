@@ -340,6 +340,17 @@ fn the_endpoint_is_one_unit_from_the_highest_source() -> CliResult {
         s.client.secret,
         SecretSpec::Env(env::GENESYS_CLIENT_SECRET)
     ));
+    // A token URL of the environment beside GENESYSCLOUD_REGION is its login host: the
+    // provider (API base, exec's Genesys variables) stays.
+    let mut args = base_args();
+    args.token_url = Some(URL_FLAG.into());
+    args.from_env.token_url = true;
+    let s = resolve_with(&args, ProfileConfig::default(), &genesys)?;
+    assert_eq!(
+        s.endpoint,
+        Endpoint::TokenUrl(Url::parse(URL_FLAG).unwrap())
+    );
+    assert_eq!(s.provider.as_ref().map(|r| r.name), Some("us-east-1"));
     // ... but not beside another endpoint: there they would be another client's.
     let s = resolve_with(&base_args(), base_profile(), &genesys)?;
     assert!(matches!(s.endpoint, Endpoint::TokenUrl(_)));

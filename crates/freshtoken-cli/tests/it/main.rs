@@ -8,6 +8,7 @@ mod deploy_docs;
 mod exec;
 mod fault_matrix;
 mod fleet;
+mod genesys_docs;
 mod genesys_sdk;
 mod get;
 mod interop;
