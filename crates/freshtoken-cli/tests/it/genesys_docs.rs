@@ -21,9 +21,14 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The shell block after `<!-- recipe: NAME -->` in docs/genesys.md.
+/// The shell block after `<!-- recipe: NAME -->` in docs/genesys.md (`readme`: in README.md).
 fn recipe(name: &str) -> String {
-    let text = std::fs::read_to_string(repo().join("docs/genesys.md")).unwrap();
+    let doc = if name == "readme" {
+        "README.md"
+    } else {
+        "docs/genesys.md"
+    };
+    let text = std::fs::read_to_string(repo().join(doc)).unwrap();
     let marker = format!("<!-- recipe: {name} -->");
     let at = text
         .find(&marker)
@@ -83,6 +88,14 @@ echo "{tool} done""#
             ),
         );
     }
+    // The README's script that takes an API host.
+    std::fs::write(
+        work.join("bulk.py"),
+        "import sys, urllib.request\nhost = sys.argv[sys.argv.index('--api-host') + 1]\n\
+         for i in range(5):\n    urllib.request.urlopen(host + '/api/v2/tokens/me').read()\n\
+         print('bulk done')\n",
+    )
+    .unwrap();
     let venv = repo().join("target/genesys-venv/bin");
     assert!(
         venv.join("python").exists(),
@@ -161,4 +174,11 @@ fn the_gc_and_archy_recipes_hand_over_the_token_and_the_region() {
         let out = run_recipe(name, &server);
         assert_ran(name, &out, &server, said, 1);
     }
+}
+
+#[test]
+fn the_readme_s_genesys_recipe_runs_as_pasted() {
+    let server = genesys_server();
+    let out = run_recipe("readme", &server);
+    assert_ran("readme", &out, &server, "bulk done", 15);
 }
