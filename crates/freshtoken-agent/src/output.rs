@@ -277,4 +277,40 @@ mod tests {
         assert!(check_env_name("a-b").is_err());
         assert!(check_env_name("_OK_1").is_ok());
     }
+
+    #[test]
+    fn env_output_reads_back_unchanged_in_a_shell_and_runs_nothing() -> std::io::Result<()> {
+        use freshtoken::ExpirySource;
+        use secrecy::SecretString;
+        let dir = tempfile::tempdir()?;
+        let marker = dir.path().join("ran");
+        let m = marker.display();
+        // Tokens no server answer gets past the b64token check with; quoting alone holds.
+        for value in [
+            format!("x$(touch {m})"),
+            format!("x`touch {m}`"),
+            format!("x';touch {m};'"),
+            format!("x'\\''$(touch {m})"),
+            format!("x\"$(touch {m})\"\ntouch {m}"),
+            "plain.b64/token+==".to_owned(),
+        ] {
+            let at = SystemTime::UNIX_EPOCH;
+            let token = Token::new(
+                SecretString::from(value.clone()),
+                at,
+                at,
+                ExpirySource::ExpiresIn,
+            );
+            let file = dir.path().join("token.env");
+            std::fs::write(&file, render_env(&token, "T"))?;
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(". {}; printf %s \"$T\"", file.display()))
+                .output()?;
+            assert!(out.status.success(), "{value:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+            assert!(!marker.exists(), "{value:?} ran code");
+        }
+        Ok(())
+    }
 }

@@ -1,3 +1,4 @@
 //! The integration tests of the dev-server, as one test executable with a module per area.
 
 mod assertions;
+mod genesys;
