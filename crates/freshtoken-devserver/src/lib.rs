@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 mod api;
 mod assertion;
+mod authorize;
 mod faults;
 mod genesys;
 mod routes;

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     api_ok: AtomicU64,
     api_401: AtomicU64,
     refresh_grants: AtomicU64,
+    revocations: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -42,6 +43,12 @@ pub struct Stats {
     /// Tokens issued through the refresh_token grant.
     #[serde(default)]
     pub refresh_grants: u64,
+    /// Used refresh tokens presented again (each revoked its login's refresh tokens).
+    #[serde(default)]
+    pub refresh_reuses: u64,
+    /// Requests to the RFC 7009 revocation endpoint.
+    #[serde(default)]
+    pub revocations: u64,
 }
 
 /// What one API path saw, counted per path (`/__stats/paths`), so that a test can tell
@@ -115,6 +122,7 @@ pub struct State {
     tokens: Mutex<HashMap<String, Issued>>,
     faults: Mutex<Faults>,
     pub(crate) counters: Counters,
+    pub(crate) logins: crate::authorize::Logins,
 }
 
 impl State {
@@ -161,6 +169,7 @@ impl State {
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(config.faults),
             counters: Counters::default(),
+            logins: crate::authorize::Logins::default(),
         }
     }
 
@@ -176,6 +185,8 @@ impl State {
             api_ok: get(&c.api_ok),
             api_401: get(&c.api_401),
             refresh_grants: get(&c.refresh_grants),
+            refresh_reuses: self.logins.reuses(),
+            revocations: get(&c.revocations),
         }
     }
 
@@ -280,6 +291,11 @@ impl State {
         rt
     }
 
+    /// Makes `rt` invalid (its login was revoked).
+    pub(crate) fn forget_refresh_token(&self, rt: &str) {
+        lock(&self.refresh).remove(rt);
+    }
+
     /// Uses up `rt` (refresh tokens rotate); returns the scope it carried.
     pub(crate) fn redeem_refresh_token(&self, rt: &str, client_id: &str) -> Option<Option<String>> {
         let mut refresh = lock(&self.refresh);
@@ -381,6 +397,9 @@ impl Counters {
     }
     pub(crate) fn refresh_grants(&self) -> &AtomicU64 {
         &self.refresh_grants
+    }
+    pub(crate) fn revocations(&self) -> &AtomicU64 {
+        &self.revocations
     }
 }
 

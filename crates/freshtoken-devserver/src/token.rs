@@ -50,7 +50,11 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
             "grant_type is missing",
         )
     })?;
-    if grant != "client_credentials" && !(grant == "refresh_token" && state.refresh_tokens) {
+    // The login grants are always there; refresh tokens for client credentials are opt-in.
+    if !matches!(
+        grant,
+        "client_credentials" | "refresh_token" | "authorization_code"
+    ) {
         return Err(Reject::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -58,7 +62,15 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
         ));
     }
     let client_id = authenticate(state, headers, &field)?;
+    let owned = |name: &str| field(name).map(str::to_owned);
+    // A login's refresh tokens: issued for the code grant, rotated within their family.
+    let mut family = None;
+    let mut login = false;
     let scope = match grant {
+        "authorization_code" => {
+            login = true;
+            crate::authorize::redeem_code(state, &client_id, &owned)?
+        }
         "refresh_token" => {
             let rt = field("refresh_token").ok_or_else(|| {
                 Reject::new(
@@ -67,13 +79,10 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
                     "refresh_token is missing",
                 )
             })?;
-            state.redeem_refresh_token(rt, &client_id).ok_or_else(|| {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "the refresh token is unknown, used or revoked",
-                )
-            })?
+            let (scope, fam) = crate::authorize::redeem_refresh(state, rt, &client_id)?;
+            family = fam;
+            login = true;
+            scope
         }
         _ => field("scope").map(str::to_owned).filter(|s| !s.is_empty()),
     };
@@ -89,8 +98,13 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
     if let Some(scope) = &granted {
         answer["scope"] = Value::String(scope.clone());
     }
-    if state.refresh_tokens {
-        answer["refresh_token"] = Value::String(state.issue_refresh_token(&client_id, granted));
+    if state.refresh_tokens || login {
+        answer["refresh_token"] = Value::String(crate::authorize::issue_refresh(
+            state, &client_id, granted, family,
+        ));
+        if let Some(ttl) = state.faults().refresh_ttl_s {
+            answer["refresh_expires_in"] = Value::from(ttl);
+        }
     }
     if grant == "refresh_token" {
         state.count(|c| c.refresh_grants());
