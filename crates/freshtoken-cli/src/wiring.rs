@@ -6,6 +6,7 @@
 //! commands a [`CachedSource`]. Everything here is awaited on the command's one runtime,
 //! which `main` starts.
 
+pub(crate) mod login;
 mod stores;
 
 use std::sync::Arc;
@@ -245,7 +246,15 @@ impl Wired {
         if let Some(client) = client {
             fetcher = fetcher.with_client(client);
         }
-        Ok(CachedSource::builder_shared(wrap(Arc::new(fetcher)))
+        // A login profile's tokens come from its stored refresh token.
+        let fetcher: Arc<dyn Fetch> = match self.login_store() {
+            Some(logins) => Arc::new(
+                freshtoken::login::LoginFetcher::new(fetcher, logins?)
+                    .with_clock(self.clock.clone()),
+            ),
+            None => Arc::new(fetcher),
+        };
+        Ok(CachedSource::builder_shared(wrap(fetcher))
             .store(store)
             .policy(self.settings.policy)
             .clock(self.clock.clone())

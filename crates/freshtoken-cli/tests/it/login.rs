@@ -1,0 +1,378 @@
+//! `login` and `logout` as whole processes against the dev-server, driven by a scripted user
+//! agent: the authorization URL is read from `login --format json`, fetched with curl (the
+//! dev-server auto-approves, or denies with `deny_consent`), and the redirect delivered to
+//! the login's loopback listener.
+// Real elapsed-time bounds ("did not hang"): the clocks are the point.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use freshtoken::ManualClock;
+use freshtoken_devserver::{Config, Faults};
+use freshtoken_testkit::*;
+
+/// A dev-server on a clock the test moves (refresh-token expiry).
+fn server(clock: &ManualClock) -> Server {
+    Server::start_with(Config {
+        clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+        clock: Arc::new(clock.clone()),
+        ..Config::default()
+    })
+}
+
+/// Profile `p`: a code-flow login at the dev-server, found by discovery.
+fn profile(sb: &Sandbox, server: &Server) {
+    sb.write_user_config(&format!(
+        "[profiles.p]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"SECRET\" }}\ngrant = \"authorization_code\"\nretry_for = \"0s\"\n",
+        server.base_url()
+    ));
+}
+
+fn cmd(sb: &Sandbox) -> std::process::Command {
+    let mut c = sb.cmd();
+    c.env("SECRET", SECRET);
+    c
+}
+
+/// A running `login --format json`, its stdout lines as they come.
+struct Login {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Login {
+    fn start(sb: &Sandbox) -> Self {
+        let mut child = cmd(sb)
+            .args([
+                "login",
+                "--profile",
+                "p",
+                "--no-browser",
+                "--format",
+                "json",
+                "--wait",
+                "20s",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("login starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn step(&self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("login prints its step");
+        serde_json::from_str(&line).expect("one JSON object per line")
+    }
+
+    fn authorization_url(&self) -> url::Url {
+        let step = self.step();
+        assert_eq!(step["step"], "authorize", "{step}");
+        step["authorization_url"]
+            .as_str()
+            .expect("a URL")
+            .parse()
+            .expect("a URL")
+    }
+
+    /// Waits for the exit: code, stderr.
+    fn finish(mut self) -> (i32, String) {
+        let status = wait(&mut self.child, "login");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        (status.code().unwrap_or(-1), err)
+    }
+}
+
+/// Where the dev-server's authorize endpoint redirects `url` to (not followed).
+fn redirect_of(url: &str) -> url::Url {
+    let (status, headers) = curl(&["-o", "/dev/null", "-D", "-", url]);
+    assert_eq!(status, 302, "{headers}");
+    let location = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("a Location header");
+    location.trim().parse().expect("a Location")
+}
+
+fn with_param(url: &url::Url, name: &str, value: &str) -> url::Url {
+    let mut out = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    out.query_pairs_mut().clear().extend_pairs(pairs);
+    out
+}
+
+fn param(url: &url::Url, name: &str) -> String {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Logs profile `p` in through the browser dance; the finished login's last step.
+fn log_in(sb: &Sandbox) -> serde_json::Value {
+    let login = Login::start(sb);
+    let url = login.authorization_url();
+    let (status, page) = curl(&["-L", url.as_str()]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Logged in"), "{page}");
+    let done = login.step();
+    let (code, err) = login.finish();
+    assert_eq!(code, 0, "{err}");
+    done
+}
+
+/// The refresh token of the sandbox's one stored login.
+fn stored_refresh_token(sb: &Sandbox) -> String {
+    let state = sb.path().join(".local/state/freshtoken");
+    let file = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "login"))
+        .expect("a stored login");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    v["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_code_flow_logs_in_and_get_uses_the_stored_refresh_token() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+
+    let login = Login::start(&sb);
+    let url = login.authorization_url();
+    assert_eq!(param(&url, "code_challenge_method"), "S256");
+    assert!(param(&url, "code_challenge").len() >= 43);
+    assert!(param(&url, "state").len() >= 22);
+    let redirect = param(&url, "redirect_uri");
+    assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
+    let (status, page) = curl(&["-L", url.as_str()]);
+    assert_eq!((status, page.contains("Logged in")), (200, true), "{page}");
+    let done = login.step();
+    assert_eq!(done["logged_in"], true, "{done}");
+    let (code, err) = login.finish();
+    assert_eq!(code, 0, "{err}");
+
+    let state = sb.path().join(".local/state/freshtoken");
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&state), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "login"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(mode(&files[0]), 0o600);
+
+    let o = run(cmd(&sb).args(["get", "--profile", "p"]));
+    assert_code(&o, 0);
+    let token = stdout(&o).trim().to_owned();
+    assert!(
+        server.state().check(&token).is_some(),
+        "a live token: {token}"
+    );
+    // The access-token cache never holds the refresh token.
+    let rt = stored_refresh_token(&sb);
+    for entry in std::fs::read_dir(sb.cache_dir()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        assert!(!text.contains(&rt), "{text}");
+    }
+    let stats = server.stats();
+    assert_eq!(
+        (stats.refresh_grants, stats.refresh_reuses),
+        (1, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_redirect_with_another_state_is_refused() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    let login = Login::start(&sb);
+    let back = redirect_of(login.authorization_url().as_str());
+    let forged = with_param(&back, "state", "forged");
+    let (status, _) = curl(&[forged.as_str()]);
+    assert_eq!(status, 400);
+    let (code, err) = login.finish();
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("another state"), "{err}");
+    assert_eq!(
+        server.stats().tokens_issued,
+        0,
+        "the code was never exchanged"
+    );
+}
+
+#[test]
+fn denied_consent_ends_the_login_with_the_servers_reason() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    server.set_faults(Faults {
+        deny_consent: true,
+        ..Faults::default()
+    });
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    let login = Login::start(&sb);
+    let (status, _) = curl(&["-L", login.authorization_url().as_str()]);
+    assert_eq!(status, 400);
+    let (code, err) = login.finish();
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("the login was refused: access_denied"),
+        "{err}"
+    );
+}
+
+/// A code obtained with another PKCE challenge (an injected code) is delivered to the
+/// listener: the exchange with the login's own verifier fails.
+#[test]
+fn a_code_bound_to_another_verifier_is_refused_at_the_exchange() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    let login = Login::start(&sb);
+    let url = login.authorization_url();
+    let other = freshtoken::login::Pkce::new();
+    let injected = with_param(&url, "code_challenge", &other.challenge);
+    let back = redirect_of(injected.as_str());
+    let (status, _) = curl(&[back.as_str()]);
+    assert_eq!(status, 200, "the redirect itself is well-formed");
+    let (code, err) = login.finish();
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("invalid_grant") && err.contains("PKCE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_expired_or_missing_login_exits_6_with_how_to_log_in() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+
+    let o = run(cmd(&sb).args(["get", "--profile", "p"]));
+    assert_fails_with(&o, 6, "login needed: no login is stored");
+    assert!(
+        stderr(&o).contains("run `freshtoken login --profile p`"),
+        "{}",
+        stderr(&o)
+    );
+
+    server.set_faults(Faults {
+        refresh_ttl_s: Some(3600),
+        ..Faults::default()
+    });
+    log_in(&sb);
+    clock.advance(Duration::from_secs(3600));
+    let o = run(cmd(&sb).args(["get", "--profile", "p"]));
+    assert_fails_with(&o, 6, "login needed: the stored refresh token was refused");
+    assert!(
+        stderr(&o).contains("run `freshtoken login --profile p`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Fifty `get` processes at once, with no shared access-token cache (so each one refreshes):
+/// each presents the refresh token the one before it stored, and the dev-server's reuse
+/// detection never fires.
+#[test]
+fn fifty_concurrent_gets_rotate_the_refresh_token_without_a_reuse() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    log_in(&sb);
+    let started = Instant::now();
+    let children: Vec<Child> = (0..50)
+        .map(|_| {
+            cmd(&sb)
+                .args([
+                    "get",
+                    "--profile",
+                    "p",
+                    "--cache",
+                    "memory",
+                    "--retry-for",
+                    "20s",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("get starts")
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().expect("get ends");
+        assert_code(&o, 0);
+    }
+    let stats = server.stats();
+    assert_eq!(stats.refresh_reuses, 0, "{stats:?}");
+    assert_eq!(stats.refresh_grants, 50, "{stats:?}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let o = run(cmd(&sb).args(["get", "--profile", "p", "--cache", "memory"]));
+    assert_code(&o, 0);
+}
+
+#[test]
+fn logout_revokes_the_refresh_token_and_deletes_the_login() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    log_in(&sb);
+    let rt = stored_refresh_token(&sb);
+    let o = run(cmd(&sb).args(["logout", "--profile", "p"]));
+    assert_code(&o, 0);
+    assert_eq!(server.stats().revocations, 1);
+    let (status, body) = curl(&[
+        "-u",
+        &format!("{CLIENT_ID}:{SECRET}"),
+        "-d",
+        &format!("grant_type=refresh_token&refresh_token={rt}"),
+        &server.token_url(),
+    ]);
+    assert_eq!(status, 400, "the revoked refresh token is refused: {body}");
+    assert!(body.contains("invalid_grant"), "{body}");
+    let o = run(cmd(&sb).args(["get", "--profile", "p"]));
+    assert_fails_with(&o, 6, "no login is stored");
+}
