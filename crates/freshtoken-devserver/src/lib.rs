@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 mod api;
 mod assertion;
 mod authorize;
+mod device;
 mod faults;
 mod genesys;
 mod routes;

@@ -36,6 +36,11 @@ pub fn app(state: Shared) -> Router {
         .route("/oauth/token", post(token))
         .route("/oauth/authorize", get(crate::authorize::authorize))
         .route("/oauth/revoke", post(crate::authorize::revoke))
+        .route(
+            "/oauth/device_authorization",
+            post(crate::device::authorization),
+        )
+        .route("/device", get(crate::device::verify))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/api/blob/{bytes}", get(crate::api::blob))
@@ -169,7 +174,12 @@ async fn metadata(Extract(_state): Extract<Shared>, headers: HeaderMap) -> Respo
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
-    let grants = ["client_credentials", "refresh_token", "authorization_code"];
+    let grants = [
+        "client_credentials",
+        "refresh_token",
+        "authorization_code",
+        crate::device::GRANT,
+    ];
     axum::Json(json!({
         "issuer": format!("http://{host}"),
         "token_endpoint": format!("http://{host}/oauth/token"),
@@ -179,6 +189,7 @@ async fn metadata(Extract(_state): Extract<Shared>, headers: HeaderMap) -> Respo
         "grant_types_supported": grants,
         "authorization_endpoint": format!("http://{host}/oauth/authorize"),
         "revocation_endpoint": format!("http://{host}/oauth/revoke"),
+        "device_authorization_endpoint": format!("http://{host}/oauth/device_authorization"),
         "code_challenge_methods_supported": ["S256"],
     }))
     .into_response()

@@ -123,6 +123,7 @@ pub struct State {
     faults: Mutex<Faults>,
     pub(crate) counters: Counters,
     pub(crate) logins: crate::authorize::Logins,
+    pub(crate) devices: crate::device::Devices,
 }
 
 impl State {
@@ -170,6 +171,7 @@ impl State {
             faults: Mutex::new(config.faults),
             counters: Counters::default(),
             logins: crate::authorize::Logins::default(),
+            devices: crate::device::Devices::default(),
         }
     }
 
@@ -201,6 +203,16 @@ impl State {
     }
 
     /// Takes one from `outage_next`, if any is left; true when this request must fail.
+    /// Whether this device-code poll gets a forced `slow_down` (the switch counts down).
+    pub(crate) fn take_device_slow_down(&self) -> bool {
+        let mut f = lock(&self.faults);
+        if f.device_slow_down > 0 {
+            f.device_slow_down -= 1;
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn take_outage(&self) -> bool {
         let mut f = lock(&self.faults);
         if f.outage {

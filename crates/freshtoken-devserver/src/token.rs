@@ -53,7 +53,7 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
     // The login grants are always there; refresh tokens for client credentials are opt-in.
     if !matches!(
         grant,
-        "client_credentials" | "refresh_token" | "authorization_code"
+        "client_credentials" | "refresh_token" | "authorization_code" | crate::device::GRANT
     ) {
         return Err(Reject::new(
             StatusCode::BAD_REQUEST,
@@ -70,6 +70,10 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
         "authorization_code" => {
             login = true;
             crate::authorize::redeem_code(state, &client_id, &owned)?
+        }
+        crate::device::GRANT => {
+            login = true;
+            crate::device::redeem(state, &client_id, field("device_code"))?
         }
         "refresh_token" => {
             let rt = field("refresh_token").ok_or_else(|| {
@@ -116,7 +120,7 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
 }
 
 /// Finds out which client is asking, by whichever one method it used.
-fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     state: &State,
     headers: &HeaderMap,
     field: &impl Fn(&str) -> Option<&'a str>,

@@ -231,6 +231,11 @@ impl HttpFetcher {
                 form.append_pair("redirect_uri", redirect_uri);
                 form.append_pair("code_verifier", verifier.expose_secret());
             }
+            // RFC 8628 §3.4.
+            Grant::DeviceCode(code) => {
+                form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:device_code");
+                form.append_pair("device_code", code.expose_secret());
+            }
         }
         let mut builder = http
             .post(req.token_url.clone())
@@ -552,6 +557,7 @@ pub(crate) enum Grant<'a> {
         redirect_uri: &'a str,
         verifier: &'a secrecy::SecretString,
     },
+    DeviceCode(&'a secrecy::SecretString),
 }
 
 impl HttpFetcher {

@@ -408,8 +408,21 @@ pub async fn finish_code_login(
     store_login(http, logins, token, budget).await
 }
 
-/// Stores the refresh token of a freshly issued `token` as `http`'s login.
-async fn store_login(
+/// One poll of the device flow's token request (RFC 8628 §3.4), one attempt: the token, or
+/// the server's answer as [`Error::OAuth`] (`authorization_pending`, `slow_down`,
+/// `expired_token`, `access_denied`), which the caller's loop decides on.
+pub async fn poll_device_code(
+    http: &HttpFetcher,
+    device_code: &SecretString,
+    budget: Budget,
+) -> Result<Token> {
+    http.fetch_with(Grant::DeviceCode(device_code), budget.once())
+        .await
+}
+
+/// Stores the refresh token of a freshly issued `token` as `http`'s login (under the
+/// login's lock); the access token comes back without it.
+pub async fn store_login(
     http: &HttpFetcher,
     logins: &LoginStore,
     token: Token,

@@ -44,16 +44,17 @@ pub(crate) async fn run(cli: &Cli, args: &LoginArgs) -> CliResult {
             wired.profile()
         )));
     };
-    if args.device || login.grant == LoginGrant::DeviceCode {
-        return Err(CliError::usage(
-            "the device flow is not available in this build yet; use the code flow (grant = \"authorization_code\")",
-        ));
-    }
     let logins = wired
         .login_store()
         .unwrap_or_else(|| Err(CliError::internal("a login profile without a login store")))?;
-    let http = HttpFetcher::new(wired.token_request()?, wired.settings.http.clone())?
+    let request = wired.token_request()?;
+    let http = HttpFetcher::new(request.clone(), wired.settings.http.clone())?
         .with_clock(wired.clock.clone());
+    if args.device || login.grant == LoginGrant::DeviceCode {
+        let token =
+            super::login_device::run(&wired, &request, &http, &logins, args.format, wait).await?;
+        return done(&wired, &http, &logins, &token, args.format);
+    }
     let listener = bind(login.redirect_uri.as_ref()).await?;
     let redirect_uri = match &login.redirect_uri {
         Some(uri) => uri.clone(),
@@ -94,9 +95,20 @@ pub(crate) async fn run(cli: &Cli, args: &LoginArgs) -> CliResult {
         budget,
     )
     .await?;
-    let path = logins.path(&login_key(&http));
+    done(&wired, &http, &logins, &token, args.format)
+}
+
+/// Says that the login worked, and where it is kept.
+fn done(
+    wired: &Wired,
+    http: &HttpFetcher,
+    logins: &LoginStore,
+    token: &freshtoken::Token,
+    format: LoginFormat,
+) -> CliResult {
+    let path = logins.path(&login_key(http));
     step(
-        args.format,
+        format,
         json!({"step": "done", "logged_in": true, "profile": wired.profile(),
                "expires_in": token.remaining(wired.clock.now()).as_secs(), "stored": path.display().to_string()}),
         || format!("Logged in; the login is kept in {}", path.display()),
@@ -106,7 +118,11 @@ pub(crate) async fn run(cli: &Cli, args: &LoginArgs) -> CliResult {
 
 /// Says one step: a JSON line on stdout (flushed: a script waits for it), or a sentence
 /// on stderr.
-fn step(format: LoginFormat, value: serde_json::Value, text: impl FnOnce() -> String) -> CliResult {
+pub(crate) fn step(
+    format: LoginFormat,
+    value: serde_json::Value,
+    text: impl FnOnce() -> String,
+) -> CliResult {
     match format {
         LoginFormat::Json => crate::output::print(&format!("{value}\n")),
         LoginFormat::Text => {
@@ -349,11 +365,29 @@ async fn revoke(
     token: &SecretString,
 ) -> CliResult {
     freshtoken::internal::refuse_plain_http("revocation endpoint", url, "the refresh token")?;
-    let http = freshtoken::http_client(&wired.settings.http)?;
-    let mut form = vec![
+    let form = vec![
         ("token", token.expose_secret().to_owned()),
         ("token_type_hint", "refresh_token".to_owned()),
     ];
+    let (status, _) = post_form(request, wired, url, form).await?;
+    if !(200..300).contains(&status) {
+        return Err(CliError {
+            code: code::REJECTED,
+            message: format!("the revocation endpoint {url} answered HTTP {status}"),
+        });
+    }
+    Ok(())
+}
+
+/// POSTs `form` to `url` with the client's id (and secret, Basic or in the form): the
+/// status and a capped body.
+pub(crate) async fn post_form(
+    request: &freshtoken::TokenRequest,
+    wired: &Wired,
+    url: &Url,
+    mut form: Vec<(&'static str, String)>,
+) -> CliResult<(u16, Vec<u8>)> {
+    let http = freshtoken::http_client(&wired.settings.http)?;
     let mut builder = http.post(url.clone());
     match (&request.client_secret, request.auth_method) {
         (Some(secret), freshtoken::AuthMethod::ClientSecretBasic) => {
@@ -384,16 +418,12 @@ async fn revoke(
         .await
         .map_err(|e| CliError {
             code: code::UNAVAILABLE,
-            message: format!("cannot revoke at {url}: {e}"),
+            message: format!("cannot reach {url}: {e}"),
         })?;
-    if !answer.status().is_success() {
-        return Err(CliError {
-            code: code::REJECTED,
-            message: format!(
-                "the revocation endpoint {url} answered HTTP {}",
-                answer.status().as_u16()
-            ),
-        });
-    }
-    Ok(())
+    let status = answer.status().as_u16();
+    let body = answer.bytes().await.map_err(|e| CliError {
+        code: code::UNAVAILABLE,
+        message: format!("cannot read the answer of {url}: {e}"),
+    })?;
+    Ok((status, body.iter().take(MAX_REQUEST * 4).copied().collect()))
 }

@@ -8,6 +8,7 @@ pub(crate) mod get;
 pub(crate) mod inspect;
 pub(crate) mod invalidate;
 pub(crate) mod login;
+pub(crate) mod login_device;
 pub(crate) mod proxy;
 pub(crate) mod status;
 

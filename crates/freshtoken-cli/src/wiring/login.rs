@@ -57,3 +57,21 @@ impl Wired {
             })
     }
 }
+
+impl Wired {
+    /// The device flow's endpoint: the profile's, else discovery's. Genesys Cloud has none.
+    pub(crate) fn device_authorization_endpoint(&self) -> CliResult<Url> {
+        self.login()
+            .and_then(|l| l.device_authorization_endpoint.clone())
+            .or_else(|| {
+                self.metadata
+                    .as_ref()
+                    .and_then(|m| m.device_authorization_endpoint.clone())
+            })
+            .ok_or_else(|| {
+                CliError::usage(
+                    "this server has no device authorization endpoint (Genesys Cloud has none): use the code flow, grant = \"authorization_code\", or set device_authorization_endpoint in the profile",
+                )
+            })
+    }
+}

@@ -46,6 +46,10 @@ struct Login {
 
 impl Login {
     fn start(sb: &Sandbox) -> Self {
+        Self::start_with(sb, &[])
+    }
+
+    fn start_with(sb: &Sandbox, extra: &[&str]) -> Self {
         let mut child = cmd(sb)
             .args([
                 "login",
@@ -57,6 +61,7 @@ impl Login {
                 "--wait",
                 "20s",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -375,4 +380,136 @@ fn logout_revokes_the_refresh_token_and_deletes_the_login() {
     assert!(body.contains("invalid_grant"), "{body}");
     let o = run(cmd(&sb).args(["get", "--profile", "p"]));
     assert_fails_with(&o, 6, "no login is stored");
+}
+
+/// A dev-server whose device flow has the switches `faults`.
+fn device_server(clock: &ManualClock, faults: Faults) -> Server {
+    let server = server(clock);
+    server.set_faults(faults);
+    server
+}
+
+/// The device step of `login --device`: the code and the URLs, as the user would see them.
+fn device_step(login: &Login) -> serde_json::Value {
+    let step = login.step();
+    assert_eq!(step["step"], "device", "{step}");
+    for field in ["verification_uri", "verification_uri_complete", "user_code"] {
+        assert!(
+            step[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}: {step}"
+        );
+    }
+    assert!(step["expires_in"].as_u64().is_some_and(|n| n > 0), "{step}");
+    step
+}
+
+#[test]
+fn the_device_flow_logs_in_once_the_user_approves() {
+    let clock = ManualClock::starting_now();
+    let server = device_server(
+        &clock,
+        Faults {
+            device_interval_s: Some(0),
+            ..Faults::default()
+        },
+    );
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    let login = Login::start_with(&sb, &["--device"]);
+    let step = device_step(&login);
+    // Polls see authorization_pending until the user answers.
+    wait_until(
+        Duration::from_secs(10),
+        || server.stats().token_errors >= 2,
+        || format!("no pending polls: {:?}", server.stats()),
+    );
+    let (status, page) = curl(&[step["verification_uri_complete"].as_str().unwrap()]);
+    assert_eq!(status, 200, "{page}");
+    let done = login.step();
+    assert_eq!(done["logged_in"], true, "{done}");
+    let (code, err) = login.finish();
+    assert_eq!(code, 0, "{err}");
+    let o = run(cmd(&sb).args(["get", "--profile", "p"]));
+    assert_code(&o, 0);
+    assert!(server.state().check(stdout(&o).trim()).is_some());
+}
+
+#[test]
+fn slow_down_adds_five_seconds_to_the_polling_interval() {
+    let clock = ManualClock::starting_now();
+    let server = device_server(
+        &clock,
+        Faults {
+            device_interval_s: Some(0),
+            device_slow_down: 1,
+            ..Faults::default()
+        },
+    );
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    let login = Login::start_with(&sb, &["--device"]);
+    let step = device_step(&login);
+    let (status, _) = curl(&[step["verification_uri_complete"].as_str().unwrap()]);
+    assert_eq!(status, 200);
+    let asked = Instant::now();
+    let done = login.step();
+    let waited = asked.elapsed();
+    assert_eq!(done["logged_in"], true, "{done}");
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(15),
+        "the poll after slow_down came {waited:?} later"
+    );
+    let stats = server.stats();
+    assert_eq!(
+        stats.token_errors, 1,
+        "one slow_down, then the token: {stats:?}"
+    );
+    assert_eq!(login.finish().0, 0);
+}
+
+#[test]
+fn an_expired_or_denied_device_code_ends_the_login_with_a_clear_message() {
+    let clock = ManualClock::starting_now();
+    let server = device_server(
+        &clock,
+        Faults {
+            device_interval_s: Some(0),
+            device_expires_in_s: Some(600),
+            ..Faults::default()
+        },
+    );
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    let login = Login::start_with(&sb, &["--device"]);
+    device_step(&login);
+    clock.advance(Duration::from_secs(600));
+    let (code, err) = login.finish();
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("the device code expired"), "{err}");
+
+    server.set_faults(Faults {
+        device_interval_s: Some(0),
+        deny_consent: true,
+        ..Faults::default()
+    });
+    let login = Login::start_with(&sb, &["--device"]);
+    let step = device_step(&login);
+    curl(&[step["verification_uri_complete"].as_str().unwrap()]);
+    let (code, err) = login.finish();
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("access_denied"), "{err}");
+}
+
+#[test]
+fn a_server_without_a_device_endpoint_suggests_the_code_flow() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    sb.write_user_config(&format!(
+        "[profiles.p]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"SECRET\" }}\ngrant = \"device_code\"\n",
+        server.token_url()
+    ));
+    let o = run(cmd(&sb).args(["login", "--profile", "p", "--format", "json"]));
+    assert_fails_with(&o, 2, "no device authorization endpoint");
+    assert!(stderr(&o).contains("authorization_code"), "{}", stderr(&o));
 }
