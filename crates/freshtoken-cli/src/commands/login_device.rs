@@ -65,9 +65,14 @@ pub(crate) async fn run(
         // poll that is early by its reckoning.
         let pause = interval + (interval / 10).max(Duration::from_millis(100));
         if tokio::time::Instant::now() + pause >= deadline {
-            return Err(rejected(
-                "the device code expired before the login was approved; run login again",
-            ));
+            return Err(rejected(&if wait < expires_in {
+                format!(
+                    "the login was not approved within --wait {}",
+                    freshtoken::internal::fmt_duration(wait)
+                )
+            } else {
+                "the device code expired before the login was approved; run login again".to_owned()
+            }));
         }
         tokio::time::sleep(pause).await;
         let budget = Budget::within(Duration::from_secs(30));
