@@ -391,19 +391,24 @@ pub(crate) async fn post_form(
     let mut builder = http.post(url.clone());
     match (&request.client_secret, request.auth_method) {
         (Some(secret), freshtoken::AuthMethod::ClientSecretBasic) => {
+            // Form-urlencoded before base64, as RFC 6749 §2.3.1 asks (and the token request does).
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
             builder = builder.basic_auth(
-                request.client_id.as_str(),
-                Some(secret.as_secret().expose_secret()),
+                enc(request.client_id.as_str()),
+                Some(enc(secret.as_secret().expose_secret())),
             );
         }
-        (Some(secret), _) => {
+        (Some(secret), freshtoken::AuthMethod::ClientSecretPost) => {
             form.push(("client_id", request.client_id.as_str().to_owned()));
             form.push((
                 "client_secret",
                 secret.as_secret().expose_secret().to_owned(),
             ));
         }
-        (None, _) => form.push(("client_id", request.client_id.as_str().to_owned())),
+        // A public client, or a JWT method (no assertion is signed for these endpoints yet):
+        // the id alone, never the secret in a form it was not meant for.
+        _ => form.push(("client_id", request.client_id.as_str().to_owned())),
     }
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)

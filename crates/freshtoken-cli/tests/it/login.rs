@@ -513,3 +513,84 @@ fn a_server_without_a_device_endpoint_suggests_the_code_flow() {
     assert_fails_with(&o, 2, "no device authorization endpoint");
     assert!(stderr(&o).contains("authorization_code"), "{}", stderr(&o));
 }
+
+/// What oidc-provider's introspection endpoint says of `token`.
+fn introspect(p: &OidcProvider, token: &str) -> serde_json::Value {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let (status, body) = curl(&[
+        "-u",
+        &format!("{}:{}", enc("introspector"), enc(&p.secret("introspector"))),
+        "-d",
+        &format!("token={}", enc(token)),
+        p.introspection_endpoint(),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("introspection answers JSON")
+}
+
+/// Against oidc-provider: the code flow with PKCE through its real authorization endpoint
+/// and interaction redirects (a cookie-keeping user agent), twenty concurrent refreshes of a
+/// rotating refresh token (a reuse would revoke the grant), and `logout` revoking it, as its
+/// introspection confirms.
+#[test]
+fn oidc_provider_code_flow_rotation_and_logout() {
+    let p = OidcProvider::start();
+    let sb = Sandbox::new();
+    let redirect = p.info["clients"]["login"]["redirect_uri"]
+        .as_str()
+        .expect("the harness names the login redirect");
+    sb.write_user_config(&format!(
+        "[profiles.p]\nissuer = \"{}\"\nclient_id = \"login\"\nclient_secret = {{ file = \"{}\" }}\ngrant = \"authorization_code\"\nscope = \"openid offline_access api:read\"\nredirect_uri = \"{redirect}\"\nretry_for = \"0s\"\n",
+        p.issuer(),
+        p.file("login", "secret_file").display()
+    ));
+    let login = Login::start(&sb);
+    let url = login.authorization_url();
+    assert!(!param(&url, "nonce").is_empty(), "openid asks for a nonce");
+    let jar = sb.path().join("cookies");
+    let jar = jar.to_str().unwrap();
+    let (status, page) = curl(&["-L", "-c", jar, "-b", jar, url.as_str()]);
+    assert_eq!(status, 200, "{page}");
+    let done = login.step();
+    assert_eq!(done["logged_in"], true, "{done}");
+    let (code, err) = login.finish();
+    assert_eq!(code, 0, "{err}");
+
+    let first = stored_refresh_token(&sb);
+    let children: Vec<Child> = (0..20)
+        .map(|_| {
+            cmd(&sb)
+                .args([
+                    "get",
+                    "--profile",
+                    "p",
+                    "--cache",
+                    "memory",
+                    "--retry-for",
+                    "20s",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("get starts")
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().expect("get ends");
+        assert_code(&o, 0);
+        let info = introspect(&p, stdout(&o).trim());
+        assert_eq!(info["active"], true, "{info}");
+    }
+    let last = stored_refresh_token(&sb);
+    assert_ne!(first, last, "the refresh token rotated");
+    assert_eq!(
+        introspect(&p, &first)["active"],
+        false,
+        "the first one was used up"
+    );
+    assert_eq!(introspect(&p, &last)["active"], true, "the chain is alive");
+
+    let o = run(cmd(&sb).args(["logout", "--profile", "p"]));
+    assert_code(&o, 0);
+    assert_eq!(introspect(&p, &last)["active"], false, "logout revoked it");
+}
