@@ -156,9 +156,13 @@ impl Wired {
         &self.settings.profile
     }
 
-    /// The cache key, which needs no secret.
+    /// The cache key, which needs no secret (a login's access tokens have their own).
     pub(crate) fn cache_key(&self) -> CacheKey {
-        self.request.cache_key()
+        let key = self.request.cache_key();
+        match &self.settings.login {
+            Some(_) => freshtoken::login::access_key(&key),
+            None => key,
+        }
     }
 
     /// The request without its secret, for display.

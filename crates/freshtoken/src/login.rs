@@ -39,6 +39,9 @@ const VERSION: u32 = 1;
 /// Largest login file read: a refresh token and a few numbers.
 const MAX_LOGIN: u64 = 64 * 1024;
 
+/// How long ahead of the refresh token's known end a warning says to log in again.
+pub const LOGIN_ENDS_WARNING: Duration = Duration::from_secs(24 * 3600);
+
 /// How often a refresh waiting for another process's lock looks again.
 const LOCK_POLL: Duration = Duration::from_millis(20);
 
@@ -250,6 +253,16 @@ pub fn login_key(fetcher: &HttpFetcher) -> CacheKey {
     fetcher.request().cache_key()
 }
 
+/// The key a login's access tokens are cached under: not the client credentials key of the
+/// same client, since the tokens are a person's.
+pub fn access_key(login_key: &CacheKey) -> CacheKey {
+    let mut h = Sha256::new();
+    h.update(b"login\0");
+    h.update(login_key.as_str().as_bytes());
+    let hex = hex::encode(h.finalize());
+    CacheKey::from_hex(&hex).unwrap_or_else(|| login_key.clone())
+}
+
 /// Access tokens from a stored login's refresh token, rotated safely (see the module docs).
 #[derive(Debug)]
 pub struct LoginFetcher {
@@ -257,6 +270,8 @@ pub struct LoginFetcher {
     logins: LoginStore,
     key: CacheKey,
     clock: SharedClock,
+    /// Whether the warning that the login ends soon was given.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl LoginFetcher {
@@ -268,6 +283,7 @@ impl LoginFetcher {
             http,
             logins,
             clock: std::sync::Arc::new(SystemClock),
+            warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -287,11 +303,7 @@ impl LoginFetcher {
 impl Fetch for LoginFetcher {
     /// Not the client credentials key of the same client: the tokens are a person's.
     fn cache_key(&self) -> CacheKey {
-        let mut h = Sha256::new();
-        h.update(b"login\0");
-        h.update(self.key.as_str().as_bytes());
-        let hex = hex::encode(h.finalize());
-        CacheKey::from_hex(&hex).unwrap_or_else(|| self.key.clone())
+        access_key(&self.key)
     }
 
     fn patience(&self) -> Duration {
@@ -319,16 +331,40 @@ impl Fetch for LoginFetcher {
             .fetch_with(Grant::RefreshToken(&stored.refresh_token), budget)
             .await
             .map_err(refused_means_login)?;
-        let rotated = StoredLogin {
-            refresh_token: token
-                .refresh_token()
-                .cloned()
-                .unwrap_or(stored.refresh_token),
-            refresh_expires_at: stored.refresh_expires_at,
-            saved_at: self.clock.now(),
+        // A rotated refresh token has the expiry its answer gave; a kept one keeps its own.
+        let rotated = match token.refresh_token() {
+            Some(rt) => StoredLogin {
+                refresh_token: rt.clone(),
+                refresh_expires_at: token.refresh_expires_at(),
+                saved_at: self.clock.now(),
+            },
+            None => StoredLogin {
+                refresh_expires_at: token.refresh_expires_at().or(stored.refresh_expires_at),
+                saved_at: self.clock.now(),
+                ..stored
+            },
         };
         self.logins.save(&self.key, &rotated).await?;
+        self.warn_if_ending(rotated.refresh_expires_at);
         Ok(token.with_refresh_token(None))
+    }
+}
+
+impl LoginFetcher {
+    /// Warns once when the refresh token ends within [`LOGIN_ENDS_WARNING`].
+    fn warn_if_ending(&self, ends: Option<SystemTime>) {
+        let Some(ends) = ends else { return };
+        let left = ends
+            .duration_since(self.clock.now())
+            .unwrap_or(Duration::ZERO);
+        if left < LOGIN_ENDS_WARNING
+            && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "the login's refresh token ends in {}; log in again before then",
+                crate::fetch::fmt_duration(Duration::from_secs(left.as_secs()))
+            );
+        }
     }
 }
 
@@ -438,7 +474,7 @@ pub async fn store_login(
     let _lock = logins.lock(&key, budget.deadline).await?;
     let login = StoredLogin {
         refresh_token: rt,
-        refresh_expires_at: None,
+        refresh_expires_at: token.refresh_expires_at(),
         saved_at: token.received_at(),
     };
     logins.save(&key, &login).await?;

@@ -594,3 +594,44 @@ fn oidc_provider_code_flow_rotation_and_logout() {
     assert_code(&o, 0);
     assert_eq!(introspect(&p, &last)["active"], false, "logout revoked it");
 }
+
+/// A refresh token whose end the server named (`refresh_expires_in`): `status` shows it,
+/// and a refresh within a day of it warns that a login is due.
+#[test]
+fn status_shows_when_the_login_ends_and_get_warns_a_day_ahead() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    server.set_faults(Faults {
+        refresh_ttl_s: Some(3600),
+        ..Faults::default()
+    });
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    log_in(&sb);
+    let o = run(cmd(&sb).args(["status", "--profile", "p", "--json"]));
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["login"]["stored"], true, "{v}");
+    let left = v["login"]["refresh_expires_in"].as_u64().expect("an end");
+    assert!((3500..=3600).contains(&left), "{v}");
+    assert!(
+        !stdout(&o).contains("rt-"),
+        "never the refresh token: {}",
+        stdout(&o)
+    );
+
+    let o = run(cmd(&sb).args(["get", "--profile", "p"]));
+    assert_code(&o, 0);
+    assert!(
+        stderr(&o).contains("the login's refresh token ends in"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(cmd(&sb).args(["status", "--profile", "p"]));
+    assert!(stdout(&o).contains("refresh token ends"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("cached in file"),
+        "the login's token is found: {}",
+        stdout(&o)
+    );
+}

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use freshtoken::login::{LoginFetcher, LoginStore, Pkce, finish_code_login, random_b64};
-use freshtoken::{Budget, ErrorKind, Fetch, HttpFetcher, HttpOptions, ManualClock, TokenRequest};
+use freshtoken::{
+    Budget, Clock, ErrorKind, Fetch, HttpFetcher, HttpOptions, ManualClock, TokenRequest,
+};
 use freshtoken_devserver::{Config, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Faults, Running};
 use secrecy::SecretString;
 
@@ -241,4 +243,43 @@ async fn fifty_concurrent_refreshes_never_present_the_same_refresh_token() {
         .fetch(None, budget())
         .await
         .expect("the chain is intact");
+}
+
+/// `refresh_expires_in` is kept with the login: once it has passed on the client's clock,
+/// the login is over without a request that could only be refused.
+#[tokio::test]
+async fn a_refresh_token_past_its_known_end_needs_a_login_without_asking() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock).await;
+    server.state().set_faults(Faults {
+        refresh_ttl_s: Some(600),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logins = LoginStore::new(dir.path());
+    log_in(&server, &logins).await;
+    let fetcher =
+        LoginFetcher::new(http(&server), logins.clone()).with_clock(Arc::new(clock.clone()));
+    let (_, key) = fetcher.login();
+    let stored = logins.load(key).await.unwrap().expect("stored");
+    let ends = stored
+        .refresh_expires_at
+        .expect("the server said when it ends");
+    let left = ends.duration_since(clock.now()).unwrap();
+    assert!(
+        left > Duration::from_secs(590) && left <= Duration::from_secs(601),
+        "{left:?}"
+    );
+
+    // The login was made on the system clock, a moment after the manual one started.
+    clock.advance(Duration::from_secs(601));
+    let before = server.state().stats().token_requests;
+    let e = fetcher.fetch(None, budget()).await.expect_err("ended");
+    assert_eq!(e.kind(), ErrorKind::LoginNeeded, "{e}");
+    assert!(e.to_string().contains("has expired"), "{e}");
+    assert_eq!(
+        server.state().stats().token_requests,
+        before,
+        "nothing was asked"
+    );
 }
