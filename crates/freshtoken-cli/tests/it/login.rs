@@ -58,10 +58,13 @@ impl Login {
                 "--no-browser",
                 "--format",
                 "json",
-                "--wait",
-                "20s",
             ])
             .args(extra)
+            .args(if extra.contains(&"--wait") {
+                &[][..]
+            } else {
+                &["--wait", "20s"][..]
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -632,6 +635,59 @@ fn status_shows_when_the_login_ends_and_get_warns_a_day_ahead() {
     assert!(
         stdout(&o).contains("cached in file"),
         "the login's token is found: {}",
+        stdout(&o)
+    );
+}
+
+/// Genesys Cloud: the browser goes to the region's `https://login.<domain>/oauth/authorize`
+/// with the redirect URI exactly as the profile registers it; the wait is bounded.
+#[test]
+fn genesys_logins_go_to_the_regions_login_host_and_the_wait_is_bounded() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    sb.write_user_config(&format!(
+        "[profiles.p]\nprovider = \"genesys\"\nregion = \"eu-west-1\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"SECRET\" }}\ngrant = \"authorization_code\"\nredirect_uri = \"{redirect}\"\n"
+    ));
+    let started = Instant::now();
+    let login = Login::start_with(&sb, &["--wait", "1s"]);
+    let url = login.authorization_url();
+    assert_eq!(
+        format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap(),
+            url.path()
+        ),
+        "https://login.mypurecloud.ie/oauth/authorize"
+    );
+    assert_eq!(param(&url, "redirect_uri"), redirect);
+    let (code, err) = login.finish();
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("no login came back"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn exec_runs_a_command_with_the_logins_token() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    log_in(&sb);
+    let o = run(cmd(&sb).args([
+        "exec",
+        "--profile",
+        "p",
+        "--",
+        "sh",
+        "-c",
+        "printf %s \"$FRESHTOKEN_ACCESS_TOKEN\"",
+    ]));
+    assert_code(&o, 0);
+    assert!(
+        server.state().check(stdout(&o).trim()).is_some(),
+        "{}",
         stdout(&o)
     );
 }
