@@ -193,7 +193,7 @@ const clients = [
     client_id: 'login',
     client_secret: secrets.login,
     token_endpoint_auth_method: 'client_secret_basic',
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
     response_types: ['code'],
     redirect_uris: [loginRedirectUri],
     scope: 'openid offline_access api:read',
@@ -231,6 +231,7 @@ const config = {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     revocation: { enabled: true },
+    deviceFlow: { enabled: true },
     introspection: { enabled: true, allowedPolicy: async () => true },
     // Enabled by default in v9. No default resource, so a plain
     // client_credentials request (scope only) gets an opaque token;

@@ -691,3 +691,50 @@ fn exec_runs_a_command_with_the_logins_token() {
         stdout(&o)
     );
 }
+
+/// Against oidc-provider: the device flow, the user agent confirming the user code on the
+/// provider's own page (its form and xsrf token) while `login --device` polls.
+#[test]
+fn oidc_provider_device_flow() {
+    let p = OidcProvider::start();
+    let sb = Sandbox::new();
+    sb.write_user_config(&format!(
+        "[profiles.p]\nissuer = \"{}\"\nclient_id = \"login\"\nclient_secret = {{ file = \"{}\" }}\ngrant = \"device_code\"\nscope = \"openid offline_access api:read\"\nretry_for = \"0s\"\n",
+        p.issuer(),
+        p.file("login", "secret_file").display()
+    ));
+    let login = Login::start(&sb);
+    let step = device_step(&login);
+    let complete = step["verification_uri_complete"].as_str().unwrap();
+    let jar = sb.path().join("cookies");
+    let jar = jar.to_str().unwrap();
+    let (status, page) = curl(&["-c", jar, "-b", jar, complete]);
+    assert_eq!(status, 200, "{page}");
+    let xsrf = page
+        .split("name=\"xsrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the confirmation form carries an xsrf token");
+    let action = format!("{}/device", p.issuer());
+    let (status, page) = curl(&[
+        "-L",
+        "-c",
+        jar,
+        "-b",
+        jar,
+        "-d",
+        &format!(
+            "xsrf={xsrf}&user_code={}&confirm=yes",
+            step["user_code"].as_str().unwrap()
+        ),
+        &action,
+    ]);
+    assert_eq!(status, 200, "{page}");
+    let done = login.step();
+    assert_eq!(done["logged_in"], true, "{done}");
+    let (code, err) = login.finish();
+    assert_eq!(code, 0, "{err}");
+    let o = run(cmd(&sb).args(["get", "--profile", "p", "--cache", "memory"]));
+    assert_code(&o, 0);
+    assert_eq!(introspect(&p, stdout(&o).trim())["active"], true);
+}
