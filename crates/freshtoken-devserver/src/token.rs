@@ -62,34 +62,7 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
         ));
     }
     let client_id = authenticate(state, headers, &field)?;
-    let owned = |name: &str| field(name).map(str::to_owned);
-    // A login's refresh tokens: issued for the code grant, rotated within their family.
-    let mut family = None;
-    let mut login = false;
-    let scope = match grant {
-        "authorization_code" => {
-            login = true;
-            crate::authorize::redeem_code(state, &client_id, &owned)?
-        }
-        crate::device::GRANT => {
-            login = true;
-            crate::device::redeem(state, &client_id, field("device_code"))?
-        }
-        "refresh_token" => {
-            let rt = field("refresh_token").ok_or_else(|| {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "refresh_token is missing",
-                )
-            })?;
-            let (scope, fam) = crate::authorize::redeem_refresh(state, rt, &client_id)?;
-            family = fam;
-            login = true;
-            scope
-        }
-        _ => field("scope").map(str::to_owned).filter(|s| !s.is_empty()),
-    };
+    let (scope, family, login) = redeem(state, grant, &client_id, &field)?;
     let granted = scope
         .map(|s| state.grantable_scope(&s))
         .filter(|s| !s.is_empty());
@@ -117,6 +90,45 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
+}
+
+/// What the grant brings: the scope asked for, the refresh-token family it continues, and
+/// whether it is a login's (which always gets a refresh token).
+fn redeem<'a>(
+    state: &State,
+    grant: &str,
+    client_id: &str,
+    field: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<(Option<String>, Option<u64>, bool), Reject> {
+    let owned = |name: &str| field(name).map(str::to_owned);
+    Ok(match grant {
+        "authorization_code" => (
+            crate::authorize::redeem_code(state, client_id, &owned)?,
+            None,
+            true,
+        ),
+        crate::device::GRANT => (
+            crate::device::redeem(state, client_id, field("device_code"))?,
+            None,
+            true,
+        ),
+        "refresh_token" => {
+            let rt = field("refresh_token").ok_or_else(|| {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "refresh_token is missing",
+                )
+            })?;
+            let (scope, family) = crate::authorize::redeem_refresh(state, rt, client_id)?;
+            (scope, family, true)
+        }
+        _ => (
+            field("scope").map(str::to_owned).filter(|s| !s.is_empty()),
+            None,
+            false,
+        ),
+    })
 }
 
 /// Finds out which client is asking, by whichever one method it used.
