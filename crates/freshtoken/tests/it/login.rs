@@ -283,3 +283,34 @@ async fn a_refresh_token_past_its_known_end_needs_a_login_without_asking() {
         "nothing was asked"
     );
 }
+
+/// The login file gets the file cache's checks: one others may read, or a symlink, or a
+/// folder open to others that is not the user's, is refused with an error naming it, never
+/// used; the folder the store makes is 0700.
+#[tokio::test]
+async fn a_login_file_open_to_others_or_symlinked_is_refused() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logins = LoginStore::new(dir.path().join("state"));
+    log_in(&server, &logins).await;
+    let fetcher = LoginFetcher::new(http(&server), logins.clone());
+    let (_, key) = fetcher.login();
+    let path = logins.path(key);
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = logins.load(key).await.expect_err("readable by others");
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    let e = fetcher.fetch(None, budget()).await.expect_err("not used");
+    assert!(e.to_string().contains("not using the login"), "{e}");
+
+    let elsewhere = dir.path().join("elsewhere.login");
+    std::fs::rename(&path, &elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+    let e = logins.load(key).await.expect_err("a symlink");
+    assert!(e.to_string().contains("not using the login"), "{e}");
+    let before = server.state().stats().token_requests;
+    fetcher.fetch(None, budget()).await.expect_err("not used");
+    assert_eq!(server.state().stats().token_requests, before);
+}
