@@ -137,6 +137,7 @@ const secrets = {
   basic: specialSecret(),
   post: specialSecret(),
   introspector: specialSecret(),
+  login: specialSecret(),
   // 86 chars (512 bits), enough for HS256..HS512.
   'secret-jwt': crypto.randomBytes(64).toString('base64url'),
 };
@@ -157,6 +158,19 @@ const common = {
   scope: SCOPE,
 };
 
+// A person's login (`freshtoken login`): the code flow with PKCE on a loopback redirect
+// whose port is picked here (oidc-provider matches redirect URIs exactly), refresh tokens
+// rotated on every use (a reused one revokes the grant).
+const loginPort = await new Promise((resolve, reject) => {
+  const probe = http.createServer();
+  probe.once('error', reject);
+  probe.listen(0, '127.0.0.1', () => {
+    const { port } = probe.address();
+    probe.close(() => resolve(port));
+  });
+});
+const loginRedirectUri = `http://127.0.0.1:${loginPort}/callback`;
+
 const clients = [
   { ...common, client_id: 'basic', client_secret: secrets.basic, token_endpoint_auth_method: 'client_secret_basic' },
   { ...common, client_id: 'post', client_secret: secrets.post, token_endpoint_auth_method: 'client_secret_post' },
@@ -175,6 +189,15 @@ const clients = [
     jwks,
   })),
   { ...common, client_id: 'introspector', client_secret: secrets.introspector, token_endpoint_auth_method: 'client_secret_basic' },
+  {
+    client_id: 'login',
+    client_secret: secrets.login,
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+    response_types: ['code'],
+    redirect_uris: [loginRedirectUri],
+    scope: 'openid offline_access api:read',
+  },
 ];
 
 const config = {
@@ -195,6 +218,10 @@ const config = {
     ],
   },
   clockTolerance: 15,
+  // The login client: a refresh token with every code, rotated on every refresh.
+  issueRefreshToken: async (ctx, client) => client.clientId === 'login',
+  rotateRefreshToken: true,
+  pkce: { required: () => true },
   cookies: { keys: ['freshtoken-interop-cookie-key-not-a-secret'] },
   clientBasedCORS: () => false,
   ttl: {
@@ -203,6 +230,8 @@ const config = {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    revocation: { enabled: true },
+    deviceFlow: { enabled: true },
     introspection: { enabled: true, allowedPolicy: async () => true },
     // Enabled by default in v9. No default resource, so a plain
     // client_credentials request (scope only) gets an opaque token;
@@ -245,7 +274,29 @@ if (verbose) {
     });
   }
 }
-server.on('request', provider.callback());
+// The person of the login tests: signs in as user-1 and grants what the client asks for,
+// with no page to fill in (the scripted user agent follows redirects with a cookie jar).
+const callback = provider.callback();
+async function interaction(req, res) {
+  try {
+    const details = await provider.interactionDetails(req, res);
+    let result;
+    if (details.prompt.name === 'login') {
+      result = { login: { accountId: 'user-1' } };
+    } else {
+      const grant = details.grantId
+        ? await provider.Grant.find(details.grantId)
+        : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+      grant.addOIDCScope(String(details.params.scope || 'openid'));
+      result = { consent: { grantId: await grant.save() } };
+    }
+    await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
+  } catch (err) {
+    res.statusCode = 500;
+    res.end(`interaction failed: ${err?.message || err}`);
+  }
+}
+server.on('request', (req, res) => (req.url.startsWith('/interaction/') ? interaction(req, res) : callback(req, res)));
 
 // ---------------------------------------------------------------------------
 // Lifetime
@@ -275,6 +326,7 @@ const clientInfo = {
   'secret-jwt': { method: 'client_secret_jwt', alg: 'HS256', secret_file: secretFiles['secret-jwt'] },
   ...Object.fromEntries(Object.entries(pkClients).map(([id, { info }]) => [id, info])),
   introspector: { method: 'client_secret_basic', secret_file: secretFiles.introspector },
+  login: { method: 'client_secret_basic', secret_file: secretFiles.login, redirect_uri: loginRedirectUri },
 };
 
 process.stdout.write(`${JSON.stringify({

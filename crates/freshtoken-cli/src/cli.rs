@@ -85,6 +85,49 @@ pub(crate) enum Command {
     DevServer(DevServerArgs),
     /// Show the whole idea end to end against an in-process dev-server.
     Demo(DemoArgs),
+    /// Log a person in (authorization code with PKCE through the browser) and keep the
+    /// refresh token, so that get, exec, proxy and the agent can use the profile.
+    #[command(after_help = LOGIN_HELP)]
+    Login(LoginArgs),
+    /// Revoke the profile's stored refresh token (RFC 7009) and delete it.
+    Logout(CredentialArgs),
+}
+
+const LOGIN_HELP: &str = "\
+The profile says grant = \"authorization_code\" (and, where the server matches registered
+redirect URIs exactly, redirect_uri = \"http://127.0.0.1:PORT/callback\"). The refresh token is
+kept in $XDG_STATE_HOME/freshtoken (else ~/.local/state/freshtoken), mode 0600. See docs/login.md.";
+
+/// `freshtoken login`.
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// Use the device flow (RFC 8628) instead of the browser on this machine.
+    #[arg(long)]
+    pub device: bool,
+
+    /// Do not open a browser; only print the URL.
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// `json`: one JSON object per step on stdout (the URL to open, then the outcome).
+    #[arg(long, value_enum, default_value_t = LoginFormat::Text)]
+    pub format: LoginFormat,
+
+    /// How long to wait for the browser to come back, e.g. 5m.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub wait: String,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// How `login` reports its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LoginFormat {
+    /// Sentences on stderr.
+    Text,
+    /// One JSON object per step on stdout.
+    Json,
 }
 
 impl Cli {
@@ -110,7 +153,8 @@ impl Command {
             Command::Get(a) => Some(&mut a.credentials),
             Command::Inspect(a) => Some(&mut a.credentials),
             Command::Status(a) => Some(&mut a.credentials),
-            Command::Invalidate(a) => Some(a),
+            Command::Invalidate(a) | Command::Logout(a) => Some(a),
+            Command::Login(a) => Some(&mut a.credentials),
             Command::Exec(a) => Some(&mut a.credentials),
             Command::Proxy(a) => Some(&mut a.credentials),
             Command::Agent(_) | Command::DevServer(_) | Command::Demo(_) => None,

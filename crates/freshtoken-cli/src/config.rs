@@ -148,6 +148,17 @@ pub(crate) struct ProfileConfig {
     /// Files `freshtoken agent` keeps holding this profile's token (other commands ignore them).
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// `client_credentials` (the default), or a person's login: `authorization_code`,
+    /// `device_code` (see docs/login.md).
+    pub grant: Option<String>,
+    /// The redirect URI of the code flow, exactly as registered (a loopback http URL).
+    pub redirect_uri: Option<String>,
+    /// Where the browser logs in, over discovery's and the provider's.
+    pub authorization_endpoint: Option<String>,
+    /// The device flow's endpoint (RFC 8628), over discovery's.
+    pub device_authorization_endpoint: Option<String>,
+    /// Where `logout` revokes the refresh token (RFC 7009), over discovery's.
+    pub revocation_endpoint: Option<String>,
 }
 
 impl ProfileConfig {

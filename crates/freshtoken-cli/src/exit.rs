@@ -16,6 +16,9 @@ pub(crate) mod code {
     pub(crate) const UNAVAILABLE: u8 = 4;
     /// Anything else failed locally (cache I/O, an internal fault).
     pub(crate) const INTERNAL: u8 = 5;
+    /// A person must log in (again): no stored login, or its refresh token was refused or
+    /// has expired (`freshtoken login`).
+    pub(crate) const LOGIN_NEEDED: u8 = 6;
 }
 
 /// The text of the exit-code table, for `--help`.
@@ -25,7 +28,8 @@ Exit codes:
   2  usage or configuration error (flags, environment, config file, --min-ttl longer than the token lives)
   3  the authorization server rejected the request (OAuth 4xx, e.g. invalid_client)
   4  the authorization server is unreachable, kept failing after retries, or answered nonsense
-  5  internal failure (cache I/O and the like)";
+  5  internal failure (cache I/O and the like)
+  6  login needed: no stored login, or its refresh token was refused or expired (run `freshtoken login`)";
 
 /// A failure of a command: the message printed and the exit code.
 #[derive(Debug)]
@@ -68,6 +72,7 @@ impl From<freshtoken::Error> for CliError {
             ErrorKind::Config => code::USAGE,
             ErrorKind::Rejected => code::REJECTED,
             ErrorKind::Unavailable | ErrorKind::Timeout => code::UNAVAILABLE,
+            ErrorKind::LoginNeeded => code::LOGIN_NEEDED,
             _ => code::INTERNAL,
         };
         let mut message = e.to_string();

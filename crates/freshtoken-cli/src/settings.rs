@@ -12,6 +12,7 @@
 //! the config file's profile and fills in defaults.
 
 mod endpoint;
+pub(crate) mod login;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -220,6 +221,8 @@ pub(crate) struct Settings {
     pub secret_variables: Vec<String>,
     /// What was given but not used, and why (logged when the settings are wired).
     pub notes: Vec<String>,
+    /// A person's login, when the profile's grant is one (see [`login::Login`]).
+    pub login: Option<login::Login>,
 }
 
 impl Settings {
@@ -426,6 +429,7 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
         clock: clock(s.env)?,
         secret_variables: crate::secret::secret_variables(None),
         notes,
+        login: login::resolve(s)?,
     })
 }
 

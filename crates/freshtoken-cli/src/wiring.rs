@@ -6,6 +6,7 @@
 //! commands a [`CachedSource`]. Everything here is awaited on the command's one runtime,
 //! which `main` starts.
 
+pub(crate) mod login;
 mod stores;
 
 use std::sync::Arc;
@@ -155,9 +156,13 @@ impl Wired {
         &self.settings.profile
     }
 
-    /// The cache key, which needs no secret.
+    /// The cache key, which needs no secret (a login's access tokens have their own).
     pub(crate) fn cache_key(&self) -> CacheKey {
-        self.request.cache_key()
+        let key = self.request.cache_key();
+        match &self.settings.login {
+            Some(_) => freshtoken::login::access_key(&key),
+            None => key,
+        }
     }
 
     /// The request without its secret, for display.
@@ -245,7 +250,15 @@ impl Wired {
         if let Some(client) = client {
             fetcher = fetcher.with_client(client);
         }
-        Ok(CachedSource::builder_shared(wrap(Arc::new(fetcher)))
+        // A login profile's tokens come from its stored refresh token.
+        let fetcher: Arc<dyn Fetch> = match self.login_store() {
+            Some(logins) => Arc::new(
+                freshtoken::login::LoginFetcher::new(fetcher, logins?)
+                    .with_clock(self.clock.clone()),
+            ),
+            None => Arc::new(fetcher),
+        };
+        Ok(CachedSource::builder_shared(wrap(fetcher))
             .store(store)
             .policy(self.settings.policy)
             .clock(self.clock.clone())

@@ -24,6 +24,17 @@ pub struct Faults {
     pub canned: Option<Canned>,
     /// Accept tokens on `/api` but answer 401 anyway (as a server that revoked them would).
     pub reject_api: bool,
+    /// `/oauth/authorize` answers `error=access_denied`, as when the user says no.
+    pub deny_consent: bool,
+    /// Refresh tokens expire this many seconds (on the server's clock) after they are
+    /// issued; the token answer says so in `refresh_expires_in`, as Keycloak does.
+    pub refresh_ttl_s: Option<u64>,
+    /// `expires_in` of device codes (default 600 s, on the server's clock).
+    pub device_expires_in_s: Option<u64>,
+    /// `interval` the device flow asks clients to poll at (default 5 s).
+    pub device_interval_s: Option<u64>,
+    /// The next N device-code polls get `slow_down`.
+    pub device_slow_down: u32,
 }
 
 impl Faults {

@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 
 mod api;
 mod assertion;
+mod authorize;
+mod device;
 mod faults;
 mod genesys;
 mod routes;

@@ -34,6 +34,13 @@ pub fn app(state: Shared) -> Router {
     }
     router
         .route("/oauth/token", post(token))
+        .route("/oauth/authorize", get(crate::authorize::authorize))
+        .route("/oauth/revoke", post(crate::authorize::revoke))
+        .route(
+            "/oauth/device_authorization",
+            post(crate::device::authorization),
+        )
+        .route("/device", get(crate::device::verify))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/api/blob/{bytes}", get(crate::api::blob))
@@ -162,15 +169,17 @@ fn canned(c: &Canned) -> Response {
 /// The issuer's metadata (OpenID Connect Discovery, RFC 8414), so that `--issuer` and a
 /// profile's `issuer =` can be tried against this server. The issuer is `http://HOST` as the
 /// client named it, the address the server is reached at, as in the assertion audience.
-async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Response {
+async fn metadata(Extract(_state): Extract<Shared>, headers: HeaderMap) -> Response {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
-    let mut grants = vec!["client_credentials"];
-    if state.refresh_tokens {
-        grants.push("refresh_token");
-    }
+    let grants = [
+        "client_credentials",
+        "refresh_token",
+        "authorization_code",
+        crate::device::GRANT,
+    ];
     axum::Json(json!({
         "issuer": format!("http://{host}"),
         "token_endpoint": format!("http://{host}/oauth/token"),
@@ -178,6 +187,10 @@ async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Respon
             "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"
         ],
         "grant_types_supported": grants,
+        "authorization_endpoint": format!("http://{host}/oauth/authorize"),
+        "revocation_endpoint": format!("http://{host}/oauth/revoke"),
+        "device_authorization_endpoint": format!("http://{host}/oauth/device_authorization"),
+        "code_challenge_methods_supported": ["S256"],
     }))
     .into_response()
 }

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     api_ok: AtomicU64,
     api_401: AtomicU64,
     refresh_grants: AtomicU64,
+    revocations: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -42,6 +43,12 @@ pub struct Stats {
     /// Tokens issued through the refresh_token grant.
     #[serde(default)]
     pub refresh_grants: u64,
+    /// Used refresh tokens presented again (each revoked its login's refresh tokens).
+    #[serde(default)]
+    pub refresh_reuses: u64,
+    /// Requests to the RFC 7009 revocation endpoint.
+    #[serde(default)]
+    pub revocations: u64,
 }
 
 /// What one API path saw, counted per path (`/__stats/paths`), so that a test can tell
@@ -115,6 +122,8 @@ pub struct State {
     tokens: Mutex<HashMap<String, Issued>>,
     faults: Mutex<Faults>,
     pub(crate) counters: Counters,
+    pub(crate) logins: crate::authorize::Logins,
+    pub(crate) devices: crate::device::Devices,
 }
 
 impl State {
@@ -161,6 +170,8 @@ impl State {
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(config.faults),
             counters: Counters::default(),
+            logins: crate::authorize::Logins::default(),
+            devices: crate::device::Devices::default(),
         }
     }
 
@@ -176,6 +187,8 @@ impl State {
             api_ok: get(&c.api_ok),
             api_401: get(&c.api_401),
             refresh_grants: get(&c.refresh_grants),
+            refresh_reuses: self.logins.reuses(),
+            revocations: get(&c.revocations),
         }
     }
 
@@ -190,6 +203,16 @@ impl State {
     }
 
     /// Takes one from `outage_next`, if any is left; true when this request must fail.
+    /// Whether this device-code poll gets a forced `slow_down` (the switch counts down).
+    pub(crate) fn take_device_slow_down(&self) -> bool {
+        let mut f = lock(&self.faults);
+        if f.device_slow_down > 0 {
+            f.device_slow_down -= 1;
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn take_outage(&self) -> bool {
         let mut f = lock(&self.faults);
         if f.outage {
@@ -278,6 +301,11 @@ impl State {
         let rt = format!("rt-{:032x}", rand::random::<u128>());
         lock(&self.refresh).insert(rt.clone(), (client_id.to_owned(), scope));
         rt
+    }
+
+    /// Makes `rt` invalid (its login was revoked).
+    pub(crate) fn forget_refresh_token(&self, rt: &str) {
+        lock(&self.refresh).remove(rt);
     }
 
     /// Uses up `rt` (refresh tokens rotate); returns the scope it carried.
@@ -381,6 +409,9 @@ impl Counters {
     }
     pub(crate) fn refresh_grants(&self) -> &AtomicU64 {
         &self.refresh_grants
+    }
+    pub(crate) fn revocations(&self) -> &AtomicU64 {
+        &self.revocations
     }
 }
 

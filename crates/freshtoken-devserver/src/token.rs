@@ -50,7 +50,11 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
             "grant_type is missing",
         )
     })?;
-    if grant != "client_credentials" && !(grant == "refresh_token" && state.refresh_tokens) {
+    // The login grants are always there; refresh tokens for client credentials are opt-in.
+    if !matches!(
+        grant,
+        "client_credentials" | "refresh_token" | "authorization_code" | crate::device::GRANT
+    ) {
         return Err(Reject::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -58,25 +62,7 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
         ));
     }
     let client_id = authenticate(state, headers, &field)?;
-    let scope = match grant {
-        "refresh_token" => {
-            let rt = field("refresh_token").ok_or_else(|| {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "refresh_token is missing",
-                )
-            })?;
-            state.redeem_refresh_token(rt, &client_id).ok_or_else(|| {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "the refresh token is unknown, used or revoked",
-                )
-            })?
-        }
-        _ => field("scope").map(str::to_owned).filter(|s| !s.is_empty()),
-    };
+    let (scope, family, login) = redeem(state, grant, &client_id, &field)?;
     let granted = scope
         .map(|s| state.grantable_scope(&s))
         .filter(|s| !s.is_empty());
@@ -89,8 +75,13 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
     if let Some(scope) = &granted {
         answer["scope"] = Value::String(scope.clone());
     }
-    if state.refresh_tokens {
-        answer["refresh_token"] = Value::String(state.issue_refresh_token(&client_id, granted));
+    if state.refresh_tokens || login {
+        answer["refresh_token"] = Value::String(crate::authorize::issue_refresh(
+            state, &client_id, granted, family,
+        ));
+        if let Some(ttl) = state.faults().refresh_ttl_s {
+            answer["refresh_expires_in"] = Value::from(ttl);
+        }
     }
     if grant == "refresh_token" {
         state.count(|c| c.refresh_grants());
@@ -101,8 +92,47 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
     Ok(r)
 }
 
+/// What the grant brings: the scope asked for, the refresh-token family it continues, and
+/// whether it is a login's (which always gets a refresh token).
+fn redeem<'a>(
+    state: &State,
+    grant: &str,
+    client_id: &str,
+    field: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<(Option<String>, Option<u64>, bool), Reject> {
+    let owned = |name: &str| field(name).map(str::to_owned);
+    Ok(match grant {
+        "authorization_code" => (
+            crate::authorize::redeem_code(state, client_id, &owned)?,
+            None,
+            true,
+        ),
+        crate::device::GRANT => (
+            crate::device::redeem(state, client_id, field("device_code"))?,
+            None,
+            true,
+        ),
+        "refresh_token" => {
+            let rt = field("refresh_token").ok_or_else(|| {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "refresh_token is missing",
+                )
+            })?;
+            let (scope, family) = crate::authorize::redeem_refresh(state, rt, client_id)?;
+            (scope, family, true)
+        }
+        _ => (
+            field("scope").map(str::to_owned).filter(|s| !s.is_empty()),
+            None,
+            false,
+        ),
+    })
+}
+
 /// Finds out which client is asking, by whichever one method it used.
-fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     state: &State,
     headers: &HeaderMap,
     field: &impl Fn(&str) -> Option<&'a str>,

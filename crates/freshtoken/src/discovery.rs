@@ -33,6 +33,15 @@ pub struct Metadata {
     /// Algorithms it accepts for client assertions, if listed.
     #[serde(default)]
     pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    /// Where a browser is sent to log in (the code flow), if listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<Url>,
+    /// The device flow's endpoint (RFC 8628), if listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<Url>,
+    /// Where tokens are revoked (RFC 7009), if listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<Url>,
 }
 
 impl Metadata {
@@ -335,6 +344,9 @@ mod tests {
             token_endpoint: Url::parse("https://idp/token").unwrap(),
             token_endpoint_auth_methods_supported: Some(vec!["private_key_jwt\nx".into()]),
             token_endpoint_auth_signing_alg_values_supported: Some(vec!["RS256\r\n".into()]),
+            authorization_endpoint: None,
+            device_authorization_endpoint: None,
+            revocation_endpoint: None,
         };
         for e in [
             m.check(AuthMethod::ClientSecretPost, None),
@@ -353,6 +365,9 @@ mod tests {
             token_endpoint: Url::parse("https://idp/token").unwrap(),
             token_endpoint_auth_methods_supported: None,
             token_endpoint_auth_signing_alg_values_supported: Some(vec!["RS256".into()]),
+            authorization_endpoint: None,
+            device_authorization_endpoint: None,
+            revocation_endpoint: None,
         };
         assert!(m.check(AuthMethod::ClientSecretBasic, None).is_ok());
         let e = m

@@ -117,6 +117,11 @@ pub enum Error {
         min_ttl: Duration,
     },
 
+    /// A human has to log in (again): no login is stored, or the stored refresh token was
+    /// refused (`invalid_grant`) or has expired. No retry or wait can fix it.
+    #[error("login needed: {0}")]
+    LoginNeeded(String),
+
     /// The token cache failed in a way that could not be worked around.
     #[error("token cache: {message}")]
     #[non_exhaustive]
@@ -173,6 +178,8 @@ pub enum ErrorKind {
     Timeout,
     /// Anything else: a local failure.
     Internal,
+    /// A person must log in again (see [`Error::LoginNeeded`]).
+    LoginNeeded,
 }
 
 impl Error {
@@ -196,6 +203,7 @@ impl Error {
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::NoValidToken(_) => ErrorKind::Unavailable,
             Error::Store { .. } => ErrorKind::Internal,
+            Error::LoginNeeded(_) => ErrorKind::LoginNeeded,
         }
     }
 

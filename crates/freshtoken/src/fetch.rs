@@ -220,6 +220,22 @@ impl HttpFetcher {
                 form.append_pair("grant_type", "refresh_token");
                 form.append_pair("refresh_token", rt.expose_secret());
             }
+            // RFC 6749 §4.1.3 with the PKCE verifier (RFC 7636 §4.5).
+            Grant::AuthorizationCode {
+                code,
+                redirect_uri,
+                verifier,
+            } => {
+                form.append_pair("grant_type", "authorization_code");
+                form.append_pair("code", code.expose_secret());
+                form.append_pair("redirect_uri", redirect_uri);
+                form.append_pair("code_verifier", verifier.expose_secret());
+            }
+            // RFC 8628 §3.4.
+            Grant::DeviceCode(code) => {
+                form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:device_code");
+                form.append_pair("device_code", code.expose_secret());
+            }
         }
         let mut builder = http
             .post(req.token_url.clone())
@@ -533,9 +549,25 @@ impl HttpFetcher {
 
 /// Which grant a request uses.
 #[derive(Clone, Copy)]
-enum Grant<'a> {
+pub(crate) enum Grant<'a> {
     ClientCredentials,
     RefreshToken(&'a secrecy::SecretString),
+    AuthorizationCode {
+        code: &'a secrecy::SecretString,
+        redirect_uri: &'a str,
+        verifier: &'a secrecy::SecretString,
+    },
+    DeviceCode(&'a secrecy::SecretString),
+}
+
+impl HttpFetcher {
+    /// One request with `grant` (the login grants of [`crate::login`]), retried like any
+    /// other; the answer as the server gave it, refresh token included.
+    pub(crate) async fn fetch_with(&self, grant: Grant<'_>, budget: Budget) -> Result<Token> {
+        let token = self.fetch_grant(grant, budget).await?;
+        tracing::debug!(token = %token.fingerprint(), lifetime_s = token.lifetime().as_secs_f64(), "token received");
+        Ok(token)
+    }
 }
 
 #[async_trait]

@@ -33,6 +33,7 @@ mod fetch;
 #[doc(hidden)]
 pub mod internal;
 pub mod jwt;
+pub mod login;
 mod owned;
 pub mod policy;
 pub mod provider;

@@ -109,7 +109,14 @@ pub fn parse_success(
         source,
     )
     .with_scope(scope)
-    .with_refresh_token(refresh_token);
+    .with_refresh_token(refresh_token)
+    // Keycloak's `refresh_expires_in`; 0 (Keycloak's "no expiry") or nonsense is not kept.
+    .with_refresh_expires_at(
+        expires_in(obj.get("refresh_expires_in"))
+            .ok()
+            .flatten()
+            .map(|d| received_at + d.min(MAX_LIFETIME)),
+    );
     Ok(token)
 }
 

@@ -35,6 +35,7 @@ pub struct Token {
     expiry_source: ExpirySource,
     scope: Option<String>,
     refresh_token: Option<SecretString>,
+    refresh_expires_at: Option<SystemTime>,
 }
 
 impl Token {
@@ -53,6 +54,7 @@ impl Token {
             expiry_source,
             scope: None,
             refresh_token: None,
+            refresh_expires_at: None,
         }
     }
 
@@ -60,6 +62,18 @@ impl Token {
     pub fn with_scope(mut self, scope: Option<String>) -> Self {
         self.scope = scope;
         self
+    }
+
+    /// Sets when the refresh token expires, where the server said (`refresh_expires_in`,
+    /// as Keycloak sends it): a login knows ahead when a person must log in again.
+    pub fn with_refresh_expires_at(mut self, at: Option<SystemTime>) -> Self {
+        self.refresh_expires_at = at;
+        self
+    }
+
+    /// When the refresh token expires, where the server said.
+    pub fn refresh_expires_at(&self) -> Option<SystemTime> {
+        self.refresh_expires_at
     }
 
     /// Sets the refresh token the server sent along, if any.

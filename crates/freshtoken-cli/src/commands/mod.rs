@@ -7,6 +7,8 @@ pub(crate) mod exec;
 pub(crate) mod get;
 pub(crate) mod inspect;
 pub(crate) mod invalidate;
+pub(crate) mod login;
+pub(crate) mod login_device;
 pub(crate) mod proxy;
 pub(crate) mod status;
 
@@ -25,8 +27,11 @@ pub(crate) async fn run(cli: &Cli) -> CliResult<u8> {
         Command::Exec(args) => return exec::run(cli, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Agent(args) => agent::run(cli, args).await,
+        Command::Login(args) => login::run(cli, args).await,
+        Command::Logout(args) => login::logout(cli, args).await,
     }
     .map(|()| code::OK)
+    .map_err(|e| login::with_login_hint(e, cli))
 }
 
 /// Whether `command` serves or waits for long (two worker threads), rather than doing one

@@ -35,7 +35,9 @@ pub(crate) async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
             ttl,
         });
     }
+    let login = login_state(&wired).await;
     let report = Report {
+        login,
         now: wired.clock.now(),
         redis_unread: matches!(wired.settings.cache.choice, CacheChoice::Redis { .. })
             && request.is_none(),
@@ -52,6 +54,8 @@ pub(crate) async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
 /// What `status` found for one profile.
 struct Report<'a> {
     wired: &'a wiring::Wired,
+    /// A login profile's stored login: where, and whether and until when it lasts.
+    login: Option<LoginState>,
     layers: Vec<Layer>,
     /// A Redis layer was left out: its values are sealed with a secret not at hand.
     redis_unread: bool,
@@ -85,6 +89,15 @@ impl Report<'_> {
         if let Some((_, t)) = answered {
             v["token"] = token_json(t, self.now);
         }
+        if let Some(l) = &self.login {
+            v["login"] = json!({
+                "path": l.path,
+                "stored": l.stored.as_ref().map(|s| s.is_some()).unwrap_or(false),
+                "error": l.stored.as_ref().err(),
+                "refresh_expires_at": l.ends().map(human::timestamp),
+                "refresh_expires_in": l.ends().map(|e| e.duration_since(self.now).map(|d| d.as_secs()).unwrap_or(0)),
+            });
+        }
         v
     }
 
@@ -109,6 +122,9 @@ impl Report<'_> {
         }
         if self.redis_unread {
             lines.push(("cache", "redis: not read (its values are sealed with the client's secret, which is not available)".into()));
+        }
+        if let Some(l) = &self.login {
+            lines.push(("login", l.text(self.now)));
         }
         match self.answered() {
             Some((l, t)) => lines.extend(token_text(l.kind, t, self.now)),
@@ -206,4 +222,54 @@ fn expiry_from(t: &Token) -> &'static str {
         freshtoken::ExpirySource::JwtExp => "the JWT's exp",
         _ => "the default lifetime",
     }
+}
+
+/// A login profile's stored login, as `status` shows it (never the refresh token).
+struct LoginState {
+    path: String,
+    stored: Result<Option<freshtoken::login::StoredLogin>, String>,
+}
+
+impl LoginState {
+    fn ends(&self) -> Option<SystemTime> {
+        self.stored
+            .as_ref()
+            .ok()
+            .and_then(|s| s.as_ref())
+            .and_then(|s| s.refresh_expires_at)
+    }
+
+    fn text(&self, now: SystemTime) -> String {
+        match &self.stored {
+            Err(e) => format!("{}: {e}", self.path),
+            Ok(None) => format!("none stored ({}): run `freshtoken login`", self.path),
+            Ok(Some(_)) => match self.ends() {
+                Some(ends) => format!(
+                    "{}: refresh token ends {} ({})",
+                    self.path,
+                    human::timestamp(ends),
+                    human::relative(ends, now)
+                ),
+                None => format!("{}: refresh token stored (no known end)", self.path),
+            },
+        }
+    }
+}
+
+async fn login_state(wired: &wiring::Wired) -> Option<LoginState> {
+    let logins = match wired.login_store()? {
+        Ok(l) => l,
+        Err(e) => {
+            return Some(LoginState {
+                path: String::new(),
+                stored: Err(e.message),
+            });
+        }
+    };
+    // The login's key is the request's own cache key (see freshtoken::login::login_key).
+    let key = wired.request_public().cache_key();
+    Some(LoginState {
+        path: logins.path(&key).display().to_string(),
+        stored: logins.load(&key).await.map_err(|e| e.to_string()),
+    })
 }

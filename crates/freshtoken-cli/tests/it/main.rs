@@ -14,6 +14,7 @@ mod get;
 mod interop;
 mod listeners;
 mod local_users;
+mod login;
 mod not_regular_files;
 mod providers;
 mod proxy;

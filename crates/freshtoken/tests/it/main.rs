@@ -4,6 +4,7 @@
 // Every store × every fault; Redis is one of the stores.
 #[cfg(feature = "redis")]
 mod fault_matrix;
+mod login;
 mod refresh;
 mod source;
 mod store_conformance;
