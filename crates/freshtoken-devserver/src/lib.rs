@@ -21,12 +21,14 @@ use tokio::net::TcpListener;
 
 mod api;
 mod assertion;
+mod ci_issuer;
 mod faults;
 mod genesys;
 mod routes;
 mod state;
 mod token;
 
+pub use ci_issuer::{CiConfig, CiStats, Federation};
 pub use faults::{Canned, Faults};
 pub use routes::app;
 pub use state::{ApiRequest, PathStats, State, Stats};
@@ -53,6 +55,9 @@ pub struct Config {
     pub faults: Faults,
     /// The clock that decides expiry.
     pub clock: SharedClock,
+    /// Also be a CI identity issuer, and trust it for client assertions and token exchange
+    /// (see the `ci_issuer` module).
+    pub ci: Option<CiConfig>,
 }
 
 impl Default for Config {
@@ -69,6 +74,7 @@ impl Default for Config {
             genesys: false,
             faults: Faults::default(),
             clock: Arc::new(SystemClock),
+            ci: None,
         }
     }
 }

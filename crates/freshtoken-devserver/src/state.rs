@@ -115,6 +115,7 @@ pub struct State {
     tokens: Mutex<HashMap<String, Issued>>,
     faults: Mutex<Faults>,
     pub(crate) counters: Counters,
+    pub(crate) ci: Option<crate::ci_issuer::CiIssuer>,
 }
 
 impl State {
@@ -161,6 +162,7 @@ impl State {
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(config.faults),
             counters: Counters::default(),
+            ci: config.ci.map(crate::ci_issuer::CiIssuer::new),
         }
     }
 
@@ -177,6 +179,11 @@ impl State {
             api_401: get(&c.api_401),
             refresh_grants: get(&c.refresh_grants),
         }
+    }
+
+    /// What the CI identity issuer counted (zeros when it is off).
+    pub fn ci_stats(&self) -> crate::CiStats {
+        self.ci.as_ref().map(|c| c.stats()).unwrap_or_default()
     }
 
     /// The fault switches now.
