@@ -26,7 +26,7 @@ const MAX_SECRET: usize = 64 * 1024;
 
 /// How long a secret command may run. A secret manager's CLI answers within seconds; one
 /// that waits for a login prompt must not hang the pipeline step that asked.
-const COMMAND_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
 /// Where a secret comes from, decided but not yet read.
 #[derive(Debug, Clone)]
@@ -263,7 +263,11 @@ fn read_capped(from: impl Read) -> std::io::Result<String> {
 /// Runs a secret command (argv, no shell) and returns what it printed. It gets `limit` to
 /// print and exit; stdin is closed, stderr is the user's. Its output is never shown, in any
 /// error: it may be part of the secret.
-fn run_secret_command(argv: &[String], name: &str, limit: Duration) -> CliResult<String> {
+pub(crate) fn run_secret_command(
+    argv: &[String],
+    name: &str,
+    limit: Duration,
+) -> CliResult<String> {
     let Some((program, args)) = argv.split_first() else {
         return Err(CliError::usage("the secret command is empty"));
     };

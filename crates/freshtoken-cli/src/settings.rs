@@ -12,6 +12,7 @@
 //! the config file's profile and fills in defaults.
 
 mod endpoint;
+pub(crate) mod identity;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -207,6 +208,8 @@ pub(crate) struct Settings {
     /// The API base named outright (`--api-base`, `api_base`), over the provider's.
     pub api_base: Option<Url>,
     pub client: Client,
+    /// The identity tokens of a secretless profile (client assertion, token exchange).
+    pub identity: identity::Identity,
     pub ask: Ask,
     /// Talking to the token endpoint.
     pub http: HttpOptions,
@@ -395,7 +398,8 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
     // was named in this run; never for a profile of the config file that names another
     // server, which would be sent another client's secret.
     let genesys_vars = parts.genesys_named || parts.named_in_this_run();
-    let client = client(s, genesys_vars)?;
+    let mut client = client(s, genesys_vars)?;
+    let identity = identity::resolve(s, &mut client)?;
     let ask = ask(s)?;
     let http = http(s)?;
     let policy = policy(s)?;
@@ -419,6 +423,7 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
         provider: parts.genesys,
         api_base: api_base(s)?,
         client,
+        identity,
         ask,
         http,
         policy,

@@ -134,7 +134,7 @@ pub async fn obtain(
         )));
     }
     if let Some(claims) = IdentityClaims::of(text) {
-        tracing::debug!(source = %source.describe(), "{role}: {}", claims.summary());
+        tracing::info!("{role} from {}: {}", source.describe(), claims.summary());
         if let Some(exp) = claims.expires_at
             && exp <= clock.now() + margin
         {

@@ -17,5 +17,6 @@ mod not_regular_files;
 mod providers;
 mod proxy;
 mod reliability;
+mod secretless;
 mod secrets;
 mod security;

@@ -1,0 +1,290 @@
+//! Secretless CI: the job's identity token (GitHub Actions-, GitLab- and file-style) as the
+//! client assertion (RFC 7523) and as the subject of a token exchange (RFC 8693), against the
+//! dev-server playing both the CI identity issuer and the authorization server that trusts it.
+// The long job runs real processes while the dev-server's clock and the CLI's skew file move.
+#![allow(clippy::disallowed_methods)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshtoken::ManualClock;
+use freshtoken_devserver::{CiConfig, Config, Federation};
+use freshtoken_testkit::*;
+
+/// What the job presents to the issuer (GitHub's `ACTIONS_ID_TOKEN_REQUEST_TOKEN`).
+const REQUEST_TOKEN: &str = "req-Zq8vK2pLmN4xR7tY-ci";
+const SUBJECT: &str = "repo:acme/app:ref:refs/heads/main";
+const AUDIENCE: &str = "api://AzureADTokenExchange";
+/// The client the federation lets the job be; it has no secret anywhere.
+const DEPLOYER: &str = "deployer";
+
+fn ci_server(ttl: Duration, identity_ttl: Duration, clock: &ManualClock) -> Server {
+    Server::start_with(Config {
+        ttl,
+        clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+        clock: Arc::new(clock.clone()),
+        ci: Some(CiConfig {
+            request_token: REQUEST_TOKEN.to_owned(),
+            identity_ttl,
+            subject: SUBJECT.to_owned(),
+            federations: vec![Federation {
+                client_id: DEPLOYER.to_owned(),
+                subject: SUBJECT.to_owned(),
+                audience: AUDIENCE.to_owned(),
+            }],
+        }),
+        ..Config::default()
+    })
+}
+
+/// GitHub Actions' URL carries a query of its own; `&audience=` is appended to it.
+fn request_url(server: &Server) -> String {
+    format!("{}/ci/id-token?api-version=2.0", server.base_url())
+}
+
+/// An identity token as the CI hands one to a job (a GitLab variable, a kubelet's file).
+fn mint(server: &Server) -> String {
+    let url = format!("{}&audience={AUDIENCE}", request_url(server));
+    let (status, body) = http(&url, "GET", "", Some(REQUEST_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `freshtoken` for the deployer client, with no secret in sight.
+fn job(sb: &Sandbox, server: &Server) -> Command {
+    let mut c = sb.cmd();
+    c.env("FRESHTOKEN_TOKEN_URL", server.token_url())
+        .env("FRESHTOKEN_CLIENT_ID", DEPLOYER)
+        .env("FRESHTOKEN_RETRY_FOR", "0")
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", request_url(server))
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN);
+    c
+}
+
+fn api_status(server: &Server, token: &str) -> u16 {
+    http(
+        &format!("{}/api/deploy", server.base_url()),
+        "GET",
+        "",
+        Some(token),
+    )
+    .0
+}
+
+/// Every source, both uses: a token the API accepts, the claims (never the token) in `-v`.
+#[test]
+fn github_gitlab_and_file_sources_as_assertion_and_as_exchange_subject() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(300), &clock);
+    let sb = Sandbox::new();
+    let file = sb.path().join("sa-token");
+    std::fs::write(&file, mint(&server)).unwrap();
+    let gitlab = mint(&server);
+    let github = format!("github:{AUDIENCE}");
+    let cases: [(&str, Vec<&str>); 6] = [
+        ("github assertion", vec!["--client-assertion-from", &github]),
+        (
+            "gitlab assertion",
+            vec!["--client-assertion-from", "gitlab:CI_ID_TOKEN"],
+        ),
+        (
+            "file assertion",
+            vec!["--client-assertion-file", file.to_str().unwrap()],
+        ),
+        ("github exchange", vec!["--subject-token-from", &github]),
+        (
+            "gitlab exchange",
+            vec!["--subject-token-from", "gitlab:CI_ID_TOKEN"],
+        ),
+        (
+            "file exchange",
+            vec!["--subject-token-file", file.to_str().unwrap()],
+        ),
+    ];
+    for (i, (name, args)) in cases.iter().enumerate() {
+        let o = run(job(&sb, &server)
+            .env("CI_ID_TOKEN", &gitlab)
+            .args(["-v", "get", "--cache", "memory"])
+            .args(args));
+        assert_code(&o, 0);
+        let token = stdout(&o).trim().to_owned();
+        assert_eq!(api_status(&server, &token), 200, "{name}");
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("sub={SUBJECT}")) && err.contains(&format!("aud={AUDIENCE}")),
+            "{name}: the claims are logged: {err}"
+        );
+        let in_file = std::fs::read_to_string(&file).unwrap();
+        for secret in [gitlab.as_str(), in_file.as_str(), REQUEST_TOKEN] {
+            assert!(!err.contains(secret), "{name}: a token in the log: {err}");
+        }
+        let ci = server.state().ci_stats();
+        assert_eq!(ci.accepted, i as u64 + 1, "{name}: {ci:?}");
+        assert_eq!(ci.rejected, 0, "{name}: {ci:?}");
+    }
+    assert_eq!(server.stats().token_errors, 0);
+}
+
+/// A job without `id-token: write` (a wrong request token), a source named without its
+/// auth method, an unknown grant: one clear line each, the documented exit code.
+#[test]
+fn misconfigured_identity_sources_fail_in_one_clear_line() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(300), &clock);
+    let sb = Sandbox::new();
+    let o = run(job(&sb, &server)
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "not-the-request-token")
+        .args([
+            "get",
+            "--cache",
+            "memory",
+            "--client-assertion-from",
+            "github",
+        ]));
+    assert_fails_with(&o, 2, "id-token: write");
+    assert!(
+        !stderr(&o).contains("not-the-request-token"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(job(&sb, &server).args([
+        "get",
+        "--cache",
+        "memory",
+        "--auth-method",
+        "client_assertion",
+    ]));
+    assert_fails_with(&o, 2, "client_assertion needs an identity token");
+
+    let o = run(job(&sb, &server).args([
+        "get",
+        "--cache",
+        "memory",
+        "--auth-method",
+        "client_secret_post",
+        "--client-assertion-from",
+        "github",
+    ]));
+    assert_fails_with(&o, 2, "the auth method is client_secret_post");
+
+    let o = run(job(&sb, &server)
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .args(["get", "--cache", "memory", "--subject-token-from", "github"]));
+    assert_fails_with(&o, 2, "$ACTIONS_ID_TOKEN_REQUEST_URL is not set");
+    assert_eq!(server.state().ci_stats().rejected, 0);
+}
+
+/// A running `freshtoken proxy` for the deployer; killed when dropped.
+struct Proxy(Child, String);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proxy(mut cmd: Command) -> Proxy {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = first_line(&mut child, "the proxy");
+    let url = first
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_else(|| panic!("proxy said {first:?}"))
+        .to_owned();
+    Proxy(child, url)
+}
+
+/// The AADSTS700024 case: a job longer than three identity-token lifetimes (60 s each; the
+/// access token lives 90 s, so it is renewed after the identity token that got it expired).
+/// The proxy runs the whole job; time moves on the dev-server's clock and the proxy's skew
+/// file together. Every call succeeds, and no expired identity token is ever presented.
+#[test]
+fn a_job_longer_than_three_identity_lifetimes_never_presents_an_expired_one() {
+    for (name, source) in [
+        (
+            "github",
+            vec![
+                "--client-assertion-from".to_owned(),
+                format!("github:{AUDIENCE}"),
+            ],
+        ),
+        (
+            "file",
+            vec!["--client-assertion-file".to_owned(), "sa-token".to_owned()],
+        ),
+        (
+            "exchange",
+            vec!["--subject-token-file".to_owned(), "sa-token".to_owned()],
+        ),
+        (
+            "github exchange",
+            vec![
+                "--subject-token-from".to_owned(),
+                format!("github:{AUDIENCE}"),
+            ],
+        ),
+    ] {
+        let clock = ManualClock::starting_now();
+        let server = ci_server(Duration::from_secs(90), Duration::from_secs(60), &clock);
+        let sb = Sandbox::new();
+        let skew = sb.path().join("skew");
+        let token_file = sb.path().join("sa-token");
+        std::fs::write(&skew, "0s").unwrap();
+        std::fs::write(&token_file, mint(&server)).unwrap();
+        let mut cmd = job(&sb, &server);
+        cmd.env("FRESHTOKEN_CLOCK_SKEW_FILE", &skew)
+            .args([
+                "proxy",
+                "--upstream",
+                &server.base_url(),
+                "--cache",
+                "memory",
+            ])
+            .args(&source);
+        let p = proxy(cmd);
+        let steps = 20u64; // 20 × 10 s = 200 s: more than three 60 s identity lifetimes
+        let mut failures = 0;
+        for step in 1..=steps {
+            clock.advance(Duration::from_secs(10));
+            std::fs::write(&skew, format!("{}s", step * 10)).unwrap();
+            // The kubelet rotates the projected token well before it expires.
+            if step % 3 == 0 {
+                std::fs::write(&token_file, mint(&server)).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(60)); // the skew file is re-read every 20 ms
+            let (status, _) = http(&format!("{}/api/step/{step}", p.1), "GET", "", None);
+            if status != 200 {
+                failures += 1;
+            }
+        }
+        let ci = server.state().ci_stats();
+        let stats = server.stats();
+        assert_eq!(failures, 0, "{name}: {ci:?} {stats:?}");
+        assert_eq!(
+            ci.expired, 0,
+            "{name}: an expired identity token was presented: {ci:?}"
+        );
+        assert_eq!(ci.rejected, 0, "{name}: {ci:?}");
+        assert!(
+            stats.tokens_issued >= 3,
+            "{name}: renewed across the job: {stats:?}"
+        );
+        assert_eq!(stats.api_401, 0, "{name}: {stats:?}");
+        eprintln!(
+            "{name}: {steps} calls over {} s of job time, {} token requests, {} identity tokens minted, 0 failures",
+            steps * 10,
+            stats.token_requests,
+            ci.identity_tokens
+        );
+    }
+}
