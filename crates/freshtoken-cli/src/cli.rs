@@ -212,21 +212,21 @@ pub(crate) struct CredentialArgs {
     /// Send the identity token in this file (a CI job's or a pod's OIDC token, read again
     /// for every request) as the client assertion: no client secret. Implies --auth-method
     /// client_assertion.
-    #[arg(long, value_name = "PATH", conflicts_with = "client_assertion_from")]
+    #[arg(long, env = env::CLIENT_ASSERTION_FILE, value_name = "PATH", conflicts_with = "client_assertion_from")]
     pub client_assertion_file: Option<PathBuf>,
 
     /// Like --client-assertion-file, from github[:AUDIENCE] (GitHub Actions' OIDC endpoint),
     /// gitlab:VAR (an id_tokens variable), env:VAR or file:PATH.
-    #[arg(long, value_name = "SOURCE")]
+    #[arg(long, env = env::CLIENT_ASSERTION_FROM, value_name = "SOURCE")]
     pub client_assertion_from: Option<String>,
 
     /// Exchange the identity token in this file for the access token (RFC 8693 token
     /// exchange; read again for every request).
-    #[arg(long, value_name = "PATH", conflicts_with = "subject_token_from")]
+    #[arg(long, env = env::SUBJECT_TOKEN_FILE, value_name = "PATH", conflicts_with = "subject_token_from")]
     pub subject_token_file: Option<PathBuf>,
 
     /// Like --subject-token-file, from github[:AUDIENCE], gitlab:VAR, env:VAR or file:PATH.
-    #[arg(long, value_name = "SOURCE")]
+    #[arg(long, env = env::SUBJECT_TOKEN_FROM, value_name = "SOURCE")]
     pub subject_token_from: Option<String>,
 
     /// Scope to request (repeatable, or space-separated).

@@ -288,3 +288,186 @@ fn a_job_longer_than_three_identity_lifetimes_never_presents_an_expired_one() {
         );
     }
 }
+
+/// A fenced block of docs/ci.md: the `nth` one of `lang` after the heading `heading`.
+fn ci_doc_block(heading: &str, lang: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ci.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find(&format!("\n{heading}\n")).expect("the heading");
+    let open = format!("```{lang}\n");
+    let start = at + text[at..].find(&open).expect("a block") + open.len();
+    let end = start + text[start..].find("```").expect("the block's end");
+    text[start..end].to_owned()
+}
+
+/// The lines indented deeper than the line `key` (a YAML block), unindented.
+fn yaml_block<'a>(lines: &[&'a str], key: &str) -> Vec<&'a str> {
+    let at = lines
+        .iter()
+        .position(|l| l.trim() == key)
+        .unwrap_or_else(|| panic!("no {key}"));
+    let indent = lines[at].len() - lines[at].trim_start().len();
+    lines[at + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+        .map(|l| l.trim_start())
+        .collect()
+}
+
+/// A CI step run as the CI would: bash in a work tree with `scripts/push-config.sh` (a dozen
+/// API calls through the proxy) and `freshtoken` on PATH, with `env` and nothing else.
+fn run_ci_step(sb: &Sandbox, script: &str, env: &[(String, String)]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let work = sb.path().join("work");
+    std::fs::create_dir_all(work.join("scripts")).unwrap();
+    let push = work.join("scripts/push-config.sh");
+    std::fs::write(
+        &push,
+        "#!/bin/sh\nset -eu\nfor i in $(seq 12); do\n  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data '{}' \"$FRESHTOKEN_PROXY_URL/api/config/$i\")\n  [ \"$code\" = 200 ] || { echo \"request $i: $code\" >&2; exit 1; }\ndone\necho pushed\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&push, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = sb.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let _ = std::os::unix::fs::symlink(freshtoken_bin(), bin.join("freshtoken"));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script])
+        .current_dir(&work)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", sb.path())
+        .env("XDG_CACHE_HOME", sb.path().join("cache"))
+        .env("XDG_RUNTIME_DIR", sb.path().join("run"))
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+/// The job's `env:` (or `variables:`) as written, with what only the CI or the real IdP can
+/// give swapped for the dev-server's: `${{ … }}` values and the https URLs.
+fn job_env(lines: &[&str], key: &str, server: &Server) -> Vec<(String, String)> {
+    yaml_block(lines, key)
+        .iter()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| {
+            let v = match k {
+                "FRESHTOKEN_TOKEN_URL" => server.token_url(),
+                "FRESHTOKEN_UPSTREAM" => server.base_url(),
+                "FRESHTOKEN_CLIENT_ID" => DEPLOYER.to_owned(),
+                _ if v.contains("${{") => panic!("{k} needs a stand-in"),
+                _ => v.to_owned(),
+            };
+            (k.to_owned(), v)
+        })
+        .collect()
+}
+
+fn assert_pushed(server: &Server, out: &std::process::Output) {
+    assert_code(out, 0);
+    assert_eq!(stdout(out).trim(), "pushed");
+    let stats = server.stats();
+    assert_eq!((stats.api_ok, stats.api_401), (12, 0), "{stats:?}");
+    assert_eq!(server.state().ci_stats().rejected, 0);
+}
+
+#[test]
+fn the_github_actions_job_of_docs_ci_runs_as_written() {
+    let yaml = ci_doc_block("## GitHub Actions", "yaml");
+    assert!(yaml.contains("id-token: write"), "{yaml}");
+    let lines: Vec<&str> = yaml.lines().collect();
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(600), Duration::from_secs(300), &clock);
+    let mut env = job_env(&lines, "env:", &server);
+    // What the runner sets for a job with `id-token: write`.
+    env.push(("ACTIONS_ID_TOKEN_REQUEST_URL".into(), request_url(&server)));
+    env.push((
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(),
+        REQUEST_TOKEN.into(),
+    ));
+    let script = yaml_block(&lines, "run: |").join("\n");
+    let sb = Sandbox::new();
+    let out = run_ci_step(&sb, &script, &env);
+    assert_pushed(&server, &out);
+    assert!(server.state().ci_stats().accepted >= 1);
+}
+
+#[test]
+fn the_gitlab_job_of_docs_ci_runs_as_written() {
+    let yaml = ci_doc_block("## GitLab CI", "yaml");
+    let lines: Vec<&str> = yaml.lines().collect();
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(600), Duration::from_secs(300), &clock);
+    let mut env = job_env(&lines, "variables:", &server);
+    // What GitLab sets for the `id_tokens:` entry.
+    let var = yaml_block(&lines, "id_tokens:")[0]
+        .trim_end_matches(':')
+        .to_owned();
+    env.push((var, mint(&server)));
+    let script: Vec<&str> = yaml_block(&lines, "script:")
+        .iter()
+        .map(|l| l.trim_start_matches("- "))
+        .collect();
+    let sb = Sandbox::new();
+    let out = run_ci_step(&sb, &format!("set -eu\n{}", script.join("\n")), &env);
+    assert_pushed(&server, &out);
+    assert!(server.state().ci_stats().accepted >= 1);
+}
+
+/// Genesys' secretless route of docs/ci.md: the identity token logs into Vault and the client
+/// secret comes from `client_secret = { command = … }`. `vault` is a stand-in that hands the
+/// secret only to the job's own identity token.
+#[test]
+fn the_genesys_route_through_vault_runs_with_a_stand_in_vault() {
+    use std::os::unix::fs::PermissionsExt;
+    let toml = ci_doc_block("## Genesys Cloud: through Vault", "toml");
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(600), Duration::from_secs(300), &clock);
+    let sb = Sandbox::new();
+    let identity = mint(&server);
+    let bin = sb.path().join("vault-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let vault = bin.join("vault");
+    std::fs::write(
+        &vault,
+        format!(
+            "#!/bin/sh\ncase \"$1 $2\" in\n  'write -field=token') [ \"$5\" = \"jwt={identity}\" ] && echo vault-tok && exit 0; echo 'permission denied' >&2; exit 2;;\n  'kv get') [ \"$VAULT_TOKEN\" = vault-tok ] && echo '{SECRET}' && exit 0; echo 'permission denied' >&2; exit 2;;\nesac\nexit 2\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Genesys Cloud swapped for the dev-server, the client id for its client.
+    let profile: String = toml
+        .lines()
+        .map(|l| match l.split_once(" = ") {
+            Some(("provider", _)) => format!("token_url = \"{}\"", server.token_url()),
+            Some(("region", _)) => String::new(),
+            Some(("client_id", _)) => format!("client_id = \"{CLIENT_ID}\""),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = sb.path().join("config.toml");
+    std::fs::write(&config, profile).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let get = |token: &str| {
+        run(sb
+            .cmd()
+            .env("PATH", &path)
+            .env("FRESHTOKEN_ID_TOKEN", token)
+            .args(["--config", config.to_str().unwrap(), "--profile", "genesys"])
+            .args(["get", "--cache", "memory"]))
+    };
+    let o = get(&identity);
+    assert_code(&o, 0);
+    assert_eq!(api_status(&server, stdout(&o).trim()), 200);
+    assert!(!stderr(&o).contains(SECRET));
+    let o = get("not-the-job-token");
+    assert_fails_with(&o, 2, "permission denied");
+}
