@@ -20,6 +20,17 @@ const AUDIENCE: &str = "api://AzureADTokenExchange";
 const DEPLOYER: &str = "deployer";
 
 fn ci_server(ttl: Duration, identity_ttl: Duration, clock: &ManualClock) -> Server {
+    ci_server_for(ttl, identity_ttl, clock, DEPLOYER, AUDIENCE)
+}
+
+/// A CI issuer whose tokens for `audience` stand for `client_id`.
+fn ci_server_for(
+    ttl: Duration,
+    identity_ttl: Duration,
+    clock: &ManualClock,
+    client_id: &str,
+    audience: &str,
+) -> Server {
     Server::start_with(Config {
         ttl,
         clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
@@ -29,9 +40,9 @@ fn ci_server(ttl: Duration, identity_ttl: Duration, clock: &ManualClock) -> Serv
             identity_ttl,
             subject: SUBJECT.to_owned(),
             federations: vec![Federation {
-                client_id: DEPLOYER.to_owned(),
+                client_id: client_id.to_owned(),
                 subject: SUBJECT.to_owned(),
-                audience: AUDIENCE.to_owned(),
+                audience: audience.to_owned(),
             }],
         }),
         ..Config::default()
@@ -291,7 +302,14 @@ fn a_job_longer_than_three_identity_lifetimes_never_presents_an_expired_one() {
 
 /// A fenced block of docs/ci.md: the `nth` one of `lang` after the heading `heading`.
 fn ci_doc_block(heading: &str, lang: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ci.md");
+    doc_block("ci.md", heading, lang)
+}
+
+/// The first fenced block of `lang` after the heading `heading` in docs/`doc`.
+fn doc_block(doc: &str, heading: &str, lang: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(doc);
     let text = std::fs::read_to_string(&path).unwrap();
     let at = text.find(&format!("\n{heading}\n")).expect("the heading");
     let open = format!("```{lang}\n");
@@ -470,4 +488,43 @@ fn the_genesys_route_through_vault_runs_with_a_stand_in_vault() {
     assert!(!stderr(&o).contains(SECRET));
     let o = get("not-the-job-token");
     assert_fails_with(&o, 2, "permission denied");
+}
+
+/// Google STS' profile of docs/providers.md, with only the endpoint swapped for the
+/// dev-server's: a public client's token exchange of the GitHub identity token, the issued
+/// token type checked.
+#[test]
+fn the_google_sts_profile_of_docs_providers_exchanges_as_written() {
+    let toml = doc_block(
+        "providers.md",
+        "## Google Cloud (Workload Identity Federation, STS)",
+        "toml",
+    );
+    let parsed: toml::Table = toml.parse().unwrap();
+    let profile = &parsed["profiles"]["google"];
+    let audience = profile["subject_token"]["github_actions"]["audience"]
+        .as_str()
+        .unwrap();
+    let client_id = profile["client_id"].as_str().unwrap();
+    let clock = ManualClock::starting_now();
+    let server = ci_server_for(
+        Duration::from_secs(3600),
+        Duration::from_secs(300),
+        &clock,
+        client_id,
+        audience,
+    );
+    let sb = Sandbox::new();
+    let config = sb.path().join("config.toml");
+    let swapped = toml.replace("https://sts.googleapis.com/v1/token", &server.token_url());
+    std::fs::write(&config, swapped).unwrap();
+    let mut cmd = sb.cmd();
+    cmd.env("ACTIONS_ID_TOKEN_REQUEST_URL", request_url(&server))
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN)
+        .args(["--config", config.to_str().unwrap(), "--profile", "google"])
+        .args(["get", "--cache", "memory"]);
+    let o = run(&mut cmd);
+    assert_code(&o, 0);
+    assert_eq!(api_status(&server, stdout(&o).trim()), 200);
+    assert_eq!(server.state().ci_stats().accepted, 1);
 }
