@@ -154,6 +154,9 @@ pub(crate) struct ProfileConfig {
     pub actor_token: Option<IdentitySource>,
     /// Its type (default `urn:ietf:params:oauth:token-type:jwt`).
     pub actor_token_type: Option<String>,
+    /// The key that seals this profile's tokens in Redis (`{ env }` or `{ file }`), for a
+    /// profile with neither a client secret nor a private key to derive it from.
+    pub cache_key: Option<SecretSource>,
 }
 
 impl ProfileConfig {

@@ -182,6 +182,8 @@ pub(crate) struct Cache {
     pub explicit: bool,
     /// The Redis refresh lock's lease (`FRESHTOKEN_REDIS_LEASE`), for a Redis cache.
     pub redis_lease: Duration,
+    /// The profile's `cache_key`: what seals its Redis values when it has no secret.
+    pub seal_key: Option<config::SecretSource>,
 }
 
 /// Which clock tokens are judged by.
@@ -287,6 +289,11 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> CliResult<Settings> {
         Vec::new(),
     )?;
     settings.secret_variables = crate::secret::secret_variables(inputs.config.map(|l| &l.file));
+    for var in settings.identity.variables() {
+        if !settings.secret_variables.contains(&var) {
+            settings.secret_variables.push(var);
+        }
+    }
     Ok(settings)
 }
 
@@ -621,10 +628,18 @@ fn cache(s: &Source<'_>) -> CliResult<Cache> {
             .max(Duration::from_millis(100)),
         _ => freshtoken::store::DEFAULT_LEASE,
     };
+    let seal_key = s.profile.cache_key.clone();
+    if let Some(config::SecretSource::Command(_)) = &seal_key {
+        return Err(CliError::usage(format!(
+            "{} must be {{ env = \"VAR\" }} or {{ file = \"PATH\" }}",
+            s.in_file("cache_key")
+        )));
+    }
     Ok(Cache {
         choice,
         explicit: named.is_some(),
         redis_lease,
+        seal_key,
     })
 }
 

@@ -31,6 +31,24 @@ pub(crate) struct Exchange {
 }
 
 impl Identity {
+    /// The environment variables the identity tokens are read from (flags included): `exec`
+    /// keeps them from its child, as it keeps the secrets.
+    pub(crate) fn variables(&self) -> Vec<String> {
+        let exchange = self.exchange.as_ref();
+        [
+            self.assertion.as_ref(),
+            exchange.map(|x| &x.subject),
+            exchange.and_then(|x| x.actor.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| match s {
+            IdentitySource::Env(v) | IdentitySource::Gitlab { env: v } => Some(v.clone()),
+            _ => None,
+        })
+        .collect()
+    }
+
     /// A stable name of the sources, never a token: part of the cache key.
     pub(crate) fn describe(&self) -> Option<String> {
         let mut parts = Vec::new();

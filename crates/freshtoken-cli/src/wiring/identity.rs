@@ -18,7 +18,7 @@ use crate::settings::identity::describe;
 
 /// GitHub Actions' variables for its OIDC endpoint.
 const GITHUB_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
-const GITHUB_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
+const GITHUB_TOKEN: &str = crate::secret::GITHUB_REQUEST_TOKEN;
 
 /// Opens `source` (reading the variables it names now).
 pub(super) fn open(source: &IdentitySource, http: &HttpOptions) -> CliResult<SharedIdentity> {

@@ -528,3 +528,89 @@ fn the_google_sts_profile_of_docs_providers_exchanges_as_written() {
     assert_eq!(api_status(&server, stdout(&o).trim()), 200);
     assert_eq!(server.state().ci_stats().accepted, 1);
 }
+
+/// A secretless profile has no secret to derive the Redis seal from: Redis is refused for it
+/// in one line, unless the profile names a `cache_key`, and then two machines (two homes)
+/// share its token through Redis.
+#[test]
+fn redis_seals_a_secretless_profile_with_its_cache_key_or_is_refused() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(300), &clock);
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    let token_file = sb.path().join("sa-token");
+    std::fs::write(&token_file, mint(&server)).unwrap();
+    let config = |extra: &str| {
+        let path = sb.path().join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[profiles.ci]\ntoken_url = \"{}\"\nclient_id = \"{DEPLOYER}\"\nclient_assertion = {{ file = \"{}\" }}\ncache = \"{}\"\n{extra}",
+                server.token_url(),
+                token_file.display(),
+                redis.url()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let get = |machine: &str, path: &std::path::Path| {
+        let home = sb.path().join(machine);
+        std::fs::create_dir_all(&home).unwrap();
+        run(sb
+            .cmd()
+            .env("HOME", &home)
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("SEAL", "seal-Zq8vK2pLmN4xR7tY-key")
+            .args(["--config", path.to_str().unwrap(), "--profile", "ci", "get"]))
+    };
+    let o = get("a", &config(""));
+    assert_fails_with(&o, 2, "set cache_key = { env = \"VAR\" }");
+    assert_eq!(
+        server.stats().token_requests,
+        0,
+        "refused before any request"
+    );
+
+    let path = config("cache_key = { env = \"SEAL\" }\n");
+    let first = get("a", &path);
+    assert_code(&first, 0);
+    let second = get("b", &path);
+    assert_code(&second, 0);
+    assert_eq!(stdout(&first), stdout(&second), "shared through Redis");
+    assert_eq!(server.stats().token_requests, 1);
+}
+
+/// `exec` gives its child the access token, not what buys more: the identity token's
+/// variable and GitHub's request token are kept from it.
+#[test]
+fn exec_keeps_the_identity_token_and_the_request_token_from_its_child() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(300), &clock);
+    let sb = Sandbox::new();
+    let identity = mint(&server);
+    let o = run(job(&sb, &server)
+        .env("CI_ID_TOKEN", &identity)
+        .args([
+            "exec",
+            "--cache",
+            "memory",
+            "--subject-token-from",
+            "gitlab:CI_ID_TOKEN",
+        ])
+        .args(["--", "env"]));
+    assert_code(&o, 0);
+    let child = stdout(&o);
+    assert!(
+        child.contains("FRESHTOKEN_ACCESS_TOKEN=dev-"),
+        "the child gets its token: {child}"
+    );
+    assert!(
+        !child.contains(&identity),
+        "the identity token reached the child"
+    );
+    assert!(
+        !child.contains(REQUEST_TOKEN),
+        "the request token reached the child"
+    );
+}
