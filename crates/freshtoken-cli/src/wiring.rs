@@ -6,7 +6,7 @@
 //! commands a [`CachedSource`]. Everything here is awaited on the command's one runtime,
 //! which `main` starts.
 
-mod identity;
+pub(crate) mod identity;
 mod stores;
 
 use std::sync::Arc;

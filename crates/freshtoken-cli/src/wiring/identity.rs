@@ -54,6 +54,42 @@ pub(super) fn open(source: &IdentitySource, http: &HttpOptions) -> CliResult<Sha
     })
 }
 
+/// For `status`: each identity source of `identity` (role, source) with the claims of the
+/// token it holds now, for the sources that can be looked at without fetching or running
+/// anything (a file, a variable); never the token.
+pub(crate) fn peek(
+    identity: &crate::settings::identity::Identity,
+) -> Vec<(&'static str, String, Option<String>)> {
+    let exchange = identity.exchange.as_ref();
+    [
+        ("client assertion", identity.assertion.as_ref()),
+        ("subject token", exchange.map(|x| &x.subject)),
+        ("actor token", exchange.and_then(|x| x.actor.as_ref())),
+    ]
+    .into_iter()
+    .filter_map(|(role, source)| source.map(|s| (role, s)))
+    .map(|(role, source)| {
+        let held = match source {
+            IdentitySource::File(path) => freshtoken::internal::regular_file::read(
+                path,
+                freshtoken::identity::MAX_IDENTITY_TOKEN as u64,
+                freshtoken::internal::regular_file::Symlinks::Follow,
+            )
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+            IdentitySource::Env(var) | IdentitySource::Gitlab { env: var } => {
+                std::env::var(var).ok()
+            }
+            IdentitySource::GithubActions { .. } | IdentitySource::Command(_) => None,
+        };
+        let claims = held
+            .and_then(|t| freshtoken::identity::IdentityClaims::of(t.trim()))
+            .map(|c| c.summary());
+        (role, describe(source), claims)
+    })
+    .collect()
+}
+
 /// An identity token printed by a command, run again for every request.
 #[derive(Debug)]
 struct CommandIdentity {

@@ -614,3 +614,36 @@ fn exec_keeps_the_identity_token_and_the_request_token_from_its_child() {
         "the request token reached the child"
     );
 }
+
+/// `status` names the identity source and the claims of the token it holds now (a file's),
+/// never the token.
+#[test]
+fn status_shows_the_identity_tokens_claims_never_the_token() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(300), &clock);
+    let sb = Sandbox::new();
+    let file = sb.path().join("sa-token");
+    let identity = mint(&server);
+    std::fs::write(&file, &identity).unwrap();
+    for json in [false, true] {
+        let mut cmd = job(&sb, &server);
+        cmd.args(["status", "--client-assertion-file", file.to_str().unwrap()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let o = run(&mut cmd);
+        assert_code(&o, 0);
+        let out = stdout(&o);
+        assert!(out.contains(&format!("sub={SUBJECT}")), "{out}");
+        assert!(out.contains("client assertion"), "{out}");
+        assert!(
+            !out.contains(&identity),
+            "the identity token in status: {out}"
+        );
+    }
+    assert_eq!(
+        server.state().ci_stats().identity_tokens,
+        1,
+        "status fetched nothing"
+    );
+}
