@@ -647,3 +647,37 @@ fn status_shows_the_identity_tokens_claims_never_the_token() {
         "status fetched nothing"
     );
 }
+
+/// A third-party check: oidc-provider with a token-exchange grant registered by the harness
+/// (its `registerGrantType`), validating the subject token against the dev-server's JWKS,
+/// takes what freshtoken sends; an identity token for another audience is refused.
+#[test]
+fn oidc_provider_exchanges_the_dev_server_s_identity_token() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(300), &clock);
+    let ci_issuer = format!("{}/ci", server.base_url());
+    let provider = OidcProvider::start_with_env(&[
+        ("FRESHTOKEN_INTEROP_CI_ISSUER", &ci_issuer),
+        ("FRESHTOKEN_INTEROP_CI_AUDIENCE", "freshtoken-interop"),
+    ]);
+    let sb = Sandbox::new();
+    let exchange = |audience: &str| {
+        run(sb
+            .cmd()
+            .env("FRESHTOKEN_TOKEN_URL", provider.token_endpoint())
+            .env("FRESHTOKEN_CLIENT_ID", "exchanger")
+            .env("FRESHTOKEN_RETRY_FOR", "0")
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", request_url(&server))
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN)
+            .args(["get", "--cache", "memory", "--scope", "api:read"])
+            .args(["--subject-token-from", &format!("github:{audience}")]))
+    };
+    let o = exchange("freshtoken-interop");
+    assert_code(&o, 0);
+    let seen = crate::interop::introspect(&provider, stdout(&o).trim());
+    assert_eq!(seen["active"], true, "{seen}");
+    assert_eq!(seen["client_id"], "exchanger", "{seen}");
+    assert_eq!(seen["scope"], "api:read", "{seen}");
+    let o = exchange("someone-else");
+    assert_fails_with(&o, 3, "invalid_grant");
+}
