@@ -190,17 +190,18 @@ fn misconfigured_identity_sources_fail_in_one_clear_line() {
     assert_eq!(server.state().ci_stats().rejected, 0);
 }
 
-/// A running `freshtoken proxy` for the deployer; killed when dropped.
-struct Proxy(Child, String);
+/// A running `freshtoken` (proxy, agent) with the URL it announced, if any; killed when
+/// dropped, so that a failed test leaves nothing running.
+struct Running(Child, String);
 
-impl Drop for Proxy {
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn proxy(mut cmd: Command) -> Proxy {
+fn proxy(mut cmd: Command) -> Running {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -212,7 +213,7 @@ fn proxy(mut cmd: Command) -> Proxy {
         .nth(3)
         .unwrap_or_else(|| panic!("proxy said {first:?}"))
         .to_owned();
-    Proxy(child, url)
+    Running(child, url)
 }
 
 /// The AADSTS700024 case: a job longer than three identity-token lifetimes (60 s each; the
@@ -680,4 +681,72 @@ fn oidc_provider_exchanges_the_dev_server_s_identity_token() {
     assert_eq!(seen["scope"], "api:read", "{seen}");
     let o = exchange("someone-else");
     assert_fails_with(&o, 3, "invalid_grant");
+}
+
+/// The agent keeps a secretless profile as any other: its local token endpoint answers
+/// through a job of more than three identity-token lifetimes, the file rotated as the
+/// kubelet does, with no failure and no expired identity token presented.
+#[test]
+fn the_agent_keeps_a_secretless_profile_across_identity_lifetimes() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(90), Duration::from_secs(60), &clock);
+    let sb = Sandbox::new();
+    let skew = sb.path().join("skew");
+    let token_file = sb.path().join("sa-token");
+    std::fs::write(&skew, "0s").unwrap();
+    std::fs::write(&token_file, mint(&server)).unwrap();
+    let socket = sb.path().join("run/agent.sock");
+    let config = sb.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nsocket = \"{}\"\n[profiles.ci]\ntoken_url = \"{}\"\nclient_id = \"{DEPLOYER}\"\nclient_assertion = {{ file = \"{}\" }}\nretry_for = \"0s\"\n",
+            socket.display(),
+            server.token_url(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let agent = sb
+        .cmd()
+        .env("FRESHTOKEN_CLOCK_SKEW_FILE", &skew)
+        .args(["--config", config.to_str().unwrap(), "agent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = Running(agent, String::new());
+    let token = || over_socket(&socket, "/v1/token/ci");
+    wait_until(
+        Duration::from_secs(10),
+        || token().is_some_and(|(s, _)| s == 200),
+        || "the agent never served the profile".to_owned(),
+    );
+    let mut failures = 0;
+    for step in 1..=20u64 {
+        clock.advance(Duration::from_secs(10));
+        std::fs::write(&skew, format!("{}s", step * 10)).unwrap();
+        if step % 3 == 0 {
+            std::fs::write(&token_file, mint(&server)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        let answer = token();
+        let ok = answer.as_ref().is_some_and(|(status, body)| {
+            *status == 200
+                && serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| {
+                    v["access_token"]
+                        .as_str()
+                        .is_some_and(|t| api_status(&server, t) == 200)
+                })
+        });
+        if !ok {
+            failures += 1;
+        }
+    }
+    drop(agent);
+    let ci = server.state().ci_stats();
+    assert_eq!(failures, 0, "{ci:?} {:?}", server.stats());
+    assert_eq!(ci.expired, 0, "{ci:?}");
+    assert_eq!(ci.rejected, 0, "{ci:?}");
+    assert!(server.stats().tokens_issued >= 3, "{:?}", server.stats());
 }
