@@ -187,7 +187,8 @@ pub(crate) struct CredentialArgs {
     pub client_secret_stdin: bool,
 
     /// Client authentication: client_secret_basic (default), client_secret_post,
-    /// client_secret_jwt, private_key_jwt or none.
+    /// client_secret_jwt, private_key_jwt, none or client_assertion (a CI identity token, see
+    /// --client-assertion-file).
     #[arg(long, env = env::AUTH_METHOD, value_name = "METHOD")]
     pub auth_method: Option<String>,
 

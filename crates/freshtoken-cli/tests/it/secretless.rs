@@ -750,3 +750,33 @@ fn the_agent_keeps_a_secretless_profile_across_identity_lifetimes() {
     assert_eq!(ci.rejected, 0, "{ci:?}");
     assert!(server.stats().tokens_issued >= 3, "{:?}", server.stats());
 }
+
+/// A source that hands out the same identity token for ever (a variable read once) is not
+/// presented once that token has expired: freshtoken says so in one line (exit 4) and the
+/// server never sees it.
+#[test]
+fn an_identity_token_past_its_exp_is_refused_before_it_is_sent() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(60), &clock);
+    let sb = Sandbox::new();
+    let stale = mint(&server);
+    clock.advance(Duration::from_secs(120));
+    let o = run(job(&sb, &server)
+        .env("CI_ID_TOKEN", &stale)
+        .env("FRESHTOKEN_CLOCK_SKEW", "120s")
+        .args([
+            "get",
+            "--cache",
+            "memory",
+            "--client-assertion-from",
+            "env:CI_ID_TOKEN",
+        ]));
+    assert_fails_with(
+        &o,
+        4,
+        "the client assertion from env $CI_ID_TOKEN has expired",
+    );
+    assert!(!stderr(&o).contains(&stale), "{}", stderr(&o));
+    assert_eq!(server.stats().token_requests, 0, "never sent");
+    assert_eq!(server.state().ci_stats().expired, 0);
+}
