@@ -286,15 +286,14 @@ impl HttpFetcher {
         &self.request
     }
 
-    /// The token request, built without awaiting (the form serializer is not `Send`).
-    fn build(
-        &self,
-        http: &reqwest::Client,
+    /// The grant's own form fields: client credentials or a token exchange (with the asked-for
+    /// scope, audience, resource and extra fields), or a refresh.
+    fn grant_fields(
+        req: &TokenRequest,
+        form: &mut form_urlencoded::Serializer<'_, String>,
         grant: Grant<'_>,
         presented: &Presented,
-    ) -> Result<reqwest::RequestBuilder> {
-        let req = &self.request;
-        let mut form = form_urlencoded::Serializer::new(String::new());
+    ) {
         match grant {
             Grant::ClientCredentials => {
                 match (&req.exchange, &presented.subject) {
@@ -327,6 +326,18 @@ impl HttpFetcher {
                 form.append_pair("refresh_token", rt.expose_secret());
             }
         }
+    }
+
+    /// The token request, built without awaiting (the form serializer is not `Send`).
+    fn build(
+        &self,
+        http: &reqwest::Client,
+        grant: Grant<'_>,
+        presented: &Presented,
+    ) -> Result<reqwest::RequestBuilder> {
+        let req = &self.request;
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        Self::grant_fields(req, &mut form, grant, presented);
         let mut builder = http
             .post(req.token_url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
@@ -390,24 +401,32 @@ impl HttpFetcher {
         Ok(builder.body(form.finish()))
     }
 
-    async fn attempt(&self, grant: Grant<'_>) -> Attempt {
-        let req = &self.request;
-        let http = match self
+    /// The client, this attempt's identity tokens and the request built with them; an error
+    /// is the attempt's outcome.
+    async fn prepare(
+        &self,
+        grant: Grant<'_>,
+    ) -> std::result::Result<reqwest::RequestBuilder, Attempt> {
+        let http = self
             .http
             .get_or_try_init(|| async { http_client(&self.options) })
             .await
-        {
-            Ok(http) => http,
-            Err(e) => return Attempt::Fatal(e),
-        };
-        let presented = match self.identity_tokens(grant).await {
-            Ok(p) => p,
-            Err(e) if e.is_transient() => return Attempt::Retryable(e, None),
-            Err(e) => return Attempt::Fatal(e),
-        };
-        let builder = match self.build(http, grant, &presented) {
+            .map_err(Attempt::Fatal)?;
+        let presented = self.identity_tokens(grant).await.map_err(|e| {
+            if e.is_transient() {
+                Attempt::Retryable(e, None)
+            } else {
+                Attempt::Fatal(e)
+            }
+        })?;
+        self.build(http, grant, &presented).map_err(Attempt::Fatal)
+    }
+
+    async fn attempt(&self, grant: Grant<'_>) -> Attempt {
+        let req = &self.request;
+        let builder = match self.prepare(grant).await {
             Ok(b) => b,
-            Err(e) => return Attempt::Fatal(e),
+            Err(outcome) => return outcome,
         };
         tracing::debug!(url = %req.token_url, client_id = %req.client_id, auth = %req.auth_method, "requesting a token");
         let response = match builder.send().await {
