@@ -547,6 +547,15 @@ pub(crate) struct DevServerArgs {
     /// reject-api (repeatable; also settable at run time with POST /__faults).
     #[arg(long = "fault", value_name = "FAULT", action = ArgAction::Append)]
     pub faults: Vec<String>,
+
+    /// Also be a CI identity issuer (at /ci, GitHub Actions-style) whose tokens for AUDIENCE
+    /// stand for CLIENT, as a client assertion or a token exchange's subject (repeatable).
+    #[arg(long = "ci-federation", value_name = "CLIENT:AUDIENCE", action = ArgAction::Append)]
+    pub ci_federations: Vec<String>,
+
+    /// Lifetime of the CI issuer's identity tokens.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub ci_ttl: String,
 }
 
 /// `freshtoken demo`.

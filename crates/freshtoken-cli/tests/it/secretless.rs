@@ -780,3 +780,75 @@ fn an_identity_token_past_its_exp_is_refused_before_it_is_sent() {
     assert_eq!(server.stats().token_requests, 0, "never sent");
     assert_eq!(server.state().ci_stats().expired, 0);
 }
+
+/// `freshtoken dev-server --ci-federation` plays the CI issuer for trying docs/ci.md by
+/// hand: what its banner says is enough for a secretless `get`.
+#[test]
+fn the_dev_server_command_plays_the_ci_issuer_from_its_banner() {
+    let sb = Sandbox::new();
+    let mut child = sb
+        .cmd()
+        .args([
+            "dev-server",
+            "--ci-federation",
+            "deployer:api://AzureADTokenExchange",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout_pipe = child.stdout.take().unwrap();
+    let server = Running(child, String::new());
+    // Read on a thread of its own, so that a banner without the line fails in 10 s, not never.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    while !lines.iter().any(|l| l.contains("CI issuer")) {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => lines.push(line),
+            Err(e) => panic!("no CI issuer line ({e}): {lines:?}"),
+        }
+    }
+    let base = lines[0].trim().rsplit(' ').next().unwrap().to_owned();
+    let banner = lines.last().unwrap();
+    let var = |name: &str| {
+        banner
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let o = run(sb
+        .cmd()
+        .env("FRESHTOKEN_TOKEN_URL", format!("{base}/oauth/token"))
+        .env("FRESHTOKEN_CLIENT_ID", "deployer")
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            var("ACTIONS_ID_TOKEN_REQUEST_URL"),
+        )
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            var("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+        )
+        .args(["get", "--cache", "memory"])
+        .args([
+            "--client-assertion-from",
+            "github:api://AzureADTokenExchange",
+        ]));
+    assert_code(&o, 0);
+    let (status, _) = http(
+        &format!("{base}/api/ping"),
+        "GET",
+        "",
+        Some(stdout(&o).trim()),
+    );
+    assert_eq!(status, 200);
+    drop(server);
+}
