@@ -175,6 +175,9 @@ async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Respon
     if state.refresh_tokens {
         grants.push("refresh_token");
     }
+    if state.ci.is_some() {
+        grants.push("urn:ietf:params:oauth:grant-type:token-exchange");
+    }
     axum::Json(json!({
         "issuer": format!("http://{host}"),
         "token_endpoint": format!("http://{host}/oauth/token"),

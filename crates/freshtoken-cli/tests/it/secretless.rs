@@ -852,3 +852,19 @@ fn the_dev_server_command_plays_the_ci_issuer_from_its_banner() {
     assert_eq!(status, 200);
     drop(server);
 }
+
+/// With `--issuer`, the discovered metadata's `private_key_jwt` is what lets a client
+/// assertion of the CI's identity token through (no IdP lists a name of its own for it).
+#[test]
+fn discovery_takes_private_key_jwt_as_the_issuers_word_for_client_assertions() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(300), &clock);
+    let sb = Sandbox::new();
+    let o = run(job(&sb, &server)
+        .env_remove("FRESHTOKEN_TOKEN_URL")
+        .env("FRESHTOKEN_ISSUER", server.base_url())
+        .args(["get", "--cache", "memory"])
+        .args(["--client-assertion-from", &format!("github:{AUDIENCE}")]));
+    assert_code(&o, 0);
+    assert_eq!(api_status(&server, stdout(&o).trim()), 200);
+}
