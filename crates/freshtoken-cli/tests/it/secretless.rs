@@ -868,3 +868,46 @@ fn discovery_takes_private_key_jwt_as_the_issuers_word_for_client_assertions() {
     assert_code(&o, 0);
     assert_eq!(api_status(&server, stdout(&o).trim()), 200);
 }
+
+/// A token exchange's answer must say what it issued (RFC 8693 §2.2.1): one without
+/// `issued_token_type`, or with another type than the one requested, is a bad response
+/// (exit 4), not a token to send.
+#[test]
+fn an_exchange_answer_without_the_requested_issued_token_type_is_refused() {
+    let clock = ManualClock::starting_now();
+    let server = ci_server(Duration::from_secs(3600), Duration::from_secs(300), &clock);
+    let sb = Sandbox::new();
+    let subject = sb.path().join("sa-token");
+    std::fs::write(&subject, mint(&server)).unwrap();
+    let config = sb.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[profiles.x]\ntoken_url = \"{}\"\nclient_id = \"{DEPLOYER}\"\nsubject_token = {{ file = \"{}\" }}\nrequested_token_type = \"urn:ietf:params:oauth:token-type:access_token\"\n",
+            server.token_url(),
+            subject.display()
+        ),
+    )
+    .unwrap();
+    let get = || {
+        run(sb
+            .cmd()
+            .args(["--config", config.to_str().unwrap(), "--profile", "x"])
+            .args(["get", "--cache", "memory", "--retry-for", "0"]))
+    };
+    assert_code(&get(), 0);
+    server.canned(
+        200,
+        r#"{"access_token":"at-1","token_type":"Bearer","expires_in":300}"#,
+    );
+    assert_fails_with(&get(), 4, "no issued_token_type");
+    server.canned(
+        200,
+        r#"{"access_token":"at-1","token_type":"Bearer","expires_in":300,"issued_token_type":"urn:ietf:params:oauth:token-type:id_token"}"#,
+    );
+    assert_fails_with(
+        &get(),
+        4,
+        "issued a urn:ietf:params:oauth:token-type:id_token",
+    );
+}
