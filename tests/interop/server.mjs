@@ -58,6 +58,8 @@ try {
 }
 
 const { default: Provider, errors } = await import('oidc-provider');
+// oidc-provider's own JOSE library, to check token-exchange subject tokens.
+const { createRemoteJWKSet, jwtVerify } = await import('jose');
 
 // ---------------------------------------------------------------------------
 // Files
@@ -200,13 +202,24 @@ const clients = [
   },
 ];
 
+// Token exchange (RFC 8693), when FRESHTOKEN_INTEROP_CI_ISSUER names a CI identity issuer
+// (the dev-server's /ci): a public client trades that issuer's identity tokens, checked
+// against its JWKS, for access tokens.
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ciIssuer = process.env.FRESHTOKEN_INTEROP_CI_ISSUER;
+const ciAudience = process.env.FRESHTOKEN_INTEROP_CI_AUDIENCE || 'freshtoken-interop';
+if (ciIssuer) {
+  clients.push({ ...common, client_id: 'exchanger', grant_types: [EXCHANGE], token_endpoint_auth_method: 'none' });
+}
+
 const config = {
   clients,
   // Non-OIDC scopes must be listed here: without a `resource`, oidc-provider
   // drops every requested scope that is not in this list from
   // client_credentials tokens.
   scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
-  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt'],
+  // `none` only for the token exchange's public client: the discovery tests expect it absent.
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', ...(ciIssuer ? ['none'] : [])],
   enabledJWA: {
     // The default list lacks ES384 (and the 384/512 variants generally).
     clientAuthSigningAlgValues: [
@@ -261,6 +274,39 @@ const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
 
 const provider = new Provider(issuer, config);
+if (ciIssuer) {
+  const jwks = createRemoteJWKSet(new URL(`${ciIssuer}/jwks`));
+  const JWT = 'urn:ietf:params:oauth:token-type:jwt';
+  const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+  provider.registerGrantType(EXCHANGE, async (ctx) => {
+    const { client, params } = ctx.oidc;
+    if (params.subject_token_type !== JWT) {
+      throw new errors.InvalidRequest('subject_token_type must be a JWT');
+    }
+    if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN) {
+      throw new errors.InvalidRequest('only access tokens are issued');
+    }
+    try {
+      await jwtVerify(params.subject_token, jwks, { issuer: ciIssuer, audience: ciAudience, algorithms: ['EdDSA'] });
+    } catch (err) {
+      throw new errors.InvalidGrant(`subject_token rejected: ${err.code || err.message}`);
+    }
+    const requested = (params.scope || '').split(' ').filter(Boolean);
+    const allowed = new Set(client.scope.split(' '));
+    const token = new provider.ClientCredentials({
+      client,
+      scope: requested.filter((s) => allowed.has(s)).join(' ') || undefined,
+    });
+    const value = await token.save();
+    ctx.body = {
+      access_token: value,
+      issued_token_type: ACCESS_TOKEN,
+      token_type: 'Bearer',
+      expires_in: token.expiration,
+      scope: token.scope || undefined,
+    };
+  }, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope', 'actor_token', 'actor_token_type']);
+}
 provider.on('server_error', (ctx, err) => {
   process.stderr.write(`interop server: server_error on ${ctx.method} ${ctx.path}: ${err?.stack || err}\n`);
 });

@@ -231,7 +231,8 @@ pub(crate) struct CredentialArgs {
     pub client_secret_stdin: bool,
 
     /// Client authentication: client_secret_basic (default), client_secret_post,
-    /// client_secret_jwt, private_key_jwt or none.
+    /// client_secret_jwt, private_key_jwt, none or client_assertion (a CI identity token, see
+    /// --client-assertion-file).
     #[arg(long, env = env::AUTH_METHOD, value_name = "METHOD")]
     pub auth_method: Option<String>,
 
@@ -252,6 +253,26 @@ pub(crate) struct CredentialArgs {
     /// `aud` of client assertions (default: the token endpoint).
     #[arg(long, env = env::ASSERTION_AUDIENCE, value_name = "AUD")]
     pub assertion_audience: Option<String>,
+
+    /// Send the identity token in this file (a CI job's or a pod's OIDC token, read again
+    /// for every request) as the client assertion: no client secret. Implies --auth-method
+    /// client_assertion.
+    #[arg(long, env = env::CLIENT_ASSERTION_FILE, value_name = "PATH", conflicts_with = "client_assertion_from")]
+    pub client_assertion_file: Option<PathBuf>,
+
+    /// Like --client-assertion-file, from github[:AUDIENCE] (GitHub Actions' OIDC endpoint),
+    /// gitlab:VAR (an id_tokens variable), env:VAR or file:PATH.
+    #[arg(long, env = env::CLIENT_ASSERTION_FROM, value_name = "SOURCE")]
+    pub client_assertion_from: Option<String>,
+
+    /// Exchange the identity token in this file for the access token (RFC 8693 token
+    /// exchange; read again for every request).
+    #[arg(long, env = env::SUBJECT_TOKEN_FILE, value_name = "PATH", conflicts_with = "subject_token_from")]
+    pub subject_token_file: Option<PathBuf>,
+
+    /// Like --subject-token-file, from github[:AUDIENCE], gitlab:VAR, env:VAR or file:PATH.
+    #[arg(long, env = env::SUBJECT_TOKEN_FROM, value_name = "SOURCE")]
+    pub subject_token_from: Option<String>,
 
     /// Scope to request (repeatable, or space-separated).
     #[arg(long, env = env::SCOPE, value_name = "SCOPE", num_args = 1, action = ArgAction::Append)]
@@ -573,6 +594,15 @@ pub(crate) struct DevServerArgs {
     /// reject-api (repeatable; also settable at run time with POST /__faults).
     #[arg(long = "fault", value_name = "FAULT", action = ArgAction::Append)]
     pub faults: Vec<String>,
+
+    /// Also be a CI identity issuer (at /ci, GitHub Actions-style) whose tokens for AUDIENCE
+    /// stand for CLIENT, as a client assertion or a token exchange's subject (repeatable).
+    #[arg(long = "ci-federation", value_name = "CLIENT:AUDIENCE", action = ArgAction::Append)]
+    pub ci_federations: Vec<String>,
+
+    /// Lifetime of the CI issuer's identity tokens.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub ci_ttl: String,
 }
 
 /// `freshtoken demo`.

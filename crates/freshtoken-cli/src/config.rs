@@ -148,8 +148,8 @@ pub(crate) struct ProfileConfig {
     /// Files `freshtoken agent` keeps holding this profile's token (other commands ignore them).
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
-    /// `client_credentials` (the default), or a person's login: `authorization_code`,
-    /// `device_code` (see docs/login.md).
+    /// `client_credentials` (the default), `token_exchange` (RFC 8693, see docs/ci.md), or a
+    /// person's login: `authorization_code`, `device_code` (see docs/login.md).
     pub grant: Option<String>,
     /// The redirect URI of the code flow, exactly as registered (a loopback http URL).
     pub redirect_uri: Option<String>,
@@ -159,6 +159,21 @@ pub(crate) struct ProfileConfig {
     pub device_authorization_endpoint: Option<String>,
     /// Where `logout` revokes the refresh token (RFC 7009), over discovery's.
     pub revocation_endpoint: Option<String>,
+    /// The identity token sent as the client assertion (`auth_method = "client_assertion"`).
+    pub client_assertion: Option<IdentitySource>,
+    /// The token exchange's subject token.
+    pub subject_token: Option<IdentitySource>,
+    /// Its type (default `urn:ietf:params:oauth:token-type:jwt`).
+    pub subject_token_type: Option<String>,
+    /// The type of token asked for; the answer's `issued_token_type` must be it.
+    pub requested_token_type: Option<String>,
+    /// The token exchange's optional actor token.
+    pub actor_token: Option<IdentitySource>,
+    /// Its type (default `urn:ietf:params:oauth:token-type:jwt`).
+    pub actor_token_type: Option<String>,
+    /// The key that seals this profile's tokens in Redis (`{ env }` or `{ file }`), for a
+    /// profile with neither a client secret nor a private key to derive it from.
+    pub cache_key: Option<SecretSource>,
 }
 
 impl ProfileConfig {
@@ -246,6 +261,74 @@ impl TryFrom<toml::Value> for SecretSource {
                 Err(format!("{SECRET_SHAPES}; `{other}` is not one of them"))
             }
             _ => Err(SECRET_SHAPES.to_owned()),
+        }
+    }
+}
+
+/// Where a CI job's (or a pod's) identity token comes from; obtained again for every token
+/// request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub(crate) enum IdentitySource {
+    /// GitHub Actions' endpoint (`ACTIONS_ID_TOKEN_REQUEST_URL`), for this audience.
+    GithubActions { audience: Option<String> },
+    /// A GitLab CI `id_tokens:` variable.
+    Gitlab { env: String },
+    /// A file read again each time (a Kubernetes projected service-account token).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A program's standard output, bounded like secret commands.
+    Command(Vec<String>),
+}
+
+const IDENTITY_SHAPES: &str = "an identity token source must be { github_actions = { audience = \"AUD\" } }, { gitlab = { env = \"VAR\" } }, { file = \"PATH\" }, { env = \"VAR\" } or { command = [\"prog\", \"arg\"] }";
+
+impl TryFrom<toml::Value> for IdentitySource {
+    type Error = String;
+
+    // Hand-written, as for secrets, so that no message echoes a value (it may be a token).
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        let toml::Value::Table(table) = value else {
+            return Err(IDENTITY_SHAPES.to_owned());
+        };
+        let mut entries = table.into_iter();
+        let (Some((kind, value)), None) = (entries.next(), entries.next()) else {
+            return Err(format!("{IDENTITY_SHAPES} (exactly one of them)"));
+        };
+        let text = |v: toml::Value| match v {
+            toml::Value::String(s) if !s.is_empty() => Ok(s),
+            _ => Err(IDENTITY_SHAPES.to_owned()),
+        };
+        let field = |v: toml::Value, name: &str| match v {
+            toml::Value::Table(mut t) => {
+                let found = t.remove(name).map(text).transpose()?;
+                match t.keys().next() {
+                    Some(other) => Err(format!("{IDENTITY_SHAPES}; `{other}` is not a key there")),
+                    None => Ok(found),
+                }
+            }
+            _ => Err(IDENTITY_SHAPES.to_owned()),
+        };
+        match kind.as_str() {
+            "github_actions" => Ok(IdentitySource::GithubActions {
+                audience: field(value, "audience")?,
+            }),
+            "gitlab" => match field(value, "env")? {
+                Some(env) => Ok(IdentitySource::Gitlab { env }),
+                None => Err("gitlab = { env = \"VAR\" } names the id_tokens variable".to_owned()),
+            },
+            "file" => text(value).map(|p| IdentitySource::File(PathBuf::from(p))),
+            "env" => text(value).map(IdentitySource::Env),
+            "command" => match value {
+                toml::Value::Array(items) if !items.is_empty() => items
+                    .into_iter()
+                    .map(text)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(IdentitySource::Command),
+                _ => Err(IDENTITY_SHAPES.to_owned()),
+            },
+            other => Err(format!("{IDENTITY_SHAPES}; `{other}` is not one of them")),
         }
     }
 }

@@ -24,6 +24,14 @@ pub(crate) const KEY_ID: &str = "FRESHTOKEN_KEY_ID";
 pub(crate) const SIGNING_ALG: &str = "FRESHTOKEN_SIGNING_ALG";
 /// `aud` of client assertions.
 pub(crate) const ASSERTION_AUDIENCE: &str = "FRESHTOKEN_ASSERTION_AUDIENCE";
+/// `--client-assertion-file`.
+pub(crate) const CLIENT_ASSERTION_FILE: &str = "FRESHTOKEN_CLIENT_ASSERTION_FILE";
+/// `--client-assertion-from`.
+pub(crate) const CLIENT_ASSERTION_FROM: &str = "FRESHTOKEN_CLIENT_ASSERTION_FROM";
+/// `--subject-token-file`.
+pub(crate) const SUBJECT_TOKEN_FILE: &str = "FRESHTOKEN_SUBJECT_TOKEN_FILE";
+/// `--subject-token-from`.
+pub(crate) const SUBJECT_TOKEN_FROM: &str = "FRESHTOKEN_SUBJECT_TOKEN_FROM";
 /// Genesys Cloud's own variables, as its Terraform provider and CLI read them.
 pub(crate) const GENESYS_CLIENT_ID: &str = "GENESYSCLOUD_OAUTHCLIENT_ID";
 /// See [`GENESYS_CLIENT_ID`].

@@ -16,7 +16,7 @@ use freshtoken::AuthMethod;
 use freshtoken::internal::regular_file::{self, Symlinks};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{ConfigFile, ProfileConfig, SecretSource};
+use crate::config::{ConfigFile, IdentitySource, ProfileConfig, SecretSource};
 use crate::env;
 use crate::exit::{CliError, CliResult};
 
@@ -26,7 +26,7 @@ const MAX_SECRET: usize = 64 * 1024;
 
 /// How long a secret command may run. A secret manager's CLI answers within seconds; one
 /// that waits for a login prompt must not hang the pipeline step that asked.
-const COMMAND_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
 /// Where a secret comes from, decided but not yet read.
 #[derive(Debug, Clone)]
@@ -43,9 +43,13 @@ pub(crate) enum SecretSpec {
 
 /// Which secret is being read, for messages and for how its text is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// `ClientSecret` is the name the OAuth specs give it.
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum Secret {
     ClientSecret,
     PrivateKey,
+    /// A profile's `cache_key`, which seals its Redis values.
+    CacheKey,
 }
 
 impl Secret {
@@ -53,6 +57,7 @@ impl Secret {
         match self {
             Secret::ClientSecret => "client secret",
             Secret::PrivateKey => "private key",
+            Secret::CacheKey => "cache key",
         }
     }
 }
@@ -94,6 +99,7 @@ pub(crate) fn read_secret(
                     "set --private-key PATH, {} (the PEM itself) or private_key in the profile",
                     env::PRIVATE_KEY
                 ),
+                Secret::CacheKey => "set cache_key in the profile".to_owned(),
             };
             return Err(CliError::usage(format!(
                 "auth method {method} needs a {name}: {how}"
@@ -101,7 +107,7 @@ pub(crate) fn read_secret(
         }
     };
     let text = match what {
-        Secret::ClientSecret => text.trim_end_matches(['\n', '\r']).to_owned(),
+        Secret::ClientSecret | Secret::CacheKey => text.trim_end_matches(['\n', '\r']).to_owned(),
         Secret::PrivateKey => text,
     };
     if text.trim().is_empty() {
@@ -205,8 +211,24 @@ pub(crate) fn secret_variables(file: Option<&ConfigFile>) -> Vec<String> {
     .map(str::to_owned)
     .into();
     let profiles = file.into_iter().flat_map(|f| f.profiles.values());
-    for source in profiles.flat_map(|p| [&p.client_secret, &p.private_key]) {
+    let profiles: Vec<&ProfileConfig> = profiles.collect();
+    for source in profiles
+        .iter()
+        .flat_map(|p| [&p.client_secret, &p.private_key, &p.cache_key])
+    {
         if let Some(SecretSource::Env(var)) = source
+            && !names.contains(var)
+        {
+            names.push(var.clone());
+        }
+    }
+    // Identity tokens buy access tokens too, and so does GitHub's request token.
+    names.push(GITHUB_REQUEST_TOKEN.to_owned());
+    for source in profiles
+        .iter()
+        .flat_map(|p| [&p.client_assertion, &p.subject_token, &p.actor_token])
+    {
+        if let Some(IdentitySource::Env(var) | IdentitySource::Gitlab { env: var }) = source
             && !names.contains(var)
         {
             names.push(var.clone());
@@ -214,6 +236,9 @@ pub(crate) fn secret_variables(file: Option<&ConfigFile>) -> Vec<String> {
     }
     names
 }
+
+/// What a GitHub Actions job presents to get identity tokens.
+pub(crate) const GITHUB_REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
 
 fn env_secret(var: &str, name: &str) -> CliResult<String> {
     std::env::var(var).map_err(|_| {
@@ -268,7 +293,11 @@ fn read_capped(from: impl Read) -> std::io::Result<String> {
 /// Runs a secret command (argv, no shell) and returns what it printed. It gets `limit` to
 /// print and exit; stdin is closed, stderr is the user's. Its output is never shown, in any
 /// error: it may be part of the secret.
-fn run_secret_command(argv: &[String], name: &str, limit: Duration) -> CliResult<String> {
+pub(crate) fn run_secret_command(
+    argv: &[String],
+    name: &str,
+    limit: Duration,
+) -> CliResult<String> {
     let Some((program, args)) = argv.split_first() else {
         return Err(CliError::usage("the secret command is empty"));
     };

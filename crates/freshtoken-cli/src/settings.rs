@@ -12,6 +12,7 @@
 //! the config file's profile and fills in defaults.
 
 mod endpoint;
+pub(crate) mod identity;
 pub(crate) mod login;
 
 use std::collections::BTreeMap;
@@ -182,6 +183,8 @@ pub(crate) struct Cache {
     pub explicit: bool,
     /// The Redis refresh lock's lease (`FRESHTOKEN_REDIS_LEASE`), for a Redis cache.
     pub redis_lease: Duration,
+    /// The profile's `cache_key`: what seals its Redis values when it has no secret.
+    pub seal_key: Option<config::SecretSource>,
 }
 
 /// Which clock tokens are judged by.
@@ -208,6 +211,8 @@ pub(crate) struct Settings {
     /// The API base named outright (`--api-base`, `api_base`), over the provider's.
     pub api_base: Option<Url>,
     pub client: Client,
+    /// The identity tokens of a secretless profile (client assertion, token exchange).
+    pub identity: identity::Identity,
     pub ask: Ask,
     /// Talking to the token endpoint.
     pub http: HttpOptions,
@@ -287,6 +292,11 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> CliResult<Settings> {
         Vec::new(),
     )?;
     settings.secret_variables = crate::secret::secret_variables(inputs.config.map(|l| &l.file));
+    for var in settings.identity.variables() {
+        if !settings.secret_variables.contains(&var) {
+            settings.secret_variables.push(var);
+        }
+    }
     Ok(settings)
 }
 
@@ -398,7 +408,8 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
     // was named in this run; never for a profile of the config file that names another
     // server, which would be sent another client's secret.
     let genesys_vars = parts.genesys_named || parts.named_in_this_run();
-    let client = client(s, genesys_vars)?;
+    let mut client = client(s, genesys_vars)?;
+    let identity = identity::resolve(s, &mut client)?;
     let ask = ask(s)?;
     let http = http(s)?;
     let policy = policy(s)?;
@@ -422,6 +433,7 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
         provider: parts.genesys,
         api_base: api_base(s)?,
         client,
+        identity,
         ask,
         http,
         policy,
@@ -620,10 +632,18 @@ fn cache(s: &Source<'_>) -> CliResult<Cache> {
             .max(Duration::from_millis(100)),
         _ => freshtoken::store::DEFAULT_LEASE,
     };
+    let seal_key = s.profile.cache_key.clone();
+    if let Some(config::SecretSource::Command(_)) = &seal_key {
+        return Err(CliError::usage(format!(
+            "{} must be {{ env = \"VAR\" }} or {{ file = \"PATH\" }}",
+            s.in_file("cache_key")
+        )));
+    }
     Ok(Cache {
         choice,
         explicit: named.is_some(),
         redis_lease,
+        seal_key,
     })
 }
 

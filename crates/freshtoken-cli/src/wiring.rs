@@ -6,6 +6,7 @@
 //! commands a [`CachedSource`]. Everything here is awaited on the command's one runtime,
 //! which `main` starts.
 
+pub(crate) mod identity;
 pub(crate) mod login;
 mod stores;
 
@@ -147,6 +148,18 @@ fn public_request(settings: &Settings, token_url: Url) -> TokenRequest {
     request.audience = ask.audience.clone();
     request.resource = ask.resource.clone();
     request.params = ask.params.clone();
+    if let Some(x) = &settings.identity.exchange {
+        let mut exchange = freshtoken::TokenExchange::default();
+        if let Some(t) = &x.subject_token_type {
+            exchange.subject_token_type = t.clone();
+        }
+        if let Some(t) = &x.actor_token_type {
+            exchange.actor_token_type = t.clone();
+        }
+        exchange.requested_token_type = x.requested_token_type.clone();
+        request.exchange = Some(exchange);
+    }
+    request.identity_source = settings.identity.describe();
     request
 }
 
@@ -249,6 +262,16 @@ impl Wired {
             HttpFetcher::new(request, self.settings.http.clone())?.with_clock(self.clock.clone());
         if let Some(client) = client {
             fetcher = fetcher.with_client(client);
+        }
+        let (identity, http) = (&self.settings.identity, &self.settings.http);
+        if let Some(source) = &identity.assertion {
+            fetcher = fetcher.with_client_assertion(identity::open(source, http)?);
+        }
+        if let Some(x) = &identity.exchange {
+            fetcher = fetcher.with_subject_token(identity::open(&x.subject, http)?);
+            if let Some(actor) = &x.actor {
+                fetcher = fetcher.with_actor_token(identity::open(actor, http)?);
+            }
         }
         // A login profile's tokens come from its stored refresh token.
         let fetcher: Arc<dyn Fetch> = match self.login_store() {

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 mod api;
 mod assertion;
 mod authorize;
+mod ci_issuer;
 mod device;
 mod faults;
 mod genesys;
@@ -29,6 +30,7 @@ mod routes;
 mod state;
 mod token;
 
+pub use ci_issuer::{CiConfig, CiStats, Federation};
 pub use faults::{Canned, Faults};
 pub use routes::app;
 pub use state::{ApiRequest, PathStats, State, Stats};
@@ -55,6 +57,9 @@ pub struct Config {
     pub faults: Faults,
     /// The clock that decides expiry.
     pub clock: SharedClock,
+    /// Also be a CI identity issuer, and trust it for client assertions and token exchange
+    /// (see the `ci_issuer` module).
+    pub ci: Option<CiConfig>,
 }
 
 impl Default for Config {
@@ -71,6 +76,7 @@ impl Default for Config {
             genesys: false,
             faults: Faults::default(),
             clock: Arc::new(SystemClock),
+            ci: None,
         }
     }
 }

@@ -49,6 +49,10 @@ pub fn app(state: Shared) -> Router {
         .route("/api/{*path}", any(crate::api::echo))
         .route("/__stats", get(stats))
         .route("/__stats/paths", get(path_stats))
+        .route("/__stats/ci", get(ci_stats))
+        .route("/ci/id-token", get(ci_id_token))
+        .route("/ci/jwks", get(ci_jwks))
+        .route("/ci/.well-known/openid-configuration", get(ci_metadata))
         .route("/__faults", get(get_faults).post(set_faults))
         .route("/__revoke", post(revoke))
         .with_state(state)
@@ -169,17 +173,20 @@ fn canned(c: &Canned) -> Response {
 /// The issuer's metadata (OpenID Connect Discovery, RFC 8414), so that `--issuer` and a
 /// profile's `issuer =` can be tried against this server. The issuer is `http://HOST` as the
 /// client named it, the address the server is reached at, as in the assertion audience.
-async fn metadata(Extract(_state): Extract<Shared>, headers: HeaderMap) -> Response {
+async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Response {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
-    let grants = [
+    let mut grants = vec![
         "client_credentials",
         "refresh_token",
         "authorization_code",
         crate::device::GRANT,
     ];
+    if state.ci.is_some() {
+        grants.push("urn:ietf:params:oauth:grant-type:token-exchange");
+    }
     axum::Json(json!({
         "issuer": format!("http://{host}"),
         "token_endpoint": format!("http://{host}/oauth/token"),
@@ -197,6 +204,63 @@ async fn metadata(Extract(_state): Extract<Shared>, headers: HeaderMap) -> Respo
 
 async fn stats(Extract(state): Extract<Shared>) -> Response {
     axum::Json(state.stats()).into_response()
+}
+
+async fn ci_stats(Extract(state): Extract<Shared>) -> Response {
+    axum::Json(state.ci_stats()).into_response()
+}
+
+/// `GET /ci/id-token?audience=…` with the job's bearer request token: `{"value": JWT}`.
+async fn ci_id_token(
+    Extract(state): Extract<Shared>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let Some(ci) = &state.ci else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let query = query.unwrap_or_default();
+    let audience = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "audience")
+        .map(|(_, v)| v.into_owned());
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match ci.mint(&state, &headers, bearer, audience.as_deref()) {
+        Some(jwt) => axum::Json(json!({ "value": jwt })).into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "message": "bad request token" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn ci_jwks(Extract(state): Extract<Shared>) -> Response {
+    match &state.ci {
+        Some(ci) => axum::Json(ci.jwks()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn ci_metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Response {
+    if state.ci.is_none() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    axum::Json(json!({
+        "issuer": format!("http://{host}/ci"),
+        "jwks_uri": format!("http://{host}/ci/jwks"),
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+    }))
+    .into_response()
 }
 
 async fn path_stats(Extract(state): Extract<Shared>) -> Response {

@@ -124,6 +124,7 @@ pub struct State {
     pub(crate) counters: Counters,
     pub(crate) logins: crate::authorize::Logins,
     pub(crate) devices: crate::device::Devices,
+    pub(crate) ci: Option<crate::ci_issuer::CiIssuer>,
 }
 
 impl State {
@@ -172,6 +173,7 @@ impl State {
             counters: Counters::default(),
             logins: crate::authorize::Logins::default(),
             devices: crate::device::Devices::default(),
+            ci: config.ci.map(crate::ci_issuer::CiIssuer::new),
         }
     }
 
@@ -190,6 +192,11 @@ impl State {
             refresh_reuses: self.logins.reuses(),
             revocations: get(&c.revocations),
         }
+    }
+
+    /// What the CI identity issuer counted (zeros when it is off).
+    pub fn ci_stats(&self) -> crate::CiStats {
+        self.ci.as_ref().map(|c| c.stats()).unwrap_or_default()
     }
 
     /// The fault switches now.

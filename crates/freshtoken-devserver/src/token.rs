@@ -50,6 +50,9 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
             "grant_type is missing",
         )
     })?;
+    if grant == EXCHANGE && state.ci.is_some() {
+        return exchange(state, headers, &field);
+    }
     // The login grants are always there; refresh tokens for client credentials are opt-in.
     if !matches!(
         grant,
@@ -66,7 +69,23 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
     let granted = scope
         .map(|s| state.grantable_scope(&s))
         .filter(|s| !s.is_empty());
-    let (token, ttl) = state.issue(&client_id, granted.clone());
+    let answer = token_answer(state, &client_id, granted, family, login)?;
+    if grant == "refresh_token" {
+        state.count(|c| c.refresh_grants());
+    }
+    Ok(no_store(answer))
+}
+
+/// The token answer for `client_id`, with a refresh token when this server hands them out or
+/// the grant is a login's (continuing the refresh-token `family` it came from, if any).
+fn token_answer(
+    state: &State,
+    client_id: &str,
+    granted: Option<String>,
+    family: Option<u64>,
+    login: bool,
+) -> Result<Value, Reject> {
+    let (token, ttl) = state.issue(client_id, granted.clone());
     let mut answer = json!({
         "access_token": token,
         "token_type": "bearer",
@@ -77,19 +96,69 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
     }
     if state.refresh_tokens || login {
         answer["refresh_token"] = Value::String(crate::authorize::issue_refresh(
-            state, &client_id, granted, family,
+            state, client_id, granted, family,
         ));
         if let Some(ttl) = state.faults().refresh_ttl_s {
             answer["refresh_expires_in"] = Value::from(ttl);
         }
     }
-    if grant == "refresh_token" {
-        state.count(|c| c.refresh_grants());
-    }
+    Ok(answer)
+}
+
+fn no_store(answer: Value) -> Response {
     let mut r = axum::Json(answer).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    r
+}
+
+/// The token exchange grant (RFC 8693).
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// A token exchange: the subject token must come from the CI issuer and match a federation;
+/// client authentication is optional (a public client names none), and when given, the
+/// federation must be for that client.
+fn exchange<'a>(
+    state: &State,
+    headers: &HeaderMap,
+    field: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Response, Reject> {
+    let bad = |d: &str| Reject::new(StatusCode::BAD_REQUEST, "invalid_request", d.to_owned());
+    let subject = field("subject_token").ok_or_else(|| bad("subject_token is missing"))?;
+    match field("subject_token_type") {
+        Some(
+            "urn:ietf:params:oauth:token-type:jwt" | "urn:ietf:params:oauth:token-type:id_token",
+        ) => {}
+        Some(other) => return Err(bad(&format!("subject_token_type {other} is not supported"))),
+        None => return Err(bad("subject_token_type is missing")),
+    }
+    if field("requested_token_type").is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+        return Err(bad("only access tokens are issued here"));
+    }
+    let authenticated = headers.contains_key(header::AUTHORIZATION)
+        || field("client_secret").is_some()
+        || field("client_assertion").is_some();
+    let client = if authenticated {
+        Some(authenticate(state, headers, field)?)
+    } else {
+        None
+    };
+    let ci = state
+        .ci
+        .as_ref()
+        .ok_or_else(|| bad("token exchange is off"))?;
+    let wanted = client.as_deref().or(field("client_id"));
+    let client_id = ci
+        .verify(state, headers, subject, wanted)
+        .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, "invalid_grant", e))?;
+    let granted = field("scope")
+        .filter(|s| !s.is_empty())
+        .map(|s| state.grantable_scope(s))
+        .filter(|s| !s.is_empty());
+    let mut answer = token_answer(state, &client_id, granted, None, false)?;
+    answer["issued_token_type"] = Value::String(ACCESS_TOKEN_TYPE.to_owned());
+    Ok(no_store(answer))
 }
 
 /// What the grant brings: the scope asked for, the refresh-token family it continues, and
@@ -168,6 +237,18 @@ pub(crate) fn authenticate<'a>(
             "invalid_request",
             "more than one client authentication method",
         ));
+    }
+    if let (Some(jwt), Some(ci)) = (assertion, &state.ci)
+        && freshtoken::jwt::decode(jwt).ok().is_some_and(|d| {
+            d.claims
+                .get("iss")
+                .and_then(|v| v.as_str())
+                .is_some_and(|iss| iss.ends_with("/ci"))
+        })
+    {
+        return ci
+            .verify(state, headers, jwt, field("client_id"))
+            .map_err(Reject::client);
     }
     if let Some(jwt) = assertion {
         let client_id = assertion::verify(state, headers, jwt).map_err(Reject::client)?;

@@ -24,6 +24,13 @@ impl OidcProvider {
     /// Starts tests/interop/server.mjs; fails, saying how to install them, when Node.js or
     /// the npm package is missing.
     pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// Like [`OidcProvider::start`], with `env` for the harness: `FRESHTOKEN_INTEROP_CI_ISSUER`
+    /// (and `FRESHTOKEN_INTEROP_CI_AUDIENCE`) register the token-exchange grant for a public
+    /// client `exchanger`, trusting that CI issuer's JWKS.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
         assert!(
             harness.join("node_modules/oidc-provider").is_dir(),
@@ -38,6 +45,7 @@ impl OidcProvider {
         let mut child = Command::new("node")
             .arg(harness.join("server.mjs"))
             .arg(dir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file)

@@ -52,7 +52,14 @@ impl Metadata {
             .token_endpoint_auth_methods_supported
             .clone()
             .unwrap_or_else(|| vec!["client_secret_basic".to_owned()]);
-        if !methods.iter().any(|m| m == method.as_str()) {
+        // A CI identity token is a JWT signed by a private key (the CI issuer's): metadata lists
+        // that way of authenticating as private_key_jwt (Azure AD, Keycloak), there being no
+        // registered name of its own.
+        let listed_as = match method {
+            AuthMethod::ClientAssertion => AuthMethod::PrivateKeyJwt.as_str(),
+            m => m.as_str(),
+        };
+        if !methods.iter().any(|m| m == listed_as) {
             return Err(Error::Config(format!(
                 "{} does not accept the auth method {method} at its token endpoint; it lists: {}",
                 one_line(&self.issuer),
@@ -385,5 +392,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not accept ES256"), "{e}");
+        assert!(m.check(AuthMethod::ClientAssertion, None).is_ok());
+        m.token_endpoint_auth_methods_supported = Some(vec!["client_secret_post".into()]);
+        let e = m
+            .check(AuthMethod::ClientAssertion, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth method client_assertion"), "{e}");
     }
 }

@@ -15,6 +15,7 @@ use url::form_urlencoded;
 use crate::assertion::{ASSERTION_TYPE, Signer};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
+use crate::identity::SharedIdentity;
 use crate::request::{AuthMethod, CacheKey, TokenRequest};
 use crate::response;
 use crate::retry::{RetryPolicy, parse_retry_after};
@@ -152,7 +153,30 @@ pub struct HttpFetcher {
     scope_warned: std::sync::atomic::AtomicBool,
     options: HttpOptions,
     clock: SharedClock,
+    identity: Identities,
+    /// The identity tokens of the latest attempts, scrubbed from what the server answers.
+    presented: std::sync::Mutex<Vec<secrecy::SecretString>>,
 }
+
+/// The identity-token sources of a fetcher (see [`crate::identity`]).
+#[derive(Debug, Default, Clone)]
+struct Identities {
+    assertion: Option<SharedIdentity>,
+    subject: Option<SharedIdentity>,
+    actor: Option<SharedIdentity>,
+}
+
+/// The identity tokens obtained for one attempt.
+#[derive(Default)]
+struct Presented {
+    assertion: Option<secrecy::SecretString>,
+    subject: Option<secrecy::SecretString>,
+    actor: Option<secrecy::SecretString>,
+}
+
+/// How long an identity token must still be valid to be sent: the server checks `exp` on
+/// its own clock, a little after we send it.
+const IDENTITY_MARGIN: Duration = Duration::from_secs(5);
 
 impl fmt::Debug for HttpFetcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -174,7 +198,74 @@ impl HttpFetcher {
             request,
             options,
             clock: Arc::new(SystemClock),
+            identity: Identities::default(),
+            presented: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Uses `source` for the client assertion of `auth_method = client_assertion`: one
+    /// identity token obtained for every request (RFC 7523 §2.2).
+    pub fn with_client_assertion(mut self, source: SharedIdentity) -> Self {
+        self.identity.assertion = Some(source);
+        self
+    }
+
+    /// Uses `source` for the `subject_token` of a token exchange (RFC 8693), obtained for
+    /// every request.
+    pub fn with_subject_token(mut self, source: SharedIdentity) -> Self {
+        self.identity.subject = Some(source);
+        self
+    }
+
+    /// Uses `source` for the optional `actor_token` of a token exchange.
+    pub fn with_actor_token(mut self, source: SharedIdentity) -> Self {
+        self.identity.actor = Some(source);
+        self
+    }
+
+    /// Obtains the identity tokens this attempt needs, each a current one.
+    async fn identity_tokens(&self, grant: Grant<'_>) -> Result<Presented> {
+        let req = &self.request;
+        let get = |source: &Option<SharedIdentity>, role: &'static str| {
+            let source = source.clone();
+            let clock = self.clock.clone();
+            async move {
+                match source {
+                    Some(s) => crate::identity::obtain(s.as_ref(), role, &clock, IDENTITY_MARGIN)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        let mut presented = Presented::default();
+        if req.auth_method == AuthMethod::ClientAssertion {
+            presented.assertion = get(&self.identity.assertion, "client assertion").await?;
+            if presented.assertion.is_none() {
+                return Err(Error::Config(
+                    "client_assertion needs an identity token source".into(),
+                ));
+            }
+        }
+        if req.exchange.is_some() && matches!(grant, Grant::ClientCredentials) {
+            presented.subject = get(&self.identity.subject, "subject token").await?;
+            if presented.subject.is_none() {
+                return Err(Error::Config(
+                    "the token exchange needs a subject token source".into(),
+                ));
+            }
+            presented.actor = get(&self.identity.actor, "actor token").await?;
+        }
+        let mut kept = crate::sync::lock(&self.presented);
+        for t in [&presented.assertion, &presented.subject, &presented.actor]
+            .into_iter()
+            .flatten()
+        {
+            kept.push(t.clone());
+        }
+        let excess = kept.len().saturating_sub(6);
+        kept.drain(..excess);
+        Ok(presented)
     }
 
     /// Uses `client` (from [`http_client`] with this fetcher's options) instead of building
@@ -195,13 +286,27 @@ impl HttpFetcher {
         &self.request
     }
 
-    /// The token request, built without awaiting (the form serializer is not `Send`).
-    fn build(&self, http: &reqwest::Client, grant: Grant<'_>) -> Result<reqwest::RequestBuilder> {
-        let req = &self.request;
-        let mut form = form_urlencoded::Serializer::new(String::new());
+    /// The grant's own form fields: client credentials or a token exchange (with the asked-for
+    /// scope, audience, resource and extra fields), or a refresh.
+    fn grant_fields(
+        req: &TokenRequest,
+        form: &mut form_urlencoded::Serializer<'_, String>,
+        grant: Grant<'_>,
+        presented: &Presented,
+    ) {
         match grant {
             Grant::ClientCredentials => {
-                form.append_pair("grant_type", "client_credentials");
+                match (&req.exchange, &presented.subject) {
+                    (Some(x), Some(subject)) => {
+                        let actor = presented.actor.as_ref().map(|a| a.expose_secret());
+                        for (k, v) in crate::exchange::form(x, subject.expose_secret(), actor) {
+                            form.append_pair(k, &v);
+                        }
+                    }
+                    _ => {
+                        form.append_pair("grant_type", "client_credentials");
+                    }
+                }
                 if !req.scope.is_empty() {
                     form.append_pair("scope", &req.scope.join(" "));
                 }
@@ -237,6 +342,18 @@ impl HttpFetcher {
                 form.append_pair("device_code", code.expose_secret());
             }
         }
+    }
+
+    /// The token request, built without awaiting (the form serializer is not `Send`).
+    fn build(
+        &self,
+        http: &reqwest::Client,
+        grant: Grant<'_>,
+        presented: &Presented,
+    ) -> Result<reqwest::RequestBuilder> {
+        let req = &self.request;
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        Self::grant_fields(req, &mut form, grant, presented);
         let mut builder = http
             .post(req.token_url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
@@ -283,6 +400,16 @@ impl HttpFetcher {
                 form.append_pair("client_assertion_type", ASSERTION_TYPE);
                 form.append_pair("client_assertion", &assertion);
             }
+            (AuthMethod::ClientAssertion, _) => {
+                let Some(assertion) = &presented.assertion else {
+                    return Err(Error::Config(
+                        "client_assertion needs an identity token source".into(),
+                    ));
+                };
+                form.append_pair("client_id", req.client_id.as_str());
+                form.append_pair("client_assertion_type", ASSERTION_TYPE);
+                form.append_pair("client_assertion", assertion.expose_secret());
+            }
             _ => {
                 form.append_pair("client_id", req.client_id.as_str());
             }
@@ -290,19 +417,32 @@ impl HttpFetcher {
         Ok(builder.body(form.finish()))
     }
 
-    async fn attempt(&self, grant: Grant<'_>) -> Attempt {
-        let req = &self.request;
-        let http = match self
+    /// The client, this attempt's identity tokens and the request built with them; an error
+    /// is the attempt's outcome.
+    async fn prepare(
+        &self,
+        grant: Grant<'_>,
+    ) -> std::result::Result<reqwest::RequestBuilder, Attempt> {
+        let http = self
             .http
             .get_or_try_init(|| async { http_client(&self.options) })
             .await
-        {
-            Ok(http) => http,
-            Err(e) => return Attempt::Fatal(e),
-        };
-        let builder = match self.build(http, grant) {
+            .map_err(Attempt::Fatal)?;
+        let presented = self.identity_tokens(grant).await.map_err(|e| {
+            if e.is_transient() {
+                Attempt::Retryable(e, None)
+            } else {
+                Attempt::Fatal(e)
+            }
+        })?;
+        self.build(http, grant, &presented).map_err(Attempt::Fatal)
+    }
+
+    async fn attempt(&self, grant: Grant<'_>) -> Attempt {
+        let req = &self.request;
+        let builder = match self.prepare(grant).await {
             Ok(b) => b,
-            Err(e) => return Attempt::Fatal(e),
+            Err(outcome) => return outcome,
         };
         tracing::debug!(url = %req.token_url, client_id = %req.client_id, auth = %req.auth_method, "requesting a token");
         let response = match builder.send().await {
@@ -333,6 +473,11 @@ impl HttpFetcher {
         };
         let code = status.as_u16();
         if status.is_success() {
+            if let (Some(x), Grant::ClientCredentials) = (&req.exchange, grant)
+                && let Err(e) = crate::exchange::check_issued_type(x, code, &body)
+            {
+                return Attempt::Fatal(self.redact_error(e));
+            }
             return match response::parse_success(
                 code,
                 &body,
@@ -403,7 +548,13 @@ impl HttpFetcher {
     fn redact(&self, text: String) -> String {
         // Credential fields first (a server may echo a token response or the request body),
         // then the secret in every spelling it was sent in (plain, form-encoded, Basic).
-        let text = crate::redact::fields(&text);
+        let mut text = crate::redact::fields(&text);
+        for t in crate::sync::lock(&self.presented).iter() {
+            let t = t.expose_secret();
+            if !t.is_empty() && text.contains(t) {
+                text = text.replace(t, "[identity token]");
+            }
+        }
         match &self.request.client_secret {
             Some(s) => {
                 crate::redact::secret(&text, self.request.client_id.as_str(), s.expose_secret())
@@ -624,12 +775,12 @@ enum Attempt {
     Fatal(Error),
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Transport(reqwest::Error),
 }
 
-async fn read_capped(
+pub(crate) async fn read_capped(
     mut response: reqwest::Response,
     max: usize,
 ) -> std::result::Result<Vec<u8>, BodyError> {
@@ -698,7 +849,7 @@ fn cannot_heal(e: &reqwest::Error) -> bool {
 }
 
 /// The innermost cause, which is the part that says what happened ("Connection refused").
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(s) = cause.source() {
         cause = s;

@@ -29,7 +29,9 @@ mod credentials;
 pub mod discovery;
 pub mod drain;
 mod error;
+mod exchange;
 mod fetch;
+pub mod identity;
 #[doc(hidden)]
 pub mod internal;
 pub mod jwt;
@@ -57,6 +59,7 @@ pub use assertion::{ASSERTION_TYPE, DEFAULT_ASSERTION_LIFETIME, Signer, SigningA
 pub use clock::{Clock, ManualClock, SharedClock, SkewedClock, SystemClock};
 pub use credentials::{ClientId, ClientSecret, PrivateKey};
 pub use error::{Cause, Error, ErrorKind, Missing, Result};
+pub use exchange::TokenExchange;
 pub use fetch::{
     Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, http_client, install_crypto_provider,
 };

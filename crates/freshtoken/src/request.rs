@@ -11,6 +11,7 @@ use url::Url;
 use crate::assertion::{DEFAULT_ASSERTION_LIFETIME, Signer, SigningAlg};
 use crate::credentials::{ClientId, ClientSecret, PrivateKey};
 use crate::error::{Error, Missing};
+use crate::exchange::TokenExchange;
 
 /// How the client proves who it is at the token endpoint (RFC 6749 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +28,9 @@ pub enum AuthMethod {
     PrivateKeyJwt,
     /// A public client: `client_id` in the body, no secret.
     None,
+    /// An identity token obtained for each request (a CI job's OIDC token, a pod's projected
+    /// service-account token) sent as the client assertion (RFC 7523 §2.2): no secret at all.
+    ClientAssertion,
 }
 
 impl AuthMethod {
@@ -38,6 +42,7 @@ impl AuthMethod {
             AuthMethod::ClientSecretJwt => "client_secret_jwt",
             AuthMethod::PrivateKeyJwt => "private_key_jwt",
             AuthMethod::None => "none",
+            AuthMethod::ClientAssertion => "client_assertion",
         }
     }
 
@@ -65,12 +70,13 @@ impl AuthMethod {
     }
 
     /// Every method, for help texts and error messages.
-    pub const ALL: [AuthMethod; 5] = [
+    pub const ALL: [AuthMethod; 6] = [
         AuthMethod::ClientSecretBasic,
         AuthMethod::ClientSecretPost,
         AuthMethod::ClientSecretJwt,
         AuthMethod::PrivateKeyJwt,
         AuthMethod::None,
+        AuthMethod::ClientAssertion,
     ];
 }
 
@@ -105,6 +111,11 @@ const RESERVED_PARAMS: &[&str] = &[
     "audience",
     "resource",
     "refresh_token",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
 ];
 
 /// A client credentials token request (RFC 6749 §4.4).
@@ -139,6 +150,12 @@ pub struct TokenRequest {
     pub assertion_audience: Option<String>,
     /// How long an assertion is valid.
     pub assertion_lifetime: Duration,
+    /// The token exchange grant (RFC 8693) instead of client credentials; the subject token
+    /// comes from the fetcher's identity source.
+    pub exchange: Option<TokenExchange>,
+    /// The stable name of the identity-token sources used (client assertion, subject, actor),
+    /// never a token: part of the cache key, since another source may name another subject.
+    pub identity_source: Option<String>,
 }
 
 impl TokenRequest {
@@ -163,6 +180,8 @@ impl TokenRequest {
             signing_alg: None,
             assertion_audience: None,
             assertion_lifetime: DEFAULT_ASSERTION_LIFETIME,
+            exchange: None,
+            identity_source: None,
         }
     }
 
@@ -258,6 +277,18 @@ impl TokenRequest {
         }
         for (k, v) in &params {
             field(k, v);
+        }
+        // Only when set, so that the keys of every other request stay what they were.
+        if let Some(x) = &self.exchange {
+            field("grant", "token_exchange");
+            field("subject_token_type", &x.subject_token_type);
+            field(
+                "requested_token_type",
+                x.requested_token_type.as_deref().unwrap_or(""),
+            );
+        }
+        if let Some(source) = &self.identity_source {
+            field("identity_source", source);
         }
         CacheKey(hex::encode(h.finalize()))
     }
@@ -451,7 +482,7 @@ mod tests {
             "the secret must not change the key"
         );
 
-        let changes: [fn(&mut TokenRequest); 7] = [
+        let changes: [fn(&mut TokenRequest); 10] = [
             (|r| r.token_url = Url::parse("https://login.example.com/other").unwrap()),
             (|r| r.client_id = "client-2".into()),
             (|r| r.auth_method = AuthMethod::ClientSecretPost),
@@ -459,6 +490,14 @@ mod tests {
             (|r| r.audience = Some("api".into())),
             (|r| r.resource = vec!["https://api".into()]),
             (|r| r.params = vec![("x".into(), "1".into())]),
+            (|r| r.exchange = Some(TokenExchange::default())),
+            (|r| {
+                r.exchange = Some(TokenExchange {
+                    requested_token_type: Some("urn:x".into()),
+                    ..TokenExchange::default()
+                })
+            }),
+            (|r| r.identity_source = Some("file /var/run/token".into())),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut r = req();

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use freshtoken_devserver::{Config, Faults, Running};
+use freshtoken_devserver::{CiConfig, Config, Faults, Federation, Running};
 
 use crate::cli::DevServerArgs;
 use crate::exit::{CliError, CliResult};
@@ -42,6 +42,13 @@ pub(crate) async fn run(args: &DevServerArgs) -> CliResult {
             server.base_url()
         );
         let _ = writeln!(out, "  clients         {}", ids.join(", "));
+        if config.ci.is_some() {
+            let _ = writeln!(
+                out,
+                "  CI issuer       {0}/ci  ACTIONS_ID_TOKEN_REQUEST_URL={0}/ci/id-token? ACTIONS_ID_TOKEN_REQUEST_TOKEN={CI_REQUEST_TOKEN}",
+                server.base_url()
+            );
+        }
         let _ = writeln!(
             out,
             "  token lifetime  {}",
@@ -99,5 +106,39 @@ fn config(args: &DevServerArgs) -> CliResult<Config> {
         faults.apply_flag(f).map_err(CliError::usage)?;
     }
     config.faults = faults;
+    config.ci = ci(args)?;
     Ok(config)
+}
+
+/// The request token of the dev-server's CI issuer: it guards nothing, as the server does not.
+const CI_REQUEST_TOKEN: &str = "dev-request-token";
+
+/// The CI identity issuer `--ci-federation` asks for.
+fn ci(args: &DevServerArgs) -> CliResult<Option<CiConfig>> {
+    if args.ci_federations.is_empty() {
+        return Ok(None);
+    }
+    let subject = "repo:dev/app:ref:refs/heads/main";
+    let federations = args
+        .ci_federations
+        .iter()
+        .map(|f| match f.split_once(':') {
+            Some((client, audience)) if !client.is_empty() && !audience.is_empty() => {
+                Ok(Federation {
+                    client_id: client.to_owned(),
+                    subject: subject.to_owned(),
+                    audience: audience.to_owned(),
+                })
+            }
+            _ => Err(CliError::usage("--ci-federation must be CLIENT:AUDIENCE")),
+        })
+        .collect::<CliResult<_>>()?;
+    let identity_ttl =
+        parse_duration(&args.ci_ttl).map_err(|e| CliError::usage(format!("--ci-ttl: {e}")))?;
+    Ok(Some(CiConfig {
+        request_token: CI_REQUEST_TOKEN.to_owned(),
+        identity_ttl,
+        subject: subject.to_owned(),
+        federations,
+    }))
 }

@@ -86,6 +86,13 @@ impl Report<'_> {
         if let Some(api) = settings.api_base() {
             v["api_base"] = json!(api.as_str());
         }
+        let identity = wiring::identity::peek(&settings.identity);
+        if !identity.is_empty() {
+            v["identity"] = identity
+                .into_iter()
+                .map(|(role, source, claims)| json!({"role": role, "source": source, "claims": claims}))
+                .collect();
+        }
         if let Some((_, t)) = answered {
             v["token"] = token_json(t, self.now);
         }
@@ -117,6 +124,11 @@ impl Report<'_> {
         }
         lines.push(("client id", public.client_id.to_string()));
         lines.push(("auth method", public.auth_method.to_string()));
+        for (role, source, claims) in wiring::identity::peek(&settings.identity) {
+            let claims =
+                claims.unwrap_or_else(|| "claims logged at -v when a token is fetched".into());
+            lines.push(("identity", format!("{role} from {source}: {claims}")));
+        }
         for l in &self.layers {
             lines.push(("cache", layer_text(l, self.now)));
         }

@@ -35,12 +35,13 @@ pub(crate) struct Login {
 pub(super) fn resolve(s: &Source<'_>) -> CliResult<Option<Login>> {
     let p = s.profile;
     let grant = match p.grant.as_deref().map(str::trim) {
-        None | Some("client_credentials") => return Ok(None),
+        // Not a person's login (token_exchange is resolved with the identity sources).
+        None | Some("client_credentials" | "token_exchange") => return Ok(None),
         Some("authorization_code") => LoginGrant::AuthorizationCode,
         Some("device_code") => LoginGrant::DeviceCode,
         Some(other) => {
             return Err(CliError::usage(format!(
-                "{}: {other:?} is not one of client_credentials, authorization_code, device_code",
+                "{}: {other:?} is not one of client_credentials, token_exchange, authorization_code, device_code",
                 s.in_file("grant")
             )));
         }

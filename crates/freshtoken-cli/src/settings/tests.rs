@@ -3,7 +3,7 @@
 //! on plain values — an in-memory environment and config — which is the point of the module.
 
 use super::*;
-use crate::config::{OneOrMany, SecretSource};
+use crate::config::{IdentitySource, OneOrMany, SecretSource};
 
 const URL_FLAG: &str = "https://flag.example/token";
 const URL_FILE: &str = "https://file.example/token";
@@ -249,7 +249,105 @@ fn rows() -> Vec<Row> {
             file_value: "60s",
             default: "30s",
         },
+        Row {
+            key: "client_assertion",
+            flag: Some(|a| a.client_assertion_file = Some("/run/token".into())),
+            file: |p| {
+                p.client_assertion = Some(IdentitySource::GithubActions {
+                    audience: Some("api://AzureADTokenExchange".into()),
+                })
+            },
+            read: |s| {
+                format!(
+                    "{} {}",
+                    s.client.auth_method,
+                    s.identity.describe().unwrap_or_default()
+                )
+            },
+            flag_value: "client_assertion client_assertion file /run/token",
+            file_value: "client_assertion client_assertion github_actions (audience api://AzureADTokenExchange)",
+            default: "client_secret_basic ",
+        },
+        Row {
+            key: "subject_token",
+            flag: Some(|a| a.subject_token_from = Some("gitlab:CI_ID_TOKEN".into())),
+            file: |p| p.subject_token = Some(IdentitySource::File("/var/run/sa".into())),
+            read: |s| {
+                format!(
+                    "{} {}",
+                    s.client.auth_method,
+                    s.identity.describe().unwrap_or_default()
+                )
+            },
+            flag_value: "none subject_token gitlab $CI_ID_TOKEN",
+            file_value: "none subject_token file /var/run/sa",
+            default: "client_secret_basic ",
+        },
+        Row {
+            key: "requested_token_type",
+            flag: None,
+            file: |p| {
+                p.subject_token = Some(IdentitySource::Env("T".into()));
+                p.requested_token_type = Some("urn:x:access_token".into());
+                p.subject_token_type = Some("urn:x:id_token".into());
+            },
+            read: |s| {
+                s.identity
+                    .exchange
+                    .as_ref()
+                    .map(|x| format!("{:?} {:?}", x.subject_token_type, x.requested_token_type))
+                    .unwrap_or_default()
+            },
+            flag_value: "",
+            file_value: "Some(\"urn:x:id_token\") Some(\"urn:x:access_token\")",
+            default: "",
+        },
     ]
+}
+
+#[test]
+fn identity_sources_are_refused_where_they_cannot_work() {
+    let env = env(&[]);
+    let refused = |args: CredentialArgs, profile: ProfileConfig| {
+        resolve_with(&args, profile, &env)
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string()
+    };
+    let mut named = base_profile();
+    named.auth_method = Some("client_assertion".into());
+    assert!(refused(base_args(), named).contains("needs an identity token"));
+    let mut args = base_args();
+    args.client_assertion_from = Some("github".into());
+    args.auth_method = Some("client_secret_post".into());
+    assert!(refused(args, base_profile()).contains("the auth method is client_secret_post"));
+    let mut args = base_args();
+    args.subject_token_from = Some("vault:x".into());
+    assert!(refused(args, base_profile()).contains("github[:AUDIENCE]"));
+    let mut grant = base_profile();
+    grant.grant = Some("token_exchange".into());
+    assert!(refused(base_args(), grant.clone()).contains("needs a subject token"));
+    grant.grant = Some("password".into());
+    grant.subject_token = Some(IdentitySource::Env("T".into()));
+    assert!(refused(base_args(), grant).contains("unknown grant"));
+    let mut stray = base_profile();
+    stray.requested_token_type = Some("urn:x".into());
+    assert!(refused(base_args(), stray).contains("token_exchange"));
+    // A token exchange with a secret at hand authenticates with it.
+    let with_secret = resolve_with(
+        &base_args(),
+        ProfileConfig {
+            subject_token: Some(IdentitySource::Env("T".into())),
+            client_secret: Some(SecretSource::Env("S".into())),
+            ..base_profile()
+        },
+        &env,
+    )
+    .expect("resolves");
+    assert_eq!(
+        with_secret.client.auth_method,
+        AuthMethod::ClientSecretBasic
+    );
 }
 
 #[test]

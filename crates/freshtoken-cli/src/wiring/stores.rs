@@ -49,9 +49,18 @@ fn redis(
     clock: &SharedClock,
 ) -> CliResult<Arc<dyn TokenStore>> {
     use secrecy::SecretString;
-    let credentials = request.client_secret.as_ref().map(|s| s.as_secret()).or(request.private_key.as_ref().map(|k| k.as_secret())).ok_or_else(|| {
+    // A profile's own cache_key first: named for the purpose, it outranks what is derived.
+    let seal_key = match &cache.seal_key {
+        Some(source) => Some(crate::secret::read_secret(
+            &crate::secret::SecretSpec::Config(source.clone()),
+            crate::secret::Secret::CacheKey,
+            request.auth_method,
+        )?),
+        None => None,
+    };
+    let credentials = seal_key.as_ref().or(request.client_secret.as_ref().map(|s| s.as_secret())).or(request.private_key.as_ref().map(|k| k.as_secret())).ok_or_else(|| {
         CliError::usage(format!(
-            "the Redis cache seals tokens with a key derived from the client's secret or private key; auth method {} has neither",
+            "the Redis cache seals tokens with a key derived from the client's secret or private key; auth method {} has neither: set cache_key = {{ env = \"VAR\" }} or {{ file = \"PATH\" }} in the profile",
             request.auth_method
         ))
     })?;

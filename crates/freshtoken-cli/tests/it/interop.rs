@@ -10,7 +10,7 @@ use freshtoken_testkit::*;
 use serde_json::Value;
 
 /// What the provider's introspection endpoint says of `token`.
-fn introspect(p: &OidcProvider, token: &str) -> Value {
+pub(crate) fn introspect(p: &OidcProvider, token: &str) -> Value {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -19,5 +19,6 @@ mod not_regular_files;
 mod providers;
 mod proxy;
 mod reliability;
+mod secretless;
 mod secrets;
 mod security;
