@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::builder::TypedValueParser;
-use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::env;
 use crate::exit;
@@ -26,7 +26,8 @@ Secrets never go in flags: use FRESHTOKEN_CLIENT_SECRET, --client-secret-file,
 
 /// `freshtoken`: the whole command line.
 #[derive(Debug, Parser)]
-#[command(name = "freshtoken", version, about = ABOUT, long_about = LONG_ABOUT, after_help = exit::HELP)]
+#[command(name = "freshtoken", version = crate::help::VERSION, about = ABOUT, long_about = LONG_ABOUT, after_help = exit::HELP)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). Never shows secrets.
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -64,36 +65,45 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Print a valid access token (and nothing else) on stdout.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = crate::help::get())]
     Get(GetArgs),
     /// Decode a JWT (header, claims, time left); says so when a token is opaque.
+    #[command(after_help = crate::help::INSPECT)]
     Inspect(InspectArgs),
     /// Show the cached token of a profile: where, expires in, scope, last fetch. Never the token.
+    #[command(after_help = crate::help::STATUS)]
     Status(StatusArgs),
     /// Drop the cached token of a profile (e.g. after it was revoked).
+    #[command(after_help = crate::help::INVALIDATE)]
     Invalidate(CredentialArgs),
     /// Run CMD with a valid token in its environment (and optionally a local proxy).
-    #[command(after_help = EXEC_HELP)]
+    #[command(after_help = crate::help::exec())]
     Exec(ExecArgs),
     /// Local reverse proxy: a fresh bearer token on every request, one replay after a 401.
+    #[command(after_help = crate::help::PROXY)]
     Proxy(ProxyArgs),
     /// Keep every profile of the config file fresh: sink files, a local token endpoint,
     /// proxies, /metrics. SIGHUP reloads the config, SIGTERM stops.
-    #[command(long_about = AGENT_HELP)]
+    #[command(long_about = AGENT_HELP, after_help = crate::help::AGENT)]
     Agent(AgentArgs),
     /// Run a local authorization server and protected API for trying pipelines.
+    #[command(after_help = crate::help::DEV_SERVER)]
     DevServer(DevServerArgs),
     /// Show the whole idea end to end against an in-process dev-server.
+    #[command(after_help = crate::help::DEMO)]
     Demo(DemoArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    #[command(after_help = crate::help::COMPLETIONS)]
+    Completions(CompletionsArgs),
 }
 
 impl Cli {
     /// Parses the command line like [`Parser::try_parse`], and also notes which endpoint
     /// settings came from the environment rather than a flag (see [`EndpointFromEnv`]).
     pub(crate) fn parse_noting_sources() -> Result<Self, clap::Error> {
-        let matches = Self::command().try_get_matches()?;
+        let matches = crate::help::command().try_get_matches()?;
         let mut cli =
-            Self::from_arg_matches(&matches).map_err(|e| e.format(&mut Self::command()))?;
+            Self::from_arg_matches(&matches).map_err(|e| e.format(&mut crate::help::command()))?;
         if let (Some((_, sub)), Some(credentials)) =
             (matches.subcommand(), cli.command.credentials_mut())
         {
@@ -113,7 +123,10 @@ impl Command {
             Command::Invalidate(a) => Some(a),
             Command::Exec(a) => Some(&mut a.credentials),
             Command::Proxy(a) => Some(&mut a.credentials),
-            Command::Agent(_) | Command::DevServer(_) | Command::Demo(_) => None,
+            Command::Agent(_)
+            | Command::DevServer(_)
+            | Command::Demo(_)
+            | Command::Completions(_) => None,
         }
     }
 }
@@ -372,7 +385,7 @@ pub(crate) struct StatusArgs {
     pub credentials: CredentialArgs,
 }
 
-const EXEC_HELP: &str = "\
+pub(crate) const EXEC_HELP: &str = "\
 CMD gets the token, not the credentials: FRESHTOKEN_CLIENT_SECRET, GENESYSCLOUD_OAUTHCLIENT_SECRET,
 FRESHTOKEN_PRIVATE_KEY, FRESHTOKEN_REDIS_PASSWORD, every variable a `{ env = ... }` source of the
 config file names, and FRESHTOKEN_CACHE when its URL holds a password are removed from its
@@ -546,4 +559,23 @@ pub(crate) struct DemoArgs {
     /// Concurrent workers making the calls.
     #[arg(long, default_value_t = 4)]
     pub workers: u32,
+}
+
+/// `freshtoken completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Shell {
+    /// bash (bash-completion or `source`).
+    Bash,
+    /// zsh (a `_freshtoken` file on $fpath).
+    Zsh,
+    /// fish (~/.config/fish/completions).
+    Fish,
 }

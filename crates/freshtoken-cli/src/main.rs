@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod env;
 mod exit;
+mod help;
 mod human;
 mod logging;
 mod output;

@@ -1,6 +1,7 @@
 //! One file per command.
 
 pub(crate) mod agent;
+pub(crate) mod completions;
 pub(crate) mod demo;
 pub(crate) mod dev_server;
 pub(crate) mod exec;
@@ -25,6 +26,7 @@ pub(crate) async fn run(cli: &Cli) -> CliResult<u8> {
         Command::Exec(args) => return exec::run(cli, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Agent(args) => agent::run(cli, args).await,
+        Command::Completions(args) => completions::run(args),
     }
     .map(|()| code::OK)
 }

@@ -7,6 +7,7 @@ mod commands;
 mod deploy_docs;
 mod exec;
 mod fault_matrix;
+mod first_run;
 mod fleet;
 mod genesys_sdk;
 mod get;
