@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::builder::TypedValueParser;
-use clap::{ArgAction, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::env;
 use crate::exit;
@@ -77,7 +77,7 @@ pub(crate) enum Command {
     #[command(after_help = crate::help::INVALIDATE)]
     Invalidate(CredentialArgs),
     /// Run CMD with a valid token in its environment (and optionally a local proxy).
-    #[command(after_help = crate::help::exec())]
+    #[command(after_help = format!("{}\n\n{EXEC_HELP}", crate::help::exec()))]
     Exec(ExecArgs),
     /// Local reverse proxy: a fresh bearer token on every request, one replay after a 401.
     #[command(after_help = crate::help::PROXY)]
@@ -101,9 +101,8 @@ impl Cli {
     /// Parses the command line like [`Parser::try_parse`], and also notes which endpoint
     /// settings came from the environment rather than a flag (see [`EndpointFromEnv`]).
     pub(crate) fn parse_noting_sources() -> Result<Self, clap::Error> {
-        let matches = crate::help::command().try_get_matches()?;
-        let mut cli =
-            Self::from_arg_matches(&matches).map_err(|e| e.format(&mut crate::help::command()))?;
+        let matches = command().try_get_matches()?;
+        let mut cli = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command()))?;
         if let (Some((_, sub)), Some(credentials)) =
             (matches.subcommand(), cli.command.credentials_mut())
         {
@@ -385,7 +384,7 @@ pub(crate) struct StatusArgs {
     pub credentials: CredentialArgs,
 }
 
-pub(crate) const EXEC_HELP: &str = "\
+const EXEC_HELP: &str = "\
 CMD gets the token, not the credentials: FRESHTOKEN_CLIENT_SECRET, GENESYSCLOUD_OAUTHCLIENT_SECRET,
 FRESHTOKEN_PRIVATE_KEY, FRESHTOKEN_REDIS_PASSWORD, every variable a `{ env = ... }` source of the
 config file names, and FRESHTOKEN_CACHE when its URL holds a password are removed from its
@@ -578,4 +577,28 @@ pub(crate) enum Shell {
     Zsh,
     /// fish (~/.config/fish/completions).
     Fish,
+}
+
+/// The global options that do not apply to a command, hidden from its help and completions.
+const NOT_FOR: [(&str, &[&str]); 3] = [
+    ("demo", &["config", "no_config", "profile"]),
+    ("dev-server", &["config", "no_config", "profile"]),
+    ("completions", &["config", "no_config", "profile"]),
+];
+
+/// The command line as help, completions and man pages show it: [`Cli::command`] with the
+/// global options that do not apply to a command left out of that command's help.
+pub(crate) fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for (name, ids) in NOT_FOR {
+        // A subcommand that has an argument of a global's id keeps its own: a hidden copy
+        // (same parser, same type) stands in for the global there.
+        let copies: Vec<clap::Arg> = ids
+            .iter()
+            .filter_map(|id| cmd.get_arguments().find(|a| a.get_id() == *id))
+            .map(|a| a.clone().global(false).hide(true))
+            .collect();
+        cmd = cmd.mut_subcommand(name, |sub| sub.args(copies));
+    }
+    cmd
 }

@@ -1,9 +1,6 @@
 //! The teaching parts of `--help`: where the secret comes from, and two or three examples
 //! at the end of each command's help, so that a first run starts from a line that works.
 
-use clap::CommandFactory;
-
-use crate::cli::Cli;
 use crate::exit;
 
 /// `--version`: the version, the commit it was built from and the optional features built in
@@ -40,12 +37,9 @@ Examples:
     )
 }
 
-/// `exec --help`'s end: where the secret comes from, examples, what CMD gets, exit codes.
+/// `exec --help`'s end, before what CMD gets: where the secret comes from, and examples.
 pub(crate) fn exec() -> String {
-    format!(
-        "{SECRET_FROM}\n\n{EXEC_EXAMPLES}\n\n{}",
-        crate::cli::EXEC_HELP
-    )
+    format!("{SECRET_FROM}\n\n{EXEC_EXAMPLES}")
 }
 
 /// `exec --help`'s examples.
@@ -109,30 +103,6 @@ Examples:
   freshtoken completions bash > /etc/bash_completion.d/freshtoken
   freshtoken completions zsh > \"${fpath[1]}/_freshtoken\"
   freshtoken completions fish > ~/.config/fish/completions/freshtoken.fish";
-
-/// The global options that do not apply to a command, hidden from its help and completions.
-const NOT_FOR: [(&str, &[&str]); 3] = [
-    ("demo", &["config", "no_config", "profile"]),
-    ("dev-server", &["config", "no_config", "profile"]),
-    ("completions", &["config", "no_config", "profile"]),
-];
-
-/// The command line as help, completions and man pages show it: [`Cli::command`] with the
-/// global options that do not apply to a command left out of that command's help.
-pub(crate) fn command() -> clap::Command {
-    let mut cmd = Cli::command();
-    for (name, ids) in NOT_FOR {
-        // A subcommand that has an argument of a global's id keeps its own: a hidden copy
-        // (same parser, same type) stands in for the global there.
-        let copies: Vec<clap::Arg> = ids
-            .iter()
-            .filter_map(|id| cmd.get_arguments().find(|a| a.get_id() == *id))
-            .map(|a| a.clone().global(false).hide(true))
-            .collect();
-        cmd = cmd.mut_subcommand(name, |sub| sub.args(copies));
-    }
-    cmd
-}
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,7 @@ pub(crate) fn script(shell: Shell) -> CliResult<String> {
     let mut out = Vec::new();
     clap_complete::generate(
         generator,
-        &mut crate::help::command(),
+        &mut crate::cli::command(),
         "freshtoken",
         &mut out,
     );
