@@ -264,13 +264,24 @@ pub(crate) struct CredentialArgs {
 pub(crate) enum Format {
     /// The token alone.
     Raw,
-    /// {"access_token", "token_type", "expires_in", "expires_at", "scope"}.
+    /// {"access_token", "token_type", "expires_in", "expires_at" (RFC 3339),
+    /// "expires_at_unix", "scope" (null when not said)}.
     Json,
     /// `Authorization: Bearer <token>`.
     Header,
     /// `FRESHTOKEN_ACCESS_TOKEN='<token>'` lines, single-quoted for POSIX shells (for `eval`
     /// and `set -a; . file`; docker's --env-file and $GITHUB_ENV keep quotes: use raw there).
     Env,
+}
+
+/// Output formats of the commands that print data (`status`, `inspect`, `agent --check`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DataFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON document (see docs/json.md for the shapes).
+    Json,
 }
 
 /// How log lines are written.
@@ -327,6 +338,10 @@ pub(crate) struct AgentArgs {
     /// cannot reach the token endpoints yet).
     #[arg(long, requires = "check")]
     pub no_fetch: bool,
+
+    /// With --check: the outcome as text or as one JSON document.
+    #[arg(long, value_enum, default_value_t = DataFormat::Text, requires = "check")]
+    pub format: DataFormat,
 }
 
 /// `freshtoken get`.
@@ -365,7 +380,11 @@ pub(crate) struct InspectArgs {
     #[arg(value_name = "TOKEN|-")]
     pub token: Option<String>,
 
-    /// Print JSON instead of text.
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+    pub format: DataFormat,
+
+    /// Same as --format json.
     #[arg(long)]
     pub json: bool,
 
@@ -376,7 +395,11 @@ pub(crate) struct InspectArgs {
 /// `freshtoken status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Print JSON instead of text.
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+    pub format: DataFormat,
+
+    /// Same as --format json.
     #[arg(long)]
     pub json: bool,
 

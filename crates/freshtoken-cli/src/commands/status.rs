@@ -42,7 +42,7 @@ pub(crate) async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
         wired: &wired,
         layers,
     };
-    if args.json {
+    if output::wants_json(args.format, args.json) {
         output::print_json(&report.json())
     } else {
         output::print(&report.text())
@@ -67,25 +67,29 @@ impl Report<'_> {
         })
     }
 
+    /// The one JSON shape of a profile's status (see docs/json.md).
     fn json(&self) -> Value {
         let (settings, public) = (&self.wired.settings, self.wired.request_public());
+        let policy = &settings.policy;
         let answered = self.answered();
-        let mut v = json!({
+        let nearest = self
+            .layers
+            .iter()
+            .find_map(|l| l.token.as_ref().ok().cloned().flatten());
+        json!({
             "profile": settings.profile,
+            "config_file": settings.config_path.as_ref().map(|p| p.display().to_string()),
             "token_url": public.token_url.as_str(),
+            "api_base": settings.api_base().map(|a| a.as_str().to_owned()),
             "client_id": public.client_id,
             "auth_method": public.auth_method.as_str(),
-            "layers": self.layers.iter().map(|l| layer_json(l, self.now)).collect::<Vec<_>>(),
+            "layers": self.layers.iter().map(|l| layer_json(l, policy, self.now)).collect::<Vec<_>>(),
+            "redis_unread": self.redis_unread,
             "cached": answered.is_some(),
             "answered_by": answered.map(|(l, _)| l.kind),
-        });
-        if let Some(api) = settings.api_base() {
-            v["api_base"] = json!(api.as_str());
-        }
-        if let Some((_, t)) = answered {
-            v["token"] = token_json(t, self.now);
-        }
-        v
+            "state": output::state_word(answered.map(|(_, t)| t).or(nearest.as_ref()), policy, self.now),
+            "token": answered.map(|(_, t)| output::token_state(t, policy, self.now)),
+        })
     }
 
     fn text(&self) -> String {
@@ -111,7 +115,11 @@ impl Report<'_> {
             lines.push(("cache", "redis: not read (its values are sealed with the client's secret, which is not available)".into()));
         }
         match self.answered() {
-            Some((l, t)) => lines.extend(token_text(l.kind, t, self.now)),
+            Some((l, t)) => {
+                let state = output::state_word(Some(t), &settings.policy, self.now);
+                lines.push(("state", state.to_owned()));
+                lines.extend(token_text(l.kind, t, self.now));
+            }
             None => lines.push(("token", "not cached".to_owned())),
         }
         lines
@@ -175,29 +183,19 @@ fn token_text(kind: &str, t: &Token, now: SystemTime) -> [(&'static str, String)
     ]
 }
 
-fn token_json(t: &Token, now: SystemTime) -> Value {
+fn layer_json(l: &Layer, policy: &freshtoken::RefreshPolicy, now: SystemTime) -> Value {
+    let (token, error) = match &l.token {
+        Err(e) => (Value::Null, json!(e)),
+        Ok(Some(t)) => (output::token_state(t, policy, now), Value::Null),
+        Ok(None) => (Value::Null, Value::Null),
+    };
     json!({
-        "fingerprint": t.fingerprint().to_string(),
-        "valid": t.is_valid_at(now),
-        "expires_at": human::timestamp(t.expires_at()),
-        "expires_in": t.remaining(now).as_secs(),
-        "expiry_from": t.expiry_source(),
-        "scope": t.scope(),
-        "fetched_at": human::timestamp(t.received_at()),
+        "kind": l.kind,
+        "location": l.location,
+        "token": token,
+        "error": error,
+        "ttl_ms": l.ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
     })
-}
-
-fn layer_json(l: &Layer, now: SystemTime) -> Value {
-    let mut v = json!({ "kind": l.kind, "location": l.location });
-    match &l.token {
-        Err(e) => v["error"] = json!(e),
-        Ok(Some(t)) => v["token"] = token_json(t, now),
-        Ok(None) => v["token"] = Value::Null,
-    }
-    if let Some(ttl) = l.ttl {
-        v["ttl_ms"] = json!(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    }
-    v
 }
 
 fn expiry_from(t: &Token) -> &'static str {

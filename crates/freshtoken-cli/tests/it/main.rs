@@ -12,6 +12,7 @@ mod fleet;
 mod genesys_sdk;
 mod get;
 mod interop;
+mod json_shapes;
 mod listeners;
 mod local_users;
 mod not_regular_files;
