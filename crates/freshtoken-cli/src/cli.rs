@@ -413,8 +413,8 @@ FRESHTOKEN_PRIVATE_KEY, FRESHTOKEN_REDIS_PASSWORD, every variable a `{ env = ...
 config file names, and FRESHTOKEN_CACHE when its URL holds a password are removed from its
 environment.
 
-Exit status: CMD's own exit code (128+N if a signal N ended it); 127 if CMD cannot be run;
-otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 internal).";
+Exit status: CMD's own exit code (128+N if a signal N ended it); 126 if CMD is there but
+cannot be run (not executable, a folder); 127 if it is not found; otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 internal).";
 
 /// `freshtoken exec`.
 #[derive(Debug, Args)]

@@ -14,8 +14,21 @@ use crate::settings::Settings;
 use crate::units::{is_env_name, parse_duration};
 use crate::wiring;
 
-/// Exit code when CMD cannot be started, as shells use it.
-const CANNOT_RUN: u8 = 127;
+/// Exit code when CMD is there but cannot be run (not executable, a folder), as shells use it.
+const CANNOT_RUN: u8 = 126;
+
+/// Exit code when CMD is not there (no such file, or no such name on PATH), as shells use it.
+const NOT_FOUND: u8 = 127;
+
+/// The exit code and the words for a CMD that did not start: 127 when it is not there, 126
+/// when it is there but is not something that can be run.
+fn why_not_run(e: &std::io::Error) -> (u8, &'static str) {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => (NOT_FOUND, "not found"),
+        // EACCES, EISDIR, ENOEXEC and the like: there, but not a program this system runs.
+        _ => (CANNOT_RUN, "not executable"),
+    }
+}
 
 /// The most exec asks for on its own: a CMD that needs longer says so with `--min-ttl`.
 const DEFAULT_MIN_TTL: Duration = Duration::from_secs(300);
@@ -78,8 +91,12 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("freshtoken: error: cannot run {:?}: {e}", args.command[0]);
-            return Ok(CANNOT_RUN);
+            let (code, why) = why_not_run(&e);
+            eprintln!(
+                "freshtoken: error: cannot run {:?}: {why} ({e})",
+                args.command[0]
+            );
+            return Ok(code);
         }
     };
     let code = wait_forwarding_signals(&mut child).await?;
