@@ -70,7 +70,8 @@ pub(crate) enum Command {
     /// Decode a JWT (header, claims, time left); says so when a token is opaque.
     #[command(after_help = crate::help::INSPECT)]
     Inspect(InspectArgs),
-    /// Show the cached token of a profile: where, expires in, scope, last fetch. Never the token.
+    /// Show every profile (or the one --profile names): endpoint, cache, token state, expires
+    /// in, last fetch, last error and backoff. Never the token.
     #[command(after_help = crate::help::STATUS)]
     Status(StatusArgs),
     /// Drop the cached token of a profile (e.g. after it was revoked).

@@ -60,7 +60,7 @@ Examples:
 /// `status --help`'s end.
 pub(crate) const STATUS: &str = "\
 Examples:
-  freshtoken status                        # the profile's endpoint, cache and token state
+  freshtoken status                        # every profile: endpoint, cache, token state
   freshtoken --profile prod status --format json
   FRESHTOKEN_CACHE=redis://cache:6379 freshtoken status";
 

@@ -120,7 +120,7 @@ fn violations(schema: &Value, value: &Value, at: &str) -> Vec<String> {
 }
 
 #[track_caller]
-fn assert_fits(name: &str, text: &str) -> Value {
+pub(crate) fn assert_fits(name: &str, text: &str) -> Value {
     let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
     let broken = violations(&schema(name), &value, "$");
     assert!(broken.is_empty(), "{name}: {broken:#?}\n{text}");

@@ -21,3 +21,4 @@ mod proxy;
 mod reliability;
 mod secrets;
 mod security;
+mod status_all;
