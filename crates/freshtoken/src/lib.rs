@@ -33,6 +33,7 @@ mod fetch;
 #[doc(hidden)]
 pub mod internal;
 pub mod jwt;
+mod observe;
 mod owned;
 pub mod policy;
 pub mod provider;
@@ -59,6 +60,7 @@ pub use error::{Cause, Error, ErrorKind, Missing, Result};
 pub use fetch::{
     Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, http_client, install_crypto_provider,
 };
+pub use observe::{RetryNotice, RetryObserver};
 pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest, TokenRequestBuilder};
 pub use retry::{Backoff, RetryPolicy};

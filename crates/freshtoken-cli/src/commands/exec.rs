@@ -41,7 +41,13 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         .transpose()
         .map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?;
     let names = token_names(args)?;
-    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let mut settings = wiring::settings(cli, &args.credentials)?;
+    if !args.proxy {
+        // The first token only, before CMD owns the terminal; the proxy's later refreshes
+        // must not write over CMD's output.
+        crate::feedback::attach(&mut settings.http);
+    }
+    let wired = wiring::wire(settings).await?;
     let settings = &wired.settings;
     // Checked before a token is fetched: an upstream it may not go to stops here.
     let upstream = match args.proxy {

@@ -175,3 +175,97 @@ fn demo_help_lists_only_what_applies_to_it() {
     );
     assert!(stdout(&run(sb.cmd().args(["get", "--help"]))).contains("--profile"));
 }
+
+/// `cmd` started under a pseudo-terminal by script(1): its stdout is what the terminal
+/// shows, stdout and stderr in one stream.
+fn on_a_terminal(cmd: &Command) -> std::process::Child {
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect();
+    let mut script = Command::new("script");
+    script
+        .args(["-qefc", &line.join(" "), "/dev/null"])
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    script.spawn().unwrap()
+}
+
+/// Issue 16: a wait for a failing token endpoint shows, on a terminal, one line rewritten
+/// at each attempt ("attempt N failed (HTTP 429), next in S s — Ctrl-C to stop") and cleared
+/// when the token comes; off a terminal, one WARN line for the whole wait and no terminal
+/// codes. The server asks for 1 s between attempts (Retry-After) until the test lifts the
+/// fault after its second request, so the waits are the same every run.
+#[test]
+fn a_wait_shows_one_updating_line_on_a_terminal_and_one_warn_off_it() {
+    use freshtoken_devserver::Faults;
+    use std::io::Read;
+    let server = Server::start(std::time::Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let get = |sb: &Sandbox| {
+        let mut c = sb.cmd_for(&server);
+        c.env("FRESHTOKEN_RETRY_FOR", "60s")
+            .env("FRESHTOKEN_CACHE", "memory")
+            .arg("get");
+        c
+    };
+    let limited_twice = |start: &mut dyn FnMut() -> std::process::Child| {
+        let before = server.stats().token_requests;
+        server.set_faults(Faults {
+            rate_limit: Some(1),
+            ..Faults::default()
+        });
+        let mut child = start();
+        wait_until(
+            std::time::Duration::from_secs(20),
+            || server.stats().token_requests >= before + 2,
+            || "two token requests".to_owned(),
+        );
+        server.set_faults(Faults::default());
+        let status = wait(&mut child, "freshtoken get");
+        let mut out = String::new();
+        if let Some(mut s) = child.stdout.take() {
+            s.read_to_string(&mut out).unwrap();
+        }
+        let mut err = String::new();
+        if let Some(mut s) = child.stderr.take() {
+            s.read_to_string(&mut err).unwrap();
+        }
+        assert!(status.success(), "{status}: {out:?} {err:?}");
+        (out, err)
+    };
+
+    let (seen, _) = limited_twice(&mut || on_a_terminal(&get(&sb)));
+    assert!(
+        seen.contains("waiting for the token endpoint: attempt 1 failed (HTTP 429), next in 1 s — Ctrl-C to stop"),
+        "{seen:?}"
+    );
+    assert!(seen.contains("\r\x1b[K"), "rewritten in place: {seen:?}");
+    assert!(!seen.contains("WARN"), "said once, on the line: {seen:?}");
+    // Cleared when the token came: what follows the last rewrite is the token alone.
+    let after = seen.rsplit("\r\x1b[K").next().unwrap_or_default();
+    assert!(
+        !after.trim().is_empty() && !after.contains("waiting"),
+        "{seen:?}"
+    );
+
+    let (_, err) = limited_twice(&mut || {
+        get(&sb)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    });
+    assert_eq!(
+        err.matches("WARN").count(),
+        1,
+        "one WARN for the wait: {err}"
+    );
+    assert!(!err.contains('\r') && !err.contains("Ctrl-C"), "{err:?}");
+}
