@@ -96,6 +96,10 @@ pub(crate) enum Command {
     /// Print a shell completion script: bash, zsh or fish.
     #[command(after_help = crate::help::COMPLETIONS)]
     Completions(CompletionsArgs),
+    /// Write the man pages (freshtoken.1 and one per command) into DIR; scripts/release.sh
+    /// ships them.
+    #[command(hide = true)]
+    ManPages(ManPagesArgs),
 }
 
 impl Cli {
@@ -126,7 +130,8 @@ impl Command {
             Command::Agent(_)
             | Command::DevServer(_)
             | Command::Demo(_)
-            | Command::Completions(_) => None,
+            | Command::Completions(_)
+            | Command::ManPages(_) => None,
         }
     }
 }
@@ -604,10 +609,11 @@ pub(crate) enum Shell {
 }
 
 /// The global options that do not apply to a command, hidden from its help and completions.
-const NOT_FOR: [(&str, &[&str]); 3] = [
+const NOT_FOR: [(&str, &[&str]); 4] = [
     ("demo", &["config", "no_config", "profile"]),
     ("dev-server", &["config", "no_config", "profile"]),
     ("completions", &["config", "no_config", "profile"]),
+    ("man-pages", &["config", "no_config", "profile"]),
 ];
 
 /// The command line as help, completions and man pages show it: [`Cli::command`] with the
@@ -625,4 +631,12 @@ pub(crate) fn command() -> clap::Command {
         cmd = cmd.mut_subcommand(name, |sub| sub.args(copies));
     }
     cmd
+}
+
+/// `freshtoken man-pages`.
+#[derive(Debug, Args)]
+pub(crate) struct ManPagesArgs {
+    /// The folder the pages are written into (made if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }

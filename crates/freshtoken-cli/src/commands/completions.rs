@@ -1,9 +1,9 @@
-//! `freshtoken completions SHELL`: a completion script made from the clap definitions, so
-//! that it never lags behind the flags.
+//! `freshtoken completions SHELL` and `freshtoken man-pages DIR`: completion scripts and man
+//! pages made from the clap definitions, so that they never lag behind the flags.
 
 use clap_complete::Shell as Generator;
 
-use crate::cli::{CompletionsArgs, Shell};
+use crate::cli::{CompletionsArgs, ManPagesArgs, Shell};
 use crate::exit::{CliError, CliResult};
 use crate::output;
 
@@ -27,4 +27,19 @@ pub(crate) fn script(shell: Shell) -> CliResult<String> {
     );
     String::from_utf8(out)
         .map_err(|_| CliError::internal("the completion script is not UTF-8; please report it"))
+}
+
+/// Writes `freshtoken.1` and a `freshtoken-COMMAND.1` per command into `args.dir`.
+pub(crate) fn man_pages(args: &ManPagesArgs) -> CliResult {
+    let cannot = |e: std::io::Error| {
+        CliError::internal(format!(
+            "cannot write the man pages to {}: {e}",
+            args.dir.display()
+        ))
+    };
+    std::fs::create_dir_all(&args.dir).map_err(cannot)?;
+    // `help` is clap's, not a command with a page of its own.
+    let mut cmd = crate::cli::command().disable_help_subcommand(true);
+    cmd.build();
+    clap_mangen::generate_to(cmd, &args.dir).map_err(cannot)
 }

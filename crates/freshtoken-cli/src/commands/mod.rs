@@ -27,6 +27,7 @@ pub(crate) async fn run(cli: &Cli) -> CliResult<u8> {
         Command::Demo(args) => demo::run(args).await,
         Command::Agent(args) => agent::run(cli, args).await,
         Command::Completions(args) => completions::run(args),
+        Command::ManPages(args) => completions::man_pages(args),
     }
     .map(|()| code::OK)
 }

@@ -18,6 +18,7 @@ mod local_users;
 mod not_regular_files;
 mod providers;
 mod proxy;
+mod release;
 mod reliability;
 mod secrets;
 mod security;
