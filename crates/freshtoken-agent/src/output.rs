@@ -53,19 +53,22 @@ impl TokenFormat {
 
 /// The JSON shape of a token, as `get --format json` prints it, a json sink holds it and the
 /// agent's endpoint answers it. Fields are in alphabetical order, as the output has always
-/// had them.
+/// had them. Times are given twice, in fields that say which: `expires_at` as RFC 3339 (for
+/// people and `date -d`), `expires_at_unix` as Unix seconds (for arithmetic); `scope` is
+/// always there, null when the server did not say, so that a reader need not guess.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct TokenWire {
     /// The token itself.
     pub access_token: String,
+    /// When it expires, RFC 3339 in UTC to the second.
+    pub expires_at: String,
     /// When it expires, in Unix seconds.
-    pub expires_at: u64,
+    pub expires_at_unix: u64,
     /// Seconds it stays valid from when it was written.
     pub expires_in: u64,
-    /// Its scope, when the server said.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its scope, null when the server did not say.
     pub scope: Option<String>,
     /// `Bearer`, usually.
     pub token_type: String,
@@ -76,7 +79,8 @@ impl TokenWire {
     pub fn new(token: &Token, now: SystemTime) -> Self {
         Self {
             access_token: token.expose_secret().to_owned(),
-            expires_at: unix_seconds(token.expires_at()),
+            expires_at: rfc3339(token.expires_at()),
+            expires_at_unix: unix_seconds(token.expires_at()),
             expires_in: token.remaining(now).as_secs(),
             scope: token.scope().map(str::to_owned),
             token_type: token.token_type().to_owned(),
@@ -89,16 +93,21 @@ impl TokenWire {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// When the token expires.
+    /// When the token expires (from `expires_at_unix`, the field meant for machines).
     pub fn expiry(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.expires_at)
+        UNIX_EPOCH + Duration::from_secs(self.expires_at_unix)
     }
+}
+
+/// `t` as RFC 3339 in UTC to the second, the one way times are written in JSON.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl std::fmt::Display for TokenWire {
     /// Never the token: a wire struct that reaches a log line shows its shape only.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a token expiring at {}", self.expires_at)
+        write!(f, "a token expiring at {}", self.expires_at_unix)
     }
 }
 
@@ -193,9 +202,7 @@ impl Template {
                 "token_type" => out.push_str(token.token_type()),
                 "expires_at" => out.push_str(&unix_seconds(token.expires_at()).to_string()),
                 "expires_at_rfc3339" => {
-                    out.push_str(
-                        &humantime::format_rfc3339_seconds(token.expires_at()).to_string(),
-                    );
+                    out.push_str(&rfc3339(token.expires_at()));
                 }
                 "expires_in" => out.push_str(&token.remaining(now).as_secs().to_string()),
                 "scope" => out.push_str(token.scope().unwrap_or_default()),
@@ -250,7 +257,7 @@ mod tests {
         // Byte for byte what `get --format json` printed before the wire struct.
         assert_eq!(
             TokenFormat::Json.render(&t, now),
-            "{\"access_token\":\"tok\",\"expires_at\":1700003600,\"expires_in\":3000,\"scope\":\"a b\",\"token_type\":\"Bearer\"}\n"
+            "{\"access_token\":\"tok\",\"expires_at\":\"2023-11-14T23:13:20Z\",\"expires_at_unix\":1700003600,\"expires_in\":3000,\"scope\":\"a b\",\"token_type\":\"Bearer\"}\n"
         );
         let back: TokenWire = serde_json::from_str(&TokenFormat::Json.render(&t, now))?;
         assert_eq!(back, TokenWire::new(&t, now));

@@ -26,7 +26,8 @@ Secrets never go in flags: use FRESHTOKEN_CLIENT_SECRET, --client-secret-file,
 
 /// `freshtoken`: the whole command line.
 #[derive(Debug, Parser)]
-#[command(name = "freshtoken", version, about = ABOUT, long_about = LONG_ABOUT, after_help = exit::HELP)]
+#[command(name = "freshtoken", version = crate::help::VERSION, about = ABOUT, long_about = LONG_ABOUT, after_help = exit::HELP)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). Never shows secrets.
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -64,26 +65,33 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Print a valid access token (and nothing else) on stdout.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = crate::help::get())]
     Get(GetArgs),
     /// Decode a JWT (header, claims, time left); says so when a token is opaque.
+    #[command(after_help = crate::help::INSPECT)]
     Inspect(InspectArgs),
-    /// Show the cached token of a profile: where, expires in, scope, last fetch. Never the token.
+    /// Show every profile (or the one --profile names): endpoint, cache, token state, expires
+    /// in, last fetch, last error and backoff. Never the token.
+    #[command(after_help = crate::help::STATUS)]
     Status(StatusArgs),
     /// Drop the cached token of a profile (e.g. after it was revoked).
+    #[command(after_help = crate::help::INVALIDATE)]
     Invalidate(CredentialArgs),
     /// Run CMD with a valid token in its environment (and optionally a local proxy).
-    #[command(after_help = EXEC_HELP)]
+    #[command(after_help = format!("{}\n\n{EXEC_HELP}", crate::help::exec()))]
     Exec(ExecArgs),
     /// Local reverse proxy: a fresh bearer token on every request, one replay after a 401.
+    #[command(after_help = crate::help::PROXY)]
     Proxy(ProxyArgs),
     /// Keep every profile of the config file fresh: sink files, a local token endpoint,
     /// proxies, /metrics. SIGHUP reloads the config, SIGTERM stops.
-    #[command(long_about = AGENT_HELP)]
+    #[command(long_about = AGENT_HELP, after_help = crate::help::AGENT)]
     Agent(AgentArgs),
     /// Run a local authorization server and protected API for trying pipelines.
+    #[command(after_help = crate::help::DEV_SERVER)]
     DevServer(DevServerArgs),
     /// Show the whole idea end to end against an in-process dev-server.
+    #[command(after_help = crate::help::DEMO)]
     Demo(DemoArgs),
     /// Log a person in (authorization code with PKCE through the browser) and keep the
     /// refresh token, so that get, exec, proxy and the agent can use the profile.
@@ -91,6 +99,13 @@ pub(crate) enum Command {
     Login(LoginArgs),
     /// Revoke the profile's stored refresh token (RFC 7009) and delete it.
     Logout(CredentialArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    #[command(after_help = crate::help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Write the man pages (freshtoken.1 and one per command) into DIR; scripts/release.sh
+    /// ships them.
+    #[command(hide = true)]
+    ManPages(ManPagesArgs),
 }
 
 const LOGIN_HELP: &str = "\
@@ -134,9 +149,8 @@ impl Cli {
     /// Parses the command line like [`Parser::try_parse`], and also notes which endpoint
     /// settings came from the environment rather than a flag (see [`EndpointFromEnv`]).
     pub(crate) fn parse_noting_sources() -> Result<Self, clap::Error> {
-        let matches = Self::command().try_get_matches()?;
-        let mut cli =
-            Self::from_arg_matches(&matches).map_err(|e| e.format(&mut Self::command()))?;
+        let matches = command().try_get_matches()?;
+        let mut cli = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command()))?;
         if let (Some((_, sub)), Some(credentials)) =
             (matches.subcommand(), cli.command.credentials_mut())
         {
@@ -157,7 +171,11 @@ impl Command {
             Command::Login(a) => Some(&mut a.credentials),
             Command::Exec(a) => Some(&mut a.credentials),
             Command::Proxy(a) => Some(&mut a.credentials),
-            Command::Agent(_) | Command::DevServer(_) | Command::Demo(_) => None,
+            Command::Agent(_)
+            | Command::DevServer(_)
+            | Command::Demo(_)
+            | Command::Completions(_)
+            | Command::ManPages(_) => None,
         }
     }
 }
@@ -317,13 +335,24 @@ pub(crate) struct CredentialArgs {
 pub(crate) enum Format {
     /// The token alone.
     Raw,
-    /// {"access_token", "token_type", "expires_in", "expires_at", "scope"}.
+    /// {"access_token", "token_type", "expires_in", "expires_at" (RFC 3339),
+    /// "expires_at_unix", "scope" (null when not said)}.
     Json,
     /// `Authorization: Bearer <token>`.
     Header,
     /// `FRESHTOKEN_ACCESS_TOKEN='<token>'` lines, single-quoted for POSIX shells (for `eval`
     /// and `set -a; . file`; docker's --env-file and $GITHUB_ENV keep quotes: use raw there).
     Env,
+}
+
+/// Output formats of the commands that print data (`status`, `inspect`, `agent --check`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DataFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON document (see docs/json.md for the shapes).
+    Json,
 }
 
 /// How log lines are written.
@@ -380,6 +409,10 @@ pub(crate) struct AgentArgs {
     /// cannot reach the token endpoints yet).
     #[arg(long, requires = "check")]
     pub no_fetch: bool,
+
+    /// With --check: the outcome as text or as one JSON document.
+    #[arg(long, value_enum, default_value_t = DataFormat::Text, requires = "check")]
+    pub format: DataFormat,
 }
 
 /// `freshtoken get`.
@@ -418,7 +451,11 @@ pub(crate) struct InspectArgs {
     #[arg(value_name = "TOKEN|-")]
     pub token: Option<String>,
 
-    /// Print JSON instead of text.
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+    pub format: DataFormat,
+
+    /// Same as --format json.
     #[arg(long)]
     pub json: bool,
 
@@ -429,7 +466,11 @@ pub(crate) struct InspectArgs {
 /// `freshtoken status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Print JSON instead of text.
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+    pub format: DataFormat,
+
+    /// Same as --format json.
     #[arg(long)]
     pub json: bool,
 
@@ -443,8 +484,8 @@ FRESHTOKEN_PRIVATE_KEY, FRESHTOKEN_REDIS_PASSWORD, every variable a `{ env = ...
 config file names, and FRESHTOKEN_CACHE when its URL holds a password are removed from its
 environment.
 
-Exit status: CMD's own exit code (128+N if a signal N ended it); 127 if CMD cannot be run;
-otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 internal).";
+Exit status: CMD's own exit code (128+N if a signal N ended it); 126 if CMD is there but
+cannot be run (not executable, a folder); 127 if it is not found; otherwise the codes of `freshtoken get` (2 usage, 3 rejected, 4 unavailable, 5 internal).";
 
 /// `freshtoken exec`.
 #[derive(Debug, Args)]
@@ -623,4 +664,56 @@ pub(crate) struct DemoArgs {
     /// Concurrent workers making the calls.
     #[arg(long, default_value_t = 4)]
     pub workers: u32,
+}
+
+/// `freshtoken completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Shell {
+    /// bash (bash-completion or `source`).
+    Bash,
+    /// zsh (a `_freshtoken` file on $fpath).
+    Zsh,
+    /// fish (~/.config/fish/completions).
+    Fish,
+}
+
+/// The global options that do not apply to a command, hidden from its help and completions.
+const NOT_FOR: [(&str, &[&str]); 4] = [
+    ("demo", &["config", "no_config", "profile"]),
+    ("dev-server", &["config", "no_config", "profile"]),
+    ("completions", &["config", "no_config", "profile"]),
+    ("man-pages", &["config", "no_config", "profile"]),
+];
+
+/// The command line as help, completions and man pages show it: [`Cli::command`] with the
+/// global options that do not apply to a command left out of that command's help.
+pub(crate) fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for (name, ids) in NOT_FOR {
+        // A subcommand that has an argument of a global's id keeps its own: a hidden copy
+        // (same parser, same type) stands in for the global there.
+        let copies: Vec<clap::Arg> = ids
+            .iter()
+            .filter_map(|id| cmd.get_arguments().find(|a| a.get_id() == *id))
+            .map(|a| a.clone().global(false).hide(true))
+            .collect();
+        cmd = cmd.mut_subcommand(name, |sub| sub.args(copies));
+    }
+    cmd
+}
+
+/// `freshtoken man-pages`.
+#[derive(Debug, Args)]
+pub(crate) struct ManPagesArgs {
+    /// The folder the pages are written into (made if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }

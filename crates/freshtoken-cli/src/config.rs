@@ -83,7 +83,7 @@ pub(crate) enum SinkFormat {
     /// The token alone.
     #[default]
     Raw,
-    /// `{"access_token", "token_type", "expires_in", "expires_at", "scope"}`.
+    /// `{"access_token", "expires_at" (RFC 3339), "expires_at_unix", "expires_in", "scope", "token_type"}`.
     Json,
     /// `NAME='token'` and `FRESHTOKEN_EXPIRES_AT=…` lines, quoted for POSIX shells.
     Env,

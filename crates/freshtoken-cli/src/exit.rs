@@ -29,7 +29,9 @@ Exit codes:
   3  the authorization server rejected the request (OAuth 4xx, e.g. invalid_client)
   4  the authorization server is unreachable, kept failing after retries, or answered nonsense
   5  internal failure (cache I/O and the like)
-  6  login needed: no stored login, or its refresh token was refused or expired (run `freshtoken login`)";
+  6  login needed: no stored login, or its refresh token was refused or expired (run `freshtoken login`)
+  126  exec: CMD is there but cannot be run (not executable, a folder)
+  127  exec: CMD is not found";
 
 /// A failure of a command: the message printed and the exit code.
 #[derive(Debug)]

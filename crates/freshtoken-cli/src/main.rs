@@ -8,6 +8,8 @@ mod commands;
 mod config;
 mod env;
 mod exit;
+mod feedback;
+mod help;
 mod human;
 mod logging;
 mod output;

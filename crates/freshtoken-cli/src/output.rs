@@ -1,11 +1,81 @@
 //! What the commands print, in one vocabulary: the token formats of `get` are the agent's
-//! ([`TokenFormat`], shared by its sinks and its endpoint, and [`TokenWire`], the one JSON
-//! shape of a token), and everything goes to stdout through [`print`].
+//! ([`TokenFormat`], shared by its sinks and its endpoint, and
+//! [`freshtoken_agent::output::TokenWire`], the one JSON shape of a token), and everything
+//! goes to stdout through [`print`].
+//!
+//! The JSON of `status`, `inspect` and `agent --check` follows one rule set, checked against
+//! the schemas in tests/it/schemas: a moment is two fields that say which, `NAME` (RFC 3339,
+//! UTC, to the second) and `NAME_unix` (Unix seconds); a field that can be unknown is there
+//! as null rather than left out; a token's state (never the token) is [`token_state`].
 
 pub(crate) use freshtoken_agent::output::TokenFormat;
 
-use crate::cli::Format;
+use std::time::SystemTime;
+
+use freshtoken::{Freshness, RefreshPolicy, Token};
+use serde_json::{Value, json};
+
+use crate::cli::{DataFormat, Format};
 use crate::exit::{CliError, CliResult};
+
+/// Whether a command that prints data prints JSON: `--format json`, or its older `--json`.
+pub(crate) fn wants_json(format: DataFormat, json_flag: bool) -> bool {
+    json_flag || format == DataFormat::Json
+}
+
+/// Sets `NAME` (RFC 3339) and `NAME_unix` (Unix seconds) in `object`: the one way a moment is
+/// written in JSON.
+pub(crate) fn set_time(object: &mut Value, name: &str, t: SystemTime) {
+    object[name] = json!(freshtoken_agent::output::rfc3339(t));
+    object[format!("{name}_unix")] = json!(unix(t));
+}
+
+/// `t` in Unix seconds (0 before the epoch, which no token time is).
+pub(crate) fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `fresh`, `stale` (valid, but past the point where it is refreshed ahead of expiry, taken
+/// without jitter: the latest such point), `expired`, or `none`.
+pub(crate) fn state_word(
+    token: Option<&Token>,
+    policy: &RefreshPolicy,
+    now: SystemTime,
+) -> &'static str {
+    match token.map(|t| policy.assess(t, now, 0.0, std::time::Duration::ZERO)) {
+        None => "none",
+        Some(Freshness::Fresh) => "fresh",
+        Some(Freshness::Expired) => "expired",
+        Some(_) => "stale",
+    }
+}
+
+/// What is known about a token, without the token: its state, fingerprint, expiry, where the
+/// expiry came from, scope (null when the server did not say) and when it was fetched.
+pub(crate) fn token_state(t: &Token, policy: &RefreshPolicy, now: SystemTime) -> Value {
+    let mut v = json!({
+        "state": state_word(Some(t), policy, now),
+        "fingerprint": t.fingerprint().to_string(),
+        "valid": t.is_valid_at(now),
+        "expires_in": t.remaining(now).as_secs(),
+        "expiry_from": expiry_from(t),
+        "scope": t.scope(),
+    });
+    set_time(&mut v, "expires_at", t.expires_at());
+    set_time(&mut v, "fetched_at", t.received_at());
+    v
+}
+
+/// Where a token's expiry came from, as JSON says it.
+fn expiry_from(t: &Token) -> &'static str {
+    match t.expiry_source() {
+        freshtoken::ExpirySource::ExpiresIn => "expires_in",
+        freshtoken::ExpirySource::JwtExp => "jwt_exp",
+        _ => "default_lifetime",
+    }
+}
 
 /// `--format` (and, for `env`, `--env NAME`) as the one format vocabulary of `get`, the
 /// sinks and the agent's endpoint.
@@ -35,7 +105,7 @@ pub(crate) fn print(text: &str) -> CliResult {
 }
 
 /// `value` pretty-printed, newline-terminated.
-pub(crate) fn print_json(value: &serde_json::Value) -> CliResult {
+pub(crate) fn print_json(value: &Value) -> CliResult {
     print(&format!(
         "{}\n",
         serde_json::to_string_pretty(value).expect("a JSON value with string keys serializes")
@@ -86,7 +156,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&render(&t, Format::Json, now))?;
         assert_eq!(
             v,
-            json!({"access_token":"tok","token_type":"Bearer","expires_in":3000,"expires_at":1700003600,"scope":"a b"})
+            json!({"access_token":"tok","token_type":"Bearer","expires_in":3000,"expires_at":"2023-11-14T23:13:20Z","expires_at_unix":1700003600,"scope":"a b"})
         );
         Ok(())
     }

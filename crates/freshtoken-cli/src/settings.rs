@@ -290,7 +290,8 @@ pub(crate) fn resolve(inputs: &Inputs<'_>) -> CliResult<Settings> {
             layers: Layers::FlagsAndEnvironment,
         },
         Vec::new(),
-    )?;
+    )
+    .map_err(|e| no_default_profile(inputs).unwrap_or(e))?;
     settings.secret_variables = crate::secret::secret_variables(inputs.config.map(|l| &l.file));
     for var in settings.identity.variables() {
         if !settings.secret_variables.contains(&var) {
@@ -320,6 +321,22 @@ pub(crate) fn resolve_profile(
         },
         Vec::new(),
     )
+}
+
+/// Why settings could not be made when no profile was named and the config file has
+/// profiles but no `default`: that, rather than the first key missing from an empty profile
+/// (a config whose only profile is `prod` does not mean "no client id").
+fn no_default_profile(inputs: &Inputs<'_>) -> Option<CliError> {
+    let loaded = inputs.config.filter(|_| inputs.profile.is_none())?;
+    let names: Vec<&str> = loaded.file.profiles.keys().map(String::as_str).collect();
+    (!names.is_empty() && !names.contains(&"default")).then(|| {
+        CliError::usage(format!(
+            "no profile default in {} (profiles: {}): choose one with --profile NAME or {}",
+            loaded.path.display(),
+            names.join(", "),
+            env::PROFILE
+        ))
+    })
 }
 
 /// The profile `inputs` select: the named one, else `default` (or nothing) of the file.

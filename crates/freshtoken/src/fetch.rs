@@ -16,6 +16,7 @@ use crate::assertion::{ASSERTION_TYPE, Signer};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::identity::SharedIdentity;
+use crate::observe::{FinishGuard, RetryNotice, RetryObserver};
 use crate::request::{AuthMethod, CacheKey, TokenRequest};
 use crate::response;
 use crate::retry::{RetryPolicy, parse_retry_after};
@@ -93,6 +94,9 @@ pub struct HttpOptions {
     /// A PEM file of certificate authorities trusted besides the platform's roots; a file
     /// that holds no certificate is a configuration error.
     pub ca_file: Option<PathBuf>,
+    /// Told of each failed attempt that will be retried (see [`RetryObserver`]); without
+    /// one, the first is logged as a warning and the rest at debug level.
+    pub observer: Option<Arc<dyn RetryObserver>>,
 }
 
 /// The documented lifetime assumed when a server says nothing about expiry: short, so a
@@ -108,6 +112,7 @@ impl Default for HttpOptions {
             retry: RetryPolicy::default(),
             default_lifetime: DEFAULT_LIFETIME,
             ca_file: None,
+            observer: None,
         }
     }
 }
@@ -615,6 +620,10 @@ impl HttpFetcher {
         let policy = self.options.retry;
         let started = tokio::time::Instant::now();
         let mut attempts = 0u32;
+        let mut guard = FinishGuard {
+            observer: self.options.observer.as_deref(),
+            told: false,
+        };
         loop {
             attempts += 1;
             // The attempt's own timeout ends it, unless the deadline comes clearly first (a
@@ -652,7 +661,17 @@ impl HttpFetcher {
                     last: Box::new(error),
                 });
             }
-            if attempts == 1 {
+            let shown = guard.observer.is_some_and(|o| {
+                guard.told = true;
+                o.retrying(&RetryNotice {
+                    attempt: attempts,
+                    error: &error,
+                    next_in: wait,
+                    elapsed: started.elapsed(),
+                    left: budget.left(),
+                })
+            });
+            if attempts == 1 && !shown {
                 tracing::warn!(
                     "token request failed, retrying for up to {}: {error}",
                     fmt_duration(budget.left())

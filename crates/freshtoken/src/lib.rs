@@ -36,6 +36,7 @@ pub mod identity;
 pub mod internal;
 pub mod jwt;
 pub mod login;
+mod observe;
 mod owned;
 pub mod policy;
 pub mod provider;
@@ -63,6 +64,7 @@ pub use exchange::TokenExchange;
 pub use fetch::{
     Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, http_client, install_crypto_provider,
 };
+pub use observe::{RetryNotice, RetryObserver};
 pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest, TokenRequestBuilder};
 pub use retry::{Backoff, RetryPolicy};

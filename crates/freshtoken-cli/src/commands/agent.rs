@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use freshtoken::internal::{fmt_duration, lock, refuse_plain_http};
 use freshtoken::provider::GenesysRegion;
-use freshtoken::{CachedSource, MemoryStore, Want};
+use freshtoken::{MemoryStore, Want};
 use freshtoken_agent::output::{Template, TokenFormat, check_env_name};
 use freshtoken_agent::{
     Agent, AgentError, BuildSource, Endpoint, Fingerprint, Load, OnExpiry, Plan, ProfilePlan,
@@ -19,9 +19,10 @@ use freshtoken_agent::{
 use freshtoken_proxy::{AllowedHosts, DEFAULT_REPLAY_LIMIT};
 use url::Url;
 
-use crate::cli::{AgentArgs, Cli};
+use crate::cli::{AgentArgs, Cli, DataFormat};
 use crate::config::{self, AgentConfig, ConfigFile, ProfileConfig, ProxyConfig, SinkConfig};
 use crate::exit::{CliError, CliResult};
+use crate::output;
 use crate::secret::ConfigSecrets;
 use crate::settings::{self, Environment};
 use crate::units::{Listen, parse_loopback, parse_size};
@@ -52,17 +53,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> CliResult {
         let env = Environment::of_process();
         let agent = Agent::new(loader, wiring::clock(&settings::clock(&env)?));
         if args.check {
-            let checked = agent.check().await.map_err(cli_error)?;
-            if !args.no_fetch {
-                check_tokens(&checked.sources).await?;
-            }
-            println!(
-                "{}: {} profiles, {} proxies: ok",
-                config_path.display(),
-                checked.sources.len(),
-                checked.proxies
-            );
-            return Ok(());
+            return check(&agent, args, &config_path).await;
         }
         let running = agent.start().await.map_err(cli_error)?;
         let handle = running.handle();
@@ -378,28 +369,93 @@ fn proxy(
     })
 }
 
-/// `--check`: one token per profile, so that a wrong secret or endpoint fails the check
-/// instead of the first job. Every profile is tried; the first that failed is the error,
-/// with its exit code (3 for a rejected client, 4 for an unreachable server), and any other
-/// failing profile is logged before it.
-async fn check_tokens(sources: &BTreeMap<String, CachedSource>) -> CliResult {
-    let mut failed: Vec<CliError> = Vec::new();
-    for (name, source) in sources {
-        match source.token_with(Want::one_shot(Duration::ZERO)).await {
-            Ok(token) => println!(
-                "profile {name:?}: got a token, valid for {}",
-                fmt_duration(token.lifetime())
-            ),
-            Err(e) => {
-                let e = CliError::from(e);
-                if !failed.is_empty() {
-                    tracing::error!("profile {name:?}: {}", e.message);
-                }
-                failed.push(CliError {
-                    message: format!("profile {name:?}: {}", e.message),
-                    ..e
-                });
+/// `--check`: the config, then (unless `--no-fetch`) one token per profile, so that a wrong
+/// secret or endpoint fails the check instead of the first job. Every profile is tried; the
+/// first that failed is the error, with its exit code (3 for a rejected client, 4 for an
+/// unreachable server), and any other failing profile is logged before it. With `--format
+/// json` the outcome is one JSON document on stdout, failures included, and the exit code
+/// is the same.
+async fn check(agent: &Agent, args: &AgentArgs, config_path: &Path) -> CliResult {
+    let checked = agent.check().await.map_err(cli_error)?;
+    let json = args.format == DataFormat::Json;
+    let mut results = Vec::new();
+    if !args.no_fetch {
+        for (name, source) in &checked.sources {
+            let got = source.token_with(Want::one_shot(Duration::ZERO)).await;
+            results.push((name.clone(), got.map_err(CliError::from)));
+        }
+    }
+    if json {
+        output::print_json(&check_json(config_path, &checked, &results, args.no_fetch))?;
+    } else {
+        for (name, got) in &results {
+            if let Ok(token) = got {
+                println!(
+                    "profile {name:?}: got a token, valid for {}",
+                    fmt_duration(token.lifetime())
+                );
             }
+        }
+    }
+    first_failure(results)?;
+    if !json {
+        println!(
+            "{}: {} profiles, {} proxies: ok",
+            config_path.display(),
+            checked.sources.len(),
+            checked.proxies
+        );
+    }
+    Ok(())
+}
+
+/// `agent --check --format json`: the config file, each profile's outcome (the token's
+/// state, never the token; or the error and its exit code), the proxies, and whether all
+/// is well.
+fn check_json(
+    config_path: &Path,
+    checked: &freshtoken_agent::Checked,
+    results: &[(String, CliResult<freshtoken::AccessToken>)],
+    no_fetch: bool,
+) -> serde_json::Value {
+    let now = freshtoken::Clock::now(&freshtoken::SystemClock);
+    let policy = freshtoken::RefreshPolicy::default();
+    let profiles: Vec<_> = checked
+        .sources
+        .keys()
+        .map(|name| {
+            let got = results.iter().find(|(n, _)| n == name).map(|(_, g)| g);
+            serde_json::json!({
+                "profile": name,
+                "ok": got.is_none_or(|g| g.is_ok()),
+                "token": got.and_then(|g| g.as_ref().ok()).map(|t| output::token_state(t, &policy, now)),
+                "error": got.and_then(|g| g.as_ref().err()).map(|e| e.message.clone()),
+                "exit_code": got.and_then(|g| g.as_ref().err()).map(|e| e.code),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "config_file": config_path.display().to_string(),
+        "fetched": !no_fetch,
+        "ok": results.iter().all(|(_, g)| g.is_ok()),
+        "profiles": profiles,
+        "proxies": checked.proxies,
+    })
+}
+
+/// The first failure of `results`, naming its profile and how many more failed (those are
+/// logged here).
+fn first_failure(results: Vec<(String, CliResult<freshtoken::AccessToken>)>) -> CliResult {
+    let mut failed: Vec<CliError> = Vec::new();
+    for (name, got) in results {
+        if let Err(e) = got {
+            if !failed.is_empty() {
+                tracing::error!("profile {name:?}: {}", e.message);
+            }
+            failed.push(CliError {
+                message: format!("profile {name:?}: {}", e.message),
+                ..e
+            });
         }
     }
     let more = failed.len().saturating_sub(1);

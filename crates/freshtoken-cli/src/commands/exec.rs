@@ -15,8 +15,21 @@ use crate::settings::Settings;
 use crate::units::{is_env_name, parse_duration};
 use crate::wiring;
 
-/// Exit code when CMD cannot be started, as shells use it.
-const CANNOT_RUN: u8 = 127;
+/// Exit code when CMD is there but cannot be run (not executable, a folder), as shells use it.
+const CANNOT_RUN: u8 = 126;
+
+/// Exit code when CMD is not there (no such file, or no such name on PATH), as shells use it.
+const NOT_FOUND: u8 = 127;
+
+/// The exit code and the words for a CMD that did not start: 127 when it is not there, 126
+/// when it is there but is not something that can be run.
+fn why_not_run(e: &std::io::Error) -> (u8, &'static str) {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => (NOT_FOUND, "not found"),
+        // EACCES, EISDIR, ENOEXEC and the like: there, but not a program this system runs.
+        _ => (CANNOT_RUN, "not executable"),
+    }
+}
 
 /// The most exec asks for on its own: a CMD that needs longer says so with `--min-ttl`.
 const DEFAULT_MIN_TTL: Duration = Duration::from_secs(300);
@@ -29,7 +42,13 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         .transpose()
         .map_err(|e| CliError::usage(format!("--min-ttl: {e}")))?;
     let names = token_names(args)?;
-    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let mut settings = wiring::settings(cli, &args.credentials)?;
+    if !args.proxy {
+        // The first token only, before CMD owns the terminal; the proxy's later refreshes
+        // must not write over CMD's output.
+        crate::feedback::attach(&mut settings.http);
+    }
+    let wired = wiring::wire(settings).await?;
     let settings = &wired.settings;
     // Checked before a token is fetched: an upstream it may not go to stops here.
     let upstream = match args.proxy {
@@ -94,8 +113,12 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("freshtoken: error: cannot run {:?}: {e}", args.command[0]);
-            return Ok(CANNOT_RUN);
+            let (code, why) = why_not_run(&e);
+            eprintln!(
+                "freshtoken: error: cannot run {:?}: {why} ({e})",
+                args.command[0]
+            );
+            return Ok(code);
         }
     };
     let code = wait_forwarding_signals(&mut child).await?;

@@ -39,7 +39,9 @@ pub(crate) async fn run(cli: &Cli, args: &GetArgs) -> CliResult {
             Err(not) => tracing::info!("not using the agent: {}; fetching directly", not.reason),
         }
     }
-    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let mut settings = wiring::settings(cli, &args.credentials)?;
+    crate::feedback::attach(&mut settings.http);
+    let wired = wiring::wire(settings).await?;
     let token = wired.source()?.token_with(Want::one_shot(min_ttl)).await?;
     print(&token, wired.clock.now())
 }

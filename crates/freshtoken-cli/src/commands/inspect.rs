@@ -34,7 +34,7 @@ pub(crate) async fn run(cli: &Cli, args: &InspectArgs) -> CliResult {
         return Err(CliError::usage("no token to inspect: the input is empty"));
     }
     let report = describe(&text, cached.as_ref(), now);
-    if args.json {
+    if output::wants_json(args.format, args.json) {
         output::print_json(&report.json)
     } else {
         output::print(&report.text)
@@ -75,15 +75,19 @@ pub(crate) fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> 
                 "claims: {}\n",
                 pretty(&Value::Object(decoded.claims.clone()))
             ));
-            let mut times = json!({});
-            for (claim, label) in [("iat", "issued"), ("nbf", "not before"), ("exp", "expires")] {
+            let mut times = json!({"issued_at": null, "not_before": null, "expires_at": null, "expires_in": null});
+            for (claim, label, field) in [
+                ("iat", "issued", "issued_at"),
+                ("nbf", "not before", "not_before"),
+                ("exp", "expires", "expires_at"),
+            ] {
                 if let Some(t) = decoded.time_claim(claim) {
                     text.push_str(&format!(
                         "{label:<11} {} ({})\n",
                         human::timestamp(t),
                         human::relative(t, now)
                     ));
-                    times[claim] = json!(human::timestamp(t));
+                    output::set_time(&mut times, field, t);
                 }
             }
             if let Some(exp) = decoded.time_claim("exp") {
@@ -98,7 +102,7 @@ pub(crate) fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> 
                 ));
                 times["expires_in"] = json!(left);
             }
-            json!({"kind": "jwt", "header": decoded.header, "claims": decoded.claims, "times": times, "fingerprint": fingerprint})
+            json!({"kind": "jwt", "header": decoded.header, "claims": decoded.claims, "times": times, "fingerprint": fingerprint, "length": token.chars().count(), "cache": null})
         }
         Err(why) => {
             let detail = match why {
@@ -112,7 +116,7 @@ pub(crate) fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> 
                 "opaque token{detail}: {} characters, fingerprint {fingerprint}\nIts expiry is known only to the server and to freshtoken's cache (see `freshtoken status`).\n",
                 token.chars().count()
             ));
-            json!({"kind": "opaque", "length": token.chars().count(), "fingerprint": fingerprint})
+            json!({"kind": "opaque", "header": null, "claims": null, "times": null, "fingerprint": fingerprint, "length": token.chars().count(), "cache": null})
         }
     };
     if let Some(t) = cached {
@@ -122,11 +126,10 @@ pub(crate) fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> 
             human::relative(t.expires_at(), now),
             human::timestamp(t.received_at())
         ));
-        out["cache"] = json!({
-            "expires_at": human::timestamp(t.expires_at()),
-            "expires_in": t.remaining(now).as_secs(),
-            "received_at": human::timestamp(t.received_at()),
-        });
+        let mut cache = json!({ "expires_in": t.remaining(now).as_secs(), "scope": t.scope() });
+        output::set_time(&mut cache, "expires_at", t.expires_at());
+        output::set_time(&mut cache, "fetched_at", t.received_at());
+        out["cache"] = cache;
     }
     Report { text, json: out }
 }

@@ -1,6 +1,7 @@
 //! One file per command.
 
 pub(crate) mod agent;
+pub(crate) mod completions;
 pub(crate) mod demo;
 pub(crate) mod dev_server;
 pub(crate) mod exec;
@@ -29,6 +30,8 @@ pub(crate) async fn run(cli: &Cli) -> CliResult<u8> {
         Command::Agent(args) => agent::run(cli, args).await,
         Command::Login(args) => login::run(cli, args).await,
         Command::Logout(args) => login::logout(cli, args).await,
+        Command::Completions(args) => completions::run(args),
+        Command::ManPages(args) => completions::man_pages(args),
     }
     .map(|()| code::OK)
     .map_err(|e| login::with_login_hint(e, cli))

@@ -9,7 +9,7 @@ use crate::cli::{Cli, StatusArgs};
 use crate::exit::CliResult;
 use crate::human;
 use crate::output;
-use crate::settings::CacheChoice;
+use crate::settings::{CacheChoice, Settings};
 use crate::wiring;
 
 /// What one layer holds.
@@ -21,7 +21,101 @@ struct Layer {
 }
 
 pub(crate) async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
-    let wired = wiring::wire(wiring::settings(cli, &args.credentials)?).await?;
+    let json = output::wants_json(args.format, args.json);
+    if let Some(loaded) = every_profile(cli)? {
+        return run_all(cli, args, &loaded, json).await;
+    }
+    let report = gather(wiring::wire(wiring::settings(cli, &args.credentials)?).await?).await?;
+    if json {
+        output::print_json(&report.json())
+    } else {
+        output::print(&report.text())
+    }
+}
+
+/// The config file when `status` is to show every profile of it: no profile was chosen
+/// (`--profile`, `FRESHTOKEN_PROFILE`) and the file names one other than `default` (a file
+/// whose one profile is `default` is shown as that profile, as before).
+fn every_profile(cli: &Cli) -> CliResult<Option<crate::config::Loaded>> {
+    if cli.profile.is_some() {
+        return Ok(None);
+    }
+    Ok(wiring::load_config(cli)?.filter(|l| l.file.profiles.keys().any(|name| name != "default")))
+}
+
+/// `status` of every profile of `loaded`, and first of the environment's when flags or
+/// `FRESHTOKEN_*` variables name an endpoint or a client (layered on `default` as `get`
+/// would use them). A profile that cannot be read is shown with why, not as a failure of
+/// the command: `status` needs no client id and no secret to run.
+async fn run_all(
+    cli: &Cli,
+    args: &StatusArgs,
+    loaded: &crate::config::Loaded,
+    json: bool,
+) -> CliResult {
+    let env = crate::settings::Environment::of_process();
+    let c = &args.credentials;
+    let from_flags = c.token_url.is_some()
+        || c.issuer.is_some()
+        || c.provider.is_some()
+        || c.client_id.is_some();
+    let mut entries: Vec<(String, CliResult<Settings>)> = Vec::new();
+    if from_flags {
+        entries.push(("default".to_owned(), wiring::settings(cli, c)));
+    }
+    for name in loaded.file.profiles.keys() {
+        if from_flags && name == "default" {
+            continue;
+        }
+        // As `freshtoken --profile NAME get` would read it (its cache too), without flags.
+        let settings = crate::settings::resolve(&crate::settings::Inputs {
+            args: &crate::cli::CredentialArgs::default(),
+            profile: Some(name),
+            config: Some(loaded),
+            no_config: false,
+            env: &env,
+        });
+        entries.push((name.clone(), settings));
+    }
+    let mut reports = Vec::new();
+    for (name, settings) in entries {
+        let report = match settings {
+            Ok(settings) => match wiring::wire(settings).await {
+                Ok(wired) => gather(wired).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        reports.push((name, report));
+    }
+    if json {
+        let profiles: Vec<Value> = reports
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(r) => r.json(),
+                Err(e) => json!({"profile": name, "config_file": loaded.path.display().to_string(), "error": e.message}),
+            })
+            .collect();
+        return output::print_json(&json!({ "profiles": profiles }));
+    }
+    let text: Vec<String> = reports
+        .iter()
+        .map(|(name, r)| match r {
+            Ok(r) => r.text(),
+            Err(e) => format!(
+                "{:<12} {name} (from {})\n{:<12} {}\n",
+                "profile:",
+                loaded.path.display(),
+                "error:",
+                e.message
+            ),
+        })
+        .collect();
+    output::print(&text.join("\n"))
+}
+
+/// What each cache layer of `wired` holds, and the failure note its store keeps.
+async fn gather(wired: wiring::Wired) -> CliResult<Report> {
     let key = wired.cache_key();
     let request = wired.token_request().ok();
     let mut layers = Vec::new();
@@ -35,34 +129,39 @@ pub(crate) async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
             ttl,
         });
     }
+    let note = wired
+        .store(request.as_ref())?
+        .note(&key)
+        .await
+        .ok()
+        .flatten();
     let login = login_state(&wired).await;
-    let report = Report {
+    Ok(Report {
         login,
         now: wired.clock.now(),
         redis_unread: matches!(wired.settings.cache.choice, CacheChoice::Redis { .. })
             && request.is_none(),
-        wired: &wired,
+        wired,
         layers,
-    };
-    if args.json {
-        output::print_json(&report.json())
-    } else {
-        output::print(&report.text())
-    }
+        note,
+    })
 }
 
 /// What `status` found for one profile.
-struct Report<'a> {
-    wired: &'a wiring::Wired,
-    /// A login profile's stored login: where, and whether and until when it lasts.
-    login: Option<LoginState>,
+struct Report {
+    wired: wiring::Wired,
     layers: Vec<Layer>,
+    /// The last failed refresh and the backoff it set, as the store keeps them for everyone
+    /// who shares it.
+    note: Option<freshtoken::FailureNote>,
     /// A Redis layer was left out: its values are sealed with a secret not at hand.
     redis_unread: bool,
+    /// A login profile's stored login: where, and whether and until when it lasts.
+    login: Option<LoginState>,
     now: SystemTime,
 }
 
-impl Report<'_> {
+impl Report {
     /// The nearest layer holding a valid token.
     fn answered(&self) -> Option<(&Layer, &Token)> {
         self.layers.iter().find_map(|l| match &l.token {
@@ -71,21 +170,30 @@ impl Report<'_> {
         })
     }
 
+    /// The one JSON shape of a profile's status (see docs/json.md).
     fn json(&self) -> Value {
         let (settings, public) = (&self.wired.settings, self.wired.request_public());
+        let policy = &settings.policy;
         let answered = self.answered();
+        let nearest = self
+            .layers
+            .iter()
+            .find_map(|l| l.token.as_ref().ok().cloned().flatten());
         let mut v = json!({
             "profile": settings.profile,
+            "config_file": settings.config_path.as_ref().map(|p| p.display().to_string()),
             "token_url": public.token_url.as_str(),
+            "api_base": settings.api_base().map(|a| a.as_str().to_owned()),
             "client_id": public.client_id,
             "auth_method": public.auth_method.as_str(),
-            "layers": self.layers.iter().map(|l| layer_json(l, self.now)).collect::<Vec<_>>(),
+            "layers": self.layers.iter().map(|l| layer_json(l, policy, self.now)).collect::<Vec<_>>(),
+            "redis_unread": self.redis_unread,
             "cached": answered.is_some(),
             "answered_by": answered.map(|(l, _)| l.kind),
+            "state": output::state_word(answered.map(|(_, t)| t).or(nearest.as_ref()), policy, self.now),
+            "token": answered.map(|(_, t)| output::token_state(t, policy, self.now)),
+            "last_error": self.note.as_ref().map(|n| note_json(n, self.now)),
         });
-        if let Some(api) = settings.api_base() {
-            v["api_base"] = json!(api.as_str());
-        }
         let identity = wiring::identity::peek(&settings.identity);
         if !identity.is_empty() {
             v["identity"] = identity
@@ -93,17 +201,8 @@ impl Report<'_> {
                 .map(|(role, source, claims)| json!({"role": role, "source": source, "claims": claims}))
                 .collect();
         }
-        if let Some((_, t)) = answered {
-            v["token"] = token_json(t, self.now);
-        }
         if let Some(l) = &self.login {
-            v["login"] = json!({
-                "path": l.path,
-                "stored": l.stored.as_ref().map(|s| s.is_some()).unwrap_or(false),
-                "error": l.stored.as_ref().err(),
-                "refresh_expires_at": l.ends().map(human::timestamp),
-                "refresh_expires_in": l.ends().map(|e| e.duration_since(self.now).map(|d| d.as_secs()).unwrap_or(0)),
-            });
+            v["login"] = l.json(self.now);
         }
         v
     }
@@ -129,18 +228,33 @@ impl Report<'_> {
                 claims.unwrap_or_else(|| "claims logged at -v when a token is fetched".into());
             lines.push(("identity", format!("{role} from {source}: {claims}")));
         }
+        if let Some(l) = &self.login {
+            lines.push(("login", l.text(self.now)));
+        }
         for l in &self.layers {
             lines.push(("cache", layer_text(l, self.now)));
         }
         if self.redis_unread {
             lines.push(("cache", "redis: not read (its values are sealed with the client's secret, which is not available)".into()));
         }
-        if let Some(l) = &self.login {
-            lines.push(("login", l.text(self.now)));
-        }
         match self.answered() {
-            Some((l, t)) => lines.extend(token_text(l.kind, t, self.now)),
+            Some((l, t)) => {
+                let state = output::state_word(Some(t), &settings.policy, self.now);
+                lines.push(("state", state.to_owned()));
+                lines.extend(token_text(l.kind, t, self.now));
+            }
             None => lines.push(("token", "not cached".to_owned())),
+        }
+        if let Some(n) = &self.note {
+            let wait = if n.holds_at(self.now) {
+                format!(", next try {}", human::relative(n.not_before, self.now))
+            } else {
+                String::new()
+            };
+            lines.push((
+                "last error",
+                format!("{} ({} in a row{wait})", n.error, n.failures),
+            ));
         }
         lines
             .iter()
@@ -203,29 +317,31 @@ fn token_text(kind: &str, t: &Token, now: SystemTime) -> [(&'static str, String)
     ]
 }
 
-fn token_json(t: &Token, now: SystemTime) -> Value {
-    json!({
-        "fingerprint": t.fingerprint().to_string(),
-        "valid": t.is_valid_at(now),
-        "expires_at": human::timestamp(t.expires_at()),
-        "expires_in": t.remaining(now).as_secs(),
-        "expiry_from": t.expiry_source(),
-        "scope": t.scope(),
-        "fetched_at": human::timestamp(t.received_at()),
-    })
+/// The store's failure note: the error, how many failures in a row, and until when a
+/// caller holding a usable token waits before trying again.
+fn note_json(n: &freshtoken::FailureNote, now: SystemTime) -> Value {
+    let mut v = json!({
+        "error": n.error,
+        "failures": n.failures,
+        "backoff_left": n.not_before.duration_since(now).map(|d| d.as_secs()).unwrap_or(0),
+    });
+    output::set_time(&mut v, "backoff_until", n.not_before);
+    v
 }
 
-fn layer_json(l: &Layer, now: SystemTime) -> Value {
-    let mut v = json!({ "kind": l.kind, "location": l.location });
-    match &l.token {
-        Err(e) => v["error"] = json!(e),
-        Ok(Some(t)) => v["token"] = token_json(t, now),
-        Ok(None) => v["token"] = Value::Null,
-    }
-    if let Some(ttl) = l.ttl {
-        v["ttl_ms"] = json!(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    }
-    v
+fn layer_json(l: &Layer, policy: &freshtoken::RefreshPolicy, now: SystemTime) -> Value {
+    let (token, error) = match &l.token {
+        Err(e) => (Value::Null, json!(e)),
+        Ok(Some(t)) => (output::token_state(t, policy, now), Value::Null),
+        Ok(None) => (Value::Null, Value::Null),
+    };
+    json!({
+        "kind": l.kind,
+        "location": l.location,
+        "token": token,
+        "error": error,
+        "ttl_ms": l.ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+    })
 }
 
 fn expiry_from(t: &Token) -> &'static str {
@@ -249,6 +365,22 @@ impl LoginState {
             .ok()
             .and_then(|s| s.as_ref())
             .and_then(|s| s.refresh_expires_at)
+    }
+
+    /// Its JSON (see docs/json.md), never the refresh token.
+    fn json(&self, now: SystemTime) -> Value {
+        let mut v = json!({
+            "path": self.path,
+            "stored": self.stored.as_ref().map(|s| s.is_some()).unwrap_or(false),
+            "error": self.stored.as_ref().err(),
+            "refresh_expires_at": Value::Null,
+            "refresh_expires_at_unix": Value::Null,
+            "refresh_expires_in": self.ends().map(|e| e.duration_since(now).map(|d| d.as_secs()).unwrap_or(0)),
+        });
+        if let Some(ends) = self.ends() {
+            output::set_time(&mut v, "refresh_expires_at", ends);
+        }
+        v
     }
 
     fn text(&self, now: SystemTime) -> String {

@@ -219,3 +219,33 @@ fn exec_proxy_keeps_a_long_child_working_across_token_lifetimes() {
     assert!(codes.lines().all(|c| c == "200"), "{codes}");
     assert!(server.stats().tokens_issued >= 4, "{:?}", server.stats());
 }
+
+/// Issue 16: as shells do, 126 for a CMD that is there but cannot be run (not executable, a
+/// folder), 127 for one that is not there (a path, or a name not on PATH).
+#[test]
+fn exec_exits_126_for_a_file_it_cannot_run_and_127_for_one_not_found() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let script = sb.path().join("job.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let folder = sb.path().join("a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    for (cmd, code, says) in [
+        (script.to_str().unwrap(), 126, "not executable"),
+        (folder.to_str().unwrap(), 126, "not executable"),
+        ("/nonexistent/program", 127, "not found"),
+        ("no-such-program-on-path-x7", 127, "not found"),
+    ] {
+        let o = run(sb.cmd_for(&server).args(["exec", "--", cmd]));
+        assert_fails_with(&o, code, says);
+        assert!(!stdout(&o).contains("ran"), "{cmd}");
+    }
+    let o = run(sb.cmd_for(&server).args(["exec", "--help"]));
+    assert!(
+        stdout(&o).contains("126") && stdout(&o).contains("127"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds the prebuilt freshtoken for x86_64 Linux: one statically linked binary that runs on
+# any x86_64 Linux without the build machine's libraries, its man pages, shell completions,
+# and SHA256SUMS beside them, in target/release-dist/ (or $1).
+#
+# musl is used when its Rust target is installed (x86_64-unknown-linux-musl); otherwise glibc
+# is linked statically (-C target-feature=+crt-static on x86_64-unknown-linux-gnu, which
+# needs libc6-dev's libc.a). Either way the binary needs nothing from the host to start.
+# Name resolution: freshtoken resolves host names with the C library's getaddrinfo. With
+# static glibc that still reads /etc/nsswitch.conf and loads the host's NSS modules for
+# names (an IP address, such as a dev-server on 127.0.0.1, needs none): on a host without
+# them give IP addresses, or build on a machine that has the musl target (musl reads
+# /etc/hosts and /etc/resolv.conf itself). The TLS roots are the host's (/etc/ssl/certs),
+# plus --ca-file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-target/release-dist}
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  target=x86_64-unknown-linux-musl
+  flags=""
+else
+  target=x86_64-unknown-linux-gnu
+  flags="-C target-feature=+crt-static"
+fi
+# Random numbers from the getrandom(2) system call alone: getrandom's default on glibc looks
+# the function up with dlsym, which a static binary cannot do, and falls back to
+# /dev/urandom, which an empty chroot or a minimal container does not have.
+flags="$flags --cfg getrandom_backend=\"linux_getrandom\""
+echo "== cargo build --release --target $target ${flags:+(RUSTFLAGS $flags)}"
+# Its own target folder: RUSTFLAGS differ from the test builds', which must not be rebuilt.
+RUSTFLAGS="${RUSTFLAGS:-} $flags" cargo build --release --locked -p freshtoken-cli \
+  --target "$target" --target-dir target/release-static
+bin=target/release-static/$target/release/freshtoken
+
+# Static, with no program interpreter: it starts where no ld.so is.
+if readelf -l "$bin" 2>/dev/null | grep -q "Requesting program interpreter"; then
+  echo "release: $bin is dynamically linked" >&2
+  exit 1
+fi
+
+rm -rf "$out"
+mkdir -p "$out/man/man1" "$out/completions"
+cp "$bin" "$out/freshtoken"
+"$out/freshtoken" man-pages "$out/man/man1"
+"$out/freshtoken" completions bash >"$out/completions/freshtoken.bash"
+"$out/freshtoken" completions zsh >"$out/completions/_freshtoken"
+"$out/freshtoken" completions fish >"$out/completions/freshtoken.fish"
+(cd "$out" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
+echo "== $out: $("$out/freshtoken" --version), $(du -h "$out/freshtoken" | cut -f1)"
