@@ -3,7 +3,7 @@
 //! share it; see the crate's documentation.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,8 @@ pub struct RedisServer {
     /// The loopback port it listens on, kept across [`RedisServer::restart`].
     pub port: u16,
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (a cluster node's, a replica's).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -22,18 +24,22 @@ impl RedisServer {
     /// A port is free when asked, but another test of the same process may start a server
     /// on it before this one binds it; then another free port is tried.
     pub fn start() -> Self {
+        Self::start_with(Vec::new(), crate::clients::free_port)
+    }
+
+    /// Starts one with more arguments, on a port `pick` chooses (a cluster node also needs
+    /// the port 10000 above its own free, for the cluster bus).
+    pub(crate) fn start_with(args: Vec<String>, pick: fn() -> u16) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let mut server = Self {
             child: None,
             port: 0,
             dir,
+            args,
         };
         let mut last = String::new();
         for _ in 0..5 {
-            server.port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .port();
+            server.port = pick();
             match server.spawn() {
                 Ok(child) => {
                     server.child = Some(child);
@@ -65,6 +71,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -110,6 +117,11 @@ impl RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Whether it was started and not stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// One command in RESP; returns the raw reply, `None` when not reachable.
@@ -208,6 +220,7 @@ mod tests {
             child: None,
             port: first.port,
             dir: tempfile::tempdir().unwrap(),
+            args: Vec::new(),
         };
         let err = second
             .spawn()

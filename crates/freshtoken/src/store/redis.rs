@@ -1,10 +1,13 @@
 //! Tokens shared by a fleet through Redis (single node, TLS, or Redis Cluster).
 //!
-//! - Key `freshtoken:v1:<hash>`: the same identity hash as the file store, so no client id
+//! - Key `freshtoken:v1:{<hash>}`: the same identity hash as the file store, so no client id
 //!   and no secret in it. Value: the record sealed with the client's own credentials
 //!   ([`Sealer`]). TTL: the token's remaining life minus the refresh margin, in ms.
-//! - Refresh lock `freshtoken:v1:<hash>:lock`: `SET NX PX` with a random owner and a lease;
+//! - Refresh lock `freshtoken:v1:{<hash>}:lock`: `SET NX PX` with a random owner and a lease;
 //!   released by a compare-and-delete script, or by the lease running out if the holder dies.
+//! - Failure note `freshtoken:v1:{<hash>}:note`: the fleet's shared backoff.
+//! - The braces are a Redis Cluster hash tag: a profile's token, lock and note hash to one
+//!   slot, so they live on one primary and move together in a failover or a resharding.
 //! - The connection is made on first use and remade after failures (at most every 2 s), so
 //!   a long-running process picks up a Redis that comes back, without a restart.
 
@@ -176,17 +179,20 @@ impl RedisStore {
         self
     }
 
-    /// The key under which `key`'s token lives.
+    /// The key under which `key`'s token lives; the hash in braces is the cluster hash tag
+    /// that keeps the profile's token, lock and note in one slot.
     pub fn key_name(key: &CacheKey) -> String {
-        format!("freshtoken:v1:{key}")
+        format!("freshtoken:v1:{{{key}}}")
     }
 
-    fn lock_name(key: &CacheKey) -> String {
-        format!("freshtoken:v1:{key}:lock")
+    /// The key of `key`'s refresh lock, in the token's slot.
+    pub fn lock_name(key: &CacheKey) -> String {
+        format!("{}:lock", Self::key_name(key))
     }
 
-    fn note_name(key: &CacheKey) -> String {
-        format!("freshtoken:v1:{key}:note")
+    /// The key of `key`'s failure note (the fleet's backoff), in the token's slot.
+    pub fn note_name(key: &CacheKey) -> String {
+        format!("{}:note", Self::key_name(key))
     }
 
     async fn connection(&self) -> Result<Conn> {
