@@ -27,6 +27,14 @@ struct NodeLine {
     slots: Vec<(u16, u16)>,
 }
 
+/// A primary crashed by [`RedisCluster::crash_primary`]: its slot and the replica that is
+/// to take it over.
+#[derive(Debug)]
+pub struct Takeover {
+    slot: u16,
+    replica: String,
+}
+
 /// A running cluster; every node is killed when dropped.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
@@ -139,8 +147,15 @@ impl RedisCluster {
 
     /// The primary that serves `key`, killed with SIGKILL once its replica has every write
     /// (a crash, not a handover); returns once the replica has been promoted and every
-    /// live node sees the cluster as ok. Returns the killed node's port.
-    pub fn kill_primary(&mut self, key: &str) -> u16 {
+    /// live node sees the cluster as ok.
+    pub fn kill_primary(&mut self, key: &str) {
+        let takeover = self.crash_primary(key);
+        self.await_takeover(takeover);
+    }
+
+    /// The crash of [`RedisCluster::kill_primary`] alone: returns at once, while the slot
+    /// has no primary (until [`RedisCluster::await_takeover`]).
+    pub fn crash_primary(&mut self, key: &str) -> Takeover {
         let slot = self.keyslot(key);
         let primary = self.owner(slot).expect("the slot has a primary");
         let replica = self.replica_of(&primary);
@@ -151,11 +166,22 @@ impl RedisCluster {
             .unwrap_or_default();
         assert_eq!(acked, ":1", "the replica of {} caught up", primary.port);
         self.node_mut(primary.port).stop();
+        Takeover {
+            slot,
+            replica: replica.id,
+        }
+    }
+
+    /// Waits until the replica of a crashed primary serves its slot and every live node
+    /// sees the cluster as ok.
+    pub fn await_takeover(&self, takeover: Takeover) {
         self.settle(
-            |c| c.owner(slot).is_some_and(|o| o.id == replica.id),
+            |c| {
+                c.owner(takeover.slot)
+                    .is_some_and(|o| o.id == takeover.replica)
+            },
             "the replica to be promoted after its primary was killed",
         );
-        primary.port
     }
 
     /// Waits until every live node sees the cluster as ok with every slot served by a

@@ -7,10 +7,11 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use freshtoken_testkit::*;
 
-const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// `freshtoken get` on machine `m` (its own file cache under `dir`), the shared cache `url`.
 fn on_machine(sb: &Sandbox, server: &Server, url: &str, dir: &Path, m: usize) -> Command {
@@ -119,4 +120,80 @@ fn fifty_processes_on_a_redis_cluster_make_one_request_per_lifetime_through_fail
         3,
         "second refresh window: one request"
     );
+}
+
+/// A primary killed while a wave of new machines starts: no process fails; while the slot
+/// has no primary each machine goes on without Redis (at most its own one request, its file
+/// lock holding its processes to one), and once the replica is promoted the fleet shares the
+/// token that came through the crash again.
+#[test]
+fn a_primary_killed_mid_run_fails_no_step_and_the_fleet_shares_again() {
+    let server = Server::start(HOUR);
+    let mut cluster = RedisCluster::start();
+    let sb = Sandbox::new();
+    let url = cluster.url();
+    let cold = wave(&sb, &server, &url, 20, 4, "0s");
+    assert_eq!(server.stats().token_requests, 1);
+
+    let takeover = cluster.crash_primary(&token_key(&cluster));
+    let started = Instant::now();
+    let during = wave_tolerating_warnings(&sb, &server, &url, 20, 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "Redis missing costs a process its timeouts, not a hang: {:?}",
+        started.elapsed()
+    );
+    assert!(!during.is_empty());
+    assert!(
+        server.stats().token_requests <= 1 + 4,
+        "at most one request per machine while the slot had no primary: {}",
+        server.stats().token_requests
+    );
+    cluster.await_takeover(takeover);
+
+    let before = server.stats().token_requests;
+    assert_eq!(
+        wave(&sb, &server, &url, 20, 4, "0s"),
+        cold,
+        "the token came through the crash"
+    );
+    assert_eq!(
+        server.stats().token_requests,
+        before,
+        "shared again: no request"
+    );
+}
+
+/// Like [`wave`] at no skew, but a process may warn that Redis is not answering: every one
+/// must still print a token and succeed.
+fn wave_tolerating_warnings(
+    sb: &Sandbox,
+    server: &Server,
+    url: &str,
+    n: usize,
+    machines: usize,
+) -> HashSet<String> {
+    let dir = tempfile::tempdir_in(sb.path()).unwrap();
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            on_machine(sb, server, url, dir.path(), i % machines)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            assert_code(&o, 0);
+            let err = stderr(&o);
+            assert!(
+                err.is_empty() || err.contains("redis cache is not answering"),
+                "{err}"
+            );
+            stdout(&o)
+        })
+        .collect()
 }
