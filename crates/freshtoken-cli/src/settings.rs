@@ -129,7 +129,7 @@ pub(crate) enum CacheChoice {
     File(PathBuf),
     /// Per fleet, through Redis, with the per-user file cache in front when there is one.
     Redis {
-        /// `redis://`, `rediss://`, `redis+cluster://…`.
+        /// `redis://`, `rediss://`, `redis+cluster://…`, `redis+sentinel://…`.
         url: String,
         /// The file layer in front of Redis.
         file: Option<PathBuf>,
@@ -145,7 +145,7 @@ impl CacheChoice {
             "file" => dir.map(CacheChoice::File).ok_or_else(|| {
                 CliError::usage("cannot find a cache directory: set XDG_CACHE_HOME or HOME, or use --cache file:DIR")
             }),
-            v if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"].iter().any(|p| v.starts_with(p)) => {
+            v if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "redis+sentinel://", "rediss+sentinel://"].iter().any(|p| v.starts_with(p)) => {
                 Ok(CacheChoice::Redis {
                     url: v.to_owned(),
                     file: dir,

@@ -15,6 +15,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// More `redis-server` arguments (a cluster node's, a replica's).
     args: Vec<String>,
+    /// A configuration file to start with (a sentinel's: it must have one, and rewrites it).
+    conf: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -27,15 +29,35 @@ impl RedisServer {
         Self::start_with(Vec::new(), crate::clients::free_port)
     }
 
+    /// Starts a sentinel (`redis-server CONF --sentinel`) whose configuration file, in its
+    /// own directory, starts as `conf`.
+    pub(crate) fn start_sentinel(conf: &str) -> Self {
+        Self::start_inner(
+            vec!["--sentinel".to_owned()],
+            Some(conf),
+            crate::clients::free_port,
+        )
+    }
+
     /// Starts one with more arguments, on a port `pick` chooses (a cluster node also needs
     /// the port 10000 above its own free, for the cluster bus).
     pub(crate) fn start_with(args: Vec<String>, pick: fn() -> u16) -> Self {
+        Self::start_inner(args, None, pick)
+    }
+
+    fn start_inner(args: Vec<String>, conf: Option<&str>, pick: fn() -> u16) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory can be made");
+        let conf = conf.map(|text| {
+            let path = dir.path().join("sentinel.conf");
+            std::fs::write(&path, text).expect("the configuration file can be written");
+            path
+        });
         let mut server = Self {
             child: None,
             port: 0,
             dir,
             args,
+            conf,
         };
         let mut last = String::new();
         for _ in 0..5 {
@@ -68,6 +90,7 @@ impl RedisServer {
     /// answers PING on the port may be another test's, when this one could not bind it.
     fn spawn(&self) -> Result<Child, String> {
         let mut child = Command::new("redis-server")
+            .args(&self.conf)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -104,11 +127,16 @@ impl RedisServer {
         }
     }
 
-    /// Whether the server on the port works in this one's directory (each has its own).
+    /// Whether the server on the port works in this one's directory (each has its own; a
+    /// sentinel, which has no CONFIG, names its configuration file there).
     fn answers_as_this_one(&self) -> bool {
         let name = self.dir.path().file_name().unwrap_or_default();
+        let name = name.to_string_lossy();
         self.command(&["CONFIG", "GET", "dir"])
-            .is_some_and(|reply| reply.contains(&*name.to_string_lossy()))
+            .is_some_and(|reply| reply.contains(&*name))
+            || self
+                .command(&["INFO", "server"])
+                .is_some_and(|reply| reply.contains(&*name))
     }
 
     /// Stops it (a crash, as far as clients can tell).
@@ -221,6 +249,7 @@ mod tests {
             port: first.port,
             dir: tempfile::tempdir().unwrap(),
             args: Vec::new(),
+            conf: None,
         };
         let err = second
             .spawn()

@@ -546,3 +546,20 @@ fn cache_choices() -> Result<(), CliError> {
     assert!(CacheChoice::parse("file:", dir).is_err());
     Ok(())
 }
+
+#[test]
+fn a_sentinel_url_is_a_redis_cache_with_the_file_cache_in_front() -> Result<(), CliError> {
+    for url in [
+        "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/primary/0",
+        "rediss+sentinel://s1:26379/primary",
+    ] {
+        assert_eq!(
+            CacheChoice::parse(url, Some(PathBuf::from("/c")))?,
+            CacheChoice::Redis {
+                url: url.to_owned(),
+                file: Some("/c".into()),
+            }
+        );
+    }
+    Ok(())
+}

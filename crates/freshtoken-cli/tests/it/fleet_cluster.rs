@@ -1,6 +1,8 @@
-//! The fleet on a real six-node Redis Cluster: processes on several "machines" (separate file
-//! caches) share one cluster through `redis+cluster://`, through a planned failover and a
-//! primary killed with SIGKILL. Time moves with FRESHTOKEN_CLOCK_SKEW, never by sleeping.
+//! The fleet on a real six-node Redis Cluster and on a real Sentinel set: processes on several
+//! "machines" (separate file caches) share one cluster through `redis+cluster://` (through a
+//! planned failover and a primary killed with SIGKILL) or one primary through
+//! `redis+sentinel://` (killed, and the sentinels promote its replica). Time moves with
+//! FRESHTOKEN_CLOCK_SKEW, never by sleeping.
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
 
@@ -196,4 +198,56 @@ fn wave_tolerating_warnings(
             stdout(&o)
         })
         .collect()
+}
+
+/// Behind Sentinel: the fleet finds the primary through the sentinels, and when it is killed
+/// and the sentinels promote its replica, new processes follow the promotion to the token
+/// that came through, and the next refresh is one request for all.
+#[test]
+fn behind_sentinel_the_fleet_follows_a_promotion_and_fails_no_step() {
+    let server = Server::start(HOUR);
+    let mut set = RedisSentinel::start();
+    let sb = Sandbox::new();
+    let url = set.url();
+
+    let cold = wave(&sb, &server, &url, 50, 4, "0s");
+    assert_eq!(cold.len(), 1, "one token for everyone");
+    assert_eq!(server.stats().token_requests, 1, "cold start: one request");
+    let before = set.primary_port();
+
+    set.crash_primary();
+    let started = Instant::now();
+    let during = wave_tolerating_warnings(&sb, &server, &url, 20, 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "Redis missing costs a process its timeouts, not a hang: {:?}",
+        started.elapsed()
+    );
+    assert!(!during.is_empty());
+    assert!(
+        server.stats().token_requests <= 1 + 4,
+        "at most one request per machine while there was no primary: {}",
+        server.stats().token_requests
+    );
+    set.await_promotion();
+    assert_ne!(set.primary_port(), before, "the replica was promoted");
+
+    let after = server.stats().token_requests;
+    assert_eq!(
+        wave(&sb, &server, &url, 50, 4, "0s"),
+        cold,
+        "the token came through the crash"
+    );
+    assert_eq!(
+        server.stats().token_requests,
+        after,
+        "shared again: no request"
+    );
+    let refreshed = wave(&sb, &server, &url, 50, 4, "3000s");
+    assert_eq!(refreshed.len(), 1);
+    assert_eq!(
+        server.stats().token_requests,
+        after + 1,
+        "refresh window: one request"
+    );
 }

@@ -1,4 +1,4 @@
-//! Tokens shared by a fleet through Redis (single node, TLS, or Redis Cluster).
+//! Tokens shared by a fleet through Redis (single node, TLS, Redis Cluster, or Sentinel).
 //!
 //! - Key `freshtoken:v1:{<hash>}`: the same identity hash as the file store, so no client id
 //!   and no secret in it. Value: the record sealed with the client's own credentials
@@ -9,7 +9,9 @@
 //! - The braces are a Redis Cluster hash tag: a profile's token, lock and note hash to one
 //!   slot, so they live on one primary and move together in a failover or a resharding.
 //! - The connection is made on first use and remade after failures (at most every 2 s), so
-//!   a long-running process picks up a Redis that comes back, without a restart.
+//!   a long-running process picks up a Redis that comes back, without a restart. Behind
+//!   Sentinel, remaking it asks the sentinels for the primary again, so a store follows a
+//!   promotion.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -53,6 +55,8 @@ const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redi
 enum Target {
     Node(redis::Client),
     Cluster(redis::cluster::ClusterClient),
+    /// Asks the sentinels for the current primary at each (re)connect.
+    Sentinel(std::sync::Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
 }
 
 #[derive(Clone)]
@@ -120,6 +124,22 @@ impl RedisStore {
                 url.strip_prefix("rediss+cluster://")
                     .map(|rest| ("rediss", rest))
             });
+        let sentinel = url
+            .strip_prefix("redis+sentinel://")
+            .map(|rest| (false, rest))
+            .or_else(|| {
+                url.strip_prefix("rediss+sentinel://")
+                    .map(|rest| (true, rest))
+            });
+        if let Some((tls, rest)) = sentinel {
+            let client = sentinel_client(tls, rest, password)
+                .map_err(|why| Error::Config(format!("Redis URL {}: {why}", redact_url(url))))?;
+            return Ok(Self::with_target(
+                Target::Sentinel(std::sync::Arc::new(tokio::sync::Mutex::new(client))),
+                url,
+                credentials,
+            ));
+        }
         let target = match cluster {
             Some((scheme, rest)) => {
                 let (auth, hosts) = match rest.rsplit_once('@') {
@@ -156,7 +176,11 @@ impl RedisStore {
                 Target::Node(redis::Client::open(with_password(info)).map_err(bad)?)
             }
         };
-        Ok(Self {
+        Ok(Self::with_target(target, url, credentials))
+    }
+
+    fn with_target(target: Target, url: &str, credentials: &SecretString) -> Self {
+        Self {
             target,
             shown: redact_url(url),
             conn: tokio::sync::Mutex::new(None),
@@ -164,7 +188,7 @@ impl RedisStore {
             sealer: Sealer::new(credentials.expose_secret().as_bytes()),
             lease: DEFAULT_LEASE,
             clock: std::sync::Arc::new(SystemClock),
-        })
+        }
     }
 
     /// Sets the refresh lock's lease.
@@ -226,6 +250,17 @@ impl RedisStore {
                 })
                 .map(Conn::Node)
             }
+            Target::Sentinel(sentinel) => {
+                tokio::time::timeout(TIMEOUT * 2, primary_behind(sentinel))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "connect timed out",
+                        )))
+                    })
+                    .map(Conn::Node)
+            }
             Target::Cluster(client) => {
                 tokio::time::timeout(TIMEOUT * 2, client.get_async_connection())
                     .await
@@ -258,7 +293,11 @@ impl RedisStore {
         match tokio::time::timeout(TIMEOUT * 2, conn.run(cmd)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                // READONLY: the node was demoted to a replica; connect again (behind
+                // Sentinel: to the primary the sentinels name now).
+                let demoted =
+                    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || demoted {
                     *self.conn.lock().await = None;
                     *lock(&self.last_failure) = Some(Instant::now());
                 }
@@ -274,6 +313,85 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// The sentinels of `redis+sentinel://[:PASSWORD@]HOST:PORT,HOST:PORT/PRIMARY-NAME[/DB]`
+/// (`rest` is what follows the scheme); the password is the primary's, the sentinels are
+/// asked without one.
+fn sentinel_client(
+    tls: bool,
+    rest: &str,
+    password: Option<&SecretString>,
+) -> std::result::Result<redis::sentinel::SentinelClient, String> {
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (Some(auth), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut path = path.split('/');
+    let name = path
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or("a Sentinel URL names the primary: redis+sentinel://HOST:PORT,HOST:PORT/NAME/DB")?;
+    let db = match path.next().filter(|d| !d.is_empty()) {
+        Some(d) => d
+            .parse::<i64>()
+            .map_err(|_| format!("database {d:?} is not a number"))?,
+        None => 0,
+    };
+    let sentinels = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            redis::IntoConnectionInfo::into_connection_info(format!("redis://{h}"))
+                .map(|info| match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port) if tls => {
+                        redis::ConnectionAddr::TcpTls {
+                            host: host.clone(),
+                            port: *port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    }
+                    addr => addr.clone(),
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if sentinels.is_empty() {
+        return Err("no sentinels".to_owned());
+    }
+    let mut builder = redis::sentinel::SentinelClientBuilder::new(
+        sentinels,
+        name,
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(|e| e.to_string())?
+    .set_client_to_redis_db(db);
+    if tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+    }
+    let from_url = auth
+        .and_then(|a| a.rsplit_once(':').map(|(_, p)| p).or(Some(a)))
+        .filter(|p| !p.is_empty());
+    if let Some(p) = password.map(|p| p.expose_secret()).or(from_url) {
+        builder = builder.set_client_to_redis_password(p);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// A connection to the primary the sentinels name now.
+async fn primary_behind(
+    sentinel: &tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+) -> redis::RedisResult<redis::aio::ConnectionManager> {
+    let client = sentinel.lock().await.async_get_client().await?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(1);
+    client.get_connection_manager_with_config(config).await
 }
 
 /// How long Redis keeps a token: its remaining life minus the refresh margin, so that a
@@ -431,6 +549,33 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn sentinel_urls_name_sentinels_and_a_primary() {
+        let creds = SecretString::from("s".to_owned());
+        let ok = |url: &str| {
+            RedisStore::new(url, None, &creds)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            ok("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/primary/0"),
+            Ok(())
+        );
+        assert_eq!(ok("rediss+sentinel://:pw@s1:26379/primary"), Ok(()));
+        for (url, why) in [
+            ("redis+sentinel://:pw@127.0.0.1:26379", "names the primary"),
+            ("redis+sentinel://:pw@127.0.0.1:26379/", "names the primary"),
+            ("redis+sentinel://:pw@/primary/0", "no sentinels"),
+            (
+                "redis+sentinel://:pw@127.0.0.1:26379/primary/x",
+                "not a number",
+            ),
+        ] {
+            let e = ok(url).unwrap_err();
+            assert!(e.contains(why) && !e.contains("pw"), "{url}: {e}");
+        }
     }
 
     #[test]
