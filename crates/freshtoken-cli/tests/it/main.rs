@@ -8,6 +8,7 @@ mod deploy_docs;
 mod exec;
 mod fault_matrix;
 mod fleet;
+mod fleet_backoff;
 mod fleet_cluster;
 mod genesys_sdk;
 mod get;
