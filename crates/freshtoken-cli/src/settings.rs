@@ -181,6 +181,9 @@ pub(crate) struct Cache {
     pub explicit: bool,
     /// The Redis refresh lock's lease (`FRESHTOKEN_REDIS_LEASE`), for a Redis cache.
     pub redis_lease: Duration,
+    /// The fleet-wide token-request budget (`token_rate`: requests per period), for a
+    /// Redis cache.
+    pub token_rate: Option<(u32, Duration)>,
 }
 
 /// Which clock tokens are judged by.
@@ -616,10 +619,24 @@ fn cache(s: &Source<'_>) -> CliResult<Cache> {
             .max(Duration::from_millis(100)),
         _ => freshtoken::store::DEFAULT_LEASE,
     };
+    let token_rate = match (&choice, s.profile.token_rate.as_deref()) {
+        (_, None) => None,
+        (CacheChoice::Redis { .. }, Some(v)) => Some(
+            crate::units::parse_rate(v)
+                .map_err(|e| CliError::usage(format!("{}: {e}", s.in_file("token_rate"))))?,
+        ),
+        (_, Some(_)) => {
+            return Err(CliError::usage(format!(
+                "{}: a fleet-wide budget is kept in Redis; it needs a redis:// cache",
+                s.in_file("token_rate")
+            )));
+        }
+    };
     Ok(Cache {
         choice,
         explicit: named.is_some(),
         redis_lease,
+        token_rate,
     })
 }
 

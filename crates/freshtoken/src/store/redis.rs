@@ -49,6 +49,14 @@ if redis.call('pttl', KEYS[1]) == -1 then redis.call('pexpire', KEYS[1], ARGV[2]
 /// Deletes the lock only if it is still ours.
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
+/// One token request against a fixed-window budget: `KEYS[1]` is the window's counter,
+/// `ARGV[1]` the requests a window allows, `ARGV[2]` how long Redis keeps the counter (ms),
+/// `ARGV[3]` the ms left in the window. Returns 0 when the request may go, else the ms until
+/// the next window. Counting and checking in one script: no two callers take the last one.
+const SPEND: &str = "local n = redis.call('incr', KEYS[1]) \
+if n == 1 then redis.call('pexpire', KEYS[1], ARGV[2]) end \
+if n <= tonumber(ARGV[1]) then return 0 end return tonumber(ARGV[3])";
+
 // One per store, made once: the size difference between the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
@@ -84,6 +92,8 @@ pub struct RedisStore {
     sealer: Sealer,
     lease: Duration,
     clock: SharedClock,
+    /// Token requests allowed per period, fleet-wide, when there is a budget.
+    rate: Option<(u32, Duration)>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -91,6 +101,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("url", &self.shown)
             .field("lease", &self.lease)
+            .field("rate", &self.rate)
             .finish_non_exhaustive()
     }
 }
@@ -188,6 +199,7 @@ impl RedisStore {
             sealer: Sealer::new(credentials.expose_secret().as_bytes()),
             lease: DEFAULT_LEASE,
             clock: std::sync::Arc::new(SystemClock),
+            rate: None,
         }
     }
 
@@ -201,6 +213,20 @@ impl RedisStore {
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// A fleet-wide budget: at most `requests` token requests per `period` for a profile,
+    /// counted in Redis (fixed windows of `period` by the store's clock), so that the
+    /// fleet stays within what the IdP allows (Genesys Cloud answers a client over its
+    /// rate with HTTP 400). Zero requests or a zero period means no budget.
+    pub fn with_token_rate(mut self, requests: u32, period: Duration) -> Self {
+        self.rate = (requests > 0 && !period.is_zero()).then_some((requests, period));
+        self
+    }
+
+    /// The key of `key`'s request counter for the window `window`, in the token's slot.
+    pub fn budget_name(key: &CacheKey, window: u128) -> String {
+        format!("{}:rate:{window}", Self::key_name(key))
     }
 
     /// The key under which `key`'s token lives; the hash in braces is the cluster hash tag
@@ -519,6 +545,31 @@ impl TokenStore for RedisStore {
         let ms = u64::try_from(note.keep_for(self.clock.now()).as_millis()).unwrap_or(u64::MAX);
         self.run::<()>(redis::cmd("SET").arg(&name).arg(sealed).arg("PX").arg(ms))
             .await
+    }
+
+    async fn spend_budget(&self, key: &CacheKey) -> Result<Option<Duration>> {
+        let Some((requests, period)) = self.rate else {
+            return Ok(None);
+        };
+        let now = crate::clock::unix_millis(self.clock.now());
+        let period_ms = period.as_millis().max(1);
+        let window = u128::from(now) / period_ms;
+        let left = period_ms - u128::from(now) % period_ms;
+        let wait: i64 = self
+            .run(
+                redis::cmd("EVAL")
+                    .arg(SPEND)
+                    .arg(1)
+                    .arg(Self::budget_name(key, window))
+                    .arg(requests)
+                    .arg(u64::try_from(period_ms * 2).unwrap_or(u64::MAX))
+                    .arg(u64::try_from(left).unwrap_or(u64::MAX)),
+            )
+            .await?;
+        Ok(u64::try_from(wait)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis))
     }
 
     async fn ttl(&self, key: &CacheKey) -> Result<Option<Duration>> {

@@ -271,6 +271,51 @@ async fn a_cluster_failover_keeps_token_lock_and_note() {
     );
 }
 
+/// The budget is counted and checked in one script: of 20 callers at once against a
+/// budget of 5, exactly 5 may go, on one Redis and on a cluster alike, and the others learn
+/// when the next window opens.
+#[cfg(feature = "redis")]
+async fn budget_lets_exactly_its_rate_through(url: &str) {
+    let creds = SecretString::from("client-secret".to_owned());
+    let store = Arc::new(
+        freshtoken::RedisStore::new(url, None, &creds)
+            .unwrap()
+            .with_token_rate(5, Duration::from_secs(3600)),
+    );
+    let k = key("budget");
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            let k = k.clone();
+            tokio::spawn(async move { store.spend_budget(&k).await.unwrap() })
+        })
+        .collect();
+    let mut went = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            None => went += 1,
+            Some(wait) => assert!(wait <= Duration::from_secs(3600), "{wait:?}"),
+        }
+    }
+    assert_eq!(went, 5, "the budget's five, no more");
+    // Another profile has a budget of its own.
+    assert_eq!(store.spend_budget(&key("other")).await.unwrap(), None);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_budget_lets_exactly_its_rate_through() {
+    let server = freshtoken_testkit::RedisServer::start();
+    budget_lets_exactly_its_rate_through(&server.url()).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_budget_lets_exactly_its_rate_through() {
+    let cluster = freshtoken_testkit::RedisCluster::start();
+    budget_lets_exactly_its_rate_through(&cluster.url()).await;
+}
+
 // What only the file store must do.
 
 #[tokio::test]
