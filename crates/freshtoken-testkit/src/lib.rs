@@ -10,6 +10,7 @@
 //! - [`redis_server`]: a real `redis-server` on a free loopback port.
 //! - [`redis_cluster`]: a real six-node Redis Cluster on loopback, with failovers.
 //! - [`redis_sentinel`]: a real primary, replica and three sentinels on loopback.
+//! - [`netns`]: fleet "machines" as network namespaces on a bridge (needs root).
 //! - [`oidc`]: the `oidc-provider` npm package, an authorization server nobody here wrote.
 //! - [`tls`]: an HTTPS upstream behind a certificate authority of the test's own.
 //! - [`clients`]: minimal HTTP/1.1 clients over TCP, over a unix socket, and through curl.
@@ -37,6 +38,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod clients;
+pub mod netns;
 pub mod oidc;
 pub mod process;
 pub mod redis_cluster;
@@ -49,6 +51,7 @@ pub mod tls;
 pub mod users;
 
 pub use clients::*;
+pub use netns::*;
 pub use oidc::*;
 pub use process::*;
 pub use redis_cluster::*;

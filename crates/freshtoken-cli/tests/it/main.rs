@@ -11,6 +11,7 @@ mod fleet;
 mod fleet_backoff;
 mod fleet_budget;
 mod fleet_cluster;
+mod fleet_hosts;
 mod genesys_sdk;
 mod get;
 mod interop;
