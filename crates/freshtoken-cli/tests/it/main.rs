@@ -9,6 +9,7 @@ mod exec;
 mod fault_matrix;
 mod fleet;
 mod fleet_backoff;
+mod fleet_bench;
 mod fleet_budget;
 mod fleet_cluster;
 mod fleet_hosts;
