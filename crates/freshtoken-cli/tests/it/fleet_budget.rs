@@ -87,13 +87,20 @@ fn a_fleet_never_exceeds_its_token_rate_and_a_caller_over_it_keeps_its_token_or_
     assert_code(&o, 0);
     let held = stdout(&o);
     forget_in_redis(&redis);
-    assert_code(&run(&mut get(&sb, &server, &w, 1, s(1))), 0);
+    let o = run(&mut get(&sb, &server, &w, 1, s(1)));
+    assert_code(&o, 0);
+    let second = stdout(&o);
     assert_eq!(server.stats().token_requests, 2);
 
     // Budget spent. Machine 0, with 3 s left of its 40 s token (it must refresh), keeps its token.
     let o = run(&mut get(&sb, &server, &w, 0, s(38)));
     assert_code(&o, 0);
-    assert_eq!(stdout(&o), held, "over budget: the held token, still valid");
+    // (Machine 1's token, in Redis, may be the later-expiring of the two it holds.)
+    let served = stdout(&o);
+    assert!(
+        served == held || served == second,
+        "over budget: a token it holds, still valid, not a new one"
+    );
     assert_eq!(server.stats().token_requests, 2, "no request over budget");
 
     // A new machine with nothing to serve fails at once, and says why: the next window is

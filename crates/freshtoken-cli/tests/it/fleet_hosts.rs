@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use freshtoken_devserver::{Config, Faults};
 use freshtoken_testkit::*;
@@ -110,14 +110,18 @@ fn sixty_processes_on_four_namespace_hosts_make_one_request_per_lifetime_and_per
         outage: true,
         ..Faults::default()
     });
-    for (step, skew) in ["6000s", "6040s"].into_iter().enumerate() {
+    let mut requests = 2;
+    for (step, skew) in [(1, "6000s"), (2, "6040s")] {
+        let started = Instant::now();
         assert_eq!(wave(&lab, &sb, &token_url, &redis_url, n, skew), second);
-        assert_eq!(
-            server.stats().token_requests,
-            3 + step as u64,
-            "outage, backoff step {}: one request from {n} processes on {HOSTS} hosts",
-            step + 1
+        let (took, made) = (started.elapsed(), server.stats().token_requests - requests);
+        let most = crate::fleet_backoff::one_per_step(step, took);
+        assert!(
+            (1..=most).contains(&made),
+            "outage, backoff step {step}: {made} requests from {n} processes on {HOSTS} hosts \
+             in {took:?} (at most one per step that passed: {most})"
         );
+        requests += made;
     }
     server.set_faults(Faults::default());
     let back = wave(&lab, &sb, &token_url, &redis_url, n, "6080s");
@@ -125,7 +129,7 @@ fn sixty_processes_on_four_namespace_hosts_make_one_request_per_lifetime_and_per
     assert_ne!(back, second);
     assert_eq!(
         server.stats().token_requests,
-        5,
+        requests + 1,
         "the IdP back: one request"
     );
 }
