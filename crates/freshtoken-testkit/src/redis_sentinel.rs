@@ -61,6 +61,8 @@ impl RedisSentinel {
             },
             "the sentinels to know the replica and each other",
         );
+        // And that every sentinel names the primary, and it answers as one.
+        set.await_promotion();
         set
     }
 
@@ -109,10 +111,22 @@ impl RedisSentinel {
         primary.stop();
     }
 
-    /// Waits until the sentinels name a primary that runs and answers as one.
+    /// Waits until every sentinel names the same primary, and it runs and answers as one
+    /// (a client may ask any sentinel: one still naming the dead primary would send it
+    /// there).
     pub fn await_promotion(&self) {
         self.settle(
             |s| {
+                let named: Vec<Option<String>> = s
+                    .sentinels
+                    .iter()
+                    .map(|sentinel| {
+                        sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_PRIMARY])
+                    })
+                    .collect();
+                if named.iter().any(|n| n != &named[0]) {
+                    return false;
+                }
                 let port = s.primary_port();
                 s.nodes.iter().any(|n| {
                     n.port == port
