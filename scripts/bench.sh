@@ -6,7 +6,11 @@
 #   3. get on a warm Redis; token requests for N concurrent processes;
 #   4. the proxy under wrk: direct, nginx, freshtoken, at 32 connections and at 1
 #      (benches/proxy/run.sh);
-#   5. the agent: resident memory, and get --agent next to get (benches/agent/run.sh).
+#   5. the agent: resident memory, and get --agent next to get (benches/agent/run.sh);
+#   6. the fleet: token requests and wall time for N processes on 8 network-namespace hosts
+#      sharing one Redis, and on a Redis Cluster and a Sentinel set, cold and warm, and p50/p99
+#      of a get the Redis layer answers (needs root for the namespaces;
+#      FRESHTOKEN_FLEET_SIZES, default "100 1000", e.g. "100 1000 5000").
 # Usage: scripts/bench.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,3 +114,9 @@ BIN="$bin" CONNS=1 ROUNDS=3 benches/proxy/run.sh
 echo
 echo "== agent: resident memory (10 profiles, 2 proxies) and get --agent vs get =="
 BIN="$bin" RUNS="$runs" benches/agent/run.sh
+
+echo
+echo "== fleet: N processes on 8 namespace hosts (one Redis), a Redis Cluster, a Sentinel set =="
+FRESHTOKEN_FLEET_SIZES=${FRESHTOKEN_FLEET_SIZES:-100 1000} \
+  cargo test --release --locked --quiet -p freshtoken-cli --test it fleet_bench:: -- --ignored --nocapture \
+  | grep -E '^\|'

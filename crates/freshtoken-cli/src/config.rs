@@ -131,6 +131,8 @@ pub(crate) struct ProfileConfig {
     #[serde(default)]
     pub params: BTreeMap<String, String>,
     pub cache: Option<String>,
+    /// Fleet-wide token-request budget in the Redis cache, `N/period` (e.g. `300/min`).
+    pub token_rate: Option<String>,
     pub timeout: Option<String>,
     pub retry_for: Option<String>,
     /// PEM file of certificate authorities trusted besides the platform's.

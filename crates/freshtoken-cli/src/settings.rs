@@ -131,7 +131,7 @@ pub(crate) enum CacheChoice {
     File(PathBuf),
     /// Per fleet, through Redis, with the per-user file cache in front when there is one.
     Redis {
-        /// `redis://`, `rediss://`, `redis+cluster://…`.
+        /// `redis://`, `rediss://`, `redis+cluster://…`, `redis+sentinel://…`.
         url: String,
         /// The file layer in front of Redis.
         file: Option<PathBuf>,
@@ -147,7 +147,7 @@ impl CacheChoice {
             "file" => dir.map(CacheChoice::File).ok_or_else(|| {
                 CliError::usage("cannot find a cache directory: set XDG_CACHE_HOME or HOME, or use --cache file:DIR")
             }),
-            v if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"].iter().any(|p| v.starts_with(p)) => {
+            v if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "redis+sentinel://", "rediss+sentinel://"].iter().any(|p| v.starts_with(p)) => {
                 Ok(CacheChoice::Redis {
                     url: v.to_owned(),
                     file: dir,
@@ -185,6 +185,9 @@ pub(crate) struct Cache {
     pub redis_lease: Duration,
     /// The profile's `cache_key`: what seals its Redis values when it has no secret.
     pub seal_key: Option<config::SecretSource>,
+    /// The fleet-wide token-request budget (`token_rate`: requests per period), for a
+    /// Redis cache.
+    pub token_rate: Option<(u32, Duration)>,
 }
 
 /// Which clock tokens are judged by.
@@ -656,11 +659,25 @@ fn cache(s: &Source<'_>) -> CliResult<Cache> {
             s.in_file("cache_key")
         )));
     }
+    let token_rate = match (&choice, s.profile.token_rate.as_deref()) {
+        (_, None) => None,
+        (CacheChoice::Redis { .. }, Some(v)) => Some(
+            crate::units::parse_rate(v)
+                .map_err(|e| CliError::usage(format!("{}: {e}", s.in_file("token_rate"))))?,
+        ),
+        (_, Some(_)) => {
+            return Err(CliError::usage(format!(
+                "{}: a fleet-wide budget is kept in Redis; it needs a redis:// cache",
+                s.in_file("token_rate")
+            )));
+        }
+    };
     Ok(Cache {
         choice,
         explicit: named.is_some(),
         redis_lease,
         seal_key,
+        token_rate,
     })
 }
 

@@ -38,6 +38,27 @@ pub(crate) fn parse_size(value: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{value:?} is too large"))
 }
 
+/// A request budget as people write it: `300/min`, `5/s`, `1000/1h`, `20/90s` (requests per
+/// period); both parts must be above zero.
+pub(crate) fn parse_rate(value: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("{value:?} is not a rate (try 300/min or 5/s)");
+    let (n, per) = value.trim().split_once('/').ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    let per = per.trim();
+    let period = match per {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => parse_duration(per).map_err(|_| bad())?,
+    };
+    if n == 0 || period.is_zero() {
+        return Err(format!(
+            "{value:?}: a rate needs at least one request per period above zero"
+        ));
+    }
+    Ok((n, period))
+}
+
 /// Why a listen address was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Listen {
@@ -114,5 +135,25 @@ mod tests {
         assert!(!is_env_name("1X"));
         assert!(!is_env_name("A-B"));
         assert!(!is_env_name(""));
+    }
+
+    #[test]
+    fn rates() {
+        let min = Duration::from_secs(60);
+        assert_eq!(parse_rate("300/min"), Ok((300, min)));
+        assert_eq!(parse_rate(" 5 / s "), Ok((5, Duration::from_secs(1))));
+        assert_eq!(parse_rate("1000/1h"), Ok((1000, Duration::from_secs(3600))));
+        assert_eq!(parse_rate("20/90s"), Ok((20, Duration::from_secs(90))));
+        for bad in [
+            "300",
+            "/min",
+            "x/min",
+            "300/fortnightly",
+            "0/min",
+            "5/0s",
+            "-1/s",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -8,6 +8,9 @@
 //!   output so far, instead of holding the suite), and assertions on their output.
 //! - [`signal`]: signals to those processes, as an operator or a supervisor sends them.
 //! - [`redis_server`]: a real `redis-server` on a free loopback port.
+//! - [`redis_cluster`]: a real six-node Redis Cluster on loopback, with failovers.
+//! - [`redis_sentinel`]: a real primary, replica and three sentinels on loopback.
+//! - [`netns`]: fleet "machines" as network namespaces on a bridge (needs root).
 //! - [`oidc`]: the `oidc-provider` npm package, an authorization server nobody here wrote.
 //! - [`tls`]: an HTTPS upstream behind a certificate authority of the test's own.
 //! - [`clients`]: minimal HTTP/1.1 clients over TCP, over a unix socket, and through curl.
@@ -35,8 +38,11 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod clients;
+pub mod netns;
 pub mod oidc;
 pub mod process;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod sandbox;
 pub mod server;
@@ -45,8 +51,11 @@ pub mod tls;
 pub mod users;
 
 pub use clients::*;
+pub use netns::*;
 pub use oidc::*;
 pub use process::*;
+pub use redis_cluster::*;
+pub use redis_sentinel::*;
 pub use redis_server::*;
 pub use sandbox::*;
 pub use server::*;

@@ -3,7 +3,7 @@
 //! share it; see the crate's documentation.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,10 @@ pub struct RedisServer {
     /// The loopback port it listens on, kept across [`RedisServer::restart`].
     pub port: u16,
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (a cluster node's, a replica's).
+    args: Vec<String>,
+    /// A configuration file to start with (a sentinel's: it must have one, and rewrites it).
+    conf: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -22,18 +26,42 @@ impl RedisServer {
     /// A port is free when asked, but another test of the same process may start a server
     /// on it before this one binds it; then another free port is tried.
     pub fn start() -> Self {
+        Self::start_with(Vec::new(), crate::clients::free_port)
+    }
+
+    /// Starts a sentinel (`redis-server CONF --sentinel`) whose configuration file, in its
+    /// own directory, starts as `conf`.
+    pub(crate) fn start_sentinel(conf: &str) -> Self {
+        Self::start_inner(
+            vec!["--sentinel".to_owned()],
+            Some(conf),
+            crate::clients::free_port,
+        )
+    }
+
+    /// Starts one with more arguments, on a port `pick` chooses (a cluster node also needs
+    /// the port 10000 above its own free, for the cluster bus).
+    pub(crate) fn start_with(args: Vec<String>, pick: fn() -> u16) -> Self {
+        Self::start_inner(args, None, pick)
+    }
+
+    fn start_inner(args: Vec<String>, conf: Option<&str>, pick: fn() -> u16) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory can be made");
+        let conf = conf.map(|text| {
+            let path = dir.path().join("sentinel.conf");
+            std::fs::write(&path, text).expect("the configuration file can be written");
+            path
+        });
         let mut server = Self {
             child: None,
             port: 0,
             dir,
+            args,
+            conf,
         };
         let mut last = String::new();
         for _ in 0..5 {
-            server.port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .port();
+            server.port = pick();
             match server.spawn() {
                 Ok(child) => {
                     server.child = Some(child);
@@ -62,9 +90,11 @@ impl RedisServer {
     /// answers PING on the port may be another test's, when this one could not bind it.
     fn spawn(&self) -> Result<Child, String> {
         let mut child = Command::new("redis-server")
+            .args(&self.conf)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -97,11 +127,16 @@ impl RedisServer {
         }
     }
 
-    /// Whether the server on the port works in this one's directory (each has its own).
+    /// Whether the server on the port works in this one's directory (each has its own; a
+    /// sentinel, which has no CONFIG, names its configuration file there).
     fn answers_as_this_one(&self) -> bool {
         let name = self.dir.path().file_name().unwrap_or_default();
+        let name = name.to_string_lossy();
         self.command(&["CONFIG", "GET", "dir"])
-            .is_some_and(|reply| reply.contains(&*name.to_string_lossy()))
+            .is_some_and(|reply| reply.contains(&*name))
+            || self
+                .command(&["INFO", "server"])
+                .is_some_and(|reply| reply.contains(&*name))
     }
 
     /// Stops it (a crash, as far as clients can tell).
@@ -110,6 +145,11 @@ impl RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Whether it was started and not stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// One command in RESP; returns the raw reply, `None` when not reachable.
@@ -208,6 +248,8 @@ mod tests {
             child: None,
             port: first.port,
             dir: tempfile::tempdir().unwrap(),
+            args: Vec::new(),
+            conf: None,
         };
         let err = second
             .spawn()

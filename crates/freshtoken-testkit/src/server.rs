@@ -31,16 +31,19 @@ impl Server {
 
     /// A dev-server with `config` (clients, faults, lifetimes of the test's choosing).
     pub fn start_with(config: Config) -> Self {
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+    }
+
+    /// A dev-server on `addr`: loopback, or an address of a network namespace the test
+    /// made (see [`crate::netns`]); never a real interface.
+    pub fn start_at(addr: SocketAddr, config: Config) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a runtime for the dev-server");
         let running = runtime
-            .block_on(Running::start(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                config,
-            ))
+            .block_on(Running::start(addr, config))
             .expect("the dev-server starts on loopback");
         Self {
             running: Some(running),

@@ -729,13 +729,47 @@ impl Inner {
             Some(entry) => Ok(entry),
             None => match self.holding_note().await {
                 Some(note) if !budget.retry => Err(Error::transport(note.error)),
-                _ => self.fetch_and_adopt(Some(store.as_ref()), budget).await,
+                _ => match self.within_budget(store.as_ref(), budget).await {
+                    Ok(()) => self.fetch_and_adopt(Some(store.as_ref()), budget).await,
+                    Err(e) => Err(e),
+                },
             },
         };
         if let Some(lock) = lock {
             lock.release().await;
         }
         result
+    }
+
+    /// Spends one request of the fleet's budget (see [`TokenStore::spend_budget`]), waiting
+    /// for the next window when that leaves half of this call's time for the request itself
+    /// (as a lock is taken over at half). A caller that may not retry holds a usable token:
+    /// it does not wait, its caller serves that token.
+    async fn within_budget(&self, store: &dyn TokenStore, budget: Budget) -> Result<()> {
+        loop {
+            let wait = match store.spend_budget(&self.key).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => wait,
+                Err(e) => {
+                    tracing::warn!(
+                        "going on without the {} cache's request budget: {e}",
+                        store.kind()
+                    );
+                    return Ok(());
+                }
+            };
+            if !budget.retry || wait >= budget.left() / 2 {
+                return Err(Error::timeout(format!(
+                    "the fleet's token-request budget (token_rate) is spent; the next request may go in {}",
+                    fmt_duration(wait)
+                )));
+            }
+            tracing::info!(
+                "the fleet's token-request budget is spent; waiting {} for the next window",
+                fmt_duration(wait)
+            );
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Takes the store's token if it is newer than ours; returns it if it satisfies `want`.

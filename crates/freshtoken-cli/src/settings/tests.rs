@@ -142,6 +142,18 @@ fn rows() -> Vec<Row> {
             default: r#"File("/home/u/.cache/freshtoken") false"#,
         },
         Row {
+            key: "token_rate",
+            flag: None,
+            file: |p| {
+                p.cache = Some("redis://127.0.0.1:1/0".into());
+                p.token_rate = Some("300/min".into());
+            },
+            read: |s| format!("{:?}", s.cache.token_rate),
+            flag_value: "",
+            file_value: "Some((300, 60s))",
+            default: "None",
+        },
+        Row {
             key: "timeout",
             flag: Some(|a| a.timeout = Some("7s".into())),
             file: |p| p.timeout = Some("9s".into()),
@@ -654,4 +666,43 @@ fn cache_choices() -> Result<(), CliError> {
     );
     assert!(CacheChoice::parse("file:", dir).is_err());
     Ok(())
+}
+
+#[test]
+fn a_sentinel_url_is_a_redis_cache_with_the_file_cache_in_front() -> Result<(), CliError> {
+    for url in [
+        "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/primary/0",
+        "rediss+sentinel://s1:26379/primary",
+    ] {
+        assert_eq!(
+            CacheChoice::parse(url, Some(PathBuf::from("/c")))?,
+            CacheChoice::Redis {
+                url: url.to_owned(),
+                file: Some("/c".into()),
+            }
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_token_rate_needs_a_redis_cache_and_a_rate() {
+    let env = env(&[]);
+    let mut profile = base_profile();
+    profile.token_rate = Some("300/min".into());
+    let e = resolve_with(&base_args(), profile.clone(), &env).unwrap_err();
+    assert_eq!(e.code, crate::exit::code::USAGE);
+    assert!(
+        e.message.contains("token_rate") && e.message.contains("Redis"),
+        "{}",
+        e.message
+    );
+    profile.cache = Some("redis://127.0.0.1:1/0".into());
+    profile.token_rate = Some("lots".into());
+    let e = resolve_with(&base_args(), profile, &env).unwrap_err();
+    assert!(
+        e.message.contains("token_rate") && e.message.contains("not a rate"),
+        "{}",
+        e.message
+    );
 }

@@ -71,6 +71,10 @@ fn redis(
     let store = freshtoken::RedisStore::new(url, password.as_ref(), credentials)?
         .with_lease(cache.redis_lease)
         .with_clock(clock.clone());
+    let store = match cache.token_rate {
+        Some((requests, period)) => store.with_token_rate(requests, period),
+        None => store,
+    };
     Ok(Arc::new(store))
 }
 

@@ -192,7 +192,9 @@ fn redis_holds_neither_token_nor_client_id_nor_secret() {
     let keys: Vec<&str> = keys.lines().collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(
-        keys[0].starts_with("freshtoken:v1:") && keys[0].len() == "freshtoken:v1:".len() + 64,
+        keys[0].starts_with("freshtoken:v1:{")
+            && keys[0].ends_with('}')
+            && keys[0].len() == "freshtoken:v1:{}".len() + 64,
         "{keys:?}"
     );
     let value = cli(&["GET", keys[0]]);

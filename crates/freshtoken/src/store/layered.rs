@@ -207,6 +207,19 @@ impl TokenStore for LayeredStore {
         Ok(())
     }
 
+    /// The budget of the farthest (most shared) layer that keeps one and answers; a layer
+    /// that fails is skipped (a Redis outage lets requests go, as it lets locks go).
+    async fn spend_budget(&self, key: &CacheKey) -> Result<Option<Duration>> {
+        for layer in self.layers.iter().rev() {
+            match layer.store.spend_budget(key).await {
+                Ok(None) => {}
+                Ok(wait) => return Ok(wait),
+                Err(e) => layer.failed("budget", &e),
+            }
+        }
+        Ok(None)
+    }
+
     async fn ttl(&self, key: &CacheKey) -> Result<Option<Duration>> {
         match self.layers.last() {
             Some(l) => l.store.ttl(key).await,

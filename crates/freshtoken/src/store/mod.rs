@@ -71,6 +71,14 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     async fn ttl(&self, _key: &CacheKey) -> Result<Option<Duration>> {
         Ok(None)
     }
+
+    /// Counts one token request for `key` against the request budget everyone sharing the
+    /// store keeps (Redis's `token_rate`), so that a fleet never asks the IdP more often
+    /// than it allows: `None` when the request may go, `Some(wait)` when the budget is
+    /// spent and the next request may go in `wait`. A store without a budget lets it go.
+    async fn spend_budget(&self, _key: &CacheKey) -> Result<Option<Duration>> {
+        Ok(None)
+    }
 }
 
 /// Releases a lock that needs work to release (a network round trip).

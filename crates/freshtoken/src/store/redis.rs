@@ -1,12 +1,17 @@
-//! Tokens shared by a fleet through Redis (single node, TLS, or Redis Cluster).
+//! Tokens shared by a fleet through Redis (single node, TLS, Redis Cluster, or Sentinel).
 //!
-//! - Key `freshtoken:v1:<hash>`: the same identity hash as the file store, so no client id
+//! - Key `freshtoken:v1:{<hash>}`: the same identity hash as the file store, so no client id
 //!   and no secret in it. Value: the record sealed with the client's own credentials
 //!   ([`Sealer`]). TTL: the token's remaining life minus the refresh margin, in ms.
-//! - Refresh lock `freshtoken:v1:<hash>:lock`: `SET NX PX` with a random owner and a lease;
+//! - Refresh lock `freshtoken:v1:{<hash>}:lock`: `SET NX PX` with a random owner and a lease;
 //!   released by a compare-and-delete script, or by the lease running out if the holder dies.
+//! - Failure note `freshtoken:v1:{<hash>}:note`: the fleet's shared backoff.
+//! - The braces are a Redis Cluster hash tag: a profile's token, lock and note hash to one
+//!   slot, so they live on one primary and move together in a failover or a resharding.
 //! - The connection is made on first use and remade after failures (at most every 2 s), so
-//!   a long-running process picks up a Redis that comes back, without a restart.
+//!   a long-running process picks up a Redis that comes back, without a restart. Behind
+//!   Sentinel, remaking it asks the sentinels for the primary again, so a store follows a
+//!   promotion.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -44,12 +49,22 @@ if redis.call('pttl', KEYS[1]) == -1 then redis.call('pexpire', KEYS[1], ARGV[2]
 /// Deletes the lock only if it is still ours.
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
+/// One token request against a fixed-window budget: `KEYS[1]` is the window's counter,
+/// `ARGV[1]` the requests a window allows, `ARGV[2]` how long Redis keeps the counter (ms),
+/// `ARGV[3]` the ms left in the window. Returns 0 when the request may go, else the ms until
+/// the next window. Counting and checking in one script: no two callers take the last one.
+const SPEND: &str = "local n = redis.call('incr', KEYS[1]) \
+if n == 1 then redis.call('pexpire', KEYS[1], ARGV[2]) end \
+if n <= tonumber(ARGV[1]) then return 0 end return tonumber(ARGV[3])";
+
 // One per store, made once: the size difference between the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Target {
     Node(redis::Client),
     Cluster(redis::cluster::ClusterClient),
+    /// Asks the sentinels for the current primary at each (re)connect.
+    Sentinel(std::sync::Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
 }
 
 #[derive(Clone)]
@@ -77,6 +92,8 @@ pub struct RedisStore {
     sealer: Sealer,
     lease: Duration,
     clock: SharedClock,
+    /// Token requests allowed per period, fleet-wide, when there is a budget.
+    rate: Option<(u32, Duration)>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -84,6 +101,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("url", &self.shown)
             .field("lease", &self.lease)
+            .field("rate", &self.rate)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +135,22 @@ impl RedisStore {
                 url.strip_prefix("rediss+cluster://")
                     .map(|rest| ("rediss", rest))
             });
+        let sentinel = url
+            .strip_prefix("redis+sentinel://")
+            .map(|rest| (false, rest))
+            .or_else(|| {
+                url.strip_prefix("rediss+sentinel://")
+                    .map(|rest| (true, rest))
+            });
+        if let Some((tls, rest)) = sentinel {
+            let client = sentinel_client(tls, rest, password)
+                .map_err(|why| Error::Config(format!("Redis URL {}: {why}", redact_url(url))))?;
+            return Ok(Self::with_target(
+                Target::Sentinel(std::sync::Arc::new(tokio::sync::Mutex::new(client))),
+                url,
+                credentials,
+            ));
+        }
         let target = match cluster {
             Some((scheme, rest)) => {
                 let (auth, hosts) = match rest.rsplit_once('@') {
@@ -153,7 +187,11 @@ impl RedisStore {
                 Target::Node(redis::Client::open(with_password(info)).map_err(bad)?)
             }
         };
-        Ok(Self {
+        Ok(Self::with_target(target, url, credentials))
+    }
+
+    fn with_target(target: Target, url: &str, credentials: &SecretString) -> Self {
+        Self {
             target,
             shown: redact_url(url),
             conn: tokio::sync::Mutex::new(None),
@@ -161,7 +199,8 @@ impl RedisStore {
             sealer: Sealer::new(credentials.expose_secret().as_bytes()),
             lease: DEFAULT_LEASE,
             clock: std::sync::Arc::new(SystemClock),
-        })
+            rate: None,
+        }
     }
 
     /// Sets the refresh lock's lease.
@@ -176,17 +215,34 @@ impl RedisStore {
         self
     }
 
-    /// The key under which `key`'s token lives.
+    /// A fleet-wide budget: at most `requests` token requests per `period` for a profile,
+    /// counted in Redis (fixed windows of `period` by the store's clock), so that the
+    /// fleet stays within what the IdP allows (Genesys Cloud answers a client over its
+    /// rate with HTTP 400). Zero requests or a zero period means no budget.
+    pub fn with_token_rate(mut self, requests: u32, period: Duration) -> Self {
+        self.rate = (requests > 0 && !period.is_zero()).then_some((requests, period));
+        self
+    }
+
+    /// The key of `key`'s request counter for the window `window`, in the token's slot.
+    pub fn budget_name(key: &CacheKey, window: u128) -> String {
+        format!("{}:rate:{window}", Self::key_name(key))
+    }
+
+    /// The key under which `key`'s token lives; the hash in braces is the cluster hash tag
+    /// that keeps the profile's token, lock and note in one slot.
     pub fn key_name(key: &CacheKey) -> String {
-        format!("freshtoken:v1:{key}")
+        format!("freshtoken:v1:{{{key}}}")
     }
 
-    fn lock_name(key: &CacheKey) -> String {
-        format!("freshtoken:v1:{key}:lock")
+    /// The key of `key`'s refresh lock, in the token's slot.
+    pub fn lock_name(key: &CacheKey) -> String {
+        format!("{}:lock", Self::key_name(key))
     }
 
-    fn note_name(key: &CacheKey) -> String {
-        format!("freshtoken:v1:{key}:note")
+    /// The key of `key`'s failure note (the fleet's backoff), in the token's slot.
+    pub fn note_name(key: &CacheKey) -> String {
+        format!("{}:note", Self::key_name(key))
     }
 
     async fn connection(&self) -> Result<Conn> {
@@ -220,6 +276,17 @@ impl RedisStore {
                 })
                 .map(Conn::Node)
             }
+            Target::Sentinel(sentinel) => {
+                tokio::time::timeout(TIMEOUT * 2, primary_behind(sentinel))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "connect timed out",
+                        )))
+                    })
+                    .map(Conn::Node)
+            }
             Target::Cluster(client) => {
                 tokio::time::timeout(TIMEOUT * 2, client.get_async_connection())
                     .await
@@ -252,7 +319,11 @@ impl RedisStore {
         match tokio::time::timeout(TIMEOUT * 2, conn.run(cmd)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                // READONLY: the node was demoted to a replica; connect again (behind
+                // Sentinel: to the primary the sentinels name now).
+                let demoted =
+                    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || demoted {
                     *self.conn.lock().await = None;
                     *lock(&self.last_failure) = Some(Instant::now());
                 }
@@ -268,6 +339,85 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// The sentinels of `redis+sentinel://[:PASSWORD@]HOST:PORT,HOST:PORT/PRIMARY-NAME[/DB]`
+/// (`rest` is what follows the scheme); the password is the primary's, the sentinels are
+/// asked without one.
+fn sentinel_client(
+    tls: bool,
+    rest: &str,
+    password: Option<&SecretString>,
+) -> std::result::Result<redis::sentinel::SentinelClient, String> {
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (Some(auth), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut path = path.split('/');
+    let name = path
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or("a Sentinel URL names the primary: redis+sentinel://HOST:PORT,HOST:PORT/NAME/DB")?;
+    let db = match path.next().filter(|d| !d.is_empty()) {
+        Some(d) => d
+            .parse::<i64>()
+            .map_err(|_| format!("database {d:?} is not a number"))?,
+        None => 0,
+    };
+    let sentinels = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            redis::IntoConnectionInfo::into_connection_info(format!("redis://{h}"))
+                .map(|info| match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port) if tls => {
+                        redis::ConnectionAddr::TcpTls {
+                            host: host.clone(),
+                            port: *port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    }
+                    addr => addr.clone(),
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if sentinels.is_empty() {
+        return Err("no sentinels".to_owned());
+    }
+    let mut builder = redis::sentinel::SentinelClientBuilder::new(
+        sentinels,
+        name,
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(|e| e.to_string())?
+    .set_client_to_redis_db(db);
+    if tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+    }
+    let from_url = auth
+        .and_then(|a| a.rsplit_once(':').map(|(_, p)| p).or(Some(a)))
+        .filter(|p| !p.is_empty());
+    if let Some(p) = password.map(|p| p.expose_secret()).or(from_url) {
+        builder = builder.set_client_to_redis_password(p);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// A connection to the primary the sentinels name now.
+async fn primary_behind(
+    sentinel: &tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+) -> redis::RedisResult<redis::aio::ConnectionManager> {
+    let client = sentinel.lock().await.async_get_client().await?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(1);
+    client.get_connection_manager_with_config(config).await
 }
 
 /// How long Redis keeps a token: its remaining life minus the refresh margin, so that a
@@ -397,6 +547,31 @@ impl TokenStore for RedisStore {
             .await
     }
 
+    async fn spend_budget(&self, key: &CacheKey) -> Result<Option<Duration>> {
+        let Some((requests, period)) = self.rate else {
+            return Ok(None);
+        };
+        let now = crate::clock::unix_millis(self.clock.now());
+        let period_ms = period.as_millis().max(1);
+        let window = u128::from(now) / period_ms;
+        let left = period_ms - u128::from(now) % period_ms;
+        let wait: i64 = self
+            .run(
+                redis::cmd("EVAL")
+                    .arg(SPEND)
+                    .arg(1)
+                    .arg(Self::budget_name(key, window))
+                    .arg(requests)
+                    .arg(u64::try_from(period_ms * 2).unwrap_or(u64::MAX))
+                    .arg(u64::try_from(left).unwrap_or(u64::MAX)),
+            )
+            .await?;
+        Ok(u64::try_from(wait)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis))
+    }
+
     async fn ttl(&self, key: &CacheKey) -> Result<Option<Duration>> {
         let ms: i64 = self
             .run(redis::cmd("PTTL").arg(Self::key_name(key)))
@@ -425,6 +600,33 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn sentinel_urls_name_sentinels_and_a_primary() {
+        let creds = SecretString::from("s".to_owned());
+        let ok = |url: &str| {
+            RedisStore::new(url, None, &creds)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            ok("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/primary/0"),
+            Ok(())
+        );
+        assert_eq!(ok("rediss+sentinel://:pw@s1:26379/primary"), Ok(()));
+        for (url, why) in [
+            ("redis+sentinel://:pw@127.0.0.1:26379", "names the primary"),
+            ("redis+sentinel://:pw@127.0.0.1:26379/", "names the primary"),
+            ("redis+sentinel://:pw@/primary/0", "no sentinels"),
+            (
+                "redis+sentinel://:pw@127.0.0.1:26379/primary/x",
+                "not a number",
+            ),
+        ] {
+            let e = ok(url).unwrap_err();
+            assert!(e.contains(why) && !e.contains("pw"), "{url}: {e}");
+        }
     }
 
     #[test]

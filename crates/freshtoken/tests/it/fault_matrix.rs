@@ -527,7 +527,7 @@ async fn redis_down_and_back(rig: &mut Rig) -> Tally {
     // lands in Redis again and is shared from there.
     let started = Instant::now();
     let redis = rig.redis.as_ref().unwrap();
-    let name = format!("freshtoken:v1:{}", rig.key);
+    let name = freshtoken::RedisStore::key_name(&rig.key);
     loop {
         rig.clock.advance(TTL); // the token held by the file layer has expired too
         rig.process().token().await.unwrap();

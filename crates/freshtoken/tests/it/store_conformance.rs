@@ -175,6 +175,147 @@ fn redis() -> (Arc<dyn TokenStore>, freshtoken_testkit::RedisServer) {
     )
 }
 
+#[cfg(feature = "redis")]
+conformance!(redis_cluster_store, redis_cluster());
+
+/// The store on a six-node Redis Cluster (three primaries, three replicas).
+#[cfg(feature = "redis")]
+fn redis_cluster() -> (Arc<dyn TokenStore>, freshtoken_testkit::RedisCluster) {
+    let cluster = freshtoken_testkit::RedisCluster::start();
+    let creds = SecretString::from("client-secret".to_owned());
+    (
+        Arc::new(freshtoken::RedisStore::new(&cluster.url(), None, &creds).unwrap()),
+        cluster,
+    )
+}
+
+/// The lock must sit on the primary that holds the token (and the note with them): a
+/// failover or a resharding moves the slot, so they move together, and no primary can
+/// hand out a lock for a token another primary holds.
+#[cfg(feature = "redis")]
+#[test]
+fn a_profile_s_token_lock_and_note_hash_to_one_cluster_slot() {
+    use freshtoken::RedisStore;
+    let cluster = freshtoken_testkit::RedisCluster::start();
+    let mut slots = std::collections::HashSet::new();
+    for client in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+        let k = key(client);
+        let slot = cluster.keyslot(&RedisStore::key_name(&k));
+        assert_eq!(
+            cluster.keyslot(&RedisStore::lock_name(&k)),
+            slot,
+            "{client}"
+        );
+        assert_eq!(
+            cluster.keyslot(&RedisStore::note_name(&k)),
+            slot,
+            "{client}"
+        );
+        slots.insert(slot);
+    }
+    assert!(
+        slots.len() > 1,
+        "profiles still spread over the cluster: {slots:?}"
+    );
+}
+
+/// A planned failover and then a primary killed with SIGKILL: the token, its lock and its
+/// note come through both, and the store answers again on the promoted replicas.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_keeps_token_lock_and_note() {
+    use freshtoken::{FailureNote, RedisStore};
+    let (store, mut cluster) = redis_cluster();
+    let k = key("failover");
+    let name = RedisStore::key_name(&k);
+    store
+        .save(&k, &token("tok-failover", Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let held = store.try_lock(&k).await.unwrap().expect("a free lock");
+    let note = FailureNote::after(None, "down", freshtoken::SystemClock.now(), 0.0);
+    store.set_note(&k, Some(&note)).await.unwrap();
+
+    let check = |what: &'static str| {
+        let store = store.clone();
+        let k = k.clone();
+        async move {
+            // The client may need a moment (and a reconnect) to learn the new primary.
+            let started = std::time::Instant::now();
+            let back = loop {
+                match store.load(&k).await {
+                    Ok(t) => break t,
+                    Err(e) => assert!(
+                        started.elapsed() < Duration::from_secs(20),
+                        "{what}: the store never answered again: {e}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(back.expect(what).expose_secret(), "tok-failover", "{what}");
+            assert!(
+                store.try_lock(&k).await.unwrap().is_none(),
+                "{what}: lock kept"
+            );
+            assert!(store.note(&k).await.unwrap().is_some(), "{what}: note kept");
+        }
+    };
+    cluster.fail_over(&name);
+    check("after CLUSTER FAILOVER").await;
+    cluster.kill_primary(&name);
+    check("after the primary was killed").await;
+    held.release().await;
+    assert!(
+        store.try_lock(&k).await.unwrap().is_some(),
+        "released on the new primary"
+    );
+}
+
+/// The budget is counted and checked in one script: of 20 callers at once against a
+/// budget of 5, exactly 5 may go, on one Redis and on a cluster alike, and the others learn
+/// when the next window opens.
+#[cfg(feature = "redis")]
+async fn budget_lets_exactly_its_rate_through(url: &str) {
+    let creds = SecretString::from("client-secret".to_owned());
+    let store = Arc::new(
+        freshtoken::RedisStore::new(url, None, &creds)
+            .unwrap()
+            .with_token_rate(5, Duration::from_secs(3600)),
+    );
+    let k = key("budget");
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            let k = k.clone();
+            tokio::spawn(async move { store.spend_budget(&k).await.unwrap() })
+        })
+        .collect();
+    let mut went = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            None => went += 1,
+            Some(wait) => assert!(wait <= Duration::from_secs(3600), "{wait:?}"),
+        }
+    }
+    assert_eq!(went, 5, "the budget's five, no more");
+    // Another profile has a budget of its own.
+    assert_eq!(store.spend_budget(&key("other")).await.unwrap(), None);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_budget_lets_exactly_its_rate_through() {
+    let server = freshtoken_testkit::RedisServer::start();
+    budget_lets_exactly_its_rate_through(&server.url()).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_budget_lets_exactly_its_rate_through() {
+    let cluster = freshtoken_testkit::RedisCluster::start();
+    budget_lets_exactly_its_rate_through(&cluster.url()).await;
+}
+
 // What only the file store must do.
 
 #[tokio::test]
@@ -415,12 +556,12 @@ async fn redis_values_are_useless_without_the_credentials() {
     assert!(!server.dump().contains("tok-sealed"));
     // A value moved to another key does not open either.
     let moved = server
-        .command(&["GET", &format!("freshtoken:v1:{k}")])
+        .command(&["GET", &freshtoken::RedisStore::key_name(&k)])
         .unwrap();
     let value = moved.lines().nth(1).unwrap().to_owned();
     server.command(&[
         "SET",
-        &format!("freshtoken:v1:{}", key("elsewhere")),
+        &freshtoken::RedisStore::key_name(&key("elsewhere")),
         &value,
     ]);
     assert!(store.load(&key("elsewhere")).await.unwrap().is_none());
