@@ -2,8 +2,7 @@
 //! no redirects, and retries of what is worth retrying.
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,8 +14,10 @@ use url::form_urlencoded;
 use crate::assertion::{ASSERTION_TYPE, Signer};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
+pub(crate) use crate::http::{BodyError, chain, read_capped, root_cause};
+pub use crate::http::{DEFAULT_LIFETIME, HttpOptions, http_client, install_crypto_provider};
 use crate::identity::SharedIdentity;
-use crate::observe::{FinishGuard, RetryNotice, RetryObserver};
+use crate::observe::{FinishGuard, RetryNotice};
 use crate::request::{AuthMethod, CacheKey, TokenRequest};
 use crate::response;
 use crate::retry::{RetryPolicy, parse_retry_after};
@@ -75,78 +76,6 @@ impl Budget {
         self.deadline
             .saturating_duration_since(tokio::time::Instant::now())
     }
-}
-
-/// Limits on talking to the token endpoint.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct HttpOptions {
-    /// Whole-request timeout for one attempt (connect, send, read the body).
-    pub timeout: Duration,
-    /// Connect timeout for one attempt.
-    pub connect_timeout: Duration,
-    /// Largest response body read; a larger one is an error, not a truncation.
-    pub max_body: usize,
-    /// Retries of connection failures, timeouts, 5xx, 429 and throttling answers.
-    pub retry: RetryPolicy,
-    /// Lifetime assumed when the server gives neither `expires_in` nor a JWT `exp`.
-    pub default_lifetime: Duration,
-    /// A PEM file of certificate authorities trusted besides the platform's roots; a file
-    /// that holds no certificate is a configuration error.
-    pub ca_file: Option<PathBuf>,
-    /// Told of each failed attempt that will be retried (see [`RetryObserver`]); without
-    /// one, the first is logged as a warning and the rest at debug level.
-    pub observer: Option<Arc<dyn RetryObserver>>,
-}
-
-/// The documented lifetime assumed when a server says nothing about expiry: short, so a
-/// wrong guess costs a few extra requests rather than 401s.
-pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
-
-impl Default for HttpOptions {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            max_body: 1024 * 1024,
-            retry: RetryPolicy::default(),
-            default_lifetime: DEFAULT_LIFETIME,
-            ca_file: None,
-            observer: None,
-        }
-    }
-}
-
-/// Builds the HTTP client freshtoken uses everywhere: rustls with the platform's roots (and
-/// the CA file's, if any), no redirects, the given timeouts.
-pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
-    install_crypto_provider();
-    let mut builder = reqwest::Client::builder();
-    if let Some(path) = &options.ca_file {
-        let extra = crate::tls::load_ca_file(path)?
-            .iter()
-            .map(|der| reqwest::Certificate::from_der(der))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Config(format!("CA file {}: {}", path.display(), chain(&e))))?;
-        builder = builder.tls_certs_merge(extra);
-    }
-    builder
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(options.timeout)
-        .connect_timeout(options.connect_timeout)
-        .user_agent(concat!("freshtoken/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", chain(&e))))
-}
-
-/// Makes ring the process's rustls crypto provider (HTTPS and `rediss://`), once; call it
-/// before building any other rustls client in the process.
-pub fn install_crypto_provider() {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Fails only if another provider is installed already, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// Fetches tokens from an RFC 6749 token endpoint with the client credentials grant.
@@ -794,28 +723,6 @@ enum Attempt {
     Fatal(Error),
 }
 
-pub(crate) enum BodyError {
-    TooLarge,
-    Transport(reqwest::Error),
-}
-
-pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
-    max: usize,
-) -> std::result::Result<Vec<u8>, BodyError> {
-    if response.content_length().is_some_and(|n| n > max as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > max {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// `Basic base64(urlencode(id):urlencode(secret))`, as RFC 6749 §2.3.1 asks.
 fn basic_auth(client_id: &str, secret: &str) -> String {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
@@ -865,30 +772,6 @@ fn cannot_heal(e: &reqwest::Error) -> bool {
         cause = c.source();
     }
     false
-}
-
-/// The innermost cause, which is the part that says what happened ("Connection refused").
-pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(s) = cause.source() {
-        cause = s;
-    }
-    cause.to_string().replace(['\n', '\r'], " ")
-}
-
-/// The error and its sources on one line, each new piece of text once.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out.replace(['\n', '\r'], " ")
 }
 
 /// A duration as people write it: "30 s", "1.5 s", "250 ms".

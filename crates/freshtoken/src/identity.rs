@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use crate::fetch::{HttpOptions, http_client};
+use crate::http::{HttpOptions, http_client};
 
 /// Largest identity token accepted from any source; real ones are one or two KiB.
 pub const MAX_IDENTITY_TOKEN: usize = 16 * 1024;
@@ -176,7 +176,7 @@ impl GithubActions {
         audience: Option<String>,
         options: HttpOptions,
     ) -> Result<Self> {
-        crate::request::refuse_plain_http("identity token URL", &request_url, "the request token")?;
+        crate::http::refuse_plain_http("identity token URL", &request_url, "the request token")?;
         if request_token.expose_secret().trim().is_empty() {
             return Err(Error::Config(
                 "the GitHub Actions identity request token is empty".into(),
@@ -221,11 +221,11 @@ impl IdentityToken for GithubActions {
                 Error::transport(format!(
                     "cannot get the GitHub Actions identity token from {}: {}",
                     self.host(),
-                    crate::fetch::root_cause(&e)
+                    crate::http::root_cause(&e)
                 ))
             })?;
         let status = response.status();
-        let body = crate::fetch::read_capped(response, MAX_IDENTITY_TOKEN + 1024)
+        let body = crate::http::read_capped(response, MAX_IDENTITY_TOKEN + 1024)
             .await
             .map_err(|_| {
                 Error::transport(format!(

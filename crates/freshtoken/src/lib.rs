@@ -31,6 +31,7 @@ pub mod drain;
 mod error;
 mod exchange;
 mod fetch;
+mod http;
 pub mod identity;
 #[doc(hidden)]
 pub mod internal;

@@ -407,27 +407,7 @@ impl TokenRequestBuilder {
     }
 }
 
-/// Refuses a plain `http` URL to anything but loopback, with one wording wherever it is
-/// checked: what is sent there (`carries`: credentials, a bearer token) would cross the
-/// network in clear. `what` names the URL ("token URL", "upstream"). Other schemes pass:
-/// whether they are allowed at all is the caller's to say.
-pub fn refuse_plain_http(what: &str, url: &Url, carries: &str) -> Result<(), Error> {
-    if url.scheme() == "http" && !is_loopback(url) {
-        return Err(Error::Config(format!(
-            "{what} {url} is plain http to a non-loopback host; use https ({carries} would cross the network in clear)"
-        )));
-    }
-    Ok(())
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
+pub use crate::http::refuse_plain_http;
 
 /// The name under which a token is cached: a SHA-256 over what identifies it, never the
 /// secret, so that the name itself gives nothing away.
