@@ -4,54 +4,20 @@
 //! revokes every refresh token of its login, as servers with rotation do.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::{Query, State as Extract};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use freshtoken::internal::lock;
 
+use crate::grants::PendingCode;
+use crate::oauth::Reject;
 use crate::state::State;
-use crate::token::Reject;
 
 /// How long an authorization code may be redeemed.
 const CODE_TTL: Duration = Duration::from_secs(60);
-
-/// A code handed out by `/oauth/authorize`, waiting for the token request.
-#[derive(Debug, Clone)]
-struct PendingCode {
-    client_id: String,
-    redirect_uri: String,
-    challenge: String,
-    scope: Option<String>,
-    expires_at: SystemTime,
-}
-
-/// What the dev-server knows of logins: pending codes and refresh-token families.
-#[derive(Debug, Default)]
-pub(crate) struct Logins {
-    inner: Mutex<Families>,
-    reuses: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Families {
-    codes: HashMap<String, PendingCode>,
-    /// Every refresh token issued: its family and when it was issued.
-    issued: HashMap<String, (u64, SystemTime)>,
-    /// Refresh tokens already redeemed, by family.
-    used: HashMap<String, u64>,
-    next_family: u64,
-}
-
-impl Logins {
-    /// How many times a used refresh token was presented again.
-    pub(crate) fn reuses(&self) -> u64 {
-        self.reuses.load(Ordering::SeqCst)
-    }
-}
 
 /// `GET /oauth/authorize`: checks the request, then redirects to `redirect_uri` with a
 /// code (or `error=access_denied` when the `deny_consent` switch is on) and the `state`.

@@ -12,15 +12,13 @@
 //! clock — and an expired one is counted, so a test can prove none was ever presented.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-
-use crate::state::State;
 
 /// A trust rule: tokens of this issuer with `aud` = `audience` and `sub` = `subject` stand for
 /// `client_id`.
@@ -129,19 +127,18 @@ impl CiIssuer {
     /// An identity token for a job that presented `bearer`, for `audience`.
     pub(crate) fn mint(
         &self,
-        state: &State,
+        now: u64,
         headers: &HeaderMap,
         bearer: Option<&str>,
         audience: Option<&str>,
     ) -> Option<String> {
         let ok = bearer.is_some_and(|b| {
-            crate::token::constant_time_eq(b.as_bytes(), self.config.request_token.as_bytes())
+            crate::compare::constant_time_eq(b.as_bytes(), self.config.request_token.as_bytes())
         });
         if !ok {
             self.refused_requests.fetch_add(1, Ordering::SeqCst);
             return None;
         }
-        let now = secs(state);
         let mut h = Header::new(Algorithm::EdDSA);
         h.kid = Some(self.kid.clone());
         let claims = json!({
@@ -162,12 +159,12 @@ impl CiIssuer {
     /// stands for; `client_id`, when the request names one, must be that client.
     pub(crate) fn verify(
         &self,
-        state: &State,
+        now: u64,
         headers: &HeaderMap,
         jwt: &str,
         client_id: Option<&str>,
     ) -> Result<String, String> {
-        let outcome = self.check(state, headers, jwt, client_id);
+        let outcome = self.check(now, headers, jwt, client_id);
         match &outcome {
             Ok(_) => self.accepted.fetch_add(1, Ordering::SeqCst),
             Err(_) => self.rejected.fetch_add(1, Ordering::SeqCst),
@@ -177,7 +174,7 @@ impl CiIssuer {
 
     fn check(
         &self,
-        state: &State,
+        now: u64,
         headers: &HeaderMap,
         jwt: &str,
         client_id: Option<&str>,
@@ -200,7 +197,7 @@ impl CiIssuer {
         let claims = jsonwebtoken::decode::<Claims>(jwt, &key, &validation)
             .map_err(|e| format!("identity token rejected: {e}"))?
             .claims;
-        if claims.exp <= secs(state) {
+        if claims.exp <= now {
             self.expired.fetch_add(1, Ordering::SeqCst);
             return Err("identity token rejected: it has expired (AADSTS700024)".into());
         }
@@ -230,12 +227,4 @@ fn issuer(headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     format!("http://{host}/ci")
-}
-
-fn secs(state: &State) -> u64 {
-    state
-        .clock
-        .now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State as Extract};
@@ -15,30 +15,12 @@ use axum::response::{IntoResponse, Response};
 use freshtoken::internal::lock;
 use serde_json::json;
 
+use crate::grants::Pending;
+use crate::oauth::Reject;
 use crate::state::State;
-use crate::token::Reject;
 
 /// The grant type of the device flow's token requests.
 pub(crate) const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
-
-/// One device authorization, until its token is issued or it expires.
-#[derive(Debug, Clone)]
-struct Pending {
-    client_id: String,
-    user_code: String,
-    scope: Option<String>,
-    expires_at: SystemTime,
-    interval: Duration,
-    /// Real time, not the server's clock: polling speed is about the client's sleeps.
-    last_poll: Option<tokio::time::Instant>,
-    decision: Option<bool>,
-}
-
-/// The device authorizations, by device code.
-#[derive(Debug, Default)]
-pub(crate) struct Devices {
-    pending: std::sync::Mutex<HashMap<String, Pending>>,
-}
 
 /// `POST /oauth/device_authorization`.
 pub(crate) async fn authorization(
@@ -52,7 +34,7 @@ pub(crate) async fn authorization(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let client_id = match crate::token::authenticate(&state, &headers, &field) {
+    let client_id = match crate::oauth::authenticate(&state, &headers, &field) {
         Ok(id) => id,
         Err(r) => return reject(r),
     };

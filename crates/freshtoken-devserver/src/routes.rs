@@ -230,7 +230,7 @@ async fn ci_id_token(
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         });
-    match ci.mint(&state, &headers, bearer, audience.as_deref()) {
+    match ci.mint(state.unix_now(), &headers, bearer, audience.as_deref()) {
         Some(jwt) => axum::Json(json!({ "value": jwt })).into_response(),
         None => (
             StatusCode::UNAUTHORIZED,

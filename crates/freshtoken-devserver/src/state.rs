@@ -122,12 +122,20 @@ pub struct State {
     tokens: Mutex<HashMap<String, Issued>>,
     faults: Mutex<Faults>,
     pub(crate) counters: Counters,
-    pub(crate) logins: crate::authorize::Logins,
-    pub(crate) devices: crate::device::Devices,
+    pub(crate) logins: crate::grants::Logins,
+    pub(crate) devices: crate::grants::Devices,
     pub(crate) ci: Option<crate::ci_issuer::CiIssuer>,
 }
 
 impl State {
+    /// The server's clock in Unix seconds (what JWT claims are judged by).
+    pub(crate) fn unix_now(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
     /// The grant of the request's bearer token, if it is valid (`None`: the API answers
     /// 401); counted in the totals and under `path`.
     pub(crate) fn authorize(&self, headers: &HeaderMap, path: &str) -> Option<Issued> {
@@ -171,8 +179,8 @@ impl State {
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(config.faults),
             counters: Counters::default(),
-            logins: crate::authorize::Logins::default(),
-            devices: crate::device::Devices::default(),
+            logins: crate::grants::Logins::default(),
+            devices: crate::grants::Devices::default(),
             ci: config.ci.map(crate::ci_issuer::CiIssuer::new),
         }
     }
