@@ -52,14 +52,16 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let settings = &wired.settings;
     // Checked before a token is fetched: an upstream it may not go to stops here.
     let upstream = match args.proxy {
-        true => Some(settings.upstream(args.upstream.as_deref())?),
+        true => {
+            let upstream = settings.upstream(args.upstream.as_deref())?;
+            let login = &wired.request_public().token_url;
+            if let Some(warning) = wiring::regions_differ(login, &upstream) {
+                tracing::warn!("{warning}");
+            }
+            Some(upstream)
+        }
         false => None,
     };
-    if let Some(upstream) = &upstream
-        && let Some(warning) = wiring::regions_differ(&wired.request_public().token_url, upstream)
-    {
-        tracing::warn!("{warning}");
-    }
     if args.gateway.gateway && !args.proxy {
         return Err(CliError::usage(
             "--gateway needs --proxy: the gateway is the proxy",
@@ -80,19 +82,7 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let client_id = request.client_id.to_string();
     let source = wired.source_of(request, None, None, |fetcher| fetcher)?;
     let token = child_token(&source, min_ttl, args.proxy, &wired.clock).await?;
-    let mut command = tokio::process::Command::new(&args.command[0]);
-    command.args(&args.command[1..]);
-    for name in kept_from_child(settings) {
-        command.env_remove(name);
-    }
-    for name in &names {
-        command.env(name, token.expose_secret());
-    }
-    // Genesys Cloud's tools (CX as Code, gc, the SDKs' examples) read their own names.
-    if let Some(region) = &settings.provider {
-        command.env(env::GENESYS_ACCESS_TOKEN, token.expose_secret());
-        command.env(env::GENESYS_REGION, region.name);
-    }
+    let mut command = child_command(args, settings, &names, &token);
     drop(token);
 
     // The proxy, for a child that outlives its token: the same source, refreshed in the
@@ -146,6 +136,30 @@ fn token_names(args: &ExecArgs) -> CliResult<Vec<String>> {
         ))),
         None => Ok(names),
     }
+}
+
+/// CMD with the token in its environment (under each of `names`, and Genesys Cloud's own
+/// names under its provider), without the variables secrets are read from.
+fn child_command(
+    args: &ExecArgs,
+    settings: &Settings,
+    names: &[String],
+    token: &AccessToken,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&args.command[0]);
+    command.args(&args.command[1..]);
+    for name in kept_from_child(settings) {
+        command.env_remove(name);
+    }
+    for name in names {
+        command.env(name, token.expose_secret());
+    }
+    // Genesys Cloud's tools (CX as Code, gc, the SDKs' examples) read their own names.
+    if let Some(region) = &settings.provider {
+        command.env(env::GENESYS_ACCESS_TOKEN, token.expose_secret());
+        command.env(env::GENESYS_REGION, region.name);
+    }
+    command
 }
 
 /// A secret only this run's gateway accepts: 32 random bytes, hex.
