@@ -560,7 +560,8 @@ pub(crate) struct ProxyArgs {
     pub allow_host: Vec<String>,
 
     /// A client that has not sent a whole request head this long after connecting (or after
-    /// its last answer) is disconnected; at most 30s.
+    /// its last answer) is disconnected, and one whose request body (up to --replay-limit)
+    /// takes longer than this gets 408; at most 30s.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub header_timeout: String,
 

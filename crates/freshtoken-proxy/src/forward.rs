@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -30,7 +31,7 @@ enum Body {
 /// Handles one request that arrived on `local`; never fails (errors become 4xx/5xx answers).
 pub(crate) async fn handle(
     shared: &Shared,
-    hosts: &AllowedHosts,
+    door: &Door,
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
@@ -42,7 +43,7 @@ pub(crate) async fn handle(
             req.uri().path().to_owned(),
         )
     });
-    let (response, replayed) = match forward(shared, hosts, local, req).await {
+    let (response, replayed) = match forward(shared, door, local, req).await {
         Ok(r) => r,
         Err(refusal) => (refusal, false),
     };
@@ -83,7 +84,7 @@ struct Prepared {
 /// it must not, or cannot, be forwarded.
 async fn prepare(
     shared: &Shared,
-    hosts: &AllowedHosts,
+    door: &Door,
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Prepared, Response<ProxyBody>> {
@@ -91,7 +92,7 @@ async fn prepare(
     let mut headers = parts.headers;
     // Judged before `upstream_head` drops the client's `Host`, refused after it: a request
     // for another target is told so first.
-    let misdirected = misdirected(hosts, local, &parts.uri, &headers);
+    let misdirected = misdirected(&door.hosts, local, &parts.uri, &headers);
     let uri = upstream_head(
         &shared.config.upstream,
         &shared.upstream,
@@ -110,14 +111,23 @@ async fn prepare(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = read_body(incoming, declared, shared.config.replay_limit)
-        .await
-        .map_err(|e| {
-            plain(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {e}"),
-            )
-        })?;
+    let body = read_body(
+        incoming,
+        declared,
+        shared.config.replay_limit,
+        door.body_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        BodyRead::TooSlow => plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time; nothing was forwarded",
+        ),
+        BodyRead::Failed(e) => plain(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        ),
+    })?;
     Ok(Prepared {
         method: parts.method,
         uri,
@@ -128,12 +138,12 @@ async fn prepare(
 
 async fn forward(
     shared: &Shared,
-    hosts: &AllowedHosts,
+    door: &Door,
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, bool), Response<ProxyBody>> {
     let req = match &shared.config.gateway {
-        Some(gateway) => through_gateway(shared, gateway, hosts, local, req).await?,
+        Some(gateway) => through_gateway(shared, gateway, door, local, req).await?,
         None => req,
     };
     let Prepared {
@@ -141,7 +151,7 @@ async fn forward(
         uri,
         headers,
         body,
-    } = prepare(shared, hosts, local, req).await?;
+    } = prepare(shared, door, local, req).await?;
     Stats::add(&shared.stats.requests);
     let token = match shared.source.token().await {
         Ok(token) => {
@@ -192,7 +202,7 @@ async fn forward(
 async fn through_gateway(
     shared: &Shared,
     gateway: &Gateway,
-    hosts: &AllowedHosts,
+    door: &Door,
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Request<Incoming>, Response<ProxyBody>> {
@@ -201,7 +211,7 @@ async fn through_gateway(
         Route::Api(path) => path.to_owned(),
         Route::OtherLogin => return Err(gateway::not_found()),
         Route::Token => {
-            return Err(Box::pin(gateway_token(shared, gateway, hosts, local, req)).await);
+            return Err(Box::pin(gateway_token(shared, gateway, door, local, req)).await);
         }
     };
     let (mut parts, body) = req.into_parts();
@@ -220,15 +230,15 @@ async fn through_gateway(
 async fn gateway_token(
     shared: &Shared,
     gateway: &Gateway,
-    hosts: &AllowedHosts,
+    door: &Door,
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (parts, incoming) = req.into_parts();
-    if let Some(why) = misdirected(hosts, local, &parts.uri, &parts.headers) {
+    if let Some(why) = misdirected(&door.hosts, local, &parts.uri, &parts.headers) {
         return plain(StatusCode::MISDIRECTED_REQUEST, misdirected_text(&why));
     }
-    let form = match read_body(incoming, None, gateway::MAX_FORM).await {
+    let form = match read_body(incoming, None, gateway::MAX_FORM, door.body_timeout).await {
         Ok(Body::Whole(form)) => form,
         Ok(Body::Streaming(..)) => return gateway::Refusal::too_large().response(),
         Err(e) => {
@@ -395,7 +405,45 @@ async fn after_401(
     Ok((respond(second), true))
 }
 
+/// Where a client came in: the `Host` names answered there, and how long a request body
+/// that is kept (for a replay, or a gateway's token request) may take to arrive.
+pub(crate) struct Door {
+    pub(crate) hosts: AllowedHosts,
+    pub(crate) body_timeout: Duration,
+}
+
+/// Why a request body was not read.
+enum BodyRead {
+    /// It did not arrive within the door's body timeout: a client that sends it a byte at
+    /// a time must not hold a connection (and its memory) for good.
+    TooSlow,
+    Failed(hyper::Error),
+}
+
+impl std::fmt::Display for BodyRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyRead::TooSlow => f.write_str("it did not arrive in time"),
+            BodyRead::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The body, all of it up to `limit` (kept), else what came before the limit and the rest to
+/// stream; what is kept must arrive within `timeout`.
 async fn read_body(
+    incoming: Incoming,
+    declared: Option<u64>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Body, BodyRead> {
+    match tokio::time::timeout(timeout, read_kept(incoming, declared, limit)).await {
+        Ok(read) => read.map_err(BodyRead::Failed),
+        Err(_) => Err(BodyRead::TooSlow),
+    }
+}
+
+async fn read_kept(
     mut incoming: Incoming,
     declared: Option<u64>,
     limit: usize,
@@ -461,7 +509,7 @@ mod tests {
     use super::*;
 
     fn future_size<'a, F: Future + 'a>(
-        _: impl FnOnce(&'a Shared, &'a AllowedHosts, SocketAddr, Request<Incoming>) -> F,
+        _: impl FnOnce(&'a Shared, &'a Door, SocketAddr, Request<Incoming>) -> F,
     ) -> usize {
         std::mem::size_of::<F>()
     }

@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::body::{BoxError, ProxyBody};
-use crate::forward::handle;
+use crate::forward::{Door, handle};
 use crate::host::AllowedHosts;
 use crate::{Proxy, Shared};
 use freshtoken::internal::lock;
@@ -105,11 +105,11 @@ pub async fn run(
     listening: &Listening,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let hosts = Arc::new(listening.allowed_hosts.clone());
+    let door = Arc::new(door_of(listening));
     serve(
         listener,
         listening.limits,
-        move |at| proxy_service(&proxy.shared, &hosts, at.local),
+        move |at| proxy_service(&proxy.shared, &door, at.local),
         shutdown,
         listening.grace,
     )
@@ -189,10 +189,19 @@ where
     Ok(())
 }
 
+/// What the proxy's answers on `listening` need to know of it: the `Host` names it answers,
+/// and that a kept request body gets as long as a request head does.
+fn door_of(listening: &Listening) -> Door {
+    Door {
+        hosts: listening.allowed_hosts.clone(),
+        body_timeout: listening.limits.header_timeout,
+    }
+}
+
 /// The proxy's service for one client connection that arrived on `local`.
 fn proxy_service(
     shared: &Arc<Shared>,
-    hosts: &Arc<AllowedHosts>,
+    door: &Arc<Door>,
     local: SocketAddr,
 ) -> impl Service<
     Request<Incoming>,
@@ -203,10 +212,10 @@ fn proxy_service(
 + Send
 + 'static
 + use<> {
-    let (shared, hosts) = (Arc::clone(shared), Arc::clone(hosts));
+    let (shared, door) = (Arc::clone(shared), Arc::clone(door));
     service_fn(move |req| {
-        let (shared, hosts) = (Arc::clone(&shared), Arc::clone(&hosts));
-        async move { handle(&shared, &hosts, local, req).await }
+        let (shared, door) = (Arc::clone(&shared), Arc::clone(&door));
+        async move { handle(&shared, &door, local, req).await }
     })
 }
 
@@ -360,9 +369,9 @@ pub fn run_threaded(
                     .build()?
                     .block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
-                        let hosts = Arc::new(listening.allowed_hosts.clone());
+                        let door = Arc::new(door_of(&listening));
                         let make =
-                            move |at: Addresses| proxy_service(&proxy.shared, &hosts, at.local);
+                            move |at: Addresses| proxy_service(&proxy.shared, &door, at.local);
                         let signaled = shutdown.clone().into_signaled();
                         let served = serve_capped(
                             listener,

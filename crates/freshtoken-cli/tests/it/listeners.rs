@@ -269,6 +269,41 @@ fn half_sent_requests_are_cut_off_at_the_header_timeout_while_others_are_served(
     }
 }
 
+/// A whole head and then a body a byte at a time (a slow-loris on the body): the proxy keeps
+/// a body it may replay in memory, so it must not wait for one for good. Past the header
+/// timeout it answers 408 and forwards nothing.
+#[test]
+fn a_body_that_trickles_in_is_cut_off_at_the_header_timeout() {
+    let server = Server::start(HOUR);
+    let sb = Sandbox::new();
+    let (proxy, port) = proxy(&sb, &server, &["--header-timeout", "1s"]);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "PUT /api/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100\r\n\r\n0123456789"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let sent = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "after {:?}: {answer:?}\n{}",
+        sent.elapsed(),
+        proxy.log()
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(server.stats().api_calls, 0, "nothing was forwarded");
+}
+
 #[test]
 fn at_the_connection_cap_new_connections_wait_and_the_cap_is_logged_once_per_episode() {
     let server = Server::start(HOUR);
