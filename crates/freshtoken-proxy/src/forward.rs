@@ -501,6 +501,9 @@ async fn send(
 fn respond(upstream: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = upstream.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // The proxy answers in its own protocol version, not the upstream's (RFC 9110 §6.2): an
+    // HTTP/1.0 upstream must not turn the client's keep-alive connection into a 1.0 one.
+    parts.version = http::Version::HTTP_11;
     Response::from_parts(parts, ProxyBody::Incoming(body))
 }
 

@@ -882,3 +882,48 @@ fn exec_proxy_gateway_names_the_gateway_as_terraform_reads_it() {
         .args(["exec", "--gateway", "--", "true"]));
     assert_fails_with(&o, 2, "--gateway needs --proxy");
 }
+
+/// The API's own throttling (Genesys Cloud: 429 with `Retry-After`) is the caller's to obey:
+/// the proxy hands it on as it came, status and header, and makes no token request for it.
+#[test]
+fn an_upstream_429_and_its_retry_after_reach_the_caller_unchanged() {
+    let server = Server::start(Duration::from_secs(3600));
+    let port = free_port();
+    let script = format!(
+        "import http.server\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(429); self.send_header('Retry-After', '7');\n\
+         \x20       self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'{{}}')\n\
+         \x20   def log_message(self, *a): pass\n\
+         http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    );
+    let mut upstream = Command::new("python3")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    let sb = Sandbox::new();
+    let mut cmd = sb.cmd_for(&server);
+    cmd.args(["proxy", "--upstream", &format!("http://127.0.0.1:{port}")]);
+    let proxy = Proxy::spawn(cmd);
+    let mut head = String::new();
+    for _ in 0..50 {
+        head = curl(&["-s", "-i", &format!("{}/api/v2/users", proxy.url)]);
+        if head.starts_with("HTTP/1.1 429") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100)); // the upstream is still starting
+    }
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 7"),
+        "{head}"
+    );
+    assert_eq!(
+        server.stats().token_requests,
+        1,
+        "only the proxy's first token"
+    );
+}
