@@ -401,3 +401,35 @@ fn the_actions_scripts_take_inputs_only_through_env() {
         assert!(!step.run.is_empty());
     }
 }
+
+#[test]
+fn the_documented_uses_name_only_inputs_the_action_has() {
+    let inputs = parse_action().defaults;
+    for doc in ["README.md", "docs/deploy/github-action.md"] {
+        let text = std::fs::read_to_string(repo_root().join(doc)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut seen = 0;
+        for (at, l) in lines.iter().enumerate() {
+            if !l.trim_start().starts_with("- uses: OWNER/freshtoken@REF")
+                && !l.trim_start().starts_with("uses: OWNER/freshtoken@REF")
+            {
+                continue;
+            }
+            let with = at
+                + 1
+                + lines[at + 1..]
+                    .iter()
+                    .position(|l| l.trim() == "with:")
+                    .unwrap();
+            for w in lines[with + 1..]
+                .iter()
+                .take_while(|w| indent(w) > indent(lines[with]))
+            {
+                let key = w.trim().split(':').next().unwrap();
+                assert!(inputs.contains_key(key), "{doc}: no input {key}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "{doc}: the action's use is shown");
+    }
+}
