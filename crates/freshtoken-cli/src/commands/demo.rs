@@ -2,7 +2,9 @@
 //! bulk job makes hundreds of plain HTTP calls — no token, no auth code — through the
 //! freshtoken proxy across several expiries; half way the dev-server revokes every token, as
 //! an administrator might. Every rotation is printed; the run passes only if the job never
-//! saw a 401.
+//! saw a 401. Beside it, against the same dev-server, the same job runs the naive way (a token
+//! fetched once at start, sent by the job itself), so that the two counts of 401s stand side
+//! by side; the demo ends with three commands to try next.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use freshtoken::{CachedSource, HttpFetcher, HttpOptions, TokenRequest};
 use freshtoken_devserver::{Config, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Running};
 use freshtoken_proxy::{DEFAULT_REPLAY_LIMIT, Proxy};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::DemoArgs;
 use crate::exit::{CliError, CliResult, code};
@@ -38,6 +40,7 @@ pub(crate) async fn run(args: &DemoArgs) -> CliResult {
         outcome.token_requests,
         outcome.rotations
     );
+    print_side_by_side(&outcome);
     if outcome.unauthorized > 0 || outcome.failed > 0 {
         return Err(CliError {
             code: code::UNAVAILABLE,
@@ -48,7 +51,44 @@ pub(crate) async fn run(args: &DemoArgs) -> CliResult {
         });
     }
     println!("the job never held a token and never saw a 401: that is the point of freshtoken.");
+    print_next_steps();
     Ok(())
+}
+
+/// The two jobs' counts in two columns: the comparison is the demo's argument.
+fn print_side_by_side(outcome: &Outcome) {
+    println!();
+    println!(
+        "{:<16}{:>22}{:>38}",
+        "", "through freshtoken", "the naive way (token fetched once)"
+    );
+    println!(
+        "{:<16}{:>22}{:>38}",
+        "API calls", outcome.calls, outcome.naive_calls
+    );
+    println!(
+        "{:<16}{:>22}{:>38}",
+        "answered 401", outcome.unauthorized, outcome.naive_unauthorized
+    );
+}
+
+/// Where to go from here: real commands against a dev-server the user starts (the test runs
+/// them against one, with its own port in place of 8080).
+fn print_next_steps() {
+    println!();
+    println!(
+        "try it on your own job; first, in another terminal: freshtoken dev-server --listen 127.0.0.1:8080 --ttl 30s"
+    );
+    println!(
+        "  export FRESHTOKEN_TOKEN_URL=http://127.0.0.1:8080/oauth/token FRESHTOKEN_CLIENT_ID={DEFAULT_CLIENT_ID} FRESHTOKEN_CLIENT_SECRET={DEFAULT_CLIENT_SECRET}   # the dev-server's own client"
+    );
+    println!("  freshtoken get");
+    println!(
+        "  freshtoken exec --proxy --upstream http://127.0.0.1:8080 -- sh -c 'curl -s \"$FRESHTOKEN_PROXY_URL/api/items/1\"'"
+    );
+    println!(
+        "  freshtoken exec -- sh -c 'curl -s -H \"Authorization: Bearer $FRESHTOKEN_ACCESS_TOKEN\" http://127.0.0.1:8080/api/items/2'"
+    );
 }
 
 struct Outcome {
@@ -59,6 +99,8 @@ struct Outcome {
     token_requests: u64,
     rotations: u64,
     elapsed: Duration,
+    naive_calls: u64,
+    naive_unauthorized: u64,
 }
 
 /// The demo's parts: a dev-server, a source of its tokens, the proxy in front of it.
@@ -129,6 +171,9 @@ async fn bulk_job(
         "a bulk job makes {calls} plain HTTP calls (no token of its own) over {} with {workers} workers",
         freshtoken::internal::fmt_duration(duration)
     );
+    println!(
+        "beside it, the same job the naive way: one token fetched at start, sent by the job straight to the dev-server"
+    );
 
     // The demo shows real elapsed seconds: the monotonic clock is the point.
     #[allow(clippy::disallowed_methods)]
@@ -146,7 +191,17 @@ async fn bulk_job(
             );
         })
     };
-    let counts = run_workers(&proxy_url, duration, calls, workers).await?;
+    let naive = tokio::spawn(naive_job(
+        server.base_url(),
+        server.token_url(),
+        duration,
+        calls,
+        workers,
+    ));
+    let counts = run_workers(&proxy_url, None, duration, calls, workers).await?;
+    let (naive, naive_token_requests) = naive
+        .await
+        .map_err(|e| CliError::internal(format!("the naive job failed: {e}")))??;
     let elapsed = started.elapsed();
     revoker.abort();
     watcher.abort();
@@ -158,10 +213,36 @@ async fn bulk_job(
         unauthorized: counts.unauthorized.load(Ordering::Relaxed),
         failed: counts.failed.load(Ordering::Relaxed),
         replayed: proxy.stats().replayed,
-        token_requests: stats.token_requests,
+        token_requests: stats.token_requests.saturating_sub(naive_token_requests),
         rotations: rotations.load(Ordering::Relaxed),
         elapsed,
+        naive_calls: naive.done.load(Ordering::Relaxed),
+        naive_unauthorized: naive.unauthorized.load(Ordering::Relaxed),
     })
+}
+
+/// The same job the naive way, as scripts do it without freshtoken: one token fetched at
+/// start, sent straight to the API by the job on every call. Returns what its calls got back
+/// and the token requests it made.
+async fn naive_job(
+    base_url: String,
+    token_url: String,
+    duration: Duration,
+    calls: u32,
+    workers: u32,
+) -> CliResult<(Arc<Counts>, u64)> {
+    let request = TokenRequest::new(
+        token_url
+            .parse()
+            .map_err(|_| CliError::internal("bad dev-server URL"))?,
+        DEFAULT_CLIENT_ID,
+        Some(SecretString::from(DEFAULT_CLIENT_SECRET.to_owned())),
+    );
+    let source = CachedSource::builder(HttpFetcher::new(request, HttpOptions::default())?).build();
+    let token = source.token().await?;
+    let bearer = SecretString::from(token.expose_secret().to_owned());
+    let counts = run_workers(&base_url, Some(bearer), duration, calls, workers).await?;
+    Ok((counts, source.fetch_count()))
 }
 
 /// What the job's calls got back.
@@ -172,10 +253,11 @@ struct Counts {
     done: AtomicU64,
 }
 
-/// The job: `workers` tasks making `calls` PUTs in all through the proxy, spread over
-/// `duration`.
+/// The job: `workers` tasks making `calls` PUTs in all to `base` (the proxy, or with
+/// `bearer` the API itself), spread over `duration`.
 async fn run_workers(
     proxy_url: &str,
+    bearer: Option<SecretString>,
     duration: Duration,
     calls: u32,
     workers: u32,
@@ -187,13 +269,18 @@ async fn run_workers(
     let mut tasks = Vec::new();
     for worker in 0..workers {
         let (http, base, counts) = (http.clone(), proxy_url.to_owned(), Arc::clone(&counts));
+        let bearer = bearer.clone();
         let mine = per_worker.min(calls.saturating_sub(worker * per_worker));
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(pause);
             for i in 0..mine {
                 tick.tick().await;
                 let url = format!("{base}/api/items/{worker}-{i}");
-                match http.put(&url).body("{\"enabled\":true}").send().await {
+                let mut put = http.put(&url).body("{\"enabled\":true}");
+                if let Some(b) = &bearer {
+                    put = put.bearer_auth(b.expose_secret());
+                }
+                match put.send().await {
                     Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
                         counts.unauthorized.fetch_add(1, Ordering::Relaxed);
                     }

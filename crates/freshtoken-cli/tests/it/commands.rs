@@ -217,6 +217,80 @@ fn demo_crosses_several_expiries_without_a_401() {
         replayed >= 1,
         "the revocation was absorbed by replays:\n{out}"
     );
+    // Side by side: the same job the naive way (token fetched once) is refused after the
+    // first expiry; through freshtoken, never.
+    let row = |name: &str| -> Vec<u64> {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} row:\n{out}"));
+        line[name.len()..]
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    assert!(out.contains("the naive way (token fetched once)"), "{out}");
+    assert_eq!(row("API calls"), [200, 200], "{out}");
+    let unauthorized = row("answered 401");
+    assert_eq!(unauthorized[0], 0, "{out}");
+    assert!(
+        unauthorized[1] >= 100,
+        "a 1 s token over 4 s fails most of the naive job's calls:\n{out}"
+    );
+    the_demos_closing_commands_work(&sb, &out);
+}
+
+/// Runs the commands the demo ends with, as a user would paste them: the dev-server it names
+/// (on a free port in place of 8080), then each command with bash, from a clean environment.
+fn the_demos_closing_commands_work(sb: &Sandbox, out: &str) {
+    let tail = out
+        .split("in another terminal: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no closing commands:\n{out}"));
+    let mut lines = tail.lines();
+    let server_cmd = lines.next().unwrap();
+    let steps: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert_eq!(steps.len(), 4, "an export and three commands:\n{tail}");
+    let args: Vec<&str> = server_cmd
+        .strip_prefix("freshtoken ")
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .leak()
+        .split_whitespace()
+        .collect();
+    let mut server = sb.cmd().args(&args).stdout(Stdio::piped()).spawn().unwrap();
+    let first = first_line(&mut server, "the demo's dev-server");
+    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_freshtoken"))
+        .parent()
+        .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut script = String::from("set -eu\n");
+    for (i, step) in steps.iter().enumerate() {
+        script += &step.replace("127.0.0.1:8080", &addr);
+        // Every command's output on a line of its own, so that the test can tell them apart.
+        script += &format!("\necho; echo '--- {i}'\n");
+    }
+    let o = run(std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", sb.path())
+        .env("XDG_CACHE_HOME", sb.path().join("cache-closing"))
+        .current_dir(sb.path())
+        .stdin(Stdio::null()));
+    terminate(&server);
+    let _ = wait(&mut server, "the demo's dev-server");
+    assert_code(&o, 0);
+    let got = stdout(&o);
+    let parts: Vec<&str> = got.split("--- ").collect();
+    assert!(parts[1].trim().len() > 20, "get printed a token:\n{got}");
+    for n in [2, 3] {
+        assert!(
+            parts[n].contains("\"path\":\"/api/items/"),
+            "the call went through:\n{got}"
+        );
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod fleet_hosts;
 mod genesys_docs;
 mod genesys_sdk;
 mod get;
+mod github_action;
 mod interop;
 mod json_shapes;
 mod listeners;
