@@ -104,6 +104,7 @@ impl Endpoints {
         let grace = agent.grace;
         let router = Router::new()
             .route("/v1/token/{profile}", get(token))
+            .route("/v1/status", get(crate::status::status))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))

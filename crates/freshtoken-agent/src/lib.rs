@@ -29,6 +29,7 @@ mod plan;
 mod proxies;
 mod sink;
 mod socket_dir;
+mod status;
 
 use std::collections::BTreeMap;
 use std::future::Future;
