@@ -168,3 +168,69 @@ async fn proxies_on_port_0_log_and_expose_the_port_they_bound() -> TestResult {
     running.serve(async {}).await;
     Ok(())
 }
+
+/// `GET /v1/status` follows the held token through its states on the agent's clock: fresh,
+/// stale once refresh-ahead is due and the refresh fails (with the error), expired once it
+/// is past; never the token itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_status_follows_a_token_from_fresh_to_stale_to_expired() -> TestResult {
+    capture();
+    let clock = ManualClock::starting_now();
+    let server = server(&clock, Duration::from_secs(60)).await;
+    let dir = tempfile::tempdir()?;
+    let spec = Spec {
+        endpoint: endpoint(dir.path()),
+        profiles: BTreeMap::from([("aging".to_owned(), ProfileSpec::new("a", Vec::new()))]),
+        proxies: Vec::new(),
+        fail: None,
+    };
+    let loader = TestLoader::new(&server, &clock, spec);
+    let running = Agent::new(loader, Arc::new(clock.clone())).start().await?;
+    let handle = running.handle();
+    let socket = endpoint(dir.path()).socket;
+    let status = || async {
+        let (code, _, body) = get(&socket, "/v1/status").await;
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["profiles"][0].clone()
+    };
+    until(&handle, "a token", || handle.ready()).await;
+    let token = handle
+        .source("aging")
+        .and_then(|s| s.peek_valid())
+        .map(|t| t.expose_secret().to_owned())
+        .unwrap_or_default();
+    let fresh = status().await;
+    assert_eq!(fresh["profile"], "aging");
+    assert_eq!(fresh["state"], "fresh", "{fresh}");
+    assert_eq!(fresh["expires_in"], 60, "{fresh}");
+    assert!(fresh["last_error"].is_null(), "{fresh}");
+    assert!(!fresh.to_string().contains(&token));
+
+    server.state().set_faults(freshtoken_devserver::Faults {
+        outage: true,
+        ..freshtoken_devserver::Faults::default()
+    });
+    let failed = || server.state().stats().token_requests >= 2;
+    advance(&clock, &handle, Duration::from_secs(50));
+    until(&handle, "a failed refresh", failed).await;
+    let stale = status().await;
+    assert_eq!(stale["state"], "stale", "{stale}");
+    assert_eq!(stale["expires_in"], 10, "{stale}");
+    assert!(
+        stale["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{stale}"
+    );
+
+    advance(&clock, &handle, Duration::from_secs(11));
+    let expired = status().await;
+    assert_eq!(expired["state"], "expired", "{expired}");
+    assert!(
+        expired["fingerprint"].is_null() && expired["expires_at"].is_null(),
+        "{expired}"
+    );
+    running.serve(async {}).await;
+    Ok(())
+}
