@@ -144,15 +144,42 @@ async fn proxies_on_port_0_log_and_expose_the_port_they_bound() -> TestResult {
     assert_eq!(bound.len(), 2, "{bound:?}");
     assert!(bound.iter().all(|a| a.port() != 0), "{bound:?}");
     assert_ne!(bound[0], bound[1]);
+    until(&handle, "a token", || {
+        handle.source("a").is_some_and(|s| s.peek_valid().is_some())
+    })
+    .await;
     for addr in &bound {
-        // The port is really bound: a connection is accepted.
-        std::net::TcpStream::connect(addr)?;
+        // The port is really bound: a request goes through.
+        let addr = *addr;
+        let answer = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            write!(
+                s,
+                "GET /api/v2/says HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        })
+        .await??;
+        assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
     }
     let log = log();
     for addr in &bound {
         assert!(
             log.lines()
                 .any(|l| l.contains("proxy started") && l.contains(&format!("listen={addr}"))),
+            "{log}"
+        );
+    }
+    // What a proxy logs per request names its profile and address too.
+    for addr in &bound {
+        assert!(
+            log.lines().any(|l| l.contains("proxied")
+                && l.contains("profile=a")
+                && l.contains(&format!("listen={addr}"))),
             "{log}"
         );
     }
