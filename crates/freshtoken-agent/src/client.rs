@@ -190,6 +190,79 @@ fn token_from(answer: &[u8], min_ttl: Duration) -> Result<Token, String> {
     Ok(token)
 }
 
+/// What the agent on `socket` holds (`GET /v1/status`, see `freshtoken status --agent`), if
+/// it is the user's own agent: `{"profiles": [...], "proxies": [...]}`, never a token.
+pub fn status(socket: &Path) -> Result<serde_json::Value, NotUsed> {
+    let stream = connect(socket)?;
+    let _ = stream.set_read_timeout(Some(CONNECT_WAIT));
+    let _ = stream.set_write_timeout(Some(CONNECT_WAIT));
+    status_on(stream, "agent", None).map_err(NotUsed::from)
+}
+
+/// [`status`] from the agent's loopback TCP endpoint at `addr`, with the credential the
+/// agent serving `socket` wrote beside it. Nothing is sent beyond loopback.
+pub fn status_tcp(addr: &str, socket: &Path) -> Result<serde_json::Value, String> {
+    let addr = loopback(addr)?;
+    let credential = crate::credential::read_for(socket)?;
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_WAIT)
+        .map_err(|e| format!("no agent on http://{addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(CONNECT_WAIT));
+    let _ = stream.set_write_timeout(Some(CONNECT_WAIT));
+    status_on(stream, &addr.to_string(), Some(credential.expose_secret()))
+}
+
+/// `addr` (`127.0.0.1:8765`) if it is a loopback address: the only kind the credential is
+/// sent to.
+fn loopback(addr: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = addr
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| format!("--agent http://{addr}: not an address like http://127.0.0.1:8765"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "--agent http://{addr}: the agent's credential is sent to loopback only"
+        ));
+    }
+    Ok(addr)
+}
+
+/// One `GET /v1/status` on `stream`, and its JSON answer.
+fn status_on(
+    mut stream: impl Read + Write,
+    host: &str,
+    credential: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    let authorization = credential
+        .map(|c| format!("Authorization: Bearer {c}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: {host}\r\n{authorization}Accept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("cannot ask the agent: {e}"))?;
+    drop(request);
+    let mut answer = Vec::new();
+    stream
+        .take(MAX_ANSWER)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("cannot read the agent's answer: {e}"))?;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the agent's answer has no end of headers")?;
+    let head =
+        std::str::from_utf8(&answer[..split]).map_err(|_| "the agent's answer is not text")?;
+    let status = head.split(' ').nth(1).unwrap_or("?").to_owned();
+    let body: serde_json::Value = serde_json::from_slice(&answer[split + 4..])
+        .map_err(|_| format!("the agent answered {status} with a body that is not its JSON"))?;
+    if status != "200" {
+        let why = body["error"].as_str().unwrap_or("no reason given");
+        return Err(format!("the agent answered {status}: {why}"));
+    }
+    Ok(body)
+}
+
 /// Connects to `socket` after checking its folder, then checks who serves it.
 fn connect(socket: &Path) -> Result<UnixStream, NotUsed> {
     let suspicious = |reason: String| NotUsed {

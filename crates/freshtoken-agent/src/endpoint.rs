@@ -20,6 +20,7 @@ use freshtoken::{AccessToken, CachedSource, SharedClock, Token, Want};
 use freshtoken::internal::fmt_duration;
 use freshtoken_proxy::{Addresses, AllowedHosts, Limits};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::credential::Credential;
 use crate::metrics::{ProfileSample, ProxySample, render};
@@ -103,6 +104,7 @@ impl Endpoints {
         let grace = agent.grace;
         let router = Router::new()
             .route("/v1/token/{profile}", get(token))
+            .route("/v1/status", get(crate::status::status))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
@@ -255,7 +257,9 @@ async fn token(
         Some(Ok(d)) => d,
         Some(Err(e)) => return problem(StatusCode::BAD_REQUEST, format!("min_ttl: {e}")),
     };
-    let wanted = token_for(&kept.source, &kept.early, &agent.clock, min_ttl);
+    // What the library logs while it fetches for this request names the profile.
+    let wanted = token_for(&kept.source, &kept.early, &agent.clock, min_ttl)
+        .instrument(tracing::info_span!("token_request", %profile));
     let token = match tokio::time::timeout(TOKEN_WAIT, wanted).await {
         Ok(Ok(t)) => t,
         Ok(Err(refusal)) => return refusal.answer(&profile, min_ttl),
@@ -462,7 +466,7 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         .iter()
         .map(|r| ProxySample {
             profile: &r.spec.profile,
-            listen: r.spec.listen.to_string(),
+            listen: r.bound.to_string(),
             stats: r.proxy.stats(),
         })
         .collect();

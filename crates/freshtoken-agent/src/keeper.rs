@@ -10,6 +10,7 @@ use freshtoken::{CachedSource, Fingerprint, RetryPolicy, SharedClock, Want};
 
 use crate::metrics::ProfileMetrics;
 use crate::sink::Sink;
+use tracing::Instrument;
 
 /// The pause after a failed refresh: 1 s, doubling up to a minute, each drawn within ±20 %
 /// of that (never near zero: a keeper does not hammer a failing server). The deadline is
@@ -92,7 +93,12 @@ impl Keeper {
                 continue;
             }
             // Stale, expired or missing: refresh now. A stale token is kept if this fails.
-            let _ = self.source.token_with(Want::one_shot(Duration::ZERO)).await;
+            // What the library logs during the refresh names the profile too.
+            let _ = self
+                .source
+                .token_with(Want::one_shot(Duration::ZERO))
+                .instrument(tracing::info_span!("refresh", profile = %self.profile))
+                .await;
             let refreshed = self
                 .source
                 .next_refresh()
@@ -100,6 +106,8 @@ impl Keeper {
             if refreshed {
                 if failures > 0 {
                     tracing::info!(profile = %self.profile, "got a new token after {failures} failed tries");
+                } else {
+                    self.log_refreshed();
                 }
                 failures = 0;
                 retry_at = None;
@@ -111,6 +119,20 @@ impl Keeper {
                 self.log_failure(&mut warned, pause);
             }
             self.bump();
+        }
+    }
+
+    /// A refresh that worked at the first try: once per token lifetime, what it got (its
+    /// fingerprint, never the token) and for how long.
+    fn log_refreshed(&self) {
+        if let Some(token) = self.source.peek_valid() {
+            let left = token.remaining(self.clock.now());
+            tracing::info!(
+                profile = %self.profile,
+                token = %token.fingerprint(),
+                "refreshed the token; valid for {}",
+                freshtoken::internal::fmt_duration(left)
+            );
         }
     }
 
@@ -151,6 +173,14 @@ impl Keeper {
                     }
                 }
                 // A sink that could not be written keeps what it held before, if anything.
+                if all && !self.sinks.is_empty() {
+                    tracing::info!(
+                        profile = %self.profile,
+                        token = %token.fingerprint(),
+                        "wrote {} sink(s)",
+                        self.sinks.len()
+                    );
+                }
                 if all {
                     self.held.set(Some(token.expires_at()));
                 }

@@ -29,6 +29,7 @@ mod plan;
 mod proxies;
 mod sink;
 mod socket_dir;
+mod status;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -304,9 +305,10 @@ impl Handle {
         self.state.profiles().keys().cloned().collect()
     }
 
-    /// The addresses of the proxies serving now.
+    /// The addresses the proxies serving now listen on: the port bound, also for a
+    /// `[[proxy]]` that asked for port 0.
     pub fn proxies(&self) -> Vec<std::net::SocketAddr> {
-        self.state.proxies().iter().map(|p| p.spec.listen).collect()
+        self.state.proxies().iter().map(|p| p.bound).collect()
     }
 
     /// Where the endpoint listens.

@@ -4,12 +4,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use freshtoken_proxy::{Config, Listening, Proxy};
+use tracing::Instrument;
 
 use crate::{AgentError, Prepared, ProxySpec, State};
 
 /// A proxy being served.
 pub(crate) struct RunningProxy {
     pub(crate) spec: ProxySpec,
+    /// The address the proxy listens on: the spec's, with the port the system chose when
+    /// the spec asked for port 0.
+    pub(crate) bound: std::net::SocketAddr,
     pub(crate) proxy: Proxy,
     stop: freshtoken::drain::Signal,
 }
@@ -41,7 +45,8 @@ pub(crate) fn check(
                 c.listen, c.profile
             )));
         }
-        if !seen.insert(c.listen) {
+        // Port 0 asks the system for a free port: any number of entries may.
+        if c.listen.port() != 0 && !seen.insert(c.listen) {
             return Err(AgentError::config(format!(
                 "two [[proxy]] entries listen on {}",
                 c.listen
@@ -81,7 +86,7 @@ pub(crate) async fn reconcile(
     // Free the ports first: a changed proxy usually keeps its address. Reloads run one at a
     // time (the signal loop awaits each), so nothing else changes the list meanwhile.
     for r in old {
-        tracing::info!(listen = %r.spec.listen, "stopping proxy");
+        tracing::info!(listen = %r.bound, profile = %r.spec.profile, "stopping proxy");
         r.stop().await;
     }
     let mut errors = Vec::new();
@@ -121,26 +126,35 @@ async fn start_one(agent: &State, c: &ProxySpec) -> Result<RunningProxy, AgentEr
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .map_err(|e| AgentError::config(format!("[[proxy]] cannot listen on {}: {e}", c.listen)))?;
+    let bound = listener.local_addr().map_err(|e| {
+        AgentError::config(format!("[[proxy]] on {}: no local address: {e}", c.listen))
+    })?;
     let (stop, watch) = freshtoken::drain::channel();
     let serving = proxy.clone();
-    let listen = c.listen;
+    let listen = bound;
+    // What the proxy logs while it serves names its profile and the port it bound.
+    let span = tracing::info_span!("proxy", profile = %c.profile, %listen);
     // The header timeout and connection cap of `freshtoken proxy`'s defaults.
     let listening = Listening {
         allowed_hosts: c.allowed_hosts.clone(),
         grace: agent.grace,
         ..Listening::default()
     };
-    tokio::spawn(async move {
-        let shutdown = watch.clone().into_signaled();
-        if let Err(e) = freshtoken_proxy::run(listener, serving, &listening, shutdown).await {
-            tracing::error!(%listen, "proxy failed: {e}");
+    tokio::spawn(
+        async move {
+            let shutdown = watch.clone().into_signaled();
+            if let Err(e) = freshtoken_proxy::run(listener, serving, &listening, shutdown).await {
+                tracing::error!("proxy failed: {e}");
+            }
+            // Held until the proxy has drained and its port is free: `stop` waits for this.
+            drop(watch);
         }
-        // Held until the proxy has drained and its port is free: `stop` waits for this.
-        drop(watch);
-    });
-    tracing::info!(listen = %c.listen, upstream = %proxy.upstream(), profile = %c.profile, "proxy started");
+        .instrument(span),
+    );
+    tracing::info!(listen = %bound, upstream = %proxy.upstream(), profile = %c.profile, "proxy started");
     Ok(RunningProxy {
         spec: c.clone(),
+        bound,
         proxy,
         stop,
     })

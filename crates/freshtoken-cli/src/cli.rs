@@ -474,6 +474,15 @@ pub(crate) struct StatusArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Show what a running `freshtoken agent` holds instead, per profile (state, expires in,
+    /// fingerprint, last error; never a token) and proxy (the address bound): on SOCKET
+    /// (default the config's [agent] socket or $XDG_RUNTIME_DIR/freshtoken/agent.sock) or
+    /// its loopback TCP port, http://127.0.0.1:PORT, with the credential beside that socket.
+    /// Exit 4 when no agent of yours answers.
+    #[arg(long, value_name = "SOCKET|URL", num_args = 0..=1)]
+    #[allow(clippy::option_option)]
+    pub agent: Option<Option<std::path::PathBuf>>,
+
     #[command(flatten)]
     pub credentials: CredentialArgs,
 }

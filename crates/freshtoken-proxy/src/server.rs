@@ -308,12 +308,17 @@ impl Serving {
             .header_read_timeout(limits.header_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = self.graceful.watch(connection);
-        self.connections.spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection.await {
-                tracing::debug!("client connection ended: {e}");
-            }
-        });
+        // The caller's span goes with each connection: the agent's names the proxy's profile.
+        let span = tracing::Span::current();
+        self.connections.spawn(tracing::Instrument::instrument(
+            async move {
+                let _slot = slot;
+                if let Err(e) = connection.await {
+                    tracing::debug!("client connection ended: {e}");
+                }
+            },
+            span,
+        ));
     }
 
     /// Completes when a connection has ended (never while none is open), so that the set

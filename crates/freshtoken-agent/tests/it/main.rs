@@ -7,5 +7,6 @@ mod expiry;
 mod keeper;
 mod proxies;
 mod reload;
+mod says;
 mod sinks;
 mod support;

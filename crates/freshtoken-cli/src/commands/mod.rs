@@ -12,6 +12,7 @@ pub(crate) mod login;
 pub(crate) mod login_device;
 pub(crate) mod proxy;
 pub(crate) mod status;
+pub(crate) mod status_agent;
 
 use crate::cli::{Cli, Command};
 use crate::exit::{CliError, CliResult, code};

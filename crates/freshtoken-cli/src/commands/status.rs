@@ -22,6 +22,9 @@ struct Layer {
 
 pub(crate) async fn run(cli: &Cli, args: &StatusArgs) -> CliResult {
     let json = output::wants_json(args.format, args.json);
+    if let Some(socket) = &args.agent {
+        return super::status_agent::run(cli, socket.as_deref(), json);
+    }
     if let Some(loaded) = every_profile(cli)? {
         return run_all(cli, args, &loaded, json).await;
     }

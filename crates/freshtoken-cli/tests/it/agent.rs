@@ -996,3 +996,124 @@ fn the_agent_endpoint_under_every_fault() {
         );
     }
 }
+
+/// `status --agent`: what a running agent holds, per profile (state, expiry in the one JSON
+/// shape, fingerprint, last error) and proxy (the port a port-0 entry bound), over the
+/// socket and over TCP with the credential; never a token. Without the credential the TCP
+/// route is refused like `/v1/token`; with no agent, exit 4.
+#[test]
+fn status_agent_shows_what_the_agent_holds_and_never_a_token() {
+    let server = server(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Profile b sends c's secret: refused (invalid_client).
+    let refused = format!(
+        "[profiles.b]\ntoken_url = \"{}\"\nclient_id = \"b\"\nclient_secret = {{ env = \"SECRET_C\" }}\nretry_for = \"0s\"\n",
+        server.token_url()
+    );
+    let config = format!(
+        "{}listen = \"127.0.0.1:{port}\"\n{}{refused}[[proxy]]\nprofile = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\n",
+        agent_section(&sb),
+        profile(&server, "a", ""),
+        server.base_url()
+    );
+    let agent = Agent::start(&sb, &config);
+    let config_path = sb.path().join("agent.toml");
+    let status = |args: &[&str]| {
+        run(sb
+            .cmd()
+            .args([
+                "--config",
+                config_path.to_str().unwrap(),
+                "status",
+                "--agent",
+            ])
+            .args(args))
+    };
+    let seen = std::cell::RefCell::new(serde_json::Value::Null);
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            let out = status(&["--format", "json"]);
+            let r = json(&String::from_utf8_lossy(&out.stdout));
+            let done =
+                r["profiles"][0]["state"] == "fresh" && r["profiles"][1]["last_error"].is_string();
+            *seen.borrow_mut() = r;
+            done
+        },
+        || {
+            format!(
+                "no token for a and no error for b: {}\n{}",
+                seen.borrow(),
+                agent.log()
+            )
+        },
+    );
+    let report = seen.into_inner();
+    crate::json_shapes::assert_fits("status_agent.json", &report.to_string());
+    let token = json(&agent.get("/v1/token/a").1)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = &report["profiles"][0];
+    assert_eq!(a["profile"], "a");
+    assert!(a["fingerprint"].is_string(), "{report}");
+    let unix = a["expires_at_unix"].as_u64().unwrap();
+    let at = humantime::parse_rfc3339(a["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        at,
+        std::time::UNIX_EPOCH + Duration::from_secs(unix),
+        "{report}"
+    );
+    assert!(a["expires_in"].as_u64().unwrap() > 3500, "{report}");
+    assert!(a["last_error"].is_null(), "{report}");
+    let b = &report["profiles"][1];
+    assert_eq!(b["profile"], "b");
+    assert_eq!(b["state"], "none");
+    assert!(
+        b["expires_at"].is_null() && b["fingerprint"].is_null(),
+        "{report}"
+    );
+    assert!(
+        b["last_error"].as_str().unwrap().contains("invalid_client"),
+        "{report}"
+    );
+    let listen = report["proxies"][0]["listen"].as_str().unwrap().to_owned();
+    assert!(
+        listen.starts_with("127.0.0.1:") && !listen.ends_with(":0"),
+        "{report}"
+    );
+    assert!(!report.to_string().contains(&token));
+
+    // Text, over TCP with the credential beside the config's socket.
+    let out = status(&[&format!("http://127.0.0.1:{port}")]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("profile a: fresh, expires in "), "{text}");
+    assert!(text.contains("profile b: none\n  last error: "), "{text}");
+    assert!(text.contains(&format!("proxy on {listen} to ")), "{text}");
+    assert!(!text.contains(&token), "{text}");
+
+    // The TCP route needs the credential, as /v1/token does.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"])
+        .arg(format!("http://127.0.0.1:{port}/v1/status"))
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+
+    // No agent there: exit 4, one line.
+    let out = run(sb
+        .cmd()
+        .args(["status", "--agent"])
+        .arg(sb.path().join("run/nobody.sock")));
+    assert_fails_with(&out, 4, "no agent status: no agent on");
+}
