@@ -163,12 +163,17 @@ const common = {
 // A person's login (`freshtoken login`): the code flow with PKCE on a loopback redirect
 // whose port is picked here (oidc-provider matches redirect URIs exactly), refresh tokens
 // rotated on every use (a reused one revokes the grant).
+// The probe only finds a free port: a connection that reaches it meanwhile (another test's
+// client trying a port it once picked) is dropped at once, else close() would wait for it
+// and the harness would never say it is up.
 const loginPort = await new Promise((resolve, reject) => {
   const probe = http.createServer();
+  probe.on('connection', (socket) => socket.destroy());
   probe.once('error', reject);
   probe.listen(0, '127.0.0.1', () => {
     const { port } = probe.address();
     probe.close(() => resolve(port));
+    probe.closeAllConnections();
   });
 });
 const loginRedirectUri = `http://127.0.0.1:${loginPort}/callback`;
