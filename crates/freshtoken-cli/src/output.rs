@@ -106,10 +106,14 @@ pub(crate) fn print(text: &str) -> CliResult {
 
 /// `value` pretty-printed, newline-terminated.
 pub(crate) fn print_json(value: &Value) -> CliResult {
-    print(&format!(
-        "{}\n",
-        serde_json::to_string_pretty(value).expect("a JSON value with string keys serializes")
-    ))
+    print(&format!("{}\n", pretty(value)))
+}
+
+/// `value` as indented JSON text.
+pub(crate) fn pretty(value: &Value) -> String {
+    // Cannot fail: serde_json fails only on a map key that is not a string or on a
+    // `Serialize` impl that errors, and a `Value` has neither.
+    serde_json::to_string_pretty(value).expect("a JSON value with string keys serializes")
 }
 
 #[cfg(test)]

@@ -69,11 +69,11 @@ pub(crate) fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> 
             text.push_str("JWT (signature not checked)\n");
             text.push_str(&format!(
                 "header: {}\n",
-                pretty(&Value::Object(decoded.header.clone()))
+                output::pretty(&Value::Object(decoded.header.clone()))
             ));
             text.push_str(&format!(
                 "claims: {}\n",
-                pretty(&Value::Object(decoded.claims.clone()))
+                output::pretty(&Value::Object(decoded.claims.clone()))
             ));
             let mut times = json!({"issued_at": null, "not_before": null, "expires_at": null, "expires_in": null});
             for (claim, label, field) in [
@@ -132,10 +132,6 @@ pub(crate) fn describe(token: &str, cached: Option<&Token>, now: SystemTime) -> 
         out["cache"] = cache;
     }
     Report { text, json: out }
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).expect("a JSON value with string keys serializes")
 }
 
 #[cfg(test)]
