@@ -297,6 +297,7 @@ fn proxy_cell(fault: Fault) -> String {
     assert!(ok(&codes), "{what}: warm {codes:?}");
     server.set_faults(fault.faults());
     let before = server.stats().token_requests;
+    let burst_started = Instant::now();
 
     at_age(Duration::from_secs(16));
     let (codes, _) = status(30);
@@ -313,7 +314,18 @@ fn proxy_cell(fault: Fault) -> String {
         "{what}: {took:?}"
     );
     let burst = server.stats().token_requests - before;
-    assert!(burst <= 2, "{what}: {burst} token requests for 33 requests");
+    // The failure backoff runs in real time (1 s, then 2 s, 4 s …): a burst that outlasts a
+    // step under a loaded runner may rightly try once more per step that passed, never once
+    // per request.
+    let spent = burst_started.elapsed().as_secs_f64();
+    let steps = (0..8)
+        .take_while(|n| spent >= f64::from((2u32 << n) - 1))
+        .count();
+    let allowed = 2 + u64::try_from(steps).unwrap_or(0);
+    assert!(
+        burst <= allowed,
+        "{what}: {burst} token requests for 33 requests in {spent:.1} s (at most {allowed})"
+    );
 
     set_skew("21s");
     let (codes, took) = status(1);
