@@ -6,11 +6,10 @@
 # musl is used when its Rust target is installed (x86_64-unknown-linux-musl); otherwise glibc
 # is linked statically (-C target-feature=+crt-static on x86_64-unknown-linux-gnu, which
 # needs libc6-dev's libc.a). Either way the binary needs nothing from the host to start.
-# Name resolution: freshtoken resolves host names with the C library's getaddrinfo. With
-# static glibc that still reads /etc/nsswitch.conf and loads the host's NSS modules for
-# names (an IP address, such as a dev-server on 127.0.0.1, needs none): on a host without
-# them give IP addresses, or build on a machine that has the musl target (musl reads
-# /etc/hosts and /etc/resolv.conf itself). The TLS roots are the host's (/etc/ssl/certs),
+# Name resolution: freshtoken resolves the host names of its HTTP connections itself
+# (crates/freshtoken/src/dns.rs: /etc/hosts, then /etc/resolv.conf's name servers; localhost
+# is loopback), so the static binary never loads the host's NSS modules. Only Redis host
+# names go through the C library's getaddrinfo. The TLS roots are the host's (/etc/ssl/certs),
 # plus --ca-file.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -22,6 +22,7 @@ mod gateway;
 mod guard;
 mod headers;
 mod host;
+mod resolve;
 mod server;
 mod upstream;
 

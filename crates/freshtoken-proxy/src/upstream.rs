@@ -21,6 +21,7 @@ use tower_service::Service;
 use url::Url;
 
 use crate::body::{BoxError, ProxyBody};
+use crate::resolve::NameResolver;
 use freshtoken::internal::lock;
 
 /// Idle HTTP/1.1 connections kept per serving thread; more are closed once their answer is
@@ -36,7 +37,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where requests go, and the connections that take them there.
 pub(crate) struct Upstream {
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<HttpConnector<NameResolver>>,
     /// `scheme://authority/`: what the connector dials.
     dial: Uri,
     scheme: Scheme,
@@ -92,7 +93,7 @@ impl Upstream {
             .map_err(|_| bad())?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
 
-        let mut tcp = HttpConnector::new();
+        let mut tcp = HttpConnector::new_with_resolver(NameResolver::default());
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
         tcp.enforce_http(false);

@@ -11,6 +11,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+/// A host name the upstream's certificate also holds; `.test` is reserved (RFC 2606), so it
+/// resolves only where a test's hosts file says so.
+pub const TLS_TEST_NAME: &str = "freshtoken.test";
+
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -35,7 +39,8 @@ pub struct TlsUpstream {
 }
 
 impl TlsUpstream {
-    /// Serves `https://127.0.0.1:PORT` with a certificate for 127.0.0.1 signed by a fresh CA
+    /// Serves `https://127.0.0.1:PORT` with a certificate for 127.0.0.1 and for the name
+    /// [`TLS_TEST_NAME`] (for tests that resolve it to 127.0.0.1) signed by a fresh CA
     /// written to `dir/ca.pem`, offering the ALPN protocols `alpn` in that order.
     pub fn start(dir: &Path, alpn: &[&[u8]]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -48,10 +53,11 @@ impl TlsUpstream {
             rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
                 .unwrap();
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), TLS_TEST_NAME.to_owned()])
+                .unwrap()
+                .signed_by(&leaf_key, &ca)
+                .unwrap();
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca.pem()).unwrap();
 

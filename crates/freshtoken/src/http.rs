@@ -53,7 +53,8 @@ impl Default for HttpOptions {
 }
 
 /// Builds the HTTP client freshtoken uses everywhere: rustls with the platform's roots (and
-/// the CA file's, if any), no redirects, the given timeouts.
+/// the CA file's, if any), host names resolved by [`crate::dns`], no redirects, the given
+/// timeouts.
 pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder();
@@ -66,6 +67,7 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
         builder = builder.tls_certs_merge(extra);
     }
     builder
+        .dns_resolver(std::sync::Arc::new(crate::dns::Resolver::system()))
         .redirect(reqwest::redirect::Policy::none())
         .timeout(options.timeout)
         .connect_timeout(options.connect_timeout)

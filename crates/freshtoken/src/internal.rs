@@ -13,6 +13,11 @@ pub use crate::store::redact_url;
 pub use crate::sync::lock;
 pub use crate::tls::load_ca_file;
 
+/// Host names resolved in Rust, the same on every host (see the module's own docs).
+pub mod dns {
+    pub use crate::dns::*;
+}
+
 /// Checks on who owns files and folders (see the module's own docs).
 pub mod owned {
     pub use crate::owned::*;

@@ -276,6 +276,25 @@ fn two_hundred_megabytes_each_way_with_memory_well_under_100_mb() {
     assert!(status.success());
 }
 
+/// The upstream's host name goes through freshtoken's own resolver (the library's `dns`
+/// module, wired into the proxy's connector): `localhost` reaches the dev-server on loopback.
+#[test]
+fn an_upstream_given_by_name_is_resolved_and_reached() {
+    let server = Server::start(Duration::from_secs(3600));
+    let sb = Sandbox::new();
+    let by_name = server.base_url().replace("127.0.0.1", "localhost");
+    let mut cmd = sb.cmd_for(&server);
+    cmd.args(["proxy", "--upstream", &by_name]);
+    let proxy = Proxy::spawn(cmd);
+    let out = curl(&[
+        "-w",
+        " %{http_code}",
+        &format!("{}/api/v2/users/me", proxy.url),
+    ]);
+    assert!(out.ends_with(" 200"), "{out}");
+    assert_eq!(server.stats().token_requests, 1);
+}
+
 #[test]
 fn not_an_open_proxy_and_redirects_are_not_followed() {
     let server = Server::start(Duration::from_secs(3600));
