@@ -32,6 +32,16 @@ fn profile(sb: &Sandbox, server: &Server) {
     ));
 }
 
+/// A dev-server on a manual clock and a sandbox whose config has profile `p` for it, not
+/// logged in.
+fn set_up() -> (ManualClock, Server, Sandbox) {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock);
+    let sb = Sandbox::new();
+    profile(&sb, &server);
+    (clock, server, sb)
+}
+
 fn cmd(sb: &Sandbox) -> std::process::Command {
     let mut c = sb.cmd();
     c.env("SECRET", SECRET);
@@ -171,10 +181,7 @@ fn stored_refresh_token(sb: &Sandbox) -> String {
 
 #[test]
 fn the_code_flow_logs_in_and_get_uses_the_stored_refresh_token() {
-    let clock = ManualClock::starting_now();
-    let server = server(&clock);
-    let sb = Sandbox::new();
-    profile(&sb, &server);
+    let (_clock, server, sb) = set_up();
 
     let login = Login::start(&sb);
     let url = login.authorization_url();
@@ -227,10 +234,7 @@ fn the_code_flow_logs_in_and_get_uses_the_stored_refresh_token() {
 
 #[test]
 fn a_redirect_with_another_state_is_refused() {
-    let clock = ManualClock::starting_now();
-    let server = server(&clock);
-    let sb = Sandbox::new();
-    profile(&sb, &server);
+    let (_clock, server, sb) = set_up();
     let login = Login::start(&sb);
     let back = redirect_of(login.authorization_url().as_str());
     let forged = with_param(&back, "state", "forged");
@@ -271,10 +275,7 @@ fn denied_consent_ends_the_login_with_the_servers_reason() {
 /// listener: the exchange with the login's own verifier fails.
 #[test]
 fn a_code_bound_to_another_verifier_is_refused_at_the_exchange() {
-    let clock = ManualClock::starting_now();
-    let server = server(&clock);
-    let sb = Sandbox::new();
-    profile(&sb, &server);
+    let (_clock, _server, sb) = set_up();
     let login = Login::start(&sb);
     let url = login.authorization_url();
     let other = freshtoken::login::Pkce::new();
@@ -292,10 +293,7 @@ fn a_code_bound_to_another_verifier_is_refused_at_the_exchange() {
 
 #[test]
 fn an_expired_or_missing_login_exits_6_with_how_to_log_in() {
-    let clock = ManualClock::starting_now();
-    let server = server(&clock);
-    let sb = Sandbox::new();
-    profile(&sb, &server);
+    let (clock, server, sb) = set_up();
 
     let o = run(cmd(&sb).args(["get", "--profile", "p"]));
     assert_fails_with(&o, 6, "login needed: no login is stored");
@@ -320,37 +318,35 @@ fn an_expired_or_missing_login_exits_6_with_how_to_log_in() {
     );
 }
 
-/// Fifty `get` processes at once, with no shared access-token cache (so each one refreshes):
-/// each presents the refresh token the one before it stored, and the dev-server's reuse
-/// detection never fires.
-#[test]
-fn fifty_concurrent_gets_rotate_the_refresh_token_without_a_reuse() {
-    let clock = ManualClock::starting_now();
-    let server = server(&clock);
-    let sb = Sandbox::new();
-    profile(&sb, &server);
-    log_in(&sb);
-    let started = Instant::now();
-    let children: Vec<Child> = (0..50)
+/// `n` `get` processes of profile `p` started at once with no shared access-token cache (so
+/// each one refreshes), and what each printed.
+fn concurrent_gets(sb: &Sandbox, n: usize) -> Vec<std::process::Output> {
+    let children: Vec<Child> = (0..n)
         .map(|_| {
-            cmd(&sb)
-                .args([
-                    "get",
-                    "--profile",
-                    "p",
-                    "--cache",
-                    "memory",
-                    "--retry-for",
-                    "20s",
-                ])
+            cmd(sb)
+                .args(["get", "--profile", "p", "--cache", "memory"])
+                .args(["--retry-for", "20s"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("get starts")
         })
         .collect();
-    for child in children {
-        let o = child.wait_with_output().expect("get ends");
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("get ends"))
+        .collect()
+}
+
+/// Fifty `get` processes at once, with no shared access-token cache (so each one refreshes):
+/// each presents the refresh token the one before it stored, and the dev-server's reuse
+/// detection never fires.
+#[test]
+fn fifty_concurrent_gets_rotate_the_refresh_token_without_a_reuse() {
+    let (_clock, server, sb) = set_up();
+    log_in(&sb);
+    let started = Instant::now();
+    for o in concurrent_gets(&sb, 50) {
         assert_code(&o, 0);
     }
     let stats = server.stats();
@@ -363,10 +359,7 @@ fn fifty_concurrent_gets_rotate_the_refresh_token_without_a_reuse() {
 
 #[test]
 fn logout_revokes_the_refresh_token_and_deletes_the_login() {
-    let clock = ManualClock::starting_now();
-    let server = server(&clock);
-    let sb = Sandbox::new();
-    profile(&sb, &server);
+    let (_clock, server, sb) = set_up();
     log_in(&sb);
     let rt = stored_refresh_token(&sb);
     let o = run(cmd(&sb).args(["logout", "--profile", "p"]));
@@ -560,26 +553,7 @@ fn oidc_provider_code_flow_rotation_and_logout() {
     assert_eq!(code, 0, "{err}");
 
     let first = stored_refresh_token(&sb);
-    let children: Vec<Child> = (0..20)
-        .map(|_| {
-            cmd(&sb)
-                .args([
-                    "get",
-                    "--profile",
-                    "p",
-                    "--cache",
-                    "memory",
-                    "--retry-for",
-                    "20s",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("get starts")
-        })
-        .collect();
-    for child in children {
-        let o = child.wait_with_output().expect("get ends");
+    for o in concurrent_gets(&sb, 20) {
         assert_code(&o, 0);
         let info = introspect(&p, stdout(&o).trim());
         assert_eq!(info["active"], true, "{info}");
@@ -670,10 +644,7 @@ fn genesys_logins_go_to_the_regions_login_host_and_the_wait_is_bounded() {
 
 #[test]
 fn exec_runs_a_command_with_the_logins_token() {
-    let clock = ManualClock::starting_now();
-    let server = server(&clock);
-    let sb = Sandbox::new();
-    profile(&sb, &server);
+    let (_clock, server, sb) = set_up();
     log_in(&sb);
     let o = run(cmd(&sb).args([
         "exec",
