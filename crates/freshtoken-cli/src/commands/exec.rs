@@ -51,22 +51,7 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let wired = wiring::wire(settings).await?;
     let settings = &wired.settings;
     // Checked before a token is fetched: an upstream it may not go to stops here.
-    let upstream = match args.proxy {
-        true => {
-            let upstream = settings.upstream(args.upstream.as_deref())?;
-            let login = &wired.request_public().token_url;
-            if let Some(warning) = wiring::regions_differ(login, &upstream) {
-                tracing::warn!("{warning}");
-            }
-            Some(upstream)
-        }
-        false => None,
-    };
-    if args.gateway.gateway && !args.proxy {
-        return Err(CliError::usage(
-            "--gateway needs --proxy: the gateway is the proxy",
-        ));
-    }
+    let upstream = checked_upstream(args, &wired)?;
     let request = wired.token_request()?;
     // CMD logs in to its gateway with a stand-in secret made for this run: the real one
     // stays out of its environment, as it does without --gateway.
@@ -120,6 +105,25 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
 
 /// The variables that get the token: `--env NAME`s, else FRESHTOKEN_ACCESS_TOKEN; each
 /// name, and each `--proxy-env` name, checked to be one a shell takes.
+/// The upstream of `--proxy` (none without it), after the checks that must stop a run before
+/// a token is fetched.
+fn checked_upstream(args: &ExecArgs, wired: &wiring::Wired) -> CliResult<Option<url::Url>> {
+    if args.gateway.gateway && !args.proxy {
+        return Err(CliError::usage(
+            "--gateway needs --proxy: the gateway is the proxy",
+        ));
+    }
+    if !args.proxy {
+        return Ok(None);
+    }
+    let upstream = wired.settings.upstream(args.upstream.as_deref())?;
+    let login = &wired.request_public().token_url;
+    if let Some(warning) = wiring::regions_differ(login, &upstream) {
+        tracing::warn!("{warning}");
+    }
+    Ok(Some(upstream))
+}
+
 fn token_names(args: &ExecArgs) -> CliResult<Vec<String>> {
     let names = if args.env.is_empty() {
         vec![env::ACCESS_TOKEN.to_owned()]

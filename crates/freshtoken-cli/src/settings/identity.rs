@@ -105,13 +105,43 @@ fn parse_flag(flag: &str, value: &str) -> CliResult<IdentitySource> {
 /// The profile's identity tokens; a client assertion source makes `client_assertion` the
 /// auth method unless another was named, and one named without a source is refused.
 pub(super) fn resolve(s: &Source<'_>, client: &mut Client) -> CliResult<Identity> {
+    let profile = s.profile;
+    let method_named = s.args.auth_method.is_some() || profile.auth_method.is_some();
+    let assertion = assertion(s, client, method_named)?;
+    let exchange = exchange(s)?;
+    if exchange.is_none()
+        && (profile.actor_token.is_some()
+            || profile.subject_token_type.is_some()
+            || profile.requested_token_type.is_some())
+    {
+        return Err(CliError::usage(format!(
+            "{} apply to grant = \"token_exchange\" only",
+            s.in_file("subject_token_type, requested_token_type and actor_token")
+        )));
+    }
+    // A token exchange with no secret anywhere is a public client's.
+    if exchange.is_some() && !method_named && matches!(client.secret, SecretSpec::Missing) {
+        client.auth_method = AuthMethod::None;
+    }
+    Ok(Identity {
+        assertion,
+        exchange,
+    })
+}
+
+/// The client assertion's source, if any; a source alone makes the auth method
+/// `client_assertion`, and the two must agree when both are named.
+fn assertion(
+    s: &Source<'_>,
+    client: &mut Client,
+    method_named: bool,
+) -> CliResult<Option<IdentitySource>> {
     let (args, profile) = (s.args, s.profile);
     let assertion = match (&args.client_assertion_file, &args.client_assertion_from) {
         (Some(path), _) => Some(IdentitySource::File(path.clone())),
         (None, Some(v)) => Some(parse_flag("client-assertion-from", v)?),
         (None, None) => profile.client_assertion.clone(),
     };
-    let method_named = args.auth_method.is_some() || profile.auth_method.is_some();
     if assertion.is_some() && !method_named {
         client.auth_method = AuthMethod::ClientAssertion;
     }
@@ -129,6 +159,13 @@ pub(super) fn resolve(s: &Source<'_>, client: &mut Client) -> CliResult<Identity
         }
         _ => {}
     }
+    Ok(assertion)
+}
+
+/// The token exchange of `grant = "token_exchange"` (or of a subject token alone), checked
+/// against the grant named.
+fn exchange(s: &Source<'_>) -> CliResult<Option<Exchange>> {
+    let (args, profile) = (s.args, s.profile);
     let subject = match (&args.subject_token_file, &args.subject_token_from) {
         (Some(path), _) => Some(IdentitySource::File(path.clone())),
         (None, Some(v)) => Some(parse_flag("subject-token-from", v)?),
@@ -170,22 +207,5 @@ pub(super) fn resolve(s: &Source<'_>, client: &mut Client) -> CliResult<Identity
             )));
         }
     };
-    if exchange.is_none()
-        && (profile.actor_token.is_some()
-            || profile.subject_token_type.is_some()
-            || profile.requested_token_type.is_some())
-    {
-        return Err(CliError::usage(format!(
-            "{} apply to grant = \"token_exchange\" only",
-            s.in_file("subject_token_type, requested_token_type and actor_token")
-        )));
-    }
-    // A token exchange with no secret anywhere is a public client's.
-    if exchange.is_some() && !method_named && matches!(client.secret, SecretSpec::Missing) {
-        client.auth_method = AuthMethod::None;
-    }
-    Ok(Identity {
-        assertion,
-        exchange,
-    })
+    Ok(exchange)
 }
