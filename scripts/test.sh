@@ -25,6 +25,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 command -v curl >/dev/null || apt_install curl
 command -v ip >/dev/null || apt_install iproute2
 command -v script >/dev/null || apt_install util-linux
+# dnsmasq is the real name server of the name-resolution test.
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || apt_install dnsmasq-base
 
 echo "== npm ci (tests/interop: oidc-provider, the Genesys JavaScript SDK)"
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error

@@ -181,8 +181,23 @@ impl NetLab {
     }
 }
 
+impl NetLab {
+    /// Gives host `i` its own `/etc/resolv.conf` and `/etc/hosts` (files under
+    /// `/etc/netns/NAME/`, which `ip netns exec` mounts over `/etc` for what runs there):
+    /// `resolv_conf` as given, and a hosts file with `localhost` only. Removed with the lab.
+    pub fn name_config(&self, i: usize, resolv_conf: &str) {
+        let dir = std::path::Path::new("/etc/netns").join(self.host(i));
+        std::fs::create_dir_all(&dir).expect("/etc/netns/NAME (needs root)");
+        std::fs::write(dir.join("resolv.conf"), resolv_conf).expect("resolv.conf");
+        std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").expect("hosts");
+    }
+}
+
 impl Drop for NetLab {
     fn drop(&mut self) {
+        for i in 0..self.hosts {
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(self.host(i)));
+        }
         let _ = ip(&["netns", "del", &self.ns("hub")]);
         let _ = ip(&["netns", "del", &self.ns("svc")]);
         for i in 0..self.hosts {

@@ -4,6 +4,7 @@
 //! records what reached it. `POST /oauth/token` answers with a token, so that it can stand
 //! for a token endpoint behind a private CA.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +44,12 @@ impl TlsUpstream {
     /// [`TLS_TEST_NAME`] (for tests that resolve it to 127.0.0.1) signed by a fresh CA
     /// written to `dir/ca.pem`, offering the ALPN protocols `alpn` in that order.
     pub fn start(dir: &Path, alpn: &[&[u8]]) -> Self {
+        Self::start_at(dir, alpn, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// As [`TlsUpstream::start`], listening on `addr` (e.g. an address inside a test's
+    /// network namespace, when called on a thread in it).
+    pub fn start_at(dir: &Path, alpn: &[&[u8]], addr: SocketAddr) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -77,7 +84,7 @@ impl TlsUpstream {
             .build()
             .unwrap();
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(addr))
             .unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
