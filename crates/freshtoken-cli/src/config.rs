@@ -117,6 +117,11 @@ pub(crate) struct ProfileConfig {
     pub api_base: Option<String>,
     /// PEM private key for `private_key_jwt`.
     pub private_key: Option<SecretSource>,
+    /// PEM client certificate (leaf first) for `tls_client_auth` and
+    /// `self_signed_tls_client_auth`.
+    pub client_certificate: Option<SecretSource>,
+    /// The PEM private key of `client_certificate`.
+    pub client_key: Option<SecretSource>,
     pub key_id: Option<String>,
     pub signing_alg: Option<String>,
     pub assertion_audience: Option<String>,

@@ -32,6 +32,9 @@ pub struct HttpOptions {
     /// Told of each failed attempt that will be retried (see [`RetryObserver`]); without
     /// one, the first is logged as a warning and the rest at debug level.
     pub observer: Option<Arc<dyn RetryObserver>>,
+    /// The client certificate and key presented when a server asks for one (mutual TLS:
+    /// `tls_client_auth`, `self_signed_tls_client_auth`, certificate-bound tokens).
+    pub client_identity: Option<crate::mtls::ClientIdentity>,
 }
 
 /// The documented lifetime assumed when a server says nothing about expiry: short, so a
@@ -48,12 +51,14 @@ impl Default for HttpOptions {
             default_lifetime: DEFAULT_LIFETIME,
             ca_file: None,
             observer: None,
+            client_identity: None,
         }
     }
 }
 
 /// Builds the HTTP client freshtoken uses everywhere: rustls with the platform's roots (and
-/// the CA file's, if any), no redirects, the given timeouts.
+/// the CA file's, if any), the client certificate if one is set, no redirects, the given
+/// timeouts.
 pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder();
@@ -64,6 +69,9 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Config(format!("CA file {}: {}", path.display(), chain(&e))))?;
         builder = builder.tls_certs_merge(extra);
+    }
+    if let Some(identity) = &options.client_identity {
+        builder = builder.identity(identity.reqwest_identity()?);
     }
     builder
         .redirect(reqwest::redirect::Policy::none())

@@ -31,6 +31,11 @@ pub enum AuthMethod {
     /// An identity token obtained for each request (a CI job's OIDC token, a pod's projected
     /// service-account token) sent as the client assertion (RFC 7523 §2.2): no secret at all.
     ClientAssertion,
+    /// Mutual TLS with a certificate from a CA the server trusts (RFC 8705 §2.1): the
+    /// client certificate proves who it is; `client_id` in the body, no secret.
+    TlsClientAuth,
+    /// Mutual TLS with a self-signed certificate registered with the server (RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -43,6 +48,8 @@ impl AuthMethod {
             AuthMethod::PrivateKeyJwt => "private_key_jwt",
             AuthMethod::None => "none",
             AuthMethod::ClientAssertion => "client_assertion",
+            AuthMethod::TlsClientAuth => "tls_client_auth",
+            AuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 
@@ -69,14 +76,25 @@ impl AuthMethod {
         )
     }
 
+    /// Whether this method authenticates with a client certificate (mutual TLS): the token
+    /// request goes to the server's mTLS endpoint, if it names one.
+    pub fn needs_client_certificate(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+        )
+    }
+
     /// Every method, for help texts and error messages.
-    pub const ALL: [AuthMethod; 6] = [
+    pub const ALL: [AuthMethod; 8] = [
         AuthMethod::ClientSecretBasic,
         AuthMethod::ClientSecretPost,
         AuthMethod::ClientSecretJwt,
         AuthMethod::PrivateKeyJwt,
         AuthMethod::None,
         AuthMethod::ClientAssertion,
+        AuthMethod::TlsClientAuth,
+        AuthMethod::SelfSignedTlsClientAuth,
     ];
 }
 

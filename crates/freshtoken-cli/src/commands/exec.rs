@@ -183,6 +183,7 @@ async fn start_proxy(
             replay_limit: DEFAULT_REPLAY_LIMIT,
             ca_file: settings.http.ca_file.clone(),
             gateway,
+            client_identity: None,
         },
     )?;
     freshtoken_proxy::Background::start(proxy)
