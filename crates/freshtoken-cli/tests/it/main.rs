@@ -23,6 +23,7 @@ mod json_shapes;
 mod listeners;
 mod local_users;
 mod login;
+mod mtls;
 mod not_regular_files;
 mod providers;
 mod proxy;
