@@ -19,6 +19,7 @@ mod genesys_sdk;
 mod get;
 mod github_action;
 mod interop;
+mod interop_mtls;
 mod json_shapes;
 mod listeners;
 mod local_users;
