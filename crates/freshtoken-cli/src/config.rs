@@ -56,6 +56,11 @@ pub(crate) struct ProxyConfig {
     pub gateway_login_prefix: Option<String>,
     /// The API paths' prefix of a gateway, removed before forwarding (default none).
     pub gateway_api_prefix: Option<String>,
+    /// A PEM client certificate presented to the upstream, for certificate-bound tokens
+    /// (with `upstream_client_key`), as `proxy --upstream-client-cert` does.
+    pub upstream_client_cert: Option<PathBuf>,
+    /// The PEM private key of `upstream_client_cert`.
+    pub upstream_client_key: Option<PathBuf>,
 }
 
 /// One `[[profiles.NAME.sinks]]`: a file the agent keeps holding the profile's token.

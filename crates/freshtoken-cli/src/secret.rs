@@ -158,6 +158,10 @@ pub(crate) fn read_secret(
 pub(crate) struct ConfigSecrets {
     client_secret: Option<Result<SecretString, String>>,
     private_key: Option<Result<SecretString, String>>,
+    /// The client certificate and its key of a mutual-TLS profile: a renewed certificate
+    /// renews the profile. Read here for the digest only; the profile reads them again.
+    client_certificate: Option<Result<SecretString, String>>,
+    client_key: Option<Result<SecretString, String>>,
 }
 
 impl ConfigSecrets {
@@ -191,6 +195,12 @@ impl ConfigSecrets {
             private_key: uses(AuthMethod::needs_private_key)
                 .then(|| read(&profile.private_key, Secret::PrivateKey))
                 .flatten(),
+            client_certificate: uses(AuthMethod::needs_client_certificate)
+                .then(|| read(&profile.client_certificate, Secret::ClientCertificate))
+                .flatten(),
+            client_key: uses(AuthMethod::needs_client_certificate)
+                .then(|| read(&profile.client_key, Secret::ClientKey))
+                .flatten(),
         }
     }
 
@@ -199,12 +209,17 @@ impl ConfigSecrets {
         self.client_secret.clone()
     }
 
-    /// SHA-256 over both secrets; only this is kept, never a secret. A secret that cannot be
+    /// SHA-256 over the secrets (and a mutual-TLS profile's certificate and key); only this
+    /// is kept, never a secret. A secret that cannot be
     /// read hashes the same whatever the reason, and differs from every secret that can.
     pub(crate) fn digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
-        for read in [&self.client_secret, &self.private_key] {
+        let certificate = [&self.client_certificate, &self.client_key];
+        for read in [&self.client_secret, &self.private_key]
+            .into_iter()
+            .chain(certificate.into_iter().filter(|r| r.is_some()))
+        {
             match read {
                 None => hash.update([0]),
                 Some(Ok(secret)) => {
@@ -490,14 +505,27 @@ mod tests {
         let read = |s: &str| ConfigSecrets {
             client_secret: Some(Ok(SecretString::from(s.to_owned()))),
             private_key: None,
+            client_certificate: None,
+            client_key: None,
         };
         assert_eq!(read("a").digest(), read("a").digest());
         assert_ne!(read("a").digest(), read("b").digest());
         let failed = ConfigSecrets {
             client_secret: Some(Err("cannot read".into())),
             private_key: None,
+            client_certificate: None,
+            client_key: None,
         };
         assert_ne!(failed.digest(), read("").digest());
+        // A renewed certificate (or key) of a mutual-TLS profile moves it too.
+        let mtls = |cert: &str| ConfigSecrets {
+            client_secret: None,
+            private_key: None,
+            client_certificate: Some(Ok(SecretString::from(cert.to_owned()))),
+            client_key: Some(Ok(SecretString::from("key".to_owned()))),
+        };
+        assert_eq!(mtls("a").digest(), mtls("a").digest());
+        assert_ne!(mtls("a").digest(), mtls("b").digest());
         assert!(!format!("{:?}", read("hunter2")).contains("hunter2"));
     }
 }

@@ -38,6 +38,16 @@ impl fmt::Debug for ClientIdentity {
     }
 }
 
+/// Equal when both the certificate chain and the key are: a renewed certificate (or a
+/// rotated key) is another identity, which is what a reload compares.
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.chain == other.chain && self.key.secret_der() == other.key.secret_der()
+    }
+}
+
+impl Eq for ClientIdentity {}
+
 impl ClientIdentity {
     /// The identity made of `certificate` (PEM, the leaf first, then any intermediates) and
     /// `key` (PEM: PKCS#8, PKCS#1 or SEC1; RSA, ECDSA P-256/P-384 or Ed25519). Errors are

@@ -297,3 +297,77 @@ fn a_bound_token_works_through_the_proxy_across_lifetimes() {
     let (code, _) = curl(&[&format!("{}/v2/users/me", unbound.url)]);
     assert_eq!(code, 401);
 }
+
+/// The agent keeps a mutual-TLS profile's token (bound to its certificate), and its
+/// `[[proxy]]` with `upstream_client_cert` presents that certificate: the API answers 200
+/// with the thumbprint it checked. The same entry without it gets the bound token refused.
+#[test]
+fn the_agent_s_proxy_presents_the_certificate_of_a_bound_profile() {
+    let sb = Sandbox::new();
+    let s = setup(sb.path(), Config::default());
+    let (with, without) = (free_port(), free_port());
+    let (cert, key) = (s.pki.cert_file.display(), s.pki.key_file.display());
+    let config = format!(
+        r#"[agent]
+socket = "{socket}"
+
+[profiles.a]
+issuer = "{issuer}"
+client_id = "{PKI_CLIENT}"
+auth_method = "tls_client_auth"
+client_certificate = {{ file = "{cert}" }}
+client_key = {{ file = "{key}" }}
+ca_file = "{ca}"
+retry_for = "0s"
+
+[[proxy]]
+profile = "a"
+listen = "127.0.0.1:{with}"
+upstream = "{mtls}/api"
+upstream_client_cert = "{cert}"
+upstream_client_key = "{key}"
+
+[[proxy]]
+profile = "a"
+listen = "127.0.0.1:{without}"
+upstream = "{mtls}/api"
+"#,
+        socket = sb.path().join("run/agent.sock").display(),
+        issuer = s.mtls.server.base_url(),
+        ca = s.mtls.ca_file.display(),
+        mtls = s.mtls.url,
+    );
+    let path = sb.path().join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = sb.path().join("agent.log");
+    let child = sb
+        .cmd()
+        .arg("--config")
+        .arg(&path)
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = Proxy {
+        child,
+        url: String::new(),
+    };
+    let url = format!("http://127.0.0.1:{with}/v2/users/me");
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        Duration::from_secs(10),
+        || curl(&[&url]).0 == 200,
+        || {
+            format!(
+                "the agent's proxy never answered 200; its log:\n{}",
+                agent_log()
+            )
+        },
+    );
+    let answer = curl(&[&url]);
+    assert!(answer.1.contains(&s.pki.thumbprint()), "{}", answer.1);
+    let (code, _) = curl(&[&format!("http://127.0.0.1:{without}/v2/users/me")]);
+    assert_eq!(code, 401);
+    drop(agent);
+}
