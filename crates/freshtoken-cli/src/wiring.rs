@@ -87,7 +87,11 @@ pub(crate) async fn wire(settings: Settings) -> CliResult<Wired> {
             (url, Some(meta))
         }
     };
-    let request = public_request(&settings, token_url);
+    let mut request = public_request(&settings, token_url);
+    if settings.client.auth_method.needs_client_certificate() {
+        // The certificate is public: read now, for the cache key (tokens are bound to it).
+        request.certificate_thumbprint = Some(certificate_thumbprint(&settings.client)?);
+    }
     Ok(Wired {
         settings,
         clock,
@@ -150,6 +154,22 @@ pub(crate) fn read_identity(
             "{e} (certificate from {}, key from {})",
             cert.origin(),
             key.origin()
+        ))
+    })
+}
+
+/// `x5t#S256` of the client certificate `client` names (its leaf, the first PEM block).
+fn certificate_thumbprint(client: &settings::Client) -> CliResult<String> {
+    use secrecy::ExposeSecret;
+    let pem = read_secret(
+        &client.certificate,
+        Secret::ClientCertificate,
+        client.auth_method,
+    )?;
+    freshtoken::pem_certificate_thumbprint(pem.expose_secret()).map_err(|e| {
+        CliError::usage(format!(
+            "{e} (certificate from {})",
+            client.certificate.origin()
         ))
     })
 }
@@ -296,6 +316,11 @@ impl Wired {
         };
         let mut http = self.settings.http.clone();
         http.client_identity = self.client_identity()?;
+        let mut request = request;
+        if let Some(identity) = &http.client_identity {
+            // The certificate read now, should it have been renewed since the wiring.
+            request.certificate_thumbprint = Some(identity.thumbprint().to_owned());
+        }
         // A shared client presents no certificate: a mutual-TLS profile gets its own.
         let client = client.filter(|_| http.client_identity.is_none());
         let mut fetcher = HttpFetcher::new(request, http)?.with_clock(self.clock.clone());

@@ -208,7 +208,8 @@ impl HttpFetcher {
     }
 
     /// Uses `client` (from [`http_client`] with this fetcher's options) instead of building
-    /// one: a process that keeps many profiles shares one client and its TLS roots.
+    /// one: a process that keeps many profiles shares one client and its TLS roots. A client
+    /// built without the options' client certificate presents none.
     pub fn with_client(self, client: reqwest::Client) -> Self {
         let _ = self.http.set(client);
         self

@@ -66,7 +66,7 @@ pub use exchange::TokenExchange;
 pub use fetch::{
     Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, http_client, install_crypto_provider,
 };
-pub use mtls::{ClientIdentity, certificate_thumbprint};
+pub use mtls::{ClientIdentity, certificate_thumbprint, pem_certificate_thumbprint};
 pub use observe::{RetryNotice, RetryObserver};
 pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest, TokenRequestBuilder};

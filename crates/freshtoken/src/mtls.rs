@@ -54,15 +54,8 @@ impl ClientIdentity {
     /// one line, say which part is wrong, and never quote the key.
     pub fn from_pem(certificate: &str, key: &SecretString) -> Result<Self> {
         let bad = |why: String| Error::Config(why);
-        let chain = CertificateDer::pem_slice_iter(certificate.as_bytes())
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("the client certificate is not PEM ({e})")))?;
-        let Some(leaf) = chain.first() else {
-            return Err(bad(
-                "the client certificate holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-                    .into(),
-            ));
-        };
+        let chain = parse_chain(certificate)?;
+        let leaf = &chain[0];
         // The error of the PEM parser names no key material, only what it found.
         let key_der = PrivateKeyDer::from_pem_slice(key.expose_secret().as_bytes()).map_err(
             |_| {
@@ -131,6 +124,25 @@ impl ClientIdentity {
             ))
         })
     }
+}
+
+/// The certificates of a PEM text, at least one.
+fn parse_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("the client certificate is not PEM ({e})")))?;
+    if chain.is_empty() {
+        return Err(Error::Config(
+            "the client certificate holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(chain)
+}
+
+/// `x5t#S256` of the first certificate of a PEM text (a chain's leaf): what a cache key of
+/// a certificate-bound token needs, without the private key.
+pub fn pem_certificate_thumbprint(pem: &str) -> Result<String> {
+    Ok(certificate_thumbprint(&parse_chain(pem)?[0]))
 }
 
 /// `x5t#S256` of a DER certificate: base64url (no padding) of its SHA-256.

@@ -174,6 +174,10 @@ pub struct TokenRequest {
     /// The stable name of the identity-token sources used (client assertion, subject, actor),
     /// never a token: part of the cache key, since another source may name another subject.
     pub identity_source: Option<String>,
+    /// `x5t#S256` of the client certificate of the mutual-TLS methods: part of the cache
+    /// key, since a server binds its tokens to the certificate they were asked with, and a
+    /// renewed certificate must not be served a token bound to the old one.
+    pub certificate_thumbprint: Option<String>,
 }
 
 impl TokenRequest {
@@ -200,6 +204,7 @@ impl TokenRequest {
             assertion_lifetime: DEFAULT_ASSERTION_LIFETIME,
             exchange: None,
             identity_source: None,
+            certificate_thumbprint: None,
         }
     }
 
@@ -307,6 +312,9 @@ impl TokenRequest {
         }
         if let Some(source) = &self.identity_source {
             field("identity_source", source);
+        }
+        if let Some(x5t) = &self.certificate_thumbprint {
+            field("x5t#S256", x5t);
         }
         CacheKey(hex::encode(h.finalize()))
     }
@@ -480,7 +488,7 @@ mod tests {
             "the secret must not change the key"
         );
 
-        let changes: [fn(&mut TokenRequest); 10] = [
+        let changes: [fn(&mut TokenRequest); 11] = [
             (|r| r.token_url = Url::parse("https://login.example.com/other").unwrap()),
             (|r| r.client_id = "client-2".into()),
             (|r| r.auth_method = AuthMethod::ClientSecretPost),
@@ -496,6 +504,7 @@ mod tests {
                 })
             }),
             (|r| r.identity_source = Some("file /var/run/token".into())),
+            (|r| r.certificate_thumbprint = Some("x5t".into())),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut r = req();

@@ -360,7 +360,8 @@ upstream = "{mtls}/api"
         || curl(&[&url]).0 == 200,
         || {
             format!(
-                "the agent's proxy never answered 200; its log:\n{}",
+                "the agent's proxy answers {:?}; its log:\n{}",
+                curl(&[&url]),
                 agent_log()
             )
         },
@@ -370,4 +371,32 @@ upstream = "{mtls}/api"
     let (code, _) = curl(&[&format!("http://127.0.0.1:{without}/v2/users/me")]);
     assert_eq!(code, 401);
     drop(agent);
+}
+
+/// The file cache keys a bound token by its certificate: after the certificate is renewed
+/// (same files, a new certificate and key), `get` asks for a token bound to the new one
+/// instead of serving the cached token that only the old certificate can use.
+#[test]
+fn a_renewed_certificate_is_not_served_the_token_bound_to_the_old_one() {
+    let sb = Sandbox::new();
+    let s = setup(sb.path(), Config::default());
+    let get = || {
+        let o = run(cmd(&sb, &s, PKI_CLIENT, "tls_client_auth", &s.pki).arg("get"));
+        assert_code(&o, 0);
+        stdout(&o).trim().to_owned()
+    };
+    let first = get();
+    assert_eq!(
+        get(),
+        first,
+        "served from the file cache while the certificate stays"
+    );
+    let renewed = ClientCert::issued(sb.path(), "renewed", &s.ca, PKI_SAN);
+    std::fs::copy(&renewed.cert_file, &s.pki.cert_file).unwrap();
+    std::fs::copy(&renewed.key_file, &s.pki.key_file).unwrap();
+    let second = get();
+    assert_ne!(second, first);
+    let state = s.mtls.server.state();
+    assert_eq!(state.binding(&second), Some(renewed.thumbprint()));
+    assert_eq!(s.mtls.server.stats().tokens_issued, 2);
 }
