@@ -55,6 +55,7 @@ impl ClientIdentity {
     pub fn from_pem(certificate: &str, key: &SecretString) -> Result<Self> {
         let bad = |why: String| Error::Config(why);
         let chain = parse_chain(certificate)?;
+        // parse_chain returns at least one certificate.
         let leaf = &chain[0];
         // The error of the PEM parser names no key material, only what it found.
         let key_der = PrivateKeyDer::from_pem_slice(key.expose_secret().as_bytes()).map_err(
@@ -84,10 +85,14 @@ impl ClientIdentity {
         for der in &chain {
             pem.push_str(&pem_block("CERTIFICATE", der));
         }
-        pem.push_str(key.expose_secret());
-        if !pem.ends_with('\n') {
-            pem.push('\n');
-        }
+        // The key as parsed, not as written: a file may hold more (`EC PARAMETERS` before the
+        // key, as `openssl ecparam -genkey` writes it), which the HTTP client refuses.
+        let label = match &key_der {
+            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+            _ => "PRIVATE KEY",
+        };
+        pem.push_str(&pem_block(label, key_der.secret_der()));
         Ok(Self {
             chain: Arc::new(chain),
             pem: SecretString::from(pem),
@@ -142,6 +147,7 @@ fn parse_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
 /// `x5t#S256` of the first certificate of a PEM text (a chain's leaf): what a cache key of
 /// a certificate-bound token needs, without the private key.
 pub fn pem_certificate_thumbprint(pem: &str) -> Result<String> {
+    // parse_chain returns at least one certificate.
     Ok(certificate_thumbprint(&parse_chain(pem)?[0]))
 }
 
@@ -193,6 +199,18 @@ mod tests {
             "{shown}"
         );
         id.reqwest_identity()?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_key_file_with_ec_parameters_before_the_key_is_taken() -> Result<()> {
+        // As `openssl ecparam -name prime256v1 -genkey` writes it.
+        let with_params = format!(
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{KEY}"
+        );
+        let id = ClientIdentity::from_pem(CERT, &key(&with_params))?;
+        id.reqwest_identity()?;
+        assert_eq!(id, ClientIdentity::from_pem(CERT, &key(KEY))?);
         Ok(())
     }
 
