@@ -203,12 +203,13 @@ mod tests {
     }
 
     #[test]
-    fn a_key_file_with_ec_parameters_before_the_key_is_taken() -> Result<()> {
-        // As `openssl ecparam -name prime256v1 -genkey` writes it.
-        let with_params = format!(
-            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{KEY}"
+    fn a_key_file_that_holds_more_than_the_key_is_taken() -> Result<()> {
+        // A "key pair" file: the private key, then its public key (`openssl pkey -pubout`
+        // appended). The HTTP client refuses a public key next to the identity.
+        let pair = format!(
+            "{KEY}-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFScMaqwYrLb25o5F5dor4KMh5o/y\nhn1H4Lw3vQQvLPmjj/ChJ5KSVYul2wh7gjUgSpex3ftIHJ0WeFUvhqFMcw==\n-----END PUBLIC KEY-----\n"
         );
-        let id = ClientIdentity::from_pem(CERT, &key(&with_params))?;
+        let id = ClientIdentity::from_pem(CERT, &key(&pair))?;
         id.reqwest_identity()?;
         assert_eq!(id, ClientIdentity::from_pem(CERT, &key(KEY))?);
         Ok(())
