@@ -14,8 +14,6 @@ use std::time::SystemTime;
 use freshtoken::internal::lock;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::oauth::Reject;
-
 /// The certificate chain a client presented in the TLS handshake (DER, leaf first).
 #[derive(Debug, Clone)]
 pub struct PeerCertificate(pub Vec<Vec<u8>>);
@@ -103,35 +101,32 @@ impl Mtls {
 /// Authenticates a token request by its TLS client certificate when the `client_id` it names
 /// is a certificate client: `Ok(Some((client_id, x5t)))`. `Ok(None)` leaves the request to
 /// the other methods. A certificate client that also sends a secret or an assertion is
-/// refused, as is one whose certificate is missing or not the registered kind.
+/// refused, as is one whose certificate is missing or not the registered kind (`Err`: why,
+/// for the `invalid_client` answer).
 pub(crate) fn authenticate<'a>(
     mtls: &Mtls,
     now: SystemTime,
     peer: Option<&PeerCertificate>,
     other_method: bool,
     field: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<Option<(String, String)>, Reject> {
+) -> Result<Option<(String, String)>, String> {
     let Some(client) = field("client_id").and_then(|id| mtls.client(id)) else {
         return Ok(None);
     };
     if other_method {
-        return Err(Reject::client(
-            "a certificate client authenticates with its certificate alone",
-        ));
+        return Err("a certificate client authenticates with its certificate alone".into());
     }
     let Some((leaf, rest)) = peer.and_then(|p| p.0.split_first()) else {
-        return Err(Reject::client("no TLS client certificate"));
+        return Err("no TLS client certificate".into());
     };
     match client {
         CertificateClient::SelfSigned { certificate, .. } => {
             if !crate::compare::constant_time_eq(certificate, leaf) {
-                return Err(Reject::client(
-                    "the TLS client certificate is not the registered one",
-                ));
+                return Err("the TLS client certificate is not the registered one".into());
             }
         }
         CertificateClient::Pki { ca, san_dns, .. } => {
-            check_pki(ca, san_dns, leaf, rest, now).map_err(Reject::client)?;
+            check_pki(ca, san_dns, leaf, rest, now)?;
         }
     }
     Ok(Some((
@@ -208,7 +203,6 @@ mod tests {
         ] {
             let e = authenticate(&mtls, now, peer, other_method, &field("c"))
                 .err()
-                .map(|r| r.description)
                 .unwrap_or_default();
             assert!(e.contains(why), "{why}: {e}");
         }

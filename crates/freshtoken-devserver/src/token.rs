@@ -48,7 +48,8 @@ pub(crate) fn issue(
         || field("client_secret").is_some()
         || field("client_assertion").is_some();
     let by_certificate =
-        crate::mtls::authenticate(&state.mtls, state.clock.now(), peer, other_method, &field)?;
+        crate::mtls::authenticate(&state.mtls, state.clock.now(), peer, other_method, &field)
+            .map_err(Reject::client)?;
     let (client_id, bound) = match by_certificate {
         Some((id, x5t)) => (id, Some(x5t)),
         None => (authenticate(state, headers, &field)?, None),

@@ -71,7 +71,7 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
         builder = builder.tls_certs_merge(extra);
     }
     if let Some(identity) = &options.client_identity {
-        builder = builder.identity(identity.reqwest_identity()?);
+        builder = builder.identity(reqwest_identity(identity)?);
     }
     builder
         .redirect(reqwest::redirect::Policy::none())
@@ -80,6 +80,18 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
         .user_agent(concat!("freshtoken/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", chain(&e))))
+}
+
+/// The client certificate and key for reqwest's client.
+pub(crate) fn reqwest_identity(
+    identity: &crate::mtls::ClientIdentity,
+) -> Result<reqwest::Identity> {
+    use secrecy::ExposeSecret;
+    reqwest::Identity::from_pem(identity.pem().expose_secret().as_bytes()).map_err(|e| {
+        // reqwest's error names the problem ("private key or certificate not found"), not the
+        // key.
+        Error::Config(format!("cannot use the client certificate: {}", chain(&e)))
+    })
 }
 
 /// Makes ring the process's rustls crypto provider (HTTPS and `rediss://`), once; call it

@@ -66,7 +66,6 @@ impl ClientIdentity {
                 )
             },
         )?;
-        crate::http::install_crypto_provider();
         let provider = rustls::crypto::ring::default_provider();
         let signing = provider
             .key_provider
@@ -118,16 +117,9 @@ impl ClientIdentity {
         self.key.clone_key()
     }
 
-    /// The identity for reqwest's client.
-    pub(crate) fn reqwest_identity(&self) -> Result<reqwest::Identity> {
-        reqwest::Identity::from_pem(self.pem.expose_secret().as_bytes()).map_err(|e| {
-            // reqwest's error names the problem ("private key or certificate not found"), not
-            // the key.
-            Error::Config(format!(
-                "cannot use the client certificate: {}",
-                crate::http::chain(&e)
-            ))
-        })
+    /// The chain and the key as one PEM text, the form reqwest's client takes them in.
+    pub(crate) fn pem(&self) -> &SecretString {
+        &self.pem
     }
 }
 
@@ -198,7 +190,7 @@ mod tests {
             !shown.contains(body) && shown.contains("[REDACTED]"),
             "{shown}"
         );
-        id.reqwest_identity()?;
+        crate::http::reqwest_identity(&id)?;
         Ok(())
     }
 
@@ -210,7 +202,7 @@ mod tests {
             "{KEY}-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFScMaqwYrLb25o5F5dor4KMh5o/y\nhn1H4Lw3vQQvLPmjj/ChJ5KSVYul2wh7gjUgSpex3ftIHJ0WeFUvhqFMcw==\n-----END PUBLIC KEY-----\n"
         );
         let id = ClientIdentity::from_pem(CERT, &key(&pair))?;
-        id.reqwest_identity()?;
+        crate::http::reqwest_identity(&id)?;
         assert_eq!(id, ClientIdentity::from_pem(CERT, &key(KEY))?);
         Ok(())
     }
