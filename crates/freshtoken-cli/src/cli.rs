@@ -536,6 +536,15 @@ pub(crate) struct ExecArgs {
     #[arg(long, value_name = "URL", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 
+    /// With --proxy: present this PEM client certificate to the upstream when it asks for
+    /// one, for tokens bound to it (see `proxy --help`).
+    #[arg(long, value_name = "PATH", requires_all = ["proxy", "upstream_client_key"])]
+    pub upstream_client_cert: Option<PathBuf>,
+
+    /// With --proxy: the PEM private key of --upstream-client-cert.
+    #[arg(long, value_name = "PATH", requires = "upstream_client_cert")]
+    pub upstream_client_key: Option<PathBuf>,
+
     /// With --proxy: the proxy is also CMD's gateway (see `proxy --help`), and CMD gets
     /// GENESYSCLOUD_GATEWAY_HOST, _PORT and _PROTOCOL naming it, as the Genesys Cloud
     /// Terraform provider reads them, with GENESYSCLOUD_OAUTHCLIENT_ID and a stand-in

@@ -62,6 +62,10 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
         }
         false => None,
     };
+    let upstream_identity = super::proxy::upstream_identity(
+        args.upstream_client_cert.as_ref(),
+        args.upstream_client_key.as_ref(),
+    )?;
     if args.gateway.gateway && !args.proxy {
         return Err(CliError::usage(
             "--gateway needs --proxy: the gateway is the proxy",
@@ -89,7 +93,8 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     // background, until the child is gone (its first request needs no second fetch).
     let proxy_task = match upstream {
         Some(upstream) => {
-            let background = start_proxy(source, upstream, gateway, settings).await?;
+            let background =
+                start_proxy(source, upstream, gateway, upstream_identity, settings).await?;
             proxy_env(&mut command, args, &background);
             if let Some(secret) = &stand_in {
                 command.env(env::GENESYS_CLIENT_ID, &client_id);
@@ -174,6 +179,7 @@ async fn start_proxy(
     source: CachedSource,
     upstream: url::Url,
     gateway: Option<freshtoken_proxy::Gateway>,
+    client_identity: Option<freshtoken::ClientIdentity>,
     settings: &Settings,
 ) -> CliResult<freshtoken_proxy::Background> {
     let proxy = Proxy::new(
@@ -183,7 +189,7 @@ async fn start_proxy(
             replay_limit: DEFAULT_REPLAY_LIMIT,
             ca_file: settings.http.ca_file.clone(),
             gateway,
-            client_identity: None,
+            client_identity,
         },
     )?;
     freshtoken_proxy::Background::start(proxy)

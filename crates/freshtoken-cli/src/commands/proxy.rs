@@ -15,8 +15,11 @@ use crate::wiring;
 
 /// The certificate `--upstream-client-cert` and `--upstream-client-key` name, read now (the
 /// key with the rules of every secret); clap makes sure both or neither are given.
-fn upstream_identity(args: &ProxyArgs) -> CliResult<Option<freshtoken::ClientIdentity>> {
-    let (Some(cert), Some(key)) = (&args.upstream_client_cert, &args.upstream_client_key) else {
+pub(crate) fn upstream_identity(
+    cert: Option<&std::path::PathBuf>,
+    key: Option<&std::path::PathBuf>,
+) -> CliResult<Option<freshtoken::ClientIdentity>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(None);
     };
     // The method only words the message for a missing file, which a named one never is.
@@ -60,7 +63,10 @@ pub(crate) async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
             replay_limit,
             ca_file: wired.settings.http.ca_file.clone(),
             gateway,
-            client_identity: upstream_identity(args)?,
+            client_identity: upstream_identity(
+                args.upstream_client_cert.as_ref(),
+                args.upstream_client_key.as_ref(),
+            )?,
         },
         wired.clock.clone(),
     )?;

@@ -400,3 +400,30 @@ fn a_renewed_certificate_is_not_served_the_token_bound_to_the_old_one() {
     assert_eq!(state.binding(&second), Some(renewed.thumbprint()));
     assert_eq!(s.mtls.server.stats().tokens_issued, 2);
 }
+
+/// `exec --proxy` with `--upstream-client-cert`: CMD's requests through the proxy reach the
+/// API with the certificate its bound token needs; without it they are refused.
+#[test]
+fn exec_s_proxy_presents_the_certificate_too() {
+    let sb = Sandbox::new();
+    let s = setup(sb.path(), Config::default());
+    let upstream = format!("{}/api", s.mtls.url);
+    let script = r#"curl -s -m 10 -w '\n%{http_code}' "$FRESHTOKEN_PROXY_URL/v2/users/me""#;
+    let exec = |with_cert: bool| {
+        let mut c = cmd(&sb, &s, PKI_CLIENT, "tls_client_auth", &s.pki);
+        c.args(["exec", "--proxy", "--upstream", &upstream]);
+        if with_cert {
+            c.arg("--upstream-client-cert")
+                .arg(&s.pki.cert_file)
+                .arg("--upstream-client-key")
+                .arg(&s.pki.key_file);
+        }
+        let o = run(c.args(["--", "sh", "-c", script]));
+        assert_code(&o, 0);
+        stdout(&o)
+    };
+    let out = exec(true);
+    assert!(out.ends_with("\n200"), "{out}");
+    assert!(out.contains(&s.pki.thumbprint()), "{out}");
+    assert!(exec(false).ends_with("\n401"));
+}
