@@ -210,8 +210,8 @@ impl ConfigSecrets {
     }
 
     /// SHA-256 over the secrets (and a mutual-TLS profile's certificate and key); only this
-    /// is kept, never a secret. A secret that cannot be
-    /// read hashes the same whatever the reason, and differs from every secret that can.
+    /// is kept, never a secret. A secret that cannot be read hashes the same whatever the
+    /// reason, and differs from every secret that can.
     pub(crate) fn digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
