@@ -20,6 +20,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as path from 'node:path';
 import { format } from 'node:util';
 
@@ -217,6 +218,33 @@ if (ciIssuer) {
   clients.push({ ...common, client_id: 'exchanger', grant_types: [EXCHANGE], token_endpoint_auth_method: 'none' });
 }
 
+// Mutual TLS (RFC 8705), when FRESHTOKEN_INTEROP_MTLS_DIR holds certificates the test made
+// (server.pem and server.key for 127.0.0.1, client-ca.pem, self-signed.pem): a second,
+// https listener asks for client certificates, and two clients authenticate by theirs —
+// `mtls-pki` (tls_client_auth: issued by client-ca.pem for FRESHTOKEN_INTEROP_MTLS_SAN) and
+// `mtls-self` (self_signed_tls_client_auth: exactly self-signed.pem) — with tokens bound
+// to the certificate. Discovery names that listener in mtls_endpoint_aliases.
+const mtlsDir = process.env.FRESHTOKEN_INTEROP_MTLS_DIR;
+const mtlsSan = process.env.FRESHTOKEN_INTEROP_MTLS_SAN || 'mtls-pki.freshtoken.test';
+let mtls;
+if (mtlsDir) {
+  const read = (name) => fs.readFileSync(path.join(mtlsDir, name));
+  mtls = {
+    serverCert: read('server.pem'),
+    serverKey: read('server.key'),
+    clientCa: read('client-ca.pem'),
+    selfSigned: new crypto.X509Certificate(read('self-signed.pem')),
+  };
+  const bound = { ...common, tls_client_certificate_bound_access_tokens: true };
+  clients.push({ ...bound, client_id: 'mtls-pki', token_endpoint_auth_method: 'tls_client_auth', tls_client_auth_san_dns: mtlsSan });
+  clients.push({
+    ...bound,
+    client_id: 'mtls-self',
+    token_endpoint_auth_method: 'self_signed_tls_client_auth',
+    jwks: { keys: [{ ...mtls.selfSigned.publicKey.export({ format: 'jwk' }), x5c: [mtls.selfSigned.raw.toString('base64')] }] },
+  });
+}
+
 const config = {
   clients,
   // Non-OIDC scopes must be listed here: without a `resource`, oidc-provider
@@ -277,6 +305,42 @@ await new Promise((resolve, reject) => {
 });
 const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
+
+// The mTLS listener: the TLS layer asks for a certificate and checks it against the client CA
+// without refusing any (self-signed ones included); oidc-provider decides what counts.
+let mtlsServer;
+if (mtls) {
+  mtlsServer = https.createServer({
+    cert: mtls.serverCert,
+    key: mtls.serverKey,
+    ca: [mtls.clientCa],
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
+  mtlsServer.on('clientError', (err, socket) => socket.destroy());
+  await new Promise((resolve, reject) => {
+    mtlsServer.once('error', reject);
+    mtlsServer.listen(0, '127.0.0.1', resolve);
+  });
+  mtls.base = `https://127.0.0.1:${mtlsServer.address().port}`;
+  const peer = (ctx) => {
+    const socket = ctx.req.socket;
+    const cert = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+    return cert?.raw ? new crypto.X509Certificate(cert.raw) : undefined;
+  };
+  config.clientAuthMethods.push('tls_client_auth', 'self_signed_tls_client_auth');
+  config.features.mTLS = {
+    enabled: true,
+    certificateBoundAccessTokens: true,
+    tlsClientAuth: true,
+    selfSignedTlsClientAuth: true,
+    getCertificate: (ctx) => peer(ctx)?.toString(),
+    certificateAuthorized: (ctx) => ctx.req.socket.authorized === true,
+    certificateSubjectMatches: (ctx, property, expected) => property === 'tls_client_auth_san_dns'
+      && (peer(ctx)?.subjectAltName || '').split(', ').includes(`DNS:${expected}`),
+  };
+  config.discovery = { mtls_endpoint_aliases: { token_endpoint: `${mtls.base}/token` } };
+}
 
 const provider = new Provider(issuer, config);
 if (ciIssuer) {
@@ -348,6 +412,7 @@ async function interaction(req, res) {
   }
 }
 server.on('request', (req, res) => (req.url.startsWith('/interaction/') ? interaction(req, res) : callback(req, res)));
+mtlsServer?.on('request', callback);
 
 // ---------------------------------------------------------------------------
 // Lifetime
@@ -389,4 +454,5 @@ process.stdout.write(`${JSON.stringify({
   resource: RESOURCE,
   clients: clientInfo,
   wrong_key_file: wrongKeyFile,
+  ...(mtls ? { mtls_token_endpoint: `${mtls.base}/token` } : {}),
 })}\n`);

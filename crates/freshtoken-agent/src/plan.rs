@@ -130,4 +130,6 @@ pub struct ProxySpec {
     /// Also answer the login path's token endpoint for the profile's own client (see
     /// [`freshtoken_proxy::Gateway`]).
     pub gateway: Option<freshtoken_proxy::Gateway>,
+    /// The client certificate presented to the upstream (for certificate-bound tokens).
+    pub client_identity: Option<freshtoken::ClientIdentity>,
 }

@@ -120,6 +120,7 @@ async fn start_one(agent: &State, c: &ProxySpec) -> Result<RunningProxy, AgentEr
             upstream: c.upstream.clone(),
             replay_limit: c.replay_limit,
             ca_file: c.ca_file.clone(),
+            client_identity: c.client_identity.clone(),
         },
         agent.clock.clone(),
     )?;

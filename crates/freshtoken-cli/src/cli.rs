@@ -249,8 +249,9 @@ pub(crate) struct CredentialArgs {
     pub client_secret_stdin: bool,
 
     /// Client authentication: client_secret_basic (default), client_secret_post,
-    /// client_secret_jwt, private_key_jwt, none or client_assertion (a CI identity token, see
-    /// --client-assertion-file).
+    /// client_secret_jwt, private_key_jwt, none, client_assertion (a CI identity token, see
+    /// --client-assertion-file), tls_client_auth or self_signed_tls_client_auth (mutual TLS,
+    /// see --client-cert).
     #[arg(long, env = env::AUTH_METHOD, value_name = "METHOD")]
     pub auth_method: Option<String>,
 
@@ -258,6 +259,16 @@ pub(crate) struct CredentialArgs {
     /// may hold the PEM itself).
     #[arg(long, env = env::PRIVATE_KEY_FILE, value_name = "PATH")]
     pub private_key: Option<PathBuf>,
+
+    /// PEM client certificate file (leaf first) for tls_client_auth and
+    /// self_signed_tls_client_auth; the token request goes to the issuer's mTLS endpoint
+    /// alias when discovery names one.
+    #[arg(long, env = env::CLIENT_CERT_FILE, value_name = "PATH")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key file of --client-cert (PKCS#8, PKCS#1 or SEC1; unencrypted).
+    #[arg(long, env = env::CLIENT_KEY_FILE, value_name = "PATH")]
+    pub client_key: Option<PathBuf>,
 
     /// `kid` header of client assertions (may start with "-", as JWK thumbprints do).
     #[arg(long, env = env::KEY_ID, value_name = "KID", allow_hyphen_values = true)]
@@ -525,6 +536,15 @@ pub(crate) struct ExecArgs {
     #[arg(long, value_name = "URL", env = env::UPSTREAM)]
     pub upstream: Option<String>,
 
+    /// With --proxy: present this PEM client certificate to the upstream when it asks for
+    /// one, for tokens bound to it (see `proxy --help`).
+    #[arg(long, value_name = "PATH", requires_all = ["proxy", "upstream_client_key"])]
+    pub upstream_client_cert: Option<PathBuf>,
+
+    /// With --proxy: the PEM private key of --upstream-client-cert.
+    #[arg(long, value_name = "PATH", requires = "upstream_client_cert")]
+    pub upstream_client_key: Option<PathBuf>,
+
     /// With --proxy: the proxy is also CMD's gateway (see `proxy --help`), and CMD gets
     /// GENESYSCLOUD_GATEWAY_HOST, _PORT and _PROTOCOL naming it, as the Genesys Cloud
     /// Terraform provider reads them, with GENESYSCLOUD_OAUTHCLIENT_ID and a stand-in
@@ -586,6 +606,16 @@ pub(crate) struct ProxyArgs {
     /// Serving threads, each with its own event loop and upstream connections (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Present this PEM client certificate to the upstream when it asks for one: an API that
+    /// binds tokens to a certificate (RFC 8705, cnf.x5t#S256) accepts them only from its
+    /// holder. Usually the profile's own --client-cert.
+    #[arg(long, value_name = "PATH", requires = "upstream_client_key")]
+    pub upstream_client_cert: Option<PathBuf>,
+
+    /// The PEM private key of --upstream-client-cert (read with the same checks as secrets).
+    #[arg(long, value_name = "PATH", requires = "upstream_client_cert")]
+    pub upstream_client_key: Option<PathBuf>,
 
     #[command(flatten)]
     pub gateway: GatewayArgs,

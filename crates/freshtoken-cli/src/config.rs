@@ -56,6 +56,11 @@ pub(crate) struct ProxyConfig {
     pub gateway_login_prefix: Option<String>,
     /// The API paths' prefix of a gateway, removed before forwarding (default none).
     pub gateway_api_prefix: Option<String>,
+    /// A PEM client certificate presented to the upstream, for certificate-bound tokens
+    /// (with `upstream_client_key`), as `proxy --upstream-client-cert` does.
+    pub upstream_client_cert: Option<PathBuf>,
+    /// The PEM private key of `upstream_client_cert`.
+    pub upstream_client_key: Option<PathBuf>,
 }
 
 /// One `[[profiles.NAME.sinks]]`: a file the agent keeps holding the profile's token.
@@ -117,6 +122,11 @@ pub(crate) struct ProfileConfig {
     pub api_base: Option<String>,
     /// PEM private key for `private_key_jwt`.
     pub private_key: Option<SecretSource>,
+    /// PEM client certificate (leaf first) for `tls_client_auth` and
+    /// `self_signed_tls_client_auth`.
+    pub client_certificate: Option<SecretSource>,
+    /// The PEM private key of `client_certificate`.
+    pub client_key: Option<SecretSource>,
     pub key_id: Option<String>,
     pub signing_alg: Option<String>,
     pub assertion_audience: Option<String>,

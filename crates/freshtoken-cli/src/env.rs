@@ -18,6 +18,10 @@ pub(crate) const REGION: &str = "FRESHTOKEN_REGION";
 pub(crate) const PRIVATE_KEY: &str = "FRESHTOKEN_PRIVATE_KEY";
 /// A PEM private key file, for `private_key_jwt`.
 pub(crate) const PRIVATE_KEY_FILE: &str = "FRESHTOKEN_PRIVATE_KEY_FILE";
+/// A PEM client certificate file, for `tls_client_auth` and `self_signed_tls_client_auth`.
+pub(crate) const CLIENT_CERT_FILE: &str = "FRESHTOKEN_CLIENT_CERT_FILE";
+/// The PEM private key file of that certificate.
+pub(crate) const CLIENT_KEY_FILE: &str = "FRESHTOKEN_CLIENT_KEY_FILE";
 /// `kid` of client assertions.
 pub(crate) const KEY_ID: &str = "FRESHTOKEN_KEY_ID";
 /// Algorithm of client assertions.

@@ -99,6 +99,9 @@ fn hint_for(e: &freshtoken::Error) -> Option<&'static str> {
         Error::Missing(Missing::PrivateKey) => {
             Some(": set --private-key PATH, FRESHTOKEN_PRIVATE_KEY or private_key in the profile")
         }
+        Error::Missing(Missing::ClientCertificate { .. }) => Some(
+            ": set --client-cert PATH and --client-key PATH, or client_certificate and client_key in the profile",
+        ),
         Error::LifetimeTooShort { .. } => Some(" (--min-ttl); ask for less"),
         e if e.is_unknown_issuer() => {
             Some(" (a private CA? trust it with --ca-file PATH, or ca_file in the profile)")

@@ -18,7 +18,9 @@ The client secret comes from the first of: --client-secret-stdin, --client-secre
 (or FRESHTOKEN_CLIENT_SECRET_FILE), FRESHTOKEN_CLIENT_SECRET, GENESYSCLOUD_OAUTHCLIENT_SECRET,
 then client_secret = { env = \"VAR\" } | { file = \"PATH\" } | { command = [\"...\"] } in the
 profile of the config file. Never a flag: every user of the machine can read argv.
-For private_key_jwt the key comes from --private-key PATH or FRESHTOKEN_PRIVATE_KEY.";
+For private_key_jwt the key comes from --private-key PATH or FRESHTOKEN_PRIVATE_KEY.
+For tls_client_auth and self_signed_tls_client_auth the certificate and its key come from
+--client-cert PATH and --client-key PATH, or client_certificate and client_key in the profile.";
 
 /// `get --help`'s end: where the secret comes from, examples, the exit codes.
 pub(crate) fn get() -> String {

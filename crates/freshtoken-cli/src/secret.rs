@@ -41,6 +41,26 @@ pub(crate) enum SecretSpec {
     Missing,
 }
 
+impl SecretSpec {
+    /// Where the value comes from, for messages: a path, a variable, a command's name.
+    pub(crate) fn origin(&self) -> String {
+        match self {
+            SecretSpec::Stdin => "standard input".to_owned(),
+            SecretSpec::File(path) | SecretSpec::Config(SecretSource::File(path)) => {
+                path.display().to_string()
+            }
+            SecretSpec::Env(var) => format!("${var}"),
+            SecretSpec::Config(SecretSource::Env(var)) => format!("${var}"),
+            SecretSpec::Config(SecretSource::Command(argv)) => format!(
+                "command {:?}",
+                argv.first().map(String::as_str).unwrap_or("")
+            ),
+            SecretSpec::Read(_) => "the config file".to_owned(),
+            SecretSpec::Missing => "nowhere".to_owned(),
+        }
+    }
+}
+
 /// Which secret is being read, for messages and for how its text is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 // `ClientSecret` is the name the OAuth specs give it.
@@ -50,6 +70,10 @@ pub(crate) enum Secret {
     PrivateKey,
     /// A profile's `cache_key`, which seals its Redis values.
     CacheKey,
+    /// A PEM client certificate (not a secret, but read from the same kinds of sources).
+    ClientCertificate,
+    /// The private key of the client certificate.
+    ClientKey,
 }
 
 impl Secret {
@@ -58,6 +82,8 @@ impl Secret {
             Secret::ClientSecret => "client secret",
             Secret::PrivateKey => "private key",
             Secret::CacheKey => "cache key",
+            Secret::ClientCertificate => "client certificate",
+            Secret::ClientKey => "client key",
         }
     }
 }
@@ -100,6 +126,12 @@ pub(crate) fn read_secret(
                     env::PRIVATE_KEY
                 ),
                 Secret::CacheKey => "set cache_key in the profile".to_owned(),
+                Secret::ClientCertificate => {
+                    "set --client-cert PATH or client_certificate in the profile".to_owned()
+                }
+                Secret::ClientKey => {
+                    "set --client-key PATH or client_key in the profile".to_owned()
+                }
             };
             return Err(CliError::usage(format!(
                 "auth method {method} needs a {name}: {how}"
@@ -108,7 +140,7 @@ pub(crate) fn read_secret(
     };
     let text = match what {
         Secret::ClientSecret | Secret::CacheKey => text.trim_end_matches(['\n', '\r']).to_owned(),
-        Secret::PrivateKey => text,
+        Secret::PrivateKey | Secret::ClientCertificate | Secret::ClientKey => text,
     };
     if text.trim().is_empty() {
         return Err(CliError::usage(format!("the {name} from {from} is empty")));
@@ -126,6 +158,10 @@ pub(crate) fn read_secret(
 pub(crate) struct ConfigSecrets {
     client_secret: Option<Result<SecretString, String>>,
     private_key: Option<Result<SecretString, String>>,
+    /// The client certificate and its key of a mutual-TLS profile: a renewed certificate
+    /// renews the profile. Read here for the digest only; the profile reads them again.
+    client_certificate: Option<Result<SecretString, String>>,
+    client_key: Option<Result<SecretString, String>>,
 }
 
 impl ConfigSecrets {
@@ -159,6 +195,12 @@ impl ConfigSecrets {
             private_key: uses(AuthMethod::needs_private_key)
                 .then(|| read(&profile.private_key, Secret::PrivateKey))
                 .flatten(),
+            client_certificate: uses(AuthMethod::needs_client_certificate)
+                .then(|| read(&profile.client_certificate, Secret::ClientCertificate))
+                .flatten(),
+            client_key: uses(AuthMethod::needs_client_certificate)
+                .then(|| read(&profile.client_key, Secret::ClientKey))
+                .flatten(),
         }
     }
 
@@ -167,12 +209,17 @@ impl ConfigSecrets {
         self.client_secret.clone()
     }
 
-    /// SHA-256 over both secrets; only this is kept, never a secret. A secret that cannot be
-    /// read hashes the same whatever the reason, and differs from every secret that can.
+    /// SHA-256 over the secrets (and a mutual-TLS profile's certificate and key); only this
+    /// is kept, never a secret. A secret that cannot be read hashes the same whatever the
+    /// reason, and differs from every secret that can.
     pub(crate) fn digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
-        for read in [&self.client_secret, &self.private_key] {
+        let certificate = [&self.client_certificate, &self.client_key];
+        for read in [&self.client_secret, &self.private_key]
+            .into_iter()
+            .chain(certificate.into_iter().filter(|r| r.is_some()))
+        {
             match read {
                 None => hash.update([0]),
                 Some(Ok(secret)) => {
@@ -212,10 +259,14 @@ pub(crate) fn secret_variables(file: Option<&ConfigFile>) -> Vec<String> {
     .into();
     let profiles = file.into_iter().flat_map(|f| f.profiles.values());
     let profiles: Vec<&ProfileConfig> = profiles.collect();
-    for source in profiles
-        .iter()
-        .flat_map(|p| [&p.client_secret, &p.private_key, &p.cache_key])
-    {
+    for source in profiles.iter().flat_map(|p| {
+        [
+            &p.client_secret,
+            &p.private_key,
+            &p.cache_key,
+            &p.client_key,
+        ]
+    }) {
         if let Some(SecretSource::Env(var)) = source
             && !names.contains(var)
         {
@@ -267,7 +318,8 @@ fn read_secret_file(path: &Path, name: &str) -> CliResult<String> {
             path.display()
         ))
     })?;
-    if meta.mode() & 0o077 != 0 {
+    // A certificate is public; everything else read here is not.
+    if meta.mode() & 0o077 != 0 && name != "client certificate" {
         tracing::warn!(
             "{name} file {} is readable by others (mode {:o}); chmod 600 it",
             path.display(),
@@ -453,14 +505,27 @@ mod tests {
         let read = |s: &str| ConfigSecrets {
             client_secret: Some(Ok(SecretString::from(s.to_owned()))),
             private_key: None,
+            client_certificate: None,
+            client_key: None,
         };
         assert_eq!(read("a").digest(), read("a").digest());
         assert_ne!(read("a").digest(), read("b").digest());
         let failed = ConfigSecrets {
             client_secret: Some(Err("cannot read".into())),
             private_key: None,
+            client_certificate: None,
+            client_key: None,
         };
         assert_ne!(failed.digest(), read("").digest());
+        // A renewed certificate (or key) of a mutual-TLS profile moves it too.
+        let mtls = |cert: &str| ConfigSecrets {
+            client_secret: None,
+            private_key: None,
+            client_certificate: Some(Ok(SecretString::from(cert.to_owned()))),
+            client_key: Some(Ok(SecretString::from("key".to_owned()))),
+        };
+        assert_eq!(mtls("a").digest(), mtls("a").digest());
+        assert_ne!(mtls("a").digest(), mtls("b").digest());
         assert!(!format!("{:?}", read("hunter2")).contains("hunter2"));
     }
 }

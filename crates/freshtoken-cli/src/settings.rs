@@ -107,6 +107,9 @@ pub(crate) struct Client {
     pub auth_method: AuthMethod,
     pub secret: SecretSpec,
     pub key: SecretSpec,
+    /// The client certificate and its key, for the mutual-TLS methods.
+    pub certificate: SecretSpec,
+    pub certificate_key: SecretSpec,
     pub signing_alg: Option<SigningAlg>,
     pub key_id: Option<String>,
     pub assertion_audience: Option<String>,
@@ -534,6 +537,7 @@ fn client(s: &Source<'_>, genesys: bool) -> CliResult<Client> {
     } else {
         SecretSpec::Missing
     };
+    let (certificate, certificate_key) = certificate(s);
     let signing_alg = match args
         .signing_alg
         .as_deref()
@@ -550,6 +554,8 @@ fn client(s: &Source<'_>, genesys: bool) -> CliResult<Client> {
         auth_method,
         secret,
         key,
+        certificate,
+        certificate_key,
         signing_alg,
         key_id: args.key_id.clone().or(profile.key_id.clone()),
         assertion_audience: args
@@ -562,6 +568,20 @@ fn client(s: &Source<'_>, genesys: bool) -> CliResult<Client> {
             "assertion_lifetime",
         )?,
     })
+}
+
+/// Where the client certificate and its key come from: each flag (or its variable) over the
+/// profile's key. Named here, read when used (see [`crate::wiring`]).
+fn certificate(s: &Source<'_>) -> (SecretSpec, SecretSpec) {
+    let pick = |flag: &Option<PathBuf>, file: &Option<config::SecretSource>| match (flag, file) {
+        (Some(path), _) => SecretSpec::File(path.clone()),
+        (None, Some(source)) => SecretSpec::Config(source.clone()),
+        (None, None) => SecretSpec::Missing,
+    };
+    (
+        pick(&s.args.client_cert, &s.profile.client_certificate),
+        pick(&s.args.client_key, &s.profile.client_key),
+    )
 }
 
 /// What the token is asked for with: each list from the flag if given, else the file.

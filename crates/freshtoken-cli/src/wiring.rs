@@ -22,7 +22,7 @@ use url::Url;
 use crate::cli::{Cli, CredentialArgs};
 use crate::config;
 use crate::exit::{CliError, CliResult};
-use crate::secret::{Secret, read_secret};
+use crate::secret::{Secret, SecretSpec, read_secret};
 use crate::settings::{self, ClockChoice, Endpoint, Environment, Inputs, Settings};
 
 /// The config file `cli` names (or the user's own), read now.
@@ -82,10 +82,16 @@ pub(crate) async fn wire(settings: Settings) -> CliResult<Wired> {
             let meta = discover_cached(issuer, &settings.http, settings.cache.choice.file_dir())
                 .await
                 .map_err(CliError::from)?;
-            (meta.token_endpoint.clone(), Some(meta))
+            // RFC 8705 §5: with a client certificate, the mTLS alias if there is one.
+            let url = meta.token_endpoint_for(settings.client.auth_method).clone();
+            (url, Some(meta))
         }
     };
-    let request = public_request(&settings, token_url);
+    let mut request = public_request(&settings, token_url);
+    if settings.client.auth_method.needs_client_certificate() {
+        // The certificate is public: read now, for the cache key (tokens are bound to it).
+        request.certificate_thumbprint = Some(certificate_thumbprint(&settings.client)?);
+    }
     Ok(Wired {
         settings,
         clock,
@@ -131,6 +137,41 @@ pub(crate) fn regions_differ(token_url: &Url, upstream: &Url) -> Option<String> 
         )),
         _ => None,
     }
+}
+
+/// A client certificate and its key, read from `cert` and `key` (the key with the rules of
+/// every secret) and checked to belong together; an error names where each came from.
+pub(crate) fn read_identity(
+    cert: &SecretSpec,
+    key: &SecretSpec,
+    method: freshtoken::AuthMethod,
+) -> CliResult<freshtoken::ClientIdentity> {
+    use secrecy::ExposeSecret;
+    let pem = read_secret(cert, Secret::ClientCertificate, method)?;
+    let key_pem = read_secret(key, Secret::ClientKey, method)?;
+    freshtoken::ClientIdentity::from_pem(pem.expose_secret(), &key_pem).map_err(|e| {
+        CliError::usage(format!(
+            "{e} (certificate from {}, key from {})",
+            cert.origin(),
+            key.origin()
+        ))
+    })
+}
+
+/// `x5t#S256` of the client certificate `client` names (its leaf, the first PEM block).
+fn certificate_thumbprint(client: &settings::Client) -> CliResult<String> {
+    use secrecy::ExposeSecret;
+    let pem = read_secret(
+        &client.certificate,
+        Secret::ClientCertificate,
+        client.auth_method,
+    )?;
+    freshtoken::pem_certificate_thumbprint(pem.expose_secret()).map_err(|e| {
+        CliError::usage(format!(
+            "{e} (certificate from {})",
+            client.certificate.origin()
+        ))
+    })
 }
 
 /// The request `settings` describe for `token_url`, without secrets.
@@ -205,6 +246,21 @@ impl Wired {
         Ok(request)
     }
 
+    /// The client certificate and key of a mutual-TLS profile, read now; `None` for the
+    /// other methods, which present no certificate.
+    pub(crate) fn client_identity(&self) -> CliResult<Option<freshtoken::ClientIdentity>> {
+        let client = &self.settings.client;
+        if !client.auth_method.needs_client_certificate() {
+            return Ok(None);
+        }
+        read_identity(
+            &client.certificate,
+            &client.certificate_key,
+            client.auth_method,
+        )
+        .map(Some)
+    }
+
     /// The cache layers, nearest first. `request` carries the credentials that seal Redis
     /// values; without them (status, invalidate when no secret is at hand) Redis is left out.
     pub(crate) fn layers(
@@ -258,8 +314,16 @@ impl Wired {
             Some(store) if !self.settings.cache.explicit => store,
             _ => self.store(Some(&request))?,
         };
-        let mut fetcher =
-            HttpFetcher::new(request, self.settings.http.clone())?.with_clock(self.clock.clone());
+        let mut http = self.settings.http.clone();
+        http.client_identity = self.client_identity()?;
+        let mut request = request;
+        if let Some(identity) = &http.client_identity {
+            // The certificate read now, should it have been renewed since the wiring.
+            request.certificate_thumbprint = Some(identity.thumbprint().to_owned());
+        }
+        // A shared client presents no certificate: a mutual-TLS profile gets its own.
+        let client = client.filter(|_| http.client_identity.is_none());
+        let mut fetcher = HttpFetcher::new(request, http)?.with_clock(self.clock.clone());
         if let Some(client) = client {
             fetcher = fetcher.with_client(client);
         }

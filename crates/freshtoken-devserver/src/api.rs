@@ -36,6 +36,7 @@ fn unauthorized(state: &State) -> Response {
 /// Echoes the request; every request (401s too) is recorded with its body for tests.
 pub(crate) async fn echo(
     Extract(state): Extract<Shared>,
+    peer: Option<axum::Extension<crate::PeerCertificate>>,
     method: Method,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -43,16 +44,21 @@ pub(crate) async fn echo(
 ) -> Response {
     let path = format!("/api/{path}");
     state.record(method.as_str(), &path, &body);
-    let Some(issued) = state.authorize(&headers, &path) else {
+    let peer = peer.as_ref().map(|p| &p.0);
+    let Some(issued) = state.authorize_holder(&headers, &path, peer) else {
         return unauthorized(&state);
     };
-    axum::Json(json!({
+    let mut answer = json!({
         "method": method.as_str(),
         "path": path,
         "client_id": issued.client_id,
         "body_bytes": body.len(),
-    }))
-    .into_response()
+    });
+    // The binding the token passed (RFC 8705 §3), for tests to see.
+    if let Some(x5t) = peer.and_then(crate::PeerCertificate::thumbprint) {
+        answer["peer_x5t#S256"] = x5t.into();
+    }
+    axum::Json(answer).into_response()
 }
 
 /// `GET /api/blob/{bytes}`: that many bytes, streamed in 64 KiB chunks, never held whole.

@@ -28,6 +28,7 @@ mod device;
 mod faults;
 mod genesys;
 mod grants;
+mod mtls;
 mod oauth;
 mod routes;
 mod state;
@@ -35,6 +36,7 @@ mod token;
 
 pub use ci_issuer::{CiConfig, CiStats, Federation};
 pub use faults::{Canned, Faults};
+pub use mtls::{CertificateClient, PeerCertificate};
 pub use routes::app;
 pub use state::{ApiRequest, PathStats, State, Stats};
 
@@ -63,6 +65,12 @@ pub struct Config {
     /// Also be a CI identity issuer, and trust it for client assertions and token exchange
     /// (see the `ci_issuer` module).
     pub ci: Option<CiConfig>,
+    /// Clients that authenticate with a TLS client certificate (RFC 8705); their tokens
+    /// are bound to it. The certificate comes from a TLS listener in front (see
+    /// [`PeerCertificate`]).
+    pub certificate_clients: Vec<CertificateClient>,
+    /// That listener's `https://HOST:PORT`, named in the metadata's `mtls_endpoint_aliases`.
+    pub mtls_base_url: Option<String>,
 }
 
 impl Default for Config {
@@ -80,6 +88,8 @@ impl Default for Config {
             faults: Faults::default(),
             clock: Arc::new(SystemClock),
             ci: None,
+            certificate_clients: Vec::new(),
+            mtls_base_url: None,
         }
     }
 }

@@ -80,7 +80,12 @@ fn with_retry_after(mut r: Response, secs: u64) -> Response {
     r
 }
 
-async fn token(Extract(state): Extract<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    Extract(state): Extract<Shared>,
+    peer: Option<axum::Extension<crate::PeerCertificate>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     state.count(|c| c.token_requests());
     let faults = state.faults();
     if !faults.delay().is_zero() {
@@ -90,7 +95,7 @@ async fn token(Extract(state): Extract<Shared>, headers: HeaderMap, body: Bytes)
         state.count(|c| c.token_errors());
         return r;
     }
-    match crate::token::issue(&state, &headers, &body) {
+    match crate::token::issue(&state, &headers, &body, peer.as_ref().map(|p| &p.0)) {
         Ok(r) => {
             state.count(|c| c.tokens_issued());
             r
@@ -187,7 +192,7 @@ async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Respon
     if state.ci.is_some() {
         grants.push("urn:ietf:params:oauth:grant-type:token-exchange");
     }
-    axum::Json(json!({
+    let mut document = json!({
         "issuer": format!("http://{host}"),
         "token_endpoint": format!("http://{host}/oauth/token"),
         "token_endpoint_auth_methods_supported": [
@@ -198,8 +203,19 @@ async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Respon
         "revocation_endpoint": format!("http://{host}/oauth/revoke"),
         "device_authorization_endpoint": format!("http://{host}/oauth/device_authorization"),
         "code_challenge_methods_supported": ["S256"],
-    }))
-    .into_response()
+    });
+    if let Some(mtls) = &state.mtls.base_url {
+        document["mtls_endpoint_aliases"] =
+            json!({ "token_endpoint": format!("{mtls}/oauth/token") });
+        document["tls_client_certificate_bound_access_tokens"] = Value::Bool(true);
+        if let Some(Value::Array(methods)) =
+            document.get_mut("token_endpoint_auth_methods_supported")
+        {
+            methods.push("tls_client_auth".into());
+            methods.push("self_signed_tls_client_auth".into());
+        }
+    }
+    axum::Json(document).into_response()
 }
 
 async fn stats(Extract(state): Extract<Shared>) -> Response {

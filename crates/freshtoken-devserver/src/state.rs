@@ -125,6 +125,7 @@ pub struct State {
     pub(crate) logins: crate::grants::Logins,
     pub(crate) devices: crate::grants::Devices,
     pub(crate) ci: Option<crate::ci_issuer::CiIssuer>,
+    pub(crate) mtls: crate::mtls::Mtls,
 }
 
 impl State {
@@ -139,6 +140,17 @@ impl State {
     /// The grant of the request's bearer token, if it is valid (`None`: the API answers
     /// 401); counted in the totals and under `path`.
     pub(crate) fn authorize(&self, headers: &HeaderMap, path: &str) -> Option<Issued> {
+        self.authorize_holder(headers, path, None)
+    }
+
+    /// Like [`State::authorize`], for a request over TLS with the client certificate `peer`:
+    /// a token bound to a certificate (RFC 8705 §3) is valid only with that certificate.
+    pub(crate) fn authorize_holder(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        peer: Option<&crate::PeerCertificate>,
+    ) -> Option<Issued> {
         self.count(|c| c.api_calls());
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -147,7 +159,14 @@ impl State {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             });
-        match bearer.and_then(|t| self.check(t.trim())) {
+        let held = |t: &str| match self.mtls.binding(t) {
+            None => true,
+            Some(x5t) => peer.and_then(crate::PeerCertificate::thumbprint) == Some(x5t),
+        };
+        match bearer
+            .filter(|t| held(t.trim()))
+            .and_then(|t| self.check(t.trim()))
+        {
             Some(issued) if !self.faults().reject_api => {
                 self.count(|c| c.api_ok());
                 self.count_path(path, true);
@@ -182,6 +201,7 @@ impl State {
             logins: crate::grants::Logins::default(),
             devices: crate::grants::Devices::default(),
             ci: config.ci.map(crate::ci_issuer::CiIssuer::new),
+            mtls: crate::mtls::Mtls::new(config.certificate_clients, config.mtls_base_url),
         }
     }
 
@@ -387,6 +407,11 @@ impl State {
             },
         );
         (token, self.ttl)
+    }
+
+    /// The certificate thumbprint (`cnf."x5t#S256"`) `token` is bound to, if it is bound.
+    pub fn binding(&self, token: &str) -> Option<String> {
+        self.mtls.binding(token)
     }
 
     /// The issued token, if it is known and not expired on the server's clock.

@@ -9,8 +9,14 @@ use serde_json::{Value, json};
 use crate::oauth::{Reject, authenticate};
 use crate::state::State;
 
-/// Answers a token request.
-pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, Reject> {
+/// Answers a token request; `peer` is the TLS client certificate, when a TLS listener in
+/// front got one.
+pub(crate) fn issue(
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+    peer: Option<&crate::PeerCertificate>,
+) -> Result<Response, Reject> {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
     let field = |name: &str| {
         form.iter()
@@ -38,12 +44,24 @@ pub(crate) fn issue(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<R
             format!("grant_type {grant} is not supported here"),
         ));
     }
-    let client_id = authenticate(state, headers, &field)?;
+    let other_method = headers.contains_key(header::AUTHORIZATION)
+        || field("client_secret").is_some()
+        || field("client_assertion").is_some();
+    let by_certificate =
+        crate::mtls::authenticate(&state.mtls, state.clock.now(), peer, other_method, &field)
+            .map_err(Reject::client)?;
+    let (client_id, bound) = match by_certificate {
+        Some((id, x5t)) => (id, Some(x5t)),
+        None => (authenticate(state, headers, &field)?, None),
+    };
     let (scope, family, login) = redeem(state, grant, &client_id, &field)?;
     let granted = scope
         .map(|s| state.grantable_scope(&s))
         .filter(|s| !s.is_empty());
     let answer = token_answer(state, &client_id, granted, family, login)?;
+    if let (Some(x5t), Some(token)) = (bound, answer["access_token"].as_str()) {
+        state.mtls.bind(token, x5t);
+    }
     if grant == "refresh_token" {
         state.count(|c| c.refresh_grants());
     }

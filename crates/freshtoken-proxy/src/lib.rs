@@ -58,6 +58,10 @@ pub struct Config {
     /// Also answer the login path's token endpoint, as a gateway for tools that
     /// authenticate themselves (see [`Gateway`]).
     pub gateway: Option<Gateway>,
+    /// The client certificate presented to the upstream when it asks for one: an API whose
+    /// tokens are bound to the certificate they were issued for (RFC 8705 §3) accepts them
+    /// only from its holder.
+    pub client_identity: Option<freshtoken::ClientIdentity>,
 }
 
 /// Counters, for the demo, the agent's metrics and tests.
@@ -192,7 +196,7 @@ impl Proxy {
             shared: Arc::new(Shared {
                 upstream: upstream::Upstream::new(
                     &config.upstream,
-                    tls_config(config.ca_file.as_deref())?,
+                    tls_config(config.ca_file.as_deref(), config.client_identity.as_ref())?,
                 )?,
                 source,
                 config,
@@ -215,13 +219,20 @@ impl Proxy {
 }
 
 /// One TLS config (and so one copy of the platform's roots) for every upstream in the process
-/// that trusts the same CA file, or none.
-fn tls_config(ca_file: Option<&Path>) -> freshtoken::Result<rustls::ClientConfig> {
-    type Configs = Vec<(Option<PathBuf>, rustls::ClientConfig)>;
+/// that trusts the same CA file, or none, and presents the same client certificate, or none.
+fn tls_config(
+    ca_file: Option<&Path>,
+    identity: Option<&freshtoken::ClientIdentity>,
+) -> freshtoken::Result<rustls::ClientConfig> {
+    type Configs = Vec<(Option<PathBuf>, Option<String>, rustls::ClientConfig)>;
     static TLS: std::sync::Mutex<Configs> = std::sync::Mutex::new(Vec::new());
     freshtoken::install_crypto_provider();
     let mut built = lock(&TLS);
-    if let Some((_, tls)) = built.iter().find(|(p, _)| p.as_deref() == ca_file) {
+    let thumbprint = identity.map(|i| i.thumbprint().to_owned());
+    if let Some((_, _, tls)) = built
+        .iter()
+        .find(|(p, t, _)| p.as_deref() == ca_file && *t == thumbprint)
+    {
         return Ok(tls.clone());
     }
     let extra = match ca_file {
@@ -235,10 +246,19 @@ fn tls_config(ca_file: Option<&Path>) -> freshtoken::Result<rustls::ClientConfig
         builder.crypto_provider().clone(),
     )
     .map_err(|e| freshtoken::Error::Config(format!("cannot load the platform's TLS roots: {e}")))?;
-    let tls = builder
+    let builder = builder
         .dangerous() // the platform's verifier with more roots, not fewer checks
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    built.push((ca_file.map(Path::to_owned), tls.clone()));
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let tls = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain().to_vec(), id.private_key())
+            .map_err(|e| {
+                freshtoken::Error::Config(format!(
+                    "cannot use the upstream client certificate: {e}"
+                ))
+            })?,
+    };
+    built.push((ca_file.map(Path::to_owned), thumbprint, tls.clone()));
     Ok(tls)
 }

@@ -13,6 +13,7 @@
 //! - [`netns`]: fleet "machines" as network namespaces on a bridge (needs root).
 //! - [`oidc`]: the `oidc-provider` npm package, an authorization server nobody here wrote.
 //! - [`tls`]: an HTTPS upstream behind a certificate authority of the test's own.
+//! - [`mtls`]: the dev-server behind a mutual-TLS listener, and client certificates.
 //! - [`clients`]: minimal HTTP/1.1 clients over TCP, over a unix socket, and through curl.
 //! - [`users`]: acting as another local user (when the tests run as root).
 //!
@@ -38,6 +39,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod clients;
+pub mod mtls;
 pub mod netns;
 pub mod oidc;
 pub mod process;
@@ -51,6 +53,7 @@ pub mod tls;
 pub mod users;
 
 pub use clients::*;
+pub use mtls::*;
 pub use netns::*;
 pub use oidc::*;
 pub use process::*;

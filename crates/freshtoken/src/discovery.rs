@@ -42,9 +42,36 @@ pub struct Metadata {
     /// Where tokens are revoked (RFC 7009), if listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<Url>,
+    /// The endpoints to use with mutual TLS (RFC 8705 §5), if listed: a server may accept
+    /// client certificates on other hosts than its plain endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls_endpoint_aliases: Option<MtlsAliases>,
+}
+
+/// The `mtls_endpoint_aliases` of an issuer's metadata (RFC 8705 §5): the parts freshtoken
+/// uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MtlsAliases {
+    /// The token endpoint that asks for client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<Url>,
 }
 
 impl Metadata {
+    /// The token endpoint for `method`: the mTLS alias for the certificate methods when the
+    /// server names one (RFC 8705 §5), else `token_endpoint`.
+    pub fn token_endpoint_for(&self, method: AuthMethod) -> &Url {
+        let alias = self
+            .mtls_endpoint_aliases
+            .as_ref()
+            .and_then(|a| a.token_endpoint.as_ref());
+        match alias {
+            Some(url) if method.needs_client_certificate() => url,
+            _ => &self.token_endpoint,
+        }
+    }
+
     /// Checks that `method` (and `alg`, for the JWT methods) fit what the server lists.
     /// OpenID Connect Discovery §3: an absent method list means `client_secret_basic` only.
     pub fn check(&self, method: AuthMethod, alg: Option<SigningAlg>) -> Result<()> {
@@ -354,6 +381,7 @@ mod tests {
             authorization_endpoint: None,
             device_authorization_endpoint: None,
             revocation_endpoint: None,
+            mtls_endpoint_aliases: None,
         };
         for e in [
             m.check(AuthMethod::ClientSecretPost, None),
@@ -375,6 +403,7 @@ mod tests {
             authorization_endpoint: None,
             device_authorization_endpoint: None,
             revocation_endpoint: None,
+            mtls_endpoint_aliases: None,
         };
         assert!(m.check(AuthMethod::ClientSecretBasic, None).is_ok());
         let e = m
@@ -399,5 +428,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("auth method client_assertion"), "{e}");
+    }
+
+    #[test]
+    fn the_certificate_methods_use_the_mtls_alias_when_there_is_one() -> serde_json::Result<()> {
+        let plain = r#"{"issuer":"https://idp","token_endpoint":"https://idp/token"}"#;
+        let m: Metadata = serde_json::from_str(plain)?;
+        assert_eq!(
+            m.token_endpoint_for(AuthMethod::TlsClientAuth).as_str(),
+            "https://idp/token"
+        );
+        let aliased = r#"{"issuer":"https://idp","token_endpoint":"https://idp/token",
+            "mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp/token","other":"x"}}"#;
+        let m: Metadata = serde_json::from_str(aliased)?;
+        for method in [
+            AuthMethod::TlsClientAuth,
+            AuthMethod::SelfSignedTlsClientAuth,
+        ] {
+            assert_eq!(
+                m.token_endpoint_for(method).as_str(),
+                "https://mtls.idp/token"
+            );
+        }
+        for method in [AuthMethod::ClientSecretBasic, AuthMethod::PrivateKeyJwt] {
+            assert_eq!(m.token_endpoint_for(method).as_str(), "https://idp/token");
+        }
+        // Kept through the discovery cache file.
+        let again: Metadata = serde_json::from_slice(&serde_json::to_vec(&m)?)?;
+        assert_eq!(again, m);
+        Ok(())
     }
 }

@@ -147,6 +147,11 @@ pub enum Missing {
     },
     /// `private_key_jwt` without a private key.
     PrivateKey,
+    /// A mutual-TLS method without a client certificate and key in the HTTP options.
+    ClientCertificate {
+        /// The method that needs it.
+        auth_method: crate::AuthMethod,
+    },
 }
 
 impl fmt::Display for Missing {
@@ -157,6 +162,12 @@ impl fmt::Display for Missing {
                 write!(f, "auth method {auth_method} needs a client secret")
             }
             Missing::PrivateKey => f.write_str("private_key_jwt needs a private key"),
+            Missing::ClientCertificate { auth_method } => {
+                write!(
+                    f,
+                    "auth method {auth_method} needs a client certificate and key"
+                )
+            }
         }
     }
 }

@@ -125,6 +125,11 @@ impl HttpFetcher {
     /// A fetcher for `request`; fails on settings that can never work.
     pub fn new(request: TokenRequest, options: HttpOptions) -> Result<Self> {
         request.validate()?;
+        if request.auth_method.needs_client_certificate() && options.client_identity.is_none() {
+            return Err(Error::Missing(crate::error::Missing::ClientCertificate {
+                auth_method: request.auth_method,
+            }));
+        }
         Ok(Self {
             http: tokio::sync::OnceCell::new(),
             signer: request.signer()?,
@@ -203,7 +208,8 @@ impl HttpFetcher {
     }
 
     /// Uses `client` (from [`http_client`] with this fetcher's options) instead of building
-    /// one: a process that keeps many profiles shares one client and its TLS roots.
+    /// one: a process that keeps many profiles shares one client and its TLS roots. A client
+    /// built without the options' client certificate presents none.
     pub fn with_client(self, client: reqwest::Client) -> Self {
         let _ = self.http.set(client);
         self
@@ -875,6 +881,56 @@ pub(crate) mod tests {
         assert!(message.contains("cannot connect to 127.0.0.1"), "{message}");
         assert!(!names_a_cli_setting(&message), "{message}");
         assert!(!message.contains("s3cr3t") && !format!("{e:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn the_certificate_methods_send_the_client_id_and_no_secret() -> Result<()> {
+        let url: url::Url = "https://mtls.idp.example/token".parse().expect("url");
+        let identity = crate::mtls::ClientIdentity::from_pem(
+            include_str!("../tests/data/mtls-client.pem"),
+            &include_str!("../tests/data/mtls-client.key")
+                .to_owned()
+                .into(),
+        )?;
+        for method in [
+            AuthMethod::TlsClientAuth,
+            AuthMethod::SelfSignedTlsClientAuth,
+        ] {
+            let mut request =
+                TokenRequest::new(url.clone(), "client-1", Some("s3cr3t".to_owned().into()));
+            request.auth_method = method;
+            let e = HttpFetcher::new(request.clone(), HttpOptions::default()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("auth method {method} needs a client certificate and key")
+            );
+            let options = HttpOptions {
+                client_identity: Some(identity.clone()),
+                ..HttpOptions::default()
+            };
+            let fetcher = HttpFetcher::new(request, options.clone())?;
+            let built = fetcher
+                .build(
+                    &http_client(&options)?,
+                    Grant::ClientCredentials,
+                    &Presented::default(),
+                )?
+                .build()
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let body = built.body().and_then(|b| b.as_bytes()).unwrap_or_default();
+            assert_eq!(
+                body, b"grant_type=client_credentials&client_id=client-1",
+                "{method}"
+            );
+            assert!(
+                built
+                    .headers()
+                    .get(reqwest::header::AUTHORIZATION)
+                    .is_none()
+            );
+            assert!(!format!("{fetcher:?}").contains("BEGIN"), "{fetcher:?}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct HttpOptions {
     /// Told of each failed attempt that will be retried (see [`RetryObserver`]); without
     /// one, the first is logged as a warning and the rest at debug level.
     pub observer: Option<Arc<dyn RetryObserver>>,
+    /// The client certificate and key presented when a server asks for one (mutual TLS:
+    /// `tls_client_auth`, `self_signed_tls_client_auth`, certificate-bound tokens).
+    pub client_identity: Option<crate::mtls::ClientIdentity>,
 }
 
 /// The documented lifetime assumed when a server says nothing about expiry: short, so a
@@ -48,12 +51,14 @@ impl Default for HttpOptions {
             default_lifetime: DEFAULT_LIFETIME,
             ca_file: None,
             observer: None,
+            client_identity: None,
         }
     }
 }
 
 /// Builds the HTTP client freshtoken uses everywhere: rustls with the platform's roots (and
-/// the CA file's, if any), host names resolved by [`crate::dns`], no redirects, the given
+/// the CA file's, if any), the client certificate if one is set, host names resolved by
+/// [`crate::dns`], no redirects, the given
 /// timeouts.
 pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
     install_crypto_provider();
@@ -66,6 +71,9 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
             .map_err(|e| Error::Config(format!("CA file {}: {}", path.display(), chain(&e))))?;
         builder = builder.tls_certs_merge(extra);
     }
+    if let Some(identity) = &options.client_identity {
+        builder = builder.identity(reqwest_identity(identity)?);
+    }
     builder
         .dns_resolver(std::sync::Arc::new(crate::dns::Resolver::system()))
         .redirect(reqwest::redirect::Policy::none())
@@ -74,6 +82,18 @@ pub fn http_client(options: &HttpOptions) -> Result<reqwest::Client> {
         .user_agent(concat!("freshtoken/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", chain(&e))))
+}
+
+/// The client certificate and key for reqwest's client.
+pub(crate) fn reqwest_identity(
+    identity: &crate::mtls::ClientIdentity,
+) -> Result<reqwest::Identity> {
+    use secrecy::ExposeSecret;
+    reqwest::Identity::from_pem(identity.pem().expose_secret().as_bytes()).map_err(|e| {
+        // reqwest's error names the problem ("private key or certificate not found"), not the
+        // key.
+        Error::Config(format!("cannot use the client certificate: {}", chain(&e)))
+    })
 }
 
 /// Makes ring the process's rustls crypto provider (HTTPS and `rediss://`), once; call it

@@ -38,6 +38,7 @@ pub mod identity;
 pub mod internal;
 pub mod jwt;
 pub mod login;
+mod mtls;
 mod observe;
 mod owned;
 pub mod policy;
@@ -66,6 +67,7 @@ pub use exchange::TokenExchange;
 pub use fetch::{
     Budget, DEFAULT_LIFETIME, Fetch, HttpFetcher, HttpOptions, http_client, install_crypto_provider,
 };
+pub use mtls::{ClientIdentity, certificate_thumbprint, pem_certificate_thumbprint};
 pub use observe::{RetryNotice, RetryObserver};
 pub use policy::{Freshness, RefreshPolicy};
 pub use request::{AuthMethod, CacheKey, TokenRequest, TokenRequestBuilder};

@@ -31,6 +31,11 @@ pub enum AuthMethod {
     /// An identity token obtained for each request (a CI job's OIDC token, a pod's projected
     /// service-account token) sent as the client assertion (RFC 7523 §2.2): no secret at all.
     ClientAssertion,
+    /// Mutual TLS with a certificate from a CA the server trusts (RFC 8705 §2.1): the
+    /// client certificate proves who it is; `client_id` in the body, no secret.
+    TlsClientAuth,
+    /// Mutual TLS with a self-signed certificate registered with the server (RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -43,6 +48,8 @@ impl AuthMethod {
             AuthMethod::PrivateKeyJwt => "private_key_jwt",
             AuthMethod::None => "none",
             AuthMethod::ClientAssertion => "client_assertion",
+            AuthMethod::TlsClientAuth => "tls_client_auth",
+            AuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 
@@ -69,14 +76,25 @@ impl AuthMethod {
         )
     }
 
+    /// Whether this method authenticates with a client certificate (mutual TLS): the token
+    /// request goes to the server's mTLS endpoint, if it names one.
+    pub fn needs_client_certificate(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+        )
+    }
+
     /// Every method, for help texts and error messages.
-    pub const ALL: [AuthMethod; 6] = [
+    pub const ALL: [AuthMethod; 8] = [
         AuthMethod::ClientSecretBasic,
         AuthMethod::ClientSecretPost,
         AuthMethod::ClientSecretJwt,
         AuthMethod::PrivateKeyJwt,
         AuthMethod::None,
         AuthMethod::ClientAssertion,
+        AuthMethod::TlsClientAuth,
+        AuthMethod::SelfSignedTlsClientAuth,
     ];
 }
 
@@ -156,6 +174,10 @@ pub struct TokenRequest {
     /// The stable name of the identity-token sources used (client assertion, subject, actor),
     /// never a token: part of the cache key, since another source may name another subject.
     pub identity_source: Option<String>,
+    /// `x5t#S256` of the client certificate of the mutual-TLS methods: part of the cache
+    /// key, since a server binds its tokens to the certificate they were asked with, and a
+    /// renewed certificate must not be served a token bound to the old one.
+    pub certificate_thumbprint: Option<String>,
 }
 
 impl TokenRequest {
@@ -182,6 +204,7 @@ impl TokenRequest {
             assertion_lifetime: DEFAULT_ASSERTION_LIFETIME,
             exchange: None,
             identity_source: None,
+            certificate_thumbprint: None,
         }
     }
 
@@ -289,6 +312,9 @@ impl TokenRequest {
         }
         if let Some(source) = &self.identity_source {
             field("identity_source", source);
+        }
+        if let Some(x5t) = &self.certificate_thumbprint {
+            field("x5t#S256", x5t);
         }
         CacheKey(hex::encode(h.finalize()))
     }
@@ -462,7 +488,7 @@ mod tests {
             "the secret must not change the key"
         );
 
-        let changes: [fn(&mut TokenRequest); 10] = [
+        let changes: [fn(&mut TokenRequest); 11] = [
             (|r| r.token_url = Url::parse("https://login.example.com/other").unwrap()),
             (|r| r.client_id = "client-2".into()),
             (|r| r.auth_method = AuthMethod::ClientSecretPost),
@@ -478,6 +504,7 @@ mod tests {
                 })
             }),
             (|r| r.identity_source = Some("file /var/run/token".into())),
+            (|r| r.certificate_thumbprint = Some("x5t".into())),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut r = req();

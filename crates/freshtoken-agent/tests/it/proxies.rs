@@ -22,6 +22,7 @@ fn proxy(port: u16, upstream: &str, replay_limit: usize) -> Result<ProxySpec, ur
         allowed_hosts: AllowedHosts::default(),
         ca_file: None,
         gateway: None,
+        client_identity: None,
     })
 }
 

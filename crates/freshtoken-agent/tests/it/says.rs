@@ -116,6 +116,7 @@ fn proxy(port: u16, upstream: &str) -> Result<ProxySpec, url::ParseError> {
         allowed_hosts: AllowedHosts::default(),
         ca_file: None,
         gateway: None,
+        client_identity: None,
     })
 }
 

@@ -366,7 +366,25 @@ fn proxy(
         replay_limit,
         allowed_hosts,
         ca_file: profile.ca_file.clone(),
+        client_identity: upstream_identity(c).map_err(what)?,
     })
+}
+
+/// The certificate a `[[proxy]]` presents to its upstream (`upstream_client_cert` and
+/// `upstream_client_key`, both or neither), read now with the rules of every secret.
+fn upstream_identity(c: &ProxyConfig) -> Result<Option<freshtoken::ClientIdentity>, String> {
+    use crate::secret::SecretSpec;
+    match (&c.upstream_client_cert, &c.upstream_client_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => crate::wiring::read_identity(
+            &SecretSpec::File(cert.clone()),
+            &SecretSpec::File(key.clone()),
+            freshtoken::AuthMethod::TlsClientAuth,
+        )
+        .map(Some)
+        .map_err(|e| e.message),
+        _ => Err("upstream_client_cert and upstream_client_key go together".into()),
+    }
 }
 
 /// `--check`: the config, then (unless `--no-fetch`) one token per profile, so that a wrong

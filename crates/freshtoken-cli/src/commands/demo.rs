@@ -136,6 +136,7 @@ async fn start_stack(ttl: Duration) -> CliResult<Stack> {
             replay_limit: DEFAULT_REPLAY_LIMIT,
             ca_file: None,
             gateway: None,
+            client_identity: None,
         },
     )?;
     let background = freshtoken_proxy::Background::start(proxy.clone())

@@ -52,6 +52,10 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     let settings = &wired.settings;
     // Checked before a token is fetched: an upstream it may not go to stops here.
     let upstream = checked_upstream(args, &wired)?;
+    let upstream_identity = super::proxy::upstream_identity(
+        args.upstream_client_cert.as_ref(),
+        args.upstream_client_key.as_ref(),
+    )?;
     let request = wired.token_request()?;
     // CMD logs in to its gateway with a stand-in secret made for this run: the real one
     // stays out of its environment, as it does without --gateway.
@@ -74,7 +78,8 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> CliResult<u8> {
     // background, until the child is gone (its first request needs no second fetch).
     let proxy_task = match upstream {
         Some(upstream) => {
-            let background = start_proxy(source, upstream, gateway, settings).await?;
+            let background =
+                start_proxy(source, upstream, gateway, upstream_identity, settings).await?;
             proxy_env(&mut command, args, &background);
             if let Some(secret) = &stand_in {
                 command.env(env::GENESYS_CLIENT_ID, &client_id);
@@ -178,6 +183,7 @@ async fn start_proxy(
     source: CachedSource,
     upstream: url::Url,
     gateway: Option<freshtoken_proxy::Gateway>,
+    client_identity: Option<freshtoken::ClientIdentity>,
     settings: &Settings,
 ) -> CliResult<freshtoken_proxy::Background> {
     let proxy = Proxy::new(
@@ -187,6 +193,7 @@ async fn start_proxy(
             replay_limit: DEFAULT_REPLAY_LIMIT,
             ca_file: settings.http.ca_file.clone(),
             gateway,
+            client_identity,
         },
     )?;
     freshtoken_proxy::Background::start(proxy)

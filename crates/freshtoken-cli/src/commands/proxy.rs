@@ -9,8 +9,28 @@ use freshtoken_proxy::{AllowedHosts, Config, Limits, Listening, MAX_HEADER_TIMEO
 
 use crate::cli::{Cli, ProxyArgs};
 use crate::exit::{CliError, CliResult};
+use crate::secret::SecretSpec;
 use crate::units::{Listen, parse_duration, parse_loopback, parse_size};
 use crate::wiring;
+
+/// The certificate `--upstream-client-cert` and `--upstream-client-key` name, read now (the
+/// key with the rules of every secret); clap makes sure both or neither are given.
+pub(crate) fn upstream_identity(
+    cert: Option<&std::path::PathBuf>,
+    key: Option<&std::path::PathBuf>,
+) -> CliResult<Option<freshtoken::ClientIdentity>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    // The method only words the message for a missing file, which a named one never is.
+    wiring::read_identity(
+        &SecretSpec::File(cert.clone()),
+        &SecretSpec::File(key.clone()),
+        freshtoken::AuthMethod::TlsClientAuth,
+    )
+    .map(Some)
+    .map_err(|e| CliError::usage(format!("--upstream-client-cert: {}", e.message)))
+}
 
 pub(crate) async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
     // The command's runtime resolves the settings (discovery), then watches signals; the
@@ -43,6 +63,10 @@ pub(crate) async fn run(cli: &Cli, args: &ProxyArgs) -> CliResult {
             replay_limit,
             ca_file: wired.settings.http.ca_file.clone(),
             gateway,
+            client_identity: upstream_identity(
+                args.upstream_client_cert.as_ref(),
+                args.upstream_client_key.as_ref(),
+            )?,
         },
         wired.clock.clone(),
     )?;

@@ -646,6 +646,7 @@ fn the_401_backoff_grows_on_the_proxys_clock_and_an_accepted_token_resets_it() {
                 replay_limit: freshtoken_proxy::DEFAULT_REPLAY_LIMIT,
                 ca_file: None,
                 gateway: None,
+                client_identity: None,
             },
             Arc::new(clock.clone()),
         )
