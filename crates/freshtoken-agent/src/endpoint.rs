@@ -450,15 +450,22 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         .iter()
         .map(|(n, p)| (n.clone(), Arc::clone(p)))
         .collect();
+    let mut budgets = Vec::with_capacity(profiles.len());
+    for (_, p) in &profiles {
+        budgets.push(budget_use(&p.source).await);
+    }
     let samples: Vec<ProfileSample<'_>> = profiles
         .iter()
-        .map(|(name, p)| ProfileSample {
+        .zip(budgets)
+        .map(|((name, p), budget)| ProfileSample {
             name,
             metrics: &p.metrics,
             expires_in: p
                 .source
                 .peek_valid()
                 .map(|t| t.remaining(now).as_secs_f64()),
+            cache: p.source.stats(),
+            budget,
         })
         .collect();
     let proxies = agent.proxies();
@@ -480,6 +487,22 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
     )
         .into_response()
 }
+
+/// The fleet's budget use for `source`, asked of its store for at most [`BUDGET_ASK`]: a
+/// scrape or a status request does not wait on a Redis that is down, it leaves the budget out.
+pub(crate) async fn budget_use(source: &CachedSource) -> Option<freshtoken::BudgetUse> {
+    match tokio::time::timeout(BUDGET_ASK, source.budget_use()).await {
+        Ok(Ok(used)) => used,
+        Ok(Err(e)) => {
+            tracing::debug!("no budget use for /metrics: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// How long a scrape waits for the store's budget count.
+const BUDGET_ASK: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

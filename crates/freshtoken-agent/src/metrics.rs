@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use freshtoken::{Budget, ErrorKind, Fetch, Token};
+use freshtoken::{Budget, BudgetUse, ErrorKind, Fetch, StatsSnapshot, Token};
 
 /// Upper bounds of the refresh latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -122,6 +122,11 @@ pub struct ProfileSample<'a> {
     pub metrics: &'a ProfileMetrics,
     /// Seconds the held token stays valid; `None` without a valid token.
     pub expires_in: Option<f64>,
+    /// What the profile's cache layers did for it (its source's counters).
+    pub cache: StatsSnapshot,
+    /// The fleet's request budget in the current window, for a profile that has one and
+    /// whose store answered.
+    pub budget: Option<BudgetUse>,
 }
 
 /// What one proxy shows at scrape time.
@@ -153,6 +158,8 @@ pub fn render(
     token_families(&mut w, profiles);
     refresh_histogram(&mut w, profiles);
     sink_families(&mut w, profiles);
+    cache_families(&mut w, profiles);
+    budget_families(&mut w, profiles);
     proxy_families(&mut w, proxies);
     reload_family(&mut w, reloads);
     w.out
@@ -271,6 +278,109 @@ fn sink_families(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
     }
 }
 
+/// Reads one counter out of a profile's cache counters.
+type CacheCounter = fn(&StatsSnapshot) -> f64;
+
+/// Reads one figure out of a budget window's use.
+type BudgetFigure = fn(&BudgetUse) -> f64;
+
+/// Which layer answered, lock waits and failure notes: the fleet's cache at work.
+fn cache_families(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
+    w.family(
+        "freshtoken_cache_answers_total",
+        "counter",
+        "Times a cache layer (memory, file, redis) supplied the token a refresh needed, so that no token request was made.",
+    );
+    for p in profiles {
+        for (layer, n) in freshtoken::stats::LAYERS.iter().zip(p.cache.answers) {
+            w.sample(
+                "freshtoken_cache_answers_total",
+                &[("profile", p.name), ("layer", layer)],
+                n as f64,
+            );
+        }
+    }
+    let families: [(&str, &str, &str, CacheCounter); 5] = [
+        (
+            "freshtoken_lock_waits_total",
+            "counter",
+            "Times a refresh waited for the refresh lock another process or machine held.",
+            |s| s.lock_waits as f64,
+        ),
+        (
+            "freshtoken_lock_wait_seconds_total",
+            "counter",
+            "Time spent waiting for another holder's refresh lock, all waits together.",
+            |s| s.lock_wait_total.as_secs_f64(),
+        ),
+        (
+            "freshtoken_lock_wait_seconds_max",
+            "gauge",
+            "The longest wait for another holder's refresh lock.",
+            |s| s.lock_wait_max.as_secs_f64(),
+        ),
+        (
+            "freshtoken_failure_notes_seen_total",
+            "counter",
+            "Times a failure note (the fleet's backoff) was in effect and the token endpoint was left alone.",
+            |s| s.notes_seen as f64,
+        ),
+        (
+            "freshtoken_failure_notes_written_total",
+            "counter",
+            "Failure notes this agent left for the fleet after a failed refresh.",
+            |s| s.notes_written as f64,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        w.family(name, kind, help);
+        for p in profiles {
+            w.sample(name, &[("profile", p.name)], get(&p.cache));
+        }
+    }
+}
+
+/// The fleet's request budget (`token_rate`): this agent's refusals, and the window's use.
+fn budget_families(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
+    w.family(
+        "freshtoken_budget_over_total",
+        "counter",
+        "Times a refresh found the fleet's token-request budget (token_rate) spent.",
+    );
+    for p in profiles {
+        w.sample(
+            "freshtoken_budget_over_total",
+            &[("profile", p.name)],
+            p.cache.over_budget as f64,
+        );
+    }
+    let families: [(&str, &str, BudgetFigure); 3] = [
+        (
+            "freshtoken_budget_spent",
+            "Token requests the fleet made in the current budget window.",
+            |b| b.spent as f64,
+        ),
+        (
+            "freshtoken_budget_limit",
+            "Token requests a budget window allows the fleet (token_rate).",
+            |b| f64::from(b.limit),
+        ),
+        (
+            "freshtoken_budget_refused",
+            "Token requests refused in the current budget window, fleet-wide.",
+            |b| b.refused as f64,
+        ),
+    ];
+    for (name, help, get) in families {
+        w.family(name, "gauge", help);
+        for p in profiles {
+            if let Some(b) = &p.budget {
+                w.sample(name, &[("profile", p.name)], get(b));
+            }
+        }
+    }
+}
+
 /// Each proxy's counters.
 fn proxy_families(w: &mut Writer, proxies: &[ProxySample<'_>]) {
     let proxy_families: [(&str, &str, ProxyCounter); 5] = [
@@ -379,6 +489,8 @@ mod tests {
                 name: "a\"b\\c\nd",
                 metrics: &m,
                 expires_in: Some(12.5),
+                cache: StatsSnapshot::default(),
+                budget: None,
             }],
             &[],
             &Reloads::default(),
