@@ -522,4 +522,55 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn cache_counters_are_shown_per_layer_and_the_budget_only_where_there_is_one() {
+        let m = ProfileMetrics::default();
+        let stats = freshtoken::CacheStats::default();
+        let sample = |name, budget| ProfileSample {
+            name,
+            metrics: &m,
+            expires_in: None,
+            cache: stats.snapshot(),
+            budget,
+        };
+        let used = BudgetUse::new(7, 5, Duration::from_secs(60), Duration::from_secs(12));
+        let text = render(
+            &[sample("fleet", Some(used)), sample("alone", None)],
+            &[],
+            &Reloads::default(),
+        );
+        for layer in ["memory", "file", "redis"] {
+            assert!(
+                text.contains(&format!(
+                    "freshtoken_cache_answers_total{{profile=\"alone\",layer=\"{layer}\"}} 0"
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("freshtoken_lock_waits_total{profile=\"alone\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshtoken_budget_spent{profile=\"fleet\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshtoken_budget_refused{profile=\"fleet\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshtoken_budget_limit{profile=\"fleet\"} 5"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("freshtoken_budget_spent{profile=\"alone\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshtoken_budget_over_total{profile=\"alone\"} 0"),
+            "{text}"
+        );
+    }
 }
