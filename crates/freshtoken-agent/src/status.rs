@@ -21,10 +21,11 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Response {
         .iter()
         .map(|(n, p)| (n.clone(), Arc::clone(p)))
         .collect();
-    let mut budgets = BTreeMap::new();
-    for (name, p) in &profiles {
-        budgets.insert(name.clone(), crate::endpoint::budget_use(&p.source).await);
-    }
+    let budgets: BTreeMap<String, Option<BudgetUse>> = profiles
+        .iter()
+        .map(|(name, _)| name.clone())
+        .zip(crate::endpoint::budget_uses(profiles.iter().map(|(_, p)| &p.source)).await)
+        .collect();
     let mut report = snapshot(&agent);
     if let Some(list) = report["profiles"].as_array_mut() {
         for v in list {
