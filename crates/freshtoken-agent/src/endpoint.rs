@@ -461,7 +461,7 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
                 .source
                 .peek_valid()
                 .map(|t| t.remaining(now).as_secs_f64()),
-            cache: p.source.stats(),
+            cache: p.metrics.cache(&p.source),
             budget,
         })
         .collect();

@@ -27,6 +27,9 @@ pub struct ProfileMetrics {
     sink_errors: AtomicU64,
     sink_clears: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    /// The cache counters of the sources a reload replaced, so that the profile's counters
+    /// do not start again from zero when its settings change.
+    retired_cache: std::sync::Mutex<StatsSnapshot>,
 }
 
 impl ProfileMetrics {
@@ -57,6 +60,17 @@ impl ProfileMetrics {
     /// Counts sinks cleared because no valid token was left.
     pub fn sink_cleared(&self) {
         self.sink_clears.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps the counters of a source a reload replaces.
+    pub fn retire(&self, source: &freshtoken::CachedSource) {
+        let mut retired = freshtoken::internal::lock(&self.retired_cache);
+        *retired = retired.plus(&source.stats());
+    }
+
+    /// The profile's cache counters: `source`'s and those of the sources before it.
+    pub fn cache(&self, source: &freshtoken::CachedSource) -> StatsSnapshot {
+        freshtoken::internal::lock(&self.retired_cache).plus(&source.stats())
     }
 
     /// Why the last token request failed, while no later one has succeeded.

@@ -32,7 +32,7 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Response {
             let name = v["profile"].as_str().unwrap_or_default().to_owned();
             if let Some((_, p)) = profiles.iter().find(|(n, _)| *n == name) {
                 let budget = budgets.get(&name).copied().flatten();
-                v["cache"] = cache_json(&p.source.stats(), budget.as_ref());
+                v["cache"] = cache_json(&p.metrics.cache(&p.source), budget.as_ref());
             }
         }
     }

@@ -49,6 +49,21 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
+    /// These counters and `other`'s together (the longest wait is the longer of the two):
+    /// for a holder that keeps counting across sources, as the agent does across reloads.
+    #[must_use]
+    pub fn plus(&self, other: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            answers: std::array::from_fn(|i| self.answers[i].saturating_add(other.answers[i])),
+            lock_waits: self.lock_waits.saturating_add(other.lock_waits),
+            lock_wait_total: self.lock_wait_total.saturating_add(other.lock_wait_total),
+            lock_wait_max: self.lock_wait_max.max(other.lock_wait_max),
+            notes_seen: self.notes_seen.saturating_add(other.notes_seen),
+            notes_written: self.notes_written.saturating_add(other.notes_written),
+            over_budget: self.over_budget.saturating_add(other.over_budget),
+        }
+    }
+
     /// The answers of the layer named `kind` (one of [`LAYERS`]); 0 for any other.
     pub fn answered_by(&self, kind: &str) -> u64 {
         LAYERS
@@ -157,6 +172,11 @@ mod tests {
         assert_eq!(snap.lock_waits, 2);
         assert_eq!(snap.lock_wait_total, Duration::from_millis(40));
         assert_eq!(snap.lock_wait_max, Duration::from_millis(30));
+        let both = snap.plus(&snap);
+        assert_eq!(both.answers, [0, 2, 4]);
+        assert_eq!(both.lock_waits, 4);
+        assert_eq!(both.lock_wait_total, Duration::from_millis(80));
+        assert_eq!(both.lock_wait_max, Duration::from_millis(30));
         assert_eq!(
             BudgetUse::new(7, 5, Duration::from_secs(60), Duration::ZERO).refused,
             2

@@ -1320,4 +1320,31 @@ fn fleet_metrics_count_layers_lock_waits_notes_and_budget() {
         text.contains("budget:      3 of 3 token requests per "),
         "{text}"
     );
+
+    // A reload that changes the profile builds it a new source: the counters carry on from
+    // the old one's, they do not start again from zero.
+    std::fs::write(
+        &config_path,
+        config.replace("timeout = \"3s\"", "timeout = \"4s\""),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            sum(
+                &metrics(&agent),
+                "freshtoken_config_reloads_total",
+                ("outcome", "ok"),
+            ) == 1.0
+        },
+        || format!("no reload: {}", agent.log()),
+    );
+    assert!(agent.log().contains("profile changed"), "{}", agent.log());
+    let m = metrics(&agent);
+    let kept = counts(&m);
+    assert!(
+        kept.iter().all(|n| *n >= 1.0) && layer(&m, "redis") >= 1.0,
+        "counters kept across the reload: {kept:?}"
+    );
 }
