@@ -397,6 +397,9 @@ impl State {
                 continue;
             }
             if let Some(prev) = previous {
+                if p.renewed {
+                    p.metrics.retire(&prev.source);
+                }
                 let dropped: Vec<_> = prev
                     .sinks
                     .iter()

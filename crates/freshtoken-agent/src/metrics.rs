@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use freshtoken::{Budget, ErrorKind, Fetch, Token};
+use freshtoken::{Budget, BudgetUse, ErrorKind, Fetch, StatsSnapshot, Token};
 
 /// Upper bounds of the refresh latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -27,6 +27,9 @@ pub struct ProfileMetrics {
     sink_errors: AtomicU64,
     sink_clears: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    /// The cache counters of the sources a reload replaced, so that the profile's counters
+    /// do not start again from zero when its settings change.
+    retired_cache: std::sync::Mutex<StatsSnapshot>,
 }
 
 impl ProfileMetrics {
@@ -57,6 +60,17 @@ impl ProfileMetrics {
     /// Counts sinks cleared because no valid token was left.
     pub fn sink_cleared(&self) {
         self.sink_clears.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps the counters of a source a reload replaces.
+    pub fn retire(&self, source: &freshtoken::CachedSource) {
+        let mut retired = freshtoken::internal::lock(&self.retired_cache);
+        *retired = retired.plus(&source.stats());
+    }
+
+    /// The profile's cache counters: `source`'s and those of the sources before it.
+    pub fn cache(&self, source: &freshtoken::CachedSource) -> StatsSnapshot {
+        freshtoken::internal::lock(&self.retired_cache).plus(&source.stats())
     }
 
     /// Why the last token request failed, while no later one has succeeded.
@@ -122,6 +136,11 @@ pub struct ProfileSample<'a> {
     pub metrics: &'a ProfileMetrics,
     /// Seconds the held token stays valid; `None` without a valid token.
     pub expires_in: Option<f64>,
+    /// What the profile's cache layers did for it (its source's counters).
+    pub cache: StatsSnapshot,
+    /// The fleet's request budget in the current window, for a profile that has one and
+    /// whose store answered.
+    pub budget: Option<BudgetUse>,
 }
 
 /// What one proxy shows at scrape time.
@@ -153,6 +172,8 @@ pub fn render(
     token_families(&mut w, profiles);
     refresh_histogram(&mut w, profiles);
     sink_families(&mut w, profiles);
+    cache_families(&mut w, profiles);
+    budget_families(&mut w, profiles);
     proxy_families(&mut w, proxies);
     reload_family(&mut w, reloads);
     w.out
@@ -271,6 +292,109 @@ fn sink_families(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
     }
 }
 
+/// Reads one counter out of a profile's cache counters.
+type CacheCounter = fn(&StatsSnapshot) -> f64;
+
+/// Reads one figure out of a budget window's use.
+type BudgetFigure = fn(&BudgetUse) -> f64;
+
+/// Which layer answered, lock waits and failure notes: the fleet's cache at work.
+fn cache_families(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
+    w.family(
+        "freshtoken_cache_answers_total",
+        "counter",
+        "Times a cache layer (memory, file, redis) supplied the token a refresh needed, so that no token request was made.",
+    );
+    for p in profiles {
+        for (layer, n) in freshtoken::stats::LAYERS.iter().zip(p.cache.answers) {
+            w.sample(
+                "freshtoken_cache_answers_total",
+                &[("profile", p.name), ("layer", layer)],
+                n as f64,
+            );
+        }
+    }
+    let families: [(&str, &str, &str, CacheCounter); 5] = [
+        (
+            "freshtoken_lock_waits_total",
+            "counter",
+            "Times a refresh waited for the refresh lock another process or machine held.",
+            |s| s.lock_waits as f64,
+        ),
+        (
+            "freshtoken_lock_wait_seconds_total",
+            "counter",
+            "Time spent waiting for another holder's refresh lock, all waits together.",
+            |s| s.lock_wait_total.as_secs_f64(),
+        ),
+        (
+            "freshtoken_lock_wait_seconds_max",
+            "gauge",
+            "The longest wait for another holder's refresh lock.",
+            |s| s.lock_wait_max.as_secs_f64(),
+        ),
+        (
+            "freshtoken_failure_notes_seen_total",
+            "counter",
+            "Times a failure note (the fleet's backoff) was in effect and the token endpoint was left alone.",
+            |s| s.notes_seen as f64,
+        ),
+        (
+            "freshtoken_failure_notes_written_total",
+            "counter",
+            "Failure notes this agent left for the fleet after a failed refresh.",
+            |s| s.notes_written as f64,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        w.family(name, kind, help);
+        for p in profiles {
+            w.sample(name, &[("profile", p.name)], get(&p.cache));
+        }
+    }
+}
+
+/// The fleet's request budget (`token_rate`): this agent's refusals, and the window's use.
+fn budget_families(w: &mut Writer, profiles: &[ProfileSample<'_>]) {
+    w.family(
+        "freshtoken_budget_over_total",
+        "counter",
+        "Times a refresh found the fleet's token-request budget (token_rate) spent.",
+    );
+    for p in profiles {
+        w.sample(
+            "freshtoken_budget_over_total",
+            &[("profile", p.name)],
+            p.cache.over_budget as f64,
+        );
+    }
+    let families: [(&str, &str, BudgetFigure); 3] = [
+        (
+            "freshtoken_budget_spent",
+            "Token requests the fleet made in the current budget window.",
+            |b| b.spent as f64,
+        ),
+        (
+            "freshtoken_budget_limit",
+            "Token requests a budget window allows the fleet (token_rate).",
+            |b| f64::from(b.limit),
+        ),
+        (
+            "freshtoken_budget_refused",
+            "Token requests refused in the current budget window, fleet-wide.",
+            |b| b.refused as f64,
+        ),
+    ];
+    for (name, help, get) in families {
+        w.family(name, "gauge", help);
+        for p in profiles {
+            if let Some(b) = &p.budget {
+                w.sample(name, &[("profile", p.name)], get(b));
+            }
+        }
+    }
+}
+
 /// Each proxy's counters.
 fn proxy_families(w: &mut Writer, proxies: &[ProxySample<'_>]) {
     let proxy_families: [(&str, &str, ProxyCounter); 5] = [
@@ -379,6 +503,8 @@ mod tests {
                 name: "a\"b\\c\nd",
                 metrics: &m,
                 expires_in: Some(12.5),
+                cache: StatsSnapshot::default(),
+                budget: None,
             }],
             &[],
             &Reloads::default(),
@@ -407,6 +533,57 @@ mod tests {
         );
         assert!(
             text.contains(r#"freshtoken_token_expires_in_seconds{profile="a\"b\\c\nd"} 12.5"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cache_counters_are_shown_per_layer_and_the_budget_only_where_there_is_one() {
+        let m = ProfileMetrics::default();
+        let stats = freshtoken::CacheStats::default();
+        let sample = |name, budget| ProfileSample {
+            name,
+            metrics: &m,
+            expires_in: None,
+            cache: stats.snapshot(),
+            budget,
+        };
+        let used = BudgetUse::new(7, 5, Duration::from_secs(60), Duration::from_secs(12));
+        let text = render(
+            &[sample("fleet", Some(used)), sample("alone", None)],
+            &[],
+            &Reloads::default(),
+        );
+        for layer in ["memory", "file", "redis"] {
+            assert!(
+                text.contains(&format!(
+                    "freshtoken_cache_answers_total{{profile=\"alone\",layer=\"{layer}\"}} 0"
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("freshtoken_lock_waits_total{profile=\"alone\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshtoken_budget_spent{profile=\"fleet\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshtoken_budget_refused{profile=\"fleet\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshtoken_budget_limit{profile=\"fleet\"} 5"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("freshtoken_budget_spent{profile=\"alone\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("freshtoken_budget_over_total{profile=\"alone\"} 0"),
             "{text}"
         );
     }

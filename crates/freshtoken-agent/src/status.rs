@@ -2,11 +2,13 @@
 //! --agent`. Never a token: its state, expiry, fingerprint and the last error. It sits
 //! behind the same access rules as `/v1/token` (the socket, or TCP with the credential).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use freshtoken::{BudgetUse, StatsSnapshot};
 use serde_json::{Value, json};
 
 use crate::State as Agent;
@@ -14,7 +16,27 @@ use crate::output::rfc3339;
 
 /// The answer of `GET /v1/status`.
 pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Response {
-    let body = format!("{}\n", snapshot(&agent));
+    let profiles: Vec<_> = agent
+        .profiles()
+        .iter()
+        .map(|(n, p)| (n.clone(), Arc::clone(p)))
+        .collect();
+    let budgets: BTreeMap<String, Option<BudgetUse>> = profiles
+        .iter()
+        .map(|(name, _)| name.clone())
+        .zip(crate::endpoint::budget_uses(profiles.iter().map(|(_, p)| &p.source)).await)
+        .collect();
+    let mut report = snapshot(&agent);
+    if let Some(list) = report["profiles"].as_array_mut() {
+        for v in list {
+            let name = v["profile"].as_str().unwrap_or_default().to_owned();
+            if let Some((_, p)) = profiles.iter().find(|(n, _)| *n == name) {
+                let budget = budgets.get(&name).copied().flatten();
+                v["cache"] = cache_json(&p.metrics.cache(&p.source), budget.as_ref());
+            }
+        }
+    }
+    let body = format!("{report}\n");
     (
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -75,4 +97,32 @@ fn snapshot(agent: &Agent) -> Value {
         })
         .collect();
     json!({ "profiles": profiles, "proxies": proxies })
+}
+
+/// A profile's `cache` object: which layer answered, lock waits, failure notes and the
+/// request budget (see docs/json.md). The budget's window figures are null for a profile
+/// without a budget, or when its store did not answer in time.
+pub(crate) fn cache_json(s: &StatsSnapshot, budget: Option<&BudgetUse>) -> Value {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let answers: serde_json::Map<String, Value> = freshtoken::stats::LAYERS
+        .iter()
+        .zip(s.answers)
+        .map(|(layer, n)| ((*layer).to_owned(), json!(n)))
+        .collect();
+    json!({
+        "answers": answers,
+        "lock_waits": {
+            "count": s.lock_waits,
+            "total_ms": ms(s.lock_wait_total),
+            "max_ms": ms(s.lock_wait_max),
+        },
+        "failure_notes": {"seen": s.notes_seen, "written": s.notes_written},
+        "budget": {
+            "over": s.over_budget,
+            "spent": budget.map(|b| b.spent),
+            "limit": budget.map(|b| b.limit),
+            "refused": budget.map(|b| b.refused),
+            "window_left_ms": budget.map(|b| ms(b.window_left)),
+        },
+    })
 }

@@ -8,8 +8,10 @@
 //!   output so far, instead of holding the suite), and assertions on their output.
 //! - [`signal`]: signals to those processes, as an operator or a supervisor sends them.
 //! - [`redis_server`]: a real `redis-server` on a free loopback port.
-//! - [`redis_cluster`]: a real six-node Redis Cluster on loopback, with failovers.
-//! - [`redis_sentinel`]: a real primary, replica and three sentinels on loopback.
+//! - [`redis_cluster`]: a real six-node Redis Cluster on loopback (or in a [`NetLab`]'s
+//!   services namespace), with failovers.
+//! - [`redis_sentinel`]: a real primary, replica and three sentinels on loopback (or in a
+//!   [`NetLab`]'s services namespace).
 //! - [`netns`]: fleet "machines" as network namespaces on a bridge (needs root).
 //! - [`oidc`]: the `oidc-provider` npm package, an authorization server nobody here wrote.
 //! - [`tls`]: an HTTPS upstream behind a certificate authority of the test's own.

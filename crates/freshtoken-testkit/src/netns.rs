@@ -3,7 +3,8 @@
 //! endpoint crosses a real (virtual) interface.
 //!
 //! - A hub namespace holds a bridge; every other namespace has one veth pair to it.
-//! - The services namespace ([`SERVICES`], 198.18.0.1) runs Redis and the dev-server; host `i`
+//! - The services namespace ([`SERVICES`], 198.18.0.1) runs Redis (one node, a Cluster or a
+//!   Sentinel set) and the dev-server; host `i`
 //!   is 198.18.0.(10 + i). 198.18.0.0/15 is the range set aside for benchmarking networks
 //!   (RFC 2544): nothing real lives there, and it exists only inside these namespaces.
 //! - freshtoken sends credentials over plain http only to loopback, so each host reaches
@@ -123,6 +124,19 @@ impl NetLab {
         })
     }
 
+    /// A six-node Redis Cluster in the services namespace, its nodes on [`SERVICES`] (and
+    /// announcing it, so that hosts are sent there); hosts reach it at its
+    /// [`crate::RedisCluster::url`]. The test's own commands to it run in that namespace.
+    pub fn redis_cluster(&self) -> crate::RedisCluster {
+        crate::RedisCluster::start_on(Some(&self.ns("svc")), SERVICES)
+    }
+
+    /// A primary, a replica and three sentinels in the services namespace on [`SERVICES`];
+    /// hosts reach them at [`crate::RedisSentinel::url`].
+    pub fn redis_sentinel(&self) -> crate::RedisSentinel {
+        crate::RedisSentinel::start_on(Some(&self.ns("svc")), SERVICES)
+    }
+
     /// A dev-server in the services namespace on [`SERVICES`], with a relay to it in every
     /// host; returns it and the token URL hosts use (`http://127.0.0.1:PORT/oauth/token`).
     pub fn dev_server(&self, config: freshtoken_devserver::Config) -> (crate::Server, String) {
@@ -229,6 +243,23 @@ fn pipe(a: TcpStream, b: TcpStream) {
     };
     one_way(a, b2);
     one_way(b, a2);
+}
+
+/// Runs `f` inside namespace `ns` (on a scoped thread, so that it may borrow), or right
+/// here for `None`: what a Redis started in the services namespace uses to be started and
+/// asked there.
+pub(crate) fn within<T: Send>(ns: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
+    match ns {
+        None => f(),
+        Some(ns) => std::thread::scope(|s| {
+            s.spawn(|| {
+                enter(ns);
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        }),
+    }
 }
 
 /// Moves the calling thread into the named namespace (threads it starts follow).

@@ -1,4 +1,5 @@
-//! A real six-node Redis Cluster (three primaries, three replicas) on loopback, made with
+//! A real six-node Redis Cluster (three primaries, three replicas) on loopback or in a
+//! [`crate::NetLab`]'s services namespace, made with
 //! `redis-server --cluster-enabled yes` and `redis-cli --cluster create`, so that the
 //! `redis+cluster://` path runs against the thing it is for, failovers included.
 
@@ -38,13 +39,22 @@ pub struct Takeover {
 /// A running cluster; every node is killed when dropped.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The address its nodes listen on and announce: loopback, or the services address of
+    /// a [`crate::NetLab`].
+    ip: std::net::Ipv4Addr,
 }
 
 impl RedisCluster {
     /// Starts six nodes and joins them into a cluster, each primary with one replica; returns
     /// once every node sees the cluster as ok and every replica is in sync.
     pub fn start() -> Self {
-        let args = [
+        Self::start_on(None, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`RedisCluster::start`] in network namespace `netns` (the test's own for `None`), its
+    /// nodes listening on `ip` (and their loopback) and announcing `ip` to clients.
+    pub(crate) fn start_on(netns: Option<&str>, ip: std::net::Ipv4Addr) -> Self {
+        let mut args = [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -57,26 +67,41 @@ impl RedisCluster {
         ]
         .map(str::to_owned)
         .to_vec();
+        if !ip.is_loopback() {
+            // No protected mode: only the namespaces the test made can reach it.
+            let ip = ip.to_string();
+            args.extend(
+                [
+                    "--bind",
+                    &ip,
+                    "127.0.0.1",
+                    "--protected-mode",
+                    "no",
+                    "--cluster-announce-ip",
+                    &ip,
+                ]
+                .map(str::to_owned),
+            );
+        }
         let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| RedisServer::start_with(args.clone(), cluster_port))
+            .map(|_| RedisServer::start_in(netns, args.clone(), None, cluster_port))
             .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .expect("redis-cli comes with redis-server (apt-get install redis-server)");
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("{ip}:{}", n.port)).collect();
+        let out = crate::netns::within(netns, || {
+            Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&addrs)
+                .args(["--cluster-replicas", "1", "--cluster-yes"])
+                .output()
+        })
+        .expect("redis-cli comes with redis-server (apt-get install redis-server)");
         assert!(
             out.status.success(),
             "redis-cli --cluster create failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, ip };
         cluster.settle(|_| true, "the new cluster to be ok");
         cluster
     }
@@ -86,7 +111,7 @@ impl RedisCluster {
         let hosts: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
+            .map(|n| format!("{}:{}", self.ip, n.port))
             .collect();
         format!("redis+cluster://{}", hosts.join(","))
     }

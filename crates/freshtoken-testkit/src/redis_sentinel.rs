@@ -1,4 +1,5 @@
-//! A real Redis Sentinel set on loopback: one primary, one replica and three sentinels
+//! A real Redis Sentinel set on loopback (or in a [`crate::NetLab`]'s services namespace):
+//! one primary, one replica and three sentinels
 //! (quorum two), so that `redis+sentinel://` runs against the thing it is for and a
 //! primary killed mid-run is replaced by a promotion the sentinels agree on.
 
@@ -17,33 +18,64 @@ pub struct RedisSentinel {
     /// Index 0 starts as the primary, 1 as its replica.
     nodes: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
+    /// The address they all listen on: loopback, or the services address of a
+    /// [`crate::NetLab`].
+    ip: std::net::Ipv4Addr,
 }
 
 impl RedisSentinel {
     /// Starts the set; returns once the replica is in sync and every sentinel knows the
     /// replica and the two other sentinels.
     pub fn start() -> Self {
-        let primary = RedisServer::start();
-        let replica = RedisServer::start_with(
-            vec![
-                "--replicaof".to_owned(),
-                "127.0.0.1".to_owned(),
-                primary.port.to_string(),
-            ],
-            crate::clients::free_port,
-        );
+        Self::start_on(None, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`RedisSentinel::start`] in network namespace `netns` (the test's own for `None`),
+    /// every server listening on `ip` (and its loopback); the sentinels name the primary by
+    /// `ip`, so clients in other namespaces are sent where they can reach.
+    pub(crate) fn start_on(netns: Option<&str>, ip: std::net::Ipv4Addr) -> Self {
+        let open: Vec<String> = if ip.is_loopback() {
+            Vec::new()
+        } else {
+            // No protected mode: only the namespaces the test made can reach them.
+            [
+                "--bind",
+                &ip.to_string(),
+                "127.0.0.1",
+                "--protected-mode",
+                "no",
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        };
+        let pick = crate::clients::free_port;
+        let primary = RedisServer::start_in(netns, open.clone(), None, pick);
+        let mut replica_args = open.clone();
+        replica_args.extend([
+            "--replicaof".to_owned(),
+            ip.to_string(),
+            primary.port.to_string(),
+        ]);
+        let replica = RedisServer::start_in(netns, replica_args, None, pick);
         // Down after 1 s of silence: a killed primary is replaced within seconds.
         let conf = format!(
-            "sentinel monitor {SENTINEL_PRIMARY} 127.0.0.1 {} 2\n\
+            "sentinel monitor {SENTINEL_PRIMARY} {ip} {} 2\n\
              sentinel down-after-milliseconds {SENTINEL_PRIMARY} 1000\n\
              sentinel failover-timeout {SENTINEL_PRIMARY} 10000\n\
              sentinel parallel-syncs {SENTINEL_PRIMARY} 1\n",
             primary.port
         );
-        let sentinels = (0..3).map(|_| RedisServer::start_sentinel(&conf)).collect();
+        let sentinels = (0..3)
+            .map(|_| {
+                let mut args = vec!["--sentinel".to_owned()];
+                args.extend(open.iter().cloned());
+                RedisServer::start_in(netns, args, Some(&conf), pick)
+            })
+            .collect();
         let set = Self {
             nodes: vec![primary, replica],
             sentinels,
+            ip,
         };
         set.settle(
             |s| {
@@ -71,7 +103,7 @@ impl RedisSentinel {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
+            .map(|s| format!("{}:{}", self.ip, s.port))
             .collect();
         format!("redis+sentinel://{}/{SENTINEL_PRIMARY}/0", hosts.join(","))
     }

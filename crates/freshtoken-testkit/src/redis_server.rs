@@ -17,6 +17,9 @@ pub struct RedisServer {
     args: Vec<String>,
     /// A configuration file to start with (a sentinel's: it must have one, and rewrites it).
     conf: Option<std::path::PathBuf>,
+    /// The network namespace it runs in (see [`crate::NetLab`]): it is started there, and
+    /// [`RedisServer::command`] asks it there. `None`: the test's own.
+    netns: Option<String>,
 }
 
 impl RedisServer {
@@ -29,14 +32,15 @@ impl RedisServer {
         Self::start_with(Vec::new(), crate::clients::free_port)
     }
 
-    /// Starts a sentinel (`redis-server CONF --sentinel`) whose configuration file, in its
-    /// own directory, starts as `conf`.
-    pub(crate) fn start_sentinel(conf: &str) -> Self {
-        Self::start_inner(
-            vec!["--sentinel".to_owned()],
-            Some(conf),
-            crate::clients::free_port,
-        )
+    /// Starts one in network namespace `netns` (or the test's own for `None`), with more
+    /// arguments and an optional configuration file (a sentinel's).
+    pub(crate) fn start_in(
+        netns: Option<&str>,
+        args: Vec<String>,
+        conf: Option<&str>,
+        pick: fn() -> u16,
+    ) -> Self {
+        Self::start_inner_in(netns.map(str::to_owned), args, conf, pick)
     }
 
     /// Starts one with more arguments, on a port `pick` chooses (a cluster node also needs
@@ -46,6 +50,15 @@ impl RedisServer {
     }
 
     fn start_inner(args: Vec<String>, conf: Option<&str>, pick: fn() -> u16) -> Self {
+        Self::start_inner_in(None, args, conf, pick)
+    }
+
+    fn start_inner_in(
+        netns: Option<String>,
+        args: Vec<String>,
+        conf: Option<&str>,
+        pick: fn() -> u16,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let conf = conf.map(|text| {
             let path = dir.path().join("sentinel.conf");
@@ -58,6 +71,7 @@ impl RedisServer {
             dir,
             args,
             conf,
+            netns,
         };
         let mut last = String::new();
         for _ in 0..5 {
@@ -89,6 +103,11 @@ impl RedisServer {
     /// A redis-server on [`RedisServer::port`], once it answers as this one: a server that
     /// answers PING on the port may be another test's, when this one could not bind it.
     fn spawn(&self) -> Result<Child, String> {
+        // A process started from a thread in a namespace lives there.
+        crate::netns::within(self.netns.as_deref(), || self.spawn_here())
+    }
+
+    fn spawn_here(&self) -> Result<Child, String> {
         let mut child = Command::new("redis-server")
             .args(&self.conf)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -154,6 +173,10 @@ impl RedisServer {
 
     /// One command in RESP; returns the raw reply, `None` when not reachable.
     pub fn command(&self, args: &[&str]) -> Option<String> {
+        crate::netns::within(self.netns.as_deref(), || self.command_here(args))
+    }
+
+    fn command_here(&self, args: &[&str]) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         let mut req = format!("*{}\r\n", args.len());
@@ -250,6 +273,7 @@ mod tests {
             dir: tempfile::tempdir().unwrap(),
             args: Vec::new(),
             conf: None,
+            netns: None,
         };
         let err = second
             .spawn()

@@ -49,6 +49,7 @@ mod request;
 mod response;
 mod retry;
 mod source;
+pub mod stats;
 pub mod store;
 mod sync;
 #[cfg(feature = "test-util")]
@@ -75,6 +76,7 @@ pub use retry::{Backoff, RetryPolicy};
 pub use source::{
     AccessToken, CachedSource, CachedSourceBuilder, DEFAULT_FALLBACK_WAIT, DEFAULT_LOCK_WAIT, Want,
 };
+pub use stats::{BudgetUse, CacheStats, StatsSnapshot};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{

@@ -31,6 +31,7 @@ use crate::fetch::{Budget, Fetch, fmt_duration};
 use crate::policy::{Freshness, RefreshPolicy, Thresholds};
 use crate::request::CacheKey;
 use crate::retry::RetryPolicy;
+use crate::stats::{BudgetUse, CacheStats, StatsSnapshot};
 use crate::store::{FailureNote, TokenStore};
 use crate::sync::lock;
 use crate::token::{ExpirySource, Token};
@@ -180,6 +181,8 @@ struct Inner {
     /// Unix ms of the last warning about a refresh that did not come (see `should_warn`).
     last_warned: AtomicU64,
     fetches: AtomicU64,
+    /// Which layer answered, lock waits, notes, budget: counted off the hit path only.
+    stats: CacheStats,
     lock_wait: Duration,
     fallback_wait: Duration,
     /// Bumped whenever the held token changes, for watchers such as the agent's sinks.
@@ -272,6 +275,7 @@ impl CachedSourceBuilder {
                 warned_failures: AtomicU32::new(0),
                 last_warned: AtomicU64::new(0),
                 fetches: AtomicU64::new(0),
+                stats: CacheStats::default(),
                 lock_wait: self.lock_wait,
                 fallback_wait: self.fallback_wait,
                 changes: tokio::sync::watch::Sender::new(0),
@@ -388,6 +392,7 @@ impl CachedSource {
             let _ = tokio::time::timeout(wait, changes.changed()).await;
             let current = inner.current.load_full();
             if inner.satisfies(&current, want) {
+                inner.stats.answered("memory");
                 return Ok(AccessToken(Held::Owned(current)));
             }
             return inner.serve_held(held, want, "a refresh is still under way", None);
@@ -488,6 +493,20 @@ impl CachedSource {
         self.inner.fetches.load(Ordering::Relaxed)
     }
 
+    /// What this source's layers did for it so far (see [`CacheStats`]).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// How much of the fleet's request budget the current window has used, as the store
+    /// counts it; `None` without a store that keeps a budget.
+    pub async fn budget_use(&self) -> Result<Option<BudgetUse>> {
+        match &self.inner.store {
+            Some(store) => store.budget_use(&self.inner.key).await,
+            None => Ok(None),
+        }
+    }
+
     fn spawn_background_refresh(&self) {
         let inner = &self.inner;
         if unix_millis(inner.clock.now()) < inner.background_not_before.load(Ordering::Relaxed) {
@@ -569,7 +588,11 @@ impl Inner {
             },
             None => lock(&self.local_note).clone(),
         }?;
-        note.holds_at(self.clock.now()).then_some(note)
+        let holds = note.holds_at(self.clock.now());
+        if holds {
+            self.stats.note_seen();
+        }
+        holds.then_some(note)
     }
 
     /// Leaves `note` (or clears it) where the next caller looks.
@@ -602,6 +625,7 @@ impl Inner {
             self.clock.now(),
             rand::random::<f64>(),
         );
+        self.stats.note_written();
         self.set_note(Some(note)).await;
     }
 
@@ -677,6 +701,8 @@ impl Inner {
     async fn refresh_guarded(&self, want: Want, budget: Budget) -> Result<Arc<Entry>> {
         let current = self.current.load_full();
         if self.satisfies(&current, want) {
+            // Another caller in this process refreshed while this one queued.
+            self.stats.answered("memory");
             return Ok(current);
         }
         let entry = self.refresh_locked(want, budget).await?;
@@ -703,16 +729,18 @@ impl Inner {
         let takeover = budget.left().mul_f64(0.5).min(self.lock_wait);
         let started = tokio::time::Instant::now();
         let mut pause = LOCK_POLL.start();
+        let mut waited = false;
         let lock = loop {
             match store.try_lock(&self.key).await {
                 Ok(Some(lock)) => break Some(lock),
-                Ok(None) => {}
+                Ok(None) => waited = true,
                 Err(e) => {
                     tracing::warn!("going on without the {} cache's lock: {e}", store.kind());
                     break None;
                 }
             }
             if let Some(entry) = self.adopt_from_store(store.as_ref(), want).await {
+                self.stats.lock_waited(started.elapsed());
                 return Ok(entry);
             }
             if started.elapsed() >= takeover {
@@ -724,6 +752,9 @@ impl Inner {
             }
             tokio::time::sleep(pause.next_delay()).await;
         };
+        if waited {
+            self.stats.lock_waited(started.elapsed());
+        }
         // Someone may have refreshed (or failed, and said so) just before we took the lock.
         let result = match self.adopt_from_store(store.as_ref(), want).await {
             Some(entry) => Ok(entry),
@@ -749,7 +780,10 @@ impl Inner {
         loop {
             let wait = match store.spend_budget(&self.key).await {
                 Ok(None) => return Ok(()),
-                Ok(Some(wait)) => wait,
+                Ok(Some(wait)) => {
+                    self.stats.budget_spent();
+                    wait
+                }
                 Err(e) => {
                     tracing::warn!(
                         "going on without the {} cache's request budget: {e}",
@@ -774,7 +808,7 @@ impl Inner {
 
     /// Takes the store's token if it is newer than ours; returns it if it satisfies `want`.
     async fn adopt_from_store(&self, store: &dyn TokenStore, want: Want) -> Option<Arc<Entry>> {
-        let stored = match store.load(&self.key).await {
+        let (stored, layer) = match store.load_from(&self.key).await {
             Ok(stored) => stored?,
             Err(e) => {
                 tracing::warn!("cannot read the {} cache: {e}", store.kind());
@@ -790,8 +824,12 @@ impl Inner {
         let entry = Arc::new(Entry::new(stored, &self.policy));
         self.current.store(Arc::clone(&entry));
         self.changed();
-        tracing::debug!(token = %entry.token.fingerprint(), store = store.kind(), "took the token from the cache");
-        self.satisfies(&entry, want).then_some(entry)
+        tracing::debug!(token = %entry.token.fingerprint(), store = layer, "took the token from the cache");
+        let satisfies = self.satisfies(&entry, want);
+        if satisfies {
+            self.stats.answered(layer);
+        }
+        satisfies.then_some(entry)
     }
 
     async fn fetch_and_adopt(

@@ -132,12 +132,9 @@ async fn gather(wired: wiring::Wired) -> CliResult<Report> {
             ttl,
         });
     }
-    let note = wired
-        .store(request.as_ref())?
-        .note(&key)
-        .await
-        .ok()
-        .flatten();
+    let store = wired.store(request.as_ref())?;
+    let note = store.note(&key).await.ok().flatten();
+    let budget = store.budget_use(&key).await.ok().flatten();
     let login = login_state(&wired).await;
     Ok(Report {
         login,
@@ -147,6 +144,7 @@ async fn gather(wired: wiring::Wired) -> CliResult<Report> {
         wired,
         layers,
         note,
+        budget,
     })
 }
 
@@ -157,6 +155,8 @@ struct Report {
     /// The last failed refresh and the backoff it set, as the store keeps them for everyone
     /// who shares it.
     note: Option<freshtoken::FailureNote>,
+    /// The fleet's request budget (`token_rate`) in the current window, as Redis counts it.
+    budget: Option<freshtoken::BudgetUse>,
     /// A Redis layer was left out: its values are sealed with a secret not at hand.
     redis_unread: bool,
     /// A login profile's stored login: where, and whether and until when it lasts.
@@ -196,6 +196,7 @@ impl Report {
             "state": output::state_word(answered.map(|(_, t)| t).or(nearest.as_ref()), policy, self.now),
             "token": answered.map(|(_, t)| output::token_state(t, policy, self.now)),
             "last_error": self.note.as_ref().map(|n| note_json(n, self.now)),
+            "budget": self.budget.as_ref().map(budget_json),
         });
         let identity = wiring::identity::peek(&settings.identity);
         if !identity.is_empty() {
@@ -258,6 +259,9 @@ impl Report {
                 "last error",
                 format!("{} ({} in a row{wait})", n.error, n.failures),
             ));
+        }
+        if let Some(b) = &self.budget {
+            lines.push(("budget", budget_text(b)));
         }
         lines
             .iter()
@@ -330,6 +334,29 @@ fn note_json(n: &freshtoken::FailureNote, now: SystemTime) -> Value {
     });
     output::set_time(&mut v, "backoff_until", n.not_before);
     v
+}
+
+/// The budget window's use: requests let go and refused, of how many per period.
+fn budget_json(b: &freshtoken::BudgetUse) -> Value {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    json!({
+        "spent": b.spent,
+        "limit": b.limit,
+        "refused": b.refused,
+        "period_ms": ms(b.period),
+        "window_left_ms": ms(b.window_left),
+    })
+}
+
+fn budget_text(b: &freshtoken::BudgetUse) -> String {
+    format!(
+        "{} of {} token requests per {} used in this window ({} refused), next window in {}",
+        b.spent,
+        b.limit,
+        human::duration(b.period),
+        b.refused,
+        human::duration(b.window_left)
+    )
 }
 
 fn layer_json(l: &Layer, policy: &freshtoken::RefreshPolicy, now: SystemTime) -> Value {

@@ -69,6 +69,9 @@ fn text(report: &Value) -> String {
         if let Some(e) = p["last_error"].as_str() {
             out.push_str(&format!("  last error: {e}\n"));
         }
+        if p["cache"].is_object() {
+            out.push_str(&cache_text(&p["cache"]));
+        }
     }
     for x in report["proxies"].as_array().map_or(&[][..], Vec::as_slice) {
         out.push_str(&format!(
@@ -77,6 +80,37 @@ fn text(report: &Value) -> String {
             x["upstream"].as_str().unwrap_or("?"),
             x["profile"].as_str().unwrap_or("?"),
         ));
+    }
+    out
+}
+
+/// A profile's cache counters for people: which layer answered, lock waits, failure notes,
+/// and the request budget.
+fn cache_text(c: &Value) -> String {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let a = &c["answers"];
+    let (w, f, b) = (&c["lock_waits"], &c["failure_notes"], &c["budget"]);
+    let mut out = format!(
+        "  answered by: memory {}, file {}, redis {}\n  lock waits: {} ({} ms in all, longest {} ms)\n  failure notes: {} seen, {} written\n",
+        n(&a["memory"]),
+        n(&a["file"]),
+        n(&a["redis"]),
+        n(&w["count"]),
+        n(&w["total_ms"]),
+        n(&w["max_ms"]),
+        n(&f["seen"]),
+        n(&f["written"]),
+    );
+    match (b["spent"].as_u64(), b["limit"].as_u64()) {
+        (Some(spent), Some(limit)) => out.push_str(&format!(
+            "  budget: {spent} of {limit} used in this window ({} refused fleet-wide), over budget {} times here\n",
+            n(&b["refused"]),
+            n(&b["over"])
+        )),
+        _ if n(&b["over"]) > 0 => {
+            out.push_str(&format!("  budget: over budget {} times\n", n(&b["over"])))
+        }
+        _ => {}
     }
     out
 }

@@ -1117,3 +1117,234 @@ fn status_agent_shows_what_the_agent_holds_and_never_a_token() {
         .arg(sb.path().join("run/nobody.sock")));
     assert_fails_with(&out, 4, "no agent status: no agent on");
 }
+
+/// The fleet's counters on `/metrics` and in `status`, with a real Redis shared with a `get`
+/// on another "machine" (its own cache folder): which layer answered, a wait for a lock
+/// another machine holds, a failure note written and one obeyed, a refresh over the fleet's
+/// `token_rate`. Each step checks that its counter moved and that the others did not. The
+/// agent's clock is moved through FRESHTOKEN_CLOCK_SKEW_FILE.
+#[test]
+fn fleet_metrics_count_layers_lock_waits_notes_and_budget() {
+    use freshtoken_devserver::Faults;
+    let server = server(Duration::from_secs(60));
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    let skew = sb.path().join("skew");
+    let set_skew = |d: &str| {
+        std::fs::write(&skew, d).unwrap();
+        std::thread::sleep(Duration::from_millis(100)); // re-read every 20 ms
+    };
+    set_skew("0s");
+    // A window of a year: the test never crosses into the next one.
+    let extra = format!(
+        "cache = \"{}\"\ntoken_rate = \"3/8760h\"\ntimeout = \"3s\"",
+        redis.url()
+    );
+    let config = agent_section(&sb) + &profile(&server, "a", &extra);
+    let config_path = sb.path().join("agent.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let machine = |args: &[&str]| {
+        let mut c = sb.cmd();
+        c.args(["--config", config_path.to_str().unwrap(), "--profile", "a"])
+            .args(args)
+            .env("SECRET_A", format!("{SECRET}-a"))
+            .env("XDG_CACHE_HOME", sb.path().join("machine-1"));
+        c
+    };
+    assert_code(&run(&mut machine(&["get"])), 0);
+
+    let agent = Agent::start_with_env(&sb, &config, &[("FRESHTOKEN_CLOCK_SKEW_FILE", &skew)]);
+    agent.wait_ready();
+    let p = ("profile", "a");
+    let layer = |m: &BTreeMap<_, _>, l: &str| {
+        m.iter()
+            .filter(
+                |((n, labels), _): &(&(String, BTreeMap<String, String>), _)| {
+                    n == "freshtoken_cache_answers_total"
+                        && labels.get("layer").map(String::as_str) == Some(l)
+                },
+            )
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let counts = |m: &BTreeMap<_, _>| {
+        [
+            "freshtoken_lock_waits_total",
+            "freshtoken_failure_notes_seen_total",
+            "freshtoken_failure_notes_written_total",
+            "freshtoken_budget_over_total",
+        ]
+        .map(|name| sum(m, name, p))
+    };
+    let fetched = |m: &BTreeMap<_, _>| sum(m, "freshtoken_token_requests_total", p);
+
+    // The other machine's token, from Redis: no request, Redis answered, nothing else moved.
+    let m = metrics(&agent);
+    assert_eq!(
+        [layer(&m, "memory"), layer(&m, "file"), layer(&m, "redis")],
+        [0.0, 0.0, 1.0],
+        "{}",
+        agent.log()
+    );
+    assert_eq!(fetched(&m), 0.0);
+    assert_eq!(counts(&m), [0.0; 4]);
+    assert_eq!(sum(&m, "freshtoken_budget_spent", p), 1.0);
+    assert_eq!(sum(&m, "freshtoken_budget_limit", p), 3.0);
+
+    // Another machine holds the refresh lock when the token turns stale: the agent waits for
+    // it, then takes the lock and fetches.
+    let keys = redis.command(&["KEYS", "freshtoken:v1:*"]).unwrap();
+    let token_key = keys
+        .lines()
+        .find(|k| k.starts_with("freshtoken:v1:{") && k.ends_with('}'))
+        .unwrap_or_else(|| panic!("no token key in {keys}"))
+        .to_owned();
+    let lock_key = format!("{token_key}:lock");
+    redis.command(&["SET", &lock_key, "another-machine", "PX", "60000"]);
+    let evals = || {
+        let info = redis.command(&["INFO", "commandstats"]).unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = evals();
+    set_skew("50s");
+    assert_eq!(agent.get("/v1/token/a").0, 200);
+    wait_until(
+        Duration::from_secs(10),
+        || evals() > before,
+        || format!("the agent never tried the lock: {}", agent.log()),
+    );
+    redis.command(&["DEL", &lock_key]);
+    wait_until(
+        Duration::from_secs(10),
+        || fetched(&metrics(&agent)) == 1.0,
+        || format!("no refresh after the lock: {}", agent.log()),
+    );
+    let m = metrics(&agent);
+    assert_eq!(counts(&m), [1.0, 0.0, 0.0, 0.0]);
+    let waited = sum(&m, "freshtoken_lock_wait_seconds_total", p);
+    assert!(waited > 0.0 && waited < 20.0, "waited {waited} s");
+    assert_eq!(sum(&m, "freshtoken_lock_wait_seconds_max", p), waited);
+    assert_eq!(
+        layer(&m, "redis"),
+        1.0,
+        "its own fetch is no layer's answer"
+    );
+    assert_eq!(server.stats().token_requests, 2);
+
+    // The IdP fails the next refresh: the agent leaves a note for the fleet.
+    server.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    set_skew("100s");
+    assert_eq!(agent.get("/v1/token/a").0, 200, "the stale token is served");
+    wait_until(
+        Duration::from_secs(10),
+        || fetched(&metrics(&agent)) == 2.0,
+        || format!("no failed refresh: {}", agent.log()),
+    );
+    assert_eq!(counts(&metrics(&agent)), [1.0, 0.0, 1.0, 0.0]);
+    // While the note holds (a second's backoff: the clock steps back two, so that this is
+    // no race with it), a caller that needs more than the token has left fails at once.
+    set_skew("98s");
+    let (status, body) = agent.get("/v1/token/a?min_ttl=30");
+    assert_ne!(status, 200, "{body}");
+    let m = metrics(&agent);
+    assert_eq!(counts(&m), [1.0, 1.0, 1.0, 0.0], "{}", agent.log());
+    assert_eq!(fetched(&m), 2.0, "the note held the agent back");
+
+    // The IdP is back, the note is over, but the fleet's 3 requests are spent (the other
+    // machine's, the agent's, the failed one): the agent serves what it holds, asks nothing.
+    server.set_faults(Faults::default());
+    set_skew("105s");
+    agent.get("/v1/token/a");
+    wait_until(
+        Duration::from_secs(10),
+        || counts(&metrics(&agent))[3] == 1.0,
+        || format!("never over budget: {}", agent.log()),
+    );
+    let m = metrics(&agent);
+    assert_eq!(fetched(&m), 2.0, "no request over budget");
+    assert_eq!(server.stats().token_requests, 3);
+    assert_eq!(sum(&m, "freshtoken_budget_spent", p), 3.0);
+    assert_eq!(sum(&m, "freshtoken_budget_refused", p), 1.0);
+
+    // `status --agent` says the same, in the one JSON shape; `status` shows the fleet's budget.
+    let out = run(sb.cmd().args([
+        "--config",
+        config_path.to_str().unwrap(),
+        "status",
+        "--agent",
+        "--format",
+        "json",
+    ]));
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    crate::json_shapes::assert_fits("status_agent.json", &report.to_string());
+    let cache = &report["profiles"][0]["cache"];
+    assert_eq!(cache["answers"]["redis"], 1, "{report}");
+    assert_eq!(cache["lock_waits"]["count"], 1, "{report}");
+    assert_eq!(cache["failure_notes"]["seen"], 1, "{report}");
+    assert_eq!(cache["failure_notes"]["written"], 1, "{report}");
+    assert_eq!(cache["budget"]["over"], 1, "{report}");
+    assert_eq!(cache["budget"]["spent"], 3, "{report}");
+    assert_eq!(cache["budget"]["limit"], 3, "{report}");
+    let out = run(sb.cmd().args([
+        "--config",
+        config_path.to_str().unwrap(),
+        "status",
+        "--agent",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("  answered by: memory 0, file 0, redis 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("  lock waits: 1 ("), "{text}");
+    assert!(
+        text.contains("  failure notes: 1 seen, 1 written\n"),
+        "{text}"
+    );
+    assert!(text.contains("  budget: 3 of 3 used in this window (1 refused fleet-wide), over budget 1 times here\n"), "{text}");
+    let out = run(&mut machine(&["status", "--format", "json"]));
+    let status = json(&String::from_utf8_lossy(&out.stdout));
+    crate::json_shapes::assert_fits("status.json", &status.to_string());
+    assert_eq!(status["budget"]["spent"], 3, "{status}");
+    assert_eq!(status["budget"]["limit"], 3, "{status}");
+    assert_eq!(status["budget"]["refused"], 1, "{status}");
+    let out = run(&mut machine(&["status"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("budget:      3 of 3 token requests per "),
+        "{text}"
+    );
+
+    // A reload that changes the profile builds it a new source: the counters carry on from
+    // the old one's, they do not start again from zero.
+    std::fs::write(
+        &config_path,
+        config.replace("timeout = \"3s\"", "timeout = \"4s\""),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            sum(
+                &metrics(&agent),
+                "freshtoken_config_reloads_total",
+                ("outcome", "ok"),
+            ) == 1.0
+        },
+        || format!("no reload: {}", agent.log()),
+    );
+    assert!(agent.log().contains("profile changed"), "{}", agent.log());
+    let m = metrics(&agent);
+    let kept = counts(&m);
+    assert!(
+        kept.iter().all(|n| *n >= 1.0) && layer(&m, "redis") >= 1.0,
+        "counters kept across the reload: {kept:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Hosts, not folders: the fleet with each "machine" in a network namespace of its own, and
-//! Redis and the dev-server in another, so every call to them crosses a real (virtual)
-//! interface and a bridge. Needs root, as CI has; without it the test fails and says why.
+//! Redis (a single node, a Redis Cluster, or Sentinel) and the dev-server in another, so
+//! every call to them crosses a real (virtual) interface and a bridge. Needs root, as CI has; without it the test fails and says why.
 //! Time moves with FRESHTOKEN_CLOCK_SKEW, never by sleeping.
 // Real elapsed-time bounds ("did not hang") and real token times: the clocks are the point.
 #![allow(clippy::disallowed_methods)]
@@ -24,6 +24,19 @@ fn wave(
     n: usize,
     skew: &str,
 ) -> HashSet<String> {
+    wave_in(lab, sb, sb.path(), token_url, redis, n, skew)
+}
+
+/// [`wave`] with every host's file cache under `caches`.
+fn wave_in(
+    lab: &NetLab,
+    sb: &Sandbox,
+    caches: &std::path::Path,
+    token_url: &str,
+    redis: &str,
+    n: usize,
+    skew: &str,
+) -> HashSet<String> {
     let children: Vec<_> = (0..n)
         .map(|i| {
             let host = i % HOSTS;
@@ -32,7 +45,7 @@ fn wave(
                 .env("FRESHTOKEN_CLIENT_ID", CLIENT_ID)
                 .env("FRESHTOKEN_CLIENT_SECRET", SECRET)
                 .env("FRESHTOKEN_RETRY_FOR", "0")
-                .env("XDG_CACHE_HOME", sb.path().join(format!("host-{host}")))
+                .env("XDG_CACHE_HOME", caches.join(format!("host-{host}")))
                 .env("FRESHTOKEN_CACHE", redis)
                 .env("FRESHTOKEN_CLOCK_SKEW", skew)
                 .arg("get");
@@ -131,5 +144,110 @@ fn sixty_processes_on_four_namespace_hosts_make_one_request_per_lifetime_and_per
         server.stats().token_requests,
         requests + 1,
         "the IdP back: one request"
+    );
+}
+
+/// [`wave`] on hosts with empty file caches: every process needs Redis (or the IdP).
+fn fresh_wave(
+    lab: &NetLab,
+    sb: &Sandbox,
+    token_url: &str,
+    redis: &str,
+    n: usize,
+    skew: &str,
+) -> HashSet<String> {
+    let caches = tempfile::tempdir_in(sb.path()).unwrap();
+    wave_in(lab, sb, caches.path(), token_url, redis, n, skew)
+}
+
+fn hour_server(lab: &NetLab) -> (Server, String) {
+    lab.dev_server(Config {
+        ttl: Duration::from_secs(3600),
+        clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+        ..Config::default()
+    })
+}
+
+/// A Redis Cluster in the services namespace: the hosts reach its nodes across the bridge
+/// only (the nodes announce 198.18.0.1, so redirections send clients there), and share one
+/// token per lifetime through a planned failover and a primary killed with SIGKILL.
+#[test]
+fn a_redis_cluster_across_namespace_hosts_makes_one_request_per_lifetime_through_failovers() {
+    let lab = NetLab::new(HOSTS);
+    let (server, token_url) = hour_server(&lab);
+    let mut cluster = lab.redis_cluster();
+    let url = cluster.url();
+    assert!(url.contains(&SERVICES.to_string()), "{url}");
+    let sb = Sandbox::new();
+    let n = 24;
+
+    let cold = fresh_wave(&lab, &sb, &token_url, &url, n, "0s");
+    assert_eq!(cold.len(), 1, "one token for every host");
+    assert_eq!(server.stats().token_requests, 1, "cold start: one request");
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let local = redis_cli_on_host(&lab, &["-h", "127.0.0.1", "-p", &port, "PING"]);
+    assert!(
+        !local.contains("PONG"),
+        "no node on the host's loopback: {local}"
+    );
+
+    let keys = cluster.keys();
+    let key = keys
+        .iter()
+        .find(|k| k.starts_with("freshtoken:v1:{") && k.ends_with('}'))
+        .unwrap_or_else(|| panic!("no token key in {keys:?}"))
+        .clone();
+    cluster.fail_over(&key);
+    assert_eq!(fresh_wave(&lab, &sb, &token_url, &url, n, "60s"), cold);
+    cluster.kill_primary(&key);
+    assert_eq!(fresh_wave(&lab, &sb, &token_url, &url, n, "120s"), cold);
+    assert_eq!(
+        server.stats().token_requests,
+        1,
+        "failovers: the token came through both, no step failed"
+    );
+
+    let refreshed = fresh_wave(&lab, &sb, &token_url, &url, n, "3000s");
+    assert_eq!(refreshed.len(), 1);
+    assert_ne!(refreshed, cold);
+    assert_eq!(
+        server.stats().token_requests,
+        2,
+        "refresh window: one request"
+    );
+}
+
+/// Sentinel in the services namespace: the sentinels name the primary by 198.18.0.1, the
+/// hosts follow the promotion after the primary is killed, and no step fails.
+#[test]
+fn behind_sentinel_across_namespace_hosts_the_fleet_follows_a_promotion() {
+    let lab = NetLab::new(HOSTS);
+    let (server, token_url) = hour_server(&lab);
+    let mut sentinel = lab.redis_sentinel();
+    let url = sentinel.url();
+    assert!(url.contains(&SERVICES.to_string()), "{url}");
+    let sb = Sandbox::new();
+    let n = 24;
+
+    let cold = fresh_wave(&lab, &sb, &token_url, &url, n, "0s");
+    assert_eq!(cold.len(), 1, "one token for every host");
+    assert_eq!(server.stats().token_requests, 1, "cold start: one request");
+
+    sentinel.crash_primary();
+    sentinel.await_promotion();
+    assert_eq!(fresh_wave(&lab, &sb, &token_url, &url, n, "60s"), cold);
+    assert_eq!(
+        server.stats().token_requests,
+        1,
+        "the promoted replica had the token: no step failed, no request"
+    );
+
+    let refreshed = fresh_wave(&lab, &sb, &token_url, &url, n, "3000s");
+    assert_eq!(refreshed.len(), 1);
+    assert_ne!(refreshed, cold);
+    assert_eq!(
+        server.stats().token_requests,
+        2,
+        "refresh window: one request"
     );
 }

@@ -14,6 +14,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::policy::{Freshness, RefreshPolicy};
 use crate::request::CacheKey;
+use crate::stats::BudgetUse;
 use crate::token::Token;
 
 /// Layers of stores, nearest first.
@@ -214,6 +215,22 @@ impl TokenStore for LayeredStore {
             match layer.store.spend_budget(key).await {
                 Ok(None) => {}
                 Ok(wait) => return Ok(wait),
+                Err(e) => layer.failed("budget", &e),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn load_from(&self, key: &CacheKey) -> Result<Option<(Token, &'static str)>> {
+        self.load_with_layer(key).await
+    }
+
+    /// The use of the farthest layer that keeps a budget and answers.
+    async fn budget_use(&self, key: &CacheKey) -> Result<Option<BudgetUse>> {
+        for layer in self.layers.iter().rev() {
+            match layer.store.budget_use(key).await {
+                Ok(None) => {}
+                Ok(found) => return Ok(found),
                 Err(e) => layer.failed("budget", &e),
             }
         }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::request::CacheKey;
+use crate::stats::BudgetUse;
 use crate::token::Token;
 
 pub(crate) mod atomic;
@@ -77,6 +78,19 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// than it allows: `None` when the request may go, `Some(wait)` when the budget is
     /// spent and the next request may go in `wait`. A store without a budget lets it go.
     async fn spend_budget(&self, _key: &CacheKey) -> Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    /// Like [`TokenStore::load`], also naming the layer that answered (its
+    /// [`TokenStore::kind`]; a stack of stores names one of its layers), so that a source
+    /// can count which layer served it.
+    async fn load_from(&self, key: &CacheKey) -> Result<Option<(Token, &'static str)>> {
+        Ok(self.load(key).await?.map(|t| (t, self.kind())))
+    }
+
+    /// How much of `key`'s request budget the current window has used, fleet-wide, for
+    /// `status` and `/metrics`; `None` for a store without a budget. Reads, never spends.
+    async fn budget_use(&self, _key: &CacheKey) -> Result<Option<BudgetUse>> {
         Ok(None)
     }
 }

@@ -28,6 +28,7 @@ use super::{BoxFuture, FailureNote, Release, StoreLock, TokenStore, redact_url};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::request::CacheKey;
+use crate::stats::BudgetUse;
 use crate::sync::lock;
 use crate::token::Token;
 
@@ -243,6 +244,14 @@ impl RedisStore {
     /// The key of `key`'s failure note (the fleet's backoff), in the token's slot.
     pub fn note_name(key: &CacheKey) -> String {
         format!("{}:note", Self::key_name(key))
+    }
+
+    /// The budget window `period` puts the store's clock in now: its number, the period in
+    /// ms, and the ms left in it.
+    fn window(&self, period: Duration) -> (u128, u128, u128) {
+        let now = u128::from(crate::clock::unix_millis(self.clock.now()));
+        let period_ms = period.as_millis().max(1);
+        (now / period_ms, period_ms, period_ms - now % period_ms)
     }
 
     async fn connection(&self) -> Result<Conn> {
@@ -551,10 +560,7 @@ impl TokenStore for RedisStore {
         let Some((requests, period)) = self.rate else {
             return Ok(None);
         };
-        let now = crate::clock::unix_millis(self.clock.now());
-        let period_ms = period.as_millis().max(1);
-        let window = u128::from(now) / period_ms;
-        let left = period_ms - u128::from(now) % period_ms;
+        let (window, period_ms, left) = self.window(period);
         let wait: i64 = self
             .run(
                 redis::cmd("EVAL")
@@ -570,6 +576,23 @@ impl TokenStore for RedisStore {
             .ok()
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis))
+    }
+
+    async fn budget_use(&self, key: &CacheKey) -> Result<Option<BudgetUse>> {
+        let Some((requests, period)) = self.rate else {
+            return Ok(None);
+        };
+        let (window, _, left) = self.window(period);
+        let asked: Option<u64> = self
+            .run(redis::cmd("GET").arg(Self::budget_name(key, window)))
+            .await?;
+        let left = Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX));
+        Ok(Some(BudgetUse::new(
+            asked.unwrap_or(0),
+            requests,
+            period,
+            left,
+        )))
     }
 
     async fn ttl(&self, key: &CacheKey) -> Result<Option<Duration>> {

@@ -7,4 +7,5 @@ mod fault_matrix;
 mod login;
 mod refresh;
 mod source;
+mod stats;
 mod store_conformance;
