@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 pub mod client;
 pub mod credential;
 mod endpoint;

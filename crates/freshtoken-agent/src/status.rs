@@ -24,7 +24,7 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Response {
     let budgets: BTreeMap<String, Option<BudgetUse>> = profiles
         .iter()
         .map(|(name, _)| name.clone())
-        .zip(crate::endpoint::budget_uses(profiles.iter().map(|(_, p)| &p.source)).await)
+        .zip(crate::budget::budget_uses(profiles.iter().map(|(_, p)| &p.source)).await)
         .collect();
     let mut report = snapshot(&agent);
     if let Some(list) = report["profiles"].as_array_mut() {
