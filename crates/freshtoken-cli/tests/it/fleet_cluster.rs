@@ -126,8 +126,8 @@ fn fifty_processes_on_a_redis_cluster_make_one_request_per_lifetime_through_fail
 
 /// A primary killed while a wave of new machines starts: no process fails; while the slot
 /// has no primary each machine goes on without Redis (at most its own one request, its file
-/// lock holding its processes to one), and once the replica is promoted the fleet shares the
-/// token that came through the crash again.
+/// lock holding its processes to one), and once the replica is promoted the fleet shares one
+/// token again, with no new request.
 #[test]
 fn a_primary_killed_mid_run_fails_no_step_and_the_fleet_shares_again() {
     let server = Server::start(HOUR);
@@ -154,10 +154,14 @@ fn a_primary_killed_mid_run_fails_no_step_and_the_fleet_shares_again() {
     cluster.await_takeover(takeover);
 
     let before = server.stats().token_requests;
-    assert_eq!(
-        wave(&sb, &server, &url, 20, 4, "0s"),
-        cold,
-        "the token came through the crash"
+    let after = wave(&sb, &server, &url, 20, 4, "0s");
+    // One token for the whole fleet again: the one that came through the crash, or one a
+    // machine fetched while the slot had no primary and stored once the replica took over
+    // (a promotion during that wave is a race the fleet may win either way).
+    assert_eq!(after.len(), 1, "shared again: {after:?}");
+    assert!(
+        after.is_subset(&cold) || after.is_subset(&during),
+        "a token the fleet already had"
     );
     assert_eq!(
         server.stats().token_requests,
