@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig};
+use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
 /// Resolves host names for freshtoken's HTTP clients (see the module docs for the rules).
@@ -31,7 +31,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 /// when the resolver is made (a warm cache never reads it).
 #[derive(Clone, Default)]
 pub struct Resolver {
-    inner: Arc<OnceLock<Result<TokioResolver, String>>>,
+    inner: Arc<OnceLock<Result<Built, String>>>,
     /// A hosts file's text used instead of the system's configuration (tests).
     given_hosts: Option<Arc<str>>,
 }
@@ -62,27 +62,53 @@ impl Resolver {
         if let Some(ips) = fixed_answer(host) {
             return Ok(ips);
         }
-        let resolver = self
+        let built = self
             .inner
             .get_or_init(|| build(self.given_hosts.as_deref()))
             .as_ref()
             .map_err(|e| fail(host, e))?;
-        let found = resolver.lookup_ip(host).await.map_err(|e| {
+        let found = built.resolver.lookup_ip(host).await.map_err(|e| {
             // The record-not-found error prints its whole query; say it as a person would.
-            if e.is_nx_domain() {
-                fail(host, "no such host")
+            if !built.has_name_servers {
+                no_such_host(
+                    host,
+                    "not in /etc/hosts, and no name server is set (no /etc/resolv.conf)",
+                )
+            } else if e.is_nx_domain() {
+                no_such_host(host, "no such host")
             } else if e.is_no_records_found() {
-                fail(host, "no address for it (in /etc/hosts or DNS)")
+                no_such_host(host, "no address for it (in /etc/hosts or DNS)")
             } else {
                 fail(host, &e.to_string())
             }
         })?;
         let ips: Vec<IpAddr> = found.iter().collect();
         if ips.is_empty() {
-            return Err(fail(host, "no address"));
+            return Err(no_such_host(host, "no address"));
         }
         Ok(ips)
     }
+}
+
+/// A host name that does not exist, or has no address anywhere: an answer, not a failure to
+/// get one, so waiting will not fix it (the fetcher does not retry it). A name server that
+/// does not answer is an ordinary `io::Error` instead.
+#[derive(Debug)]
+pub struct NoSuchHost(String);
+
+impl std::fmt::Display for NoSuchHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoSuchHost {}
+
+fn no_such_host(host: &str, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        NoSuchHost(format!("cannot resolve host {host}: {why}")),
+    )
 }
 
 /// The answers that need no lookup: an address literal, and the loopback names.
@@ -105,17 +131,25 @@ fn fail(host: &str, why: &str) -> io::Error {
     io::Error::other(format!("cannot resolve host {host}: {why}"))
 }
 
-fn build(given_hosts: Option<&str>) -> Result<TokioResolver, String> {
-    let provider = TokioRuntimeProvider::default();
-    let mut builder = match given_hosts {
-        Some(_) => TokioResolver::builder_with_config(no_name_servers(), provider),
-        None => TokioResolver::builder_tokio().unwrap_or_else(|e| {
+/// The resolver, once made, and whether it has anyone to ask beyond the hosts file.
+struct Built {
+    resolver: TokioResolver,
+    has_name_servers: bool,
+}
+
+fn build(given_hosts: Option<&str>) -> Result<Built, String> {
+    let (config, options) = match given_hosts {
+        Some(_) => (no_name_servers(), ResolverOpts::default()),
+        None => hickory_resolver::system_conf::read_system_conf().unwrap_or_else(|e| {
             // No (readable) resolv.conf, as in an empty chroot or a minimal container: the
             // hosts file alone answers. Never a public resolver the user did not choose.
             tracing::debug!("no name servers ({e}); only /etc/hosts resolves names");
-            TokioResolver::builder_with_config(no_name_servers(), TokioRuntimeProvider::default())
+            (no_name_servers(), ResolverOpts::default())
         }),
     };
+    let has_name_servers = !config.name_servers().is_empty();
+    let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+    *builder.options_mut() = options;
     let options = builder.options_mut();
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     options.use_hosts_file = match given_hosts {
@@ -132,7 +166,10 @@ fn build(given_hosts: Option<&str>) -> Result<TokioResolver, String> {
             .map_err(|e| format!("bad hosts text: {e}"))?;
         resolver.set_hosts(Arc::new(hosts));
     }
-    Ok(resolver)
+    Ok(Built {
+        resolver,
+        has_name_servers,
+    })
 }
 
 /// No name servers, no search domains: only the hosts file answers.
@@ -208,5 +245,9 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('\n') && !text.contains("Query {"), "{text}");
+        assert!(
+            e.get_ref().is_some_and(|i| i.is::<NoSuchHost>()),
+            "an answer, not a failure to get one: {e:?}"
+        );
     }
 }

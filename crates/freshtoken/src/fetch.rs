@@ -757,6 +757,11 @@ fn cannot_heal(e: &reqwest::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
             .map(|i| i as &(dyn std::error::Error + 'static));
+        if inner.is_some_and(|i| i.is::<crate::dns::NoSuchHost>())
+            || c.is::<crate::dns::NoSuchHost>()
+        {
+            return true;
+        }
         if let Some(rustls::Error::InvalidCertificate(_)) = inner
             .and_then(|i| i.downcast_ref::<rustls::Error>())
             .or_else(|| c.downcast_ref::<rustls::Error>())
@@ -764,15 +769,7 @@ fn cannot_heal(e: &reqwest::Error) -> bool {
             return true;
         }
         let text = c.to_string();
-        if [
-            "Name or service not known",
-            "No address associated with hostname",
-            "nodename nor servname provided",
-        ]
-        .iter()
-        .any(|t| text.contains(t))
-            || text.contains("invalid peer certificate")
-        {
+        if text.contains("invalid peer certificate") {
             return true;
         }
         cause = c.source();
