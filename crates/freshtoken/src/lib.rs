@@ -27,6 +27,7 @@ mod assertion;
 pub mod clock;
 mod credentials;
 pub mod discovery;
+pub mod dpop;
 pub mod drain;
 mod error;
 mod exchange;
