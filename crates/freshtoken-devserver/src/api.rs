@@ -38,13 +38,26 @@ pub(crate) async fn echo(
     Extract(state): Extract<Shared>,
     method: Method,
     Path(path): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = format!("/api/{path}");
     state.record(method.as_str(), &path, &body);
-    let Some(issued) = state.authorize(&headers, &path) else {
-        return unauthorized(&state);
+    let dpop = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("DPoP "));
+    let issued = if dpop {
+        match crate::dpop::authorize(&state, method.as_str(), &headers, uri.path()) {
+            Ok(issued) => issued,
+            Err(refusal) => return *refusal,
+        }
+    } else {
+        let Some(issued) = state.authorize(&headers, &path) else {
+            return unauthorized(&state);
+        };
+        issued
     };
     axum::Json(json!({
         "method": method.as_str(),

@@ -25,6 +25,7 @@ mod authorize;
 mod ci_issuer;
 mod compare;
 mod device;
+mod dpop;
 mod faults;
 mod genesys;
 mod grants;
@@ -34,6 +35,7 @@ mod state;
 mod token;
 
 pub use ci_issuer::{CiConfig, CiStats, Federation};
+pub use dpop::DpopStats;
 pub use faults::{Canned, Faults};
 pub use routes::app;
 pub use state::{ApiRequest, PathStats, State, Stats};

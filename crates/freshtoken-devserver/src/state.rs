@@ -102,6 +102,8 @@ pub struct Issued {
     pub expires_at: SystemTime,
     /// The scope granted.
     pub scope: Option<String>,
+    /// The thumbprint of the DPoP key the token is bound to; `None`: a bearer token.
+    pub jkt: Option<String>,
 }
 
 /// The shared state of one dev-server.
@@ -125,6 +127,7 @@ pub struct State {
     pub(crate) logins: crate::grants::Logins,
     pub(crate) devices: crate::grants::Devices,
     pub(crate) ci: Option<crate::ci_issuer::CiIssuer>,
+    pub(crate) dpop: crate::dpop::DpopState,
 }
 
 impl State {
@@ -147,7 +150,11 @@ impl State {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             });
-        match bearer.and_then(|t| self.check(t.trim())) {
+        // A DPoP-bound token is no bearer token (RFC 9449 §7.1).
+        match bearer
+            .and_then(|t| self.check(t.trim()))
+            .filter(|i| i.jkt.is_none())
+        {
             Some(issued) if !self.faults().reject_api => {
                 self.count(|c| c.api_ok());
                 self.count_path(path, true);
@@ -182,7 +189,13 @@ impl State {
             logins: crate::grants::Logins::default(),
             devices: crate::grants::Devices::default(),
             ci: config.ci.map(crate::ci_issuer::CiIssuer::new),
+            dpop: crate::dpop::DpopState::default(),
         }
+    }
+
+    /// What the DPoP checks counted.
+    pub fn dpop_stats(&self) -> crate::DpopStats {
+        self.dpop.stats()
     }
 
     /// The counters now.
@@ -372,8 +385,25 @@ impl State {
         lock(&self.tokens).remove(token).is_some()
     }
 
+    #[cfg(test)]
     pub(crate) fn issue(&self, client_id: &str, scope: Option<String>) -> (String, Duration) {
-        let token = format!("dev-{:032x}", rand::random::<u128>());
+        self.issue_bound(client_id, scope, None)
+    }
+
+    /// A token as [`State::issue`] makes one, bound to the DPoP key `jkt` when given.
+    pub(crate) fn issue_bound(
+        &self,
+        client_id: &str,
+        scope: Option<String>,
+        jkt: Option<String>,
+    ) -> (String, Duration) {
+        let token = match &jkt {
+            Some(jkt) => {
+                let exp = self.unix_now() + self.ttl.as_secs();
+                crate::dpop::bound_token(self, client_id, exp, jkt)
+            }
+            None => format!("dev-{:032x}", rand::random::<u128>()),
+        };
         let now = self.clock.now();
         let mut tokens = lock(&self.tokens);
         // Forget long-expired tokens so a long run does not grow without bound.
@@ -384,6 +414,7 @@ impl State {
                 client_id: client_id.to_owned(),
                 expires_at: now + self.ttl,
                 scope,
+                jkt,
             },
         );
         (token, self.ttl)

@@ -156,6 +156,9 @@ pub struct TokenRequest {
     /// The stable name of the identity-token sources used (client assertion, subject, actor),
     /// never a token: part of the cache key, since another source may name another subject.
     pub identity_source: Option<String>,
+    /// The DPoP key (RFC 9449): each token request carries a proof of it, and the server
+    /// binds the token to it. `None`: bearer tokens.
+    pub dpop: Option<crate::dpop::DpopKey>,
 }
 
 impl TokenRequest {
@@ -182,6 +185,7 @@ impl TokenRequest {
             assertion_lifetime: DEFAULT_ASSERTION_LIFETIME,
             exchange: None,
             identity_source: None,
+            dpop: None,
         }
     }
 
@@ -290,6 +294,10 @@ impl TokenRequest {
         if let Some(source) = &self.identity_source {
             field("identity_source", source);
         }
+        // A token bound to one key is useless with another, and a bearer token is not one.
+        if let Some(key) = &self.dpop {
+            field("dpop_jkt", key.thumbprint());
+        }
         CacheKey(hex::encode(h.finalize()))
     }
 }
@@ -397,6 +405,12 @@ impl TokenRequestBuilder {
     /// Adds one more form field; the ones freshtoken sets itself are refused by `build`.
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.request.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Asks for tokens bound to `key` (DPoP, RFC 9449) instead of bearer tokens.
+    pub fn dpop(mut self, key: crate::dpop::DpopKey) -> Self {
+        self.request.dpop = Some(key);
         self
     }
 
