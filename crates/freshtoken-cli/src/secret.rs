@@ -50,6 +50,8 @@ pub(crate) enum Secret {
     PrivateKey,
     /// A profile's `cache_key`, which seals its Redis values.
     CacheKey,
+    /// A profile's `dpop_key` (a PEM).
+    DpopKey,
 }
 
 impl Secret {
@@ -58,6 +60,7 @@ impl Secret {
             Secret::ClientSecret => "client secret",
             Secret::PrivateKey => "private key",
             Secret::CacheKey => "cache key",
+            Secret::DpopKey => "DPoP key",
         }
     }
 }
@@ -100,6 +103,7 @@ pub(crate) fn read_secret(
                     env::PRIVATE_KEY
                 ),
                 Secret::CacheKey => "set cache_key in the profile".to_owned(),
+                Secret::DpopKey => "set dpop_key in the profile, or dpop = true".to_owned(),
             };
             return Err(CliError::usage(format!(
                 "auth method {method} needs a {name}: {how}"
@@ -108,7 +112,7 @@ pub(crate) fn read_secret(
     };
     let text = match what {
         Secret::ClientSecret | Secret::CacheKey => text.trim_end_matches(['\n', '\r']).to_owned(),
-        Secret::PrivateKey => text,
+        Secret::PrivateKey | Secret::DpopKey => text,
     };
     if text.trim().is_empty() {
         return Err(CliError::usage(format!("the {name} from {from} is empty")));

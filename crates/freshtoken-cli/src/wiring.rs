@@ -6,6 +6,7 @@
 //! commands a [`CachedSource`]. Everything here is awaited on the command's one runtime,
 //! which `main` starts.
 
+mod dpop;
 pub(crate) mod identity;
 pub(crate) mod login;
 mod stores;
@@ -85,7 +86,8 @@ pub(crate) async fn wire(settings: Settings) -> CliResult<Wired> {
             (meta.token_endpoint.clone(), Some(meta))
         }
     };
-    let request = public_request(&settings, token_url);
+    let mut request = public_request(&settings, token_url);
+    request.dpop = dpop::key(&settings)?;
     Ok(Wired {
         settings,
         clock,

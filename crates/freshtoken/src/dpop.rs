@@ -21,6 +21,9 @@ use url::Url;
 
 use crate::error::Error;
 
+mod keep;
+pub use keep::{key_path, load_or_create};
+
 /// The `typ` of a DPoP proof's header (RFC 9449 §4.2).
 pub const PROOF_TYPE: &str = "dpop+jwt";
 

@@ -40,6 +40,12 @@ pub trait Fetch: Send + Sync + fmt::Debug {
     fn patience(&self) -> Duration {
         RetryPolicy::default().deadline
     }
+
+    /// The DPoP key this fetcher's tokens are bound to, if any: whoever uses the tokens (the
+    /// proxy) signs a proof with it for every request. A wrapper returns its inner one's.
+    fn dpop_key(&self) -> Option<&crate::dpop::DpopKey> {
+        None
+    }
 }
 
 /// What one call may spend on getting a token.
@@ -759,6 +765,10 @@ impl HttpFetcher {
 impl Fetch for HttpFetcher {
     fn cache_key(&self) -> CacheKey {
         self.request.cache_key()
+    }
+
+    fn dpop_key(&self) -> Option<&crate::dpop::DpopKey> {
+        self.request.dpop.as_ref()
     }
 
     /// `--retry-for`; with no retries, one attempt's timeout.

@@ -1,0 +1,181 @@
+//! DPoP-bound tokens (RFC 9449) through the binary: `get`, `dpop-proof` and the proxy against
+//! the dev-server as a DPoP resource server, whose clock moves with the proxy's (one skew
+//! file), so that several token lifetimes pass in seconds.
+// Real elapsed-time bounds only ("did not hang").
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshtoken::{Clock, SystemClock};
+use freshtoken_devserver::{Config, Faults};
+use freshtoken_testkit::*;
+
+/// The real clock plus the whole seconds in a file: the dev-server's side of the skew file
+/// the binary reads through FRESHTOKEN_CLOCK_SKEW_FILE.
+#[derive(Debug)]
+struct FileSkew(PathBuf);
+
+impl Clock for FileSkew {
+    fn now(&self) -> std::time::SystemTime {
+        let secs = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|t| t.trim().trim_end_matches('s').parse::<u64>().ok())
+            .unwrap_or(0);
+        SystemClock.now() + Duration::from_secs(secs)
+    }
+}
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// A dev-server that wants DPoP nonces (a new one after every `every` proofs), on the skew
+/// file's clock, and a sandbox whose default profile asks for DPoP.
+fn setup(every: u64) -> (Server, Sandbox, PathBuf) {
+    let sb = Sandbox::new();
+    let skew = sb.path().join("skew");
+    std::fs::write(&skew, "0s").unwrap();
+    let server = Server::start_with(Config {
+        ttl: TTL,
+        clients: vec![(CLIENT_ID.to_owned(), SECRET.to_owned())],
+        faults: Faults {
+            dpop_nonce: true,
+            dpop_nonce_every: Some(every),
+            ..Faults::default()
+        },
+        clock: Arc::new(FileSkew(skew.clone())),
+        ..Config::default()
+    });
+    sb.write_user_config("[profiles.default]\ndpop = true\n");
+    (server, sb, skew)
+}
+
+fn cmd(sb: &Sandbox, server: &Server, skew: &Path) -> Command {
+    let mut c = sb.cmd_for(server);
+    c.env("FRESHTOKEN_CLOCK_SKEW_FILE", skew);
+    c
+}
+
+#[test]
+fn get_and_dpop_proof_give_a_shell_step_a_bound_token_and_a_proof_that_works_once() {
+    let (server, sb, skew) = setup(1000);
+    let o = run(cmd(&sb, &server, &skew).args(["get", "--format", "json"]));
+    assert_code(&o, 0);
+    let v = crate::json_shapes::assert_fits("token.json", &stdout(&o));
+    assert_eq!(v["token_type"], "DPoP", "{v}");
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    let key = sb.path().join(".local/state/freshtoken/default.dpop.pem");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the made key is private");
+    let jkt = freshtoken::dpop::token_jkt(&token).expect("a JWT with cnf.jkt");
+    let pem = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(
+        freshtoken::dpop::DpopKey::from_pem(&pem)
+            .unwrap()
+            .thumbprint(),
+        jkt,
+        "bound to the kept key"
+    );
+
+    let url = format!("{}/api/v2/users/me?expand=x", server.base_url());
+    let curl_with = |proof: &str| {
+        let o = run(Command::new("curl").args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Authorization: DPoP {token}"),
+            "-H",
+            &format!("DPoP: {proof}"),
+            &url,
+        ]));
+        stdout(&o)
+    };
+    let proof = |nonce: Option<&str>| {
+        let mut c = cmd(&sb, &server, &skew);
+        c.args(["dpop-proof", "--method", "get", "--url", &url]);
+        if let Some(n) = nonce {
+            c.args(["--nonce", n]);
+        }
+        let o = run(&mut c);
+        assert_code(&o, 0);
+        stdout(&o).trim().to_owned()
+    };
+    // No nonce yet: the server says which one.
+    let challenged = curl_with(&proof(None));
+    assert!(challenged.ends_with("401"), "{challenged}");
+    let nonce = challenged
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("dpop-nonce: ")
+                .or(l.strip_prefix("DPoP-Nonce: "))
+        })
+        .expect("a DPoP-Nonce header")
+        .trim()
+        .to_owned();
+    let good = proof(Some(&nonce));
+    assert!(curl_with(&good).ends_with("200"));
+    let replayed = curl_with(&good);
+    assert!(replayed.ends_with("401"), "a replayed proof: {replayed}");
+    assert!(replayed.contains("invalid_dpop_proof"), "{replayed}");
+    let stats = server.state().dpop_stats();
+    assert_eq!(stats.replays_refused, 1, "{stats:?}");
+
+    // Bad input: one clear line, exit 2.
+    let o =
+        run(cmd(&sb, &server, &skew).args(["dpop-proof", "--method", "GET", "--url", "ftp://x"]));
+    assert_fails_with(&o, 2, "not an http(s) URL");
+}
+
+#[test]
+fn the_proxy_signs_every_request_across_five_token_lifetimes_and_takes_new_nonces() {
+    let (server, sb, skew) = setup(7);
+    let mut child = cmd(&sb, &server, &skew)
+        .args(["-v", "proxy", "--upstream", &server.base_url()])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(sb.path().join("proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let line = first_line(&mut child, "the proxy");
+    let url = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let mut codes = Vec::new();
+    for lifetime in 0..5u64 {
+        // Past the last token's lifetime on both clocks.
+        std::fs::write(&skew, format!("{}s", lifetime * (TTL.as_secs() + 5))).unwrap();
+        std::thread::sleep(Duration::from_millis(100)); // the proxy reads the file every 20 ms
+        let o = run(Command::new("bash").arg("-c").arg(format!(
+            "for i in $(seq 12); do curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST -d '{{\"i\":'$i'}}' '{url}/api/items/'$i'?page=2'; curl -s -o /dev/null -w '%{{http_code}}\\n' {url}/api/v2/users/me; done"
+        )));
+        codes.extend(stdout(&o).lines().map(str::to_owned));
+    }
+    terminate(&child);
+    wait(&mut child, "the proxy after SIGTERM");
+    let log = std::fs::read_to_string(sb.path().join("proxy.log")).unwrap_or_default();
+    assert_eq!(codes.len(), 120);
+    let not_ok: Vec<_> = codes.iter().filter(|c| *c != "200").collect();
+    assert!(not_ok.is_empty(), "the clients saw {not_ok:?}\n{log}");
+    let dpop = server.state().dpop_stats();
+    assert_eq!(dpop.proofs_refused, 0, "{dpop:?}");
+    assert!(
+        dpop.bound_tokens >= 5,
+        "a bound token per lifetime: {dpop:?}"
+    );
+    assert!(
+        dpop.nonce_challenges >= 10,
+        "the nonce moved every 7 proofs, and each challenge was taken: {dpop:?}"
+    );
+    // One accepted proof per client request and per token request: none refused, none lost.
+    assert_eq!(dpop.proofs_ok, 120 + dpop.bound_tokens, "{dpop:?}");
+    assert!(!log.contains(SECRET), "no secret in the log");
+}
