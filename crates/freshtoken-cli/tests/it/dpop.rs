@@ -179,3 +179,55 @@ fn the_proxy_signs_every_request_across_five_token_lifetimes_and_takes_new_nonce
     assert_eq!(dpop.proofs_ok, 120 + dpop.bound_tokens, "{dpop:?}");
     assert!(!log.contains(SECRET), "no secret in the log");
 }
+
+#[test]
+fn the_agent_s_json_sink_says_dpop_and_its_proxy_signs_each_request() {
+    let (server, sb, skew) = setup(1000);
+    let port = free_port();
+    let sink = sb.path().join("sinks/a.json");
+    std::fs::create_dir_all(sb.path().join("sinks")).unwrap();
+    let config = format!(
+        "[agent]\nsocket = \"{}\"\n[profiles.a]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ env = \"SECRET_A\" }}\nretry_for = \"0s\"\ndpop = true\n[[profiles.a.sinks]]\npath = \"{}\"\nformat = \"json\"\n[[proxy]]\nprofile = \"a\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n",
+        sb.path().join("run/agent.sock").display(),
+        server.token_url(),
+        sink.display(),
+        server.base_url()
+    );
+    let path = sb.path().join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = sb.path().join("agent.log");
+    let mut agent = sb
+        .cmd()
+        .args(["--config", path.to_str().unwrap(), "agent"])
+        .env("SECRET_A", SECRET)
+        .env("FRESHTOKEN_CLOCK_SKEW_FILE", &skew)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        Duration::from_secs(10),
+        || sink.exists(),
+        || format!("no sink:\n{}", read_log()),
+    );
+    let v = crate::json_shapes::assert_fits("token.json", &std::fs::read_to_string(&sink).unwrap());
+    assert_eq!(v["token_type"], "DPoP", "{v}");
+    let url = format!("http://127.0.0.1:{port}/api/things");
+    wait_until(
+        Duration::from_secs(10),
+        || curl(&[&url]).0 == 200,
+        || format!("the agent's proxy did not answer 200:\n{}", read_log()),
+    );
+    for _ in 0..5 {
+        assert_eq!(curl(&[&url]).0, 200);
+    }
+    terminate(&agent);
+    wait(&mut agent, "the agent after SIGTERM");
+    let dpop = server.state().dpop_stats();
+    assert_eq!(dpop.proofs_refused, 0, "{dpop:?}");
+    assert!(
+        dpop.proofs_ok >= 7,
+        "a proof for the token request and each call: {dpop:?}"
+    );
+}
