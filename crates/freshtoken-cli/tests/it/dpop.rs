@@ -231,3 +231,71 @@ fn the_agent_s_json_sink_says_dpop_and_its_proxy_signs_each_request() {
         "a proof for the token request and each call: {dpop:?}"
     );
 }
+
+/// `get` for oidc-provider's `dpop` client (its tokens must be DPoP-bound), with `profile`
+/// as the config file's default profile.
+fn oidc_get(p: &OidcProvider, sb: &Sandbox, profile: &str) -> std::process::Output {
+    sb.write_user_config(&format!("[profiles.default]\n{profile}\n"));
+    run(p
+        .get(sb, "dpop")
+        .args([
+            "--token-url",
+            p.token_endpoint(),
+            "--format",
+            "json",
+            "--client-secret-file",
+        ])
+        .arg(p.file("dpop", "secret_file")))
+}
+
+#[test]
+fn oidc_provider_binds_the_token_to_the_key_and_its_introspection_shows_cnf_jkt() {
+    let p = OidcProvider::start();
+    let sb = Sandbox::new();
+    // A bearer request is refused: the client's tokens must be DPoP-bound.
+    let o = oidc_get(&p, &sb, "");
+    assert_fails_with(&o, 3, "invalid_");
+
+    for (profile, key_file) in [
+        ("dpop = true".to_owned(), None),
+        (
+            format!(
+                "dpop_key = {{ file = \"{}\" }}",
+                p.file("pk-es256", "key_file").display()
+            ),
+            Some(p.file("pk-es256", "key_file")),
+        ),
+        (
+            format!(
+                "dpop_key = {{ file = \"{}\" }}",
+                p.file("pk-es256", "sec1_key_file").display()
+            ),
+            Some(p.file("pk-es256", "key_file")),
+        ),
+    ] {
+        let o = oidc_get(&p, &sb, &profile);
+        assert_code(&o, 0);
+        let v = crate::json_shapes::assert_fits("token.json", &stdout(&o));
+        assert_eq!(v["token_type"], "DPoP", "{profile}: {v}");
+        let info = crate::interop::introspect(&p, v["access_token"].as_str().unwrap());
+        assert_eq!(info["active"], true, "{profile}: {info}");
+        assert_eq!(info["token_type"], "DPoP", "{profile}: {info}");
+        let key_file =
+            key_file.unwrap_or_else(|| sb.path().join(".local/state/freshtoken/default.dpop.pem"));
+        let key = freshtoken::dpop::DpopKey::from_pem(&std::fs::read_to_string(key_file).unwrap())
+            .unwrap();
+        assert_eq!(info["cnf"]["jkt"], key.thumbprint(), "{profile}: {info}");
+    }
+}
+
+#[test]
+fn oidc_provider_s_dpop_nonce_is_taken_with_one_retry() {
+    let p = OidcProvider::start_with_env(&[("FRESHTOKEN_INTEROP_DPOP_NONCE", "1")]);
+    let sb = Sandbox::new();
+    let o = oidc_get(&p, &sb, "dpop = true");
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let info = crate::interop::introspect(&p, v["access_token"].as_str().unwrap());
+    assert_eq!(info["active"], true, "{info}");
+    assert!(info["cnf"]["jkt"].is_string(), "{info}");
+}
