@@ -677,7 +677,9 @@ pub(crate) struct DevServerArgs {
     pub refresh_tokens: bool,
 
     /// Switch on a fault: outage, outage-next=N, rate-limit=SECS, throttle=SECS, delay=MS,
-    /// reject-api (repeatable; also settable at run time with POST /__faults).
+    /// reject-api, dpop-nonce[=EVERY] (DPoP proofs need the server's nonce, a new one after
+    /// every EVERY accepted), dpop-wrong-jkt (repeatable; also settable at run time with POST
+    /// /__faults).
     #[arg(long = "fault", value_name = "FAULT", action = ArgAction::Append)]
     pub faults: Vec<String>,
 
