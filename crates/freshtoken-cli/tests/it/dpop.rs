@@ -215,6 +215,15 @@ fn the_agent_s_json_sink_says_dpop_and_its_proxy_signs_each_request() {
     );
     let v = crate::json_shapes::assert_fits("token.json", &std::fs::read_to_string(&sink).unwrap());
     assert_eq!(v["token_type"], "DPoP", "{v}");
+    // get --agent: the agent's token, still DPoP.
+    let socket = sb.path().join("run/agent.sock");
+    let o = run(sb
+        .cmd()
+        .args(["--profile", "a", "get", "--format", "json", "--agent"])
+        .arg(&socket));
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["token_type"], "DPoP", "get --agent: {v}");
     let url = format!("http://127.0.0.1:{port}/api/things");
     wait_until(
         Duration::from_secs(10),
