@@ -110,16 +110,22 @@ pub(crate) enum Refused {
     Proof(String),
 }
 
-/// Checks the `DPoP` header of a request for `method` on `htu`, with `token` for `ath` when
-/// it is for the API; the proof's key thumbprint when it is good.
+/// Checks the `DPoP` header of a request for `method` on `htu`, with `token` (and the key
+/// thumbprint it is bound to) when it is for the API; the proof's key thumbprint when it is
+/// good.
 pub(crate) fn check_proof(
     state: &State,
     headers: &HeaderMap,
     method: &str,
     htu: &str,
-    token: Option<&str>,
+    token: Option<(&str, &str)>,
 ) -> Result<String, Refused> {
-    let result = verify(state, headers, method, htu, token);
+    let result = verify(state, headers, method, htu, token).and_then(|jkt| match token {
+        Some((_, bound)) if bound != jkt => Err(Refused::Proof(
+            "the proof's key is not the one the token is bound to".into(),
+        )),
+        _ => Ok(jkt),
+    });
     let d = &state.dpop;
     match &result {
         Ok(_) => d.accepted(state.faults().dpop_nonce_every),
@@ -142,7 +148,7 @@ fn verify(
     headers: &HeaderMap,
     method: &str,
     htu: &str,
-    token: Option<&str>,
+    token: Option<(&str, &str)>,
 ) -> Result<String, Refused> {
     let bad = |why: &str| Refused::Proof(why.to_owned());
     let mut proofs = headers.get_all("dpop").iter();
@@ -201,7 +207,7 @@ fn verify(
     if iat + IAT_WINDOW_S < now || iat > now + IAT_WINDOW_S {
         return Err(bad("iat is outside the window"));
     }
-    if let Some(token) = token
+    if let Some((token, _)) = token
         && text("ath") != Some(freshtoken::dpop::access_token_hash(token).as_str())
     {
         return Err(bad("ath is not the token's hash"));
@@ -303,12 +309,9 @@ pub(crate) fn authorize(
             .filter(|i| i.jkt.is_some() && !state.faults().reject_api)
             .ok_or_else(|| challenge(state, "invalid_token", false))?;
         let htu = request_uri(headers, path);
-        match check_proof(state, headers, method, &htu, Some(token)) {
-            Ok(jkt) if Some(&jkt) == issued.jkt.as_ref() => Ok(issued),
-            Ok(_) => {
-                state.dpop.proofs_refused.fetch_add(1, Ordering::SeqCst);
-                Err(challenge(state, "invalid_dpop_proof", false))
-            }
+        let bound = issued.jkt.as_deref().unwrap_or_default();
+        match check_proof(state, headers, method, &htu, Some((token, bound))) {
+            Ok(_) => Ok(issued),
             Err(Refused::Nonce) => Err(challenge(state, freshtoken::dpop::USE_NONCE, true)),
             Err(Refused::Proof(_)) => Err(challenge(state, "invalid_dpop_proof", false)),
         }

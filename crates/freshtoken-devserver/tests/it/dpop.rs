@@ -159,7 +159,9 @@ async fn a_proof_for_another_request_token_or_time_is_refused() {
         assert_eq!(r.status(), 401, "{why}");
         assert!(www_authenticate(&r).starts_with("DPoP "), "{why}");
     }
-    assert_eq!(f.server.state().dpop_stats().proofs_refused, 6);
+    let stats = f.server.state().dpop_stats();
+    assert_eq!(stats.proofs_refused, 6, "{stats:?}");
+    assert_eq!(stats.proofs_ok, 1, "only the token request's: {stats:?}");
     assert_eq!(
         f.call("GET", "/api/x", &f.proof("GET", "/api/x", None))
             .await
