@@ -533,6 +533,22 @@ mod tests {
     }
 
     #[test]
+    fn token_type_dpop_is_accepted_only_when_asked_for() {
+        let dpop = br#"{"access_token":"a","token_type":"DPoP","expires_in":60}"#;
+        let asked = parse_success_as(200, dpop, at(), DEFAULT, true).unwrap();
+        assert_eq!(asked.token_type(), "DPoP");
+        assert!(asked.is_dpop());
+        let e = parse_success_as(200, dpop, at(), DEFAULT, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set dpop = true"), "{e}");
+        let bearer = br#"{"access_token":"a","token_type":"bearer","expires_in":60}"#;
+        let t = parse_success_as(200, bearer, at(), DEFAULT, true).unwrap();
+        assert_eq!(t.token_type(), "Bearer");
+        assert!(!t.is_dpop());
+    }
+
+    #[test]
     fn an_expired_jwt_without_expires_in_is_refused() {
         let jwt = jwt_with_exp(1_700_000_000 - 5);
         let body = format!(r#"{{"access_token":"{jwt}"}}"#);
