@@ -182,6 +182,8 @@ pub(crate) struct ProfileConfig {
     /// The DPoP key to use instead of a made one: a P-256 private key in PEM (`{ file }`,
     /// `{ env }` or `{ command }`). Implies `dpop = true`.
     pub dpop_key: Option<SecretSource>,
+    /// The algorithm of a made DPoP key: `ES256` (the default) or `EdDSA`.
+    pub dpop_alg: Option<String>,
 }
 
 impl ProfileConfig {

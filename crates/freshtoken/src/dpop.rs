@@ -3,7 +3,8 @@
 //!
 //! A [`DpopKey`] signs the proofs: for the token request (the server binds the token to
 //! the key's thumbprint, `cnf.jkt`) and for each request that uses the token (with `ath`,
-//! the token's hash). ES256 (P-256) is the algorithm: every server that does DPoP takes it.
+//! the token's hash). ES256 (P-256) is the default, since every server that does DPoP takes
+//! it; EdDSA (Ed25519) is offered too.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,12 +37,54 @@ pub const USE_NONCE: &str = "use_dpop_nonce";
 /// The header that carries a server's nonce, and the one that carries a proof.
 pub const NONCE_HEADER: &str = "DPoP-Nonce";
 
+/// The algorithm of a DPoP key and its proofs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DpopAlg {
+    /// ECDSA with P-256 and SHA-256: the default, taken by every DPoP server.
+    #[default]
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+impl DpopAlg {
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DpopAlg::Es256 => "ES256",
+            DpopAlg::EdDsa => "EdDSA",
+        }
+    }
+}
+
+impl std::str::FromStr for DpopAlg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "ES256" => Ok(DpopAlg::Es256),
+            "EdDSA" | "Ed25519" => Ok(DpopAlg::EdDsa),
+            other => Err(format!(
+                "DPoP algorithm {other:?} is not offered; use ES256 (the default) or EdDSA"
+            )),
+        }
+    }
+}
+
+/// The private half of a DPoP key.
+#[derive(Clone)]
+enum Signing {
+    Es256(SigningKey),
+    EdDsa(ed25519_dalek::SigningKey),
+}
+
 /// A key that signs DPoP proofs.
 ///
 /// `Debug` shows its algorithm and thumbprint, never the private key.
 #[derive(Clone)]
 pub struct DpopKey {
-    signing: SigningKey,
+    signing: Signing,
     jwk: Map<String, Value>,
     thumbprint: String,
     /// The proof header, base64url, the same for every proof of this key.
@@ -60,59 +103,92 @@ impl fmt::Debug for DpopKey {
 impl DpopKey {
     /// A new random P-256 key, for a profile that has none yet.
     pub fn generate() -> Self {
+        Self::generate_for(DpopAlg::Es256)
+    }
+
+    /// A new random key for `alg`.
+    pub fn generate_for(alg: DpopAlg) -> Self {
         let mut rng = rand::rng();
         loop {
             let mut bytes = [0u8; 32];
             rng.fill(&mut bytes);
-            // Zero and values at or above the group order are refused; the chance is ~2^-128.
-            if let Ok(signing) = SigningKey::from_bytes(&bytes.into()) {
-                return Self::from_signing(signing);
-            }
+            let signing = match alg {
+                DpopAlg::EdDsa => Signing::EdDsa(ed25519_dalek::SigningKey::from_bytes(&bytes)),
+                // Zero and values at or above the group order are refused (a ~2^-128 chance).
+                DpopAlg::Es256 => match SigningKey::from_bytes(&bytes.into()) {
+                    Ok(key) => Signing::Es256(key),
+                    Err(_) => continue,
+                },
+            };
+            return Self::from_signing(signing);
         }
     }
 
-    /// Reads a P-256 private key in PEM: PKCS#8 (`BEGIN PRIVATE KEY`, as `openssl genpkey`
-    /// writes it) or SEC1 (`BEGIN EC PRIVATE KEY`, as `openssl ecparam -genkey` does).
-    /// The error never quotes the key.
+    /// Reads a private key in PEM: P-256 as PKCS#8 (`BEGIN PRIVATE KEY`, as `openssl genpkey`
+    /// writes it) or SEC1 (`BEGIN EC PRIVATE KEY`, as `openssl ecparam -genkey` does), or
+    /// Ed25519 as PKCS#8. The error never quotes the key.
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         let pem = pem.trim();
-        let secret = if pem.contains("BEGIN EC PRIVATE KEY") {
-            p256::SecretKey::from_sec1_pem(pem).map_err(|_| ())
+        let signing = if pem.contains("BEGIN EC PRIVATE KEY") {
+            p256::SecretKey::from_sec1_pem(pem)
+                .ok()
+                .map(|s| Signing::Es256(SigningKey::from(s)))
         } else {
-            p256::SecretKey::from_pkcs8_pem(pem).map_err(|_| ())
+            p256::SecretKey::from_pkcs8_pem(pem)
+                .ok()
+                .map(|s| Signing::Es256(SigningKey::from(s)))
+                .or_else(|| {
+                    ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+                        .ok()
+                        .map(Signing::EdDsa)
+                })
         };
-        let secret = secret.map_err(|()| {
+        let signing = signing.ok_or_else(|| {
             Error::Config(
-                "the DPoP key is not a P-256 private key in PEM (PKCS#8 or SEC1); ES256 is the one algorithm supported"
+                "the DPoP key is not a P-256 (PKCS#8 or SEC1) or Ed25519 (PKCS#8) private key in PEM"
                     .into(),
             )
         })?;
-        Ok(Self::from_signing(SigningKey::from(secret)))
+        Ok(Self::from_signing(signing))
     }
 
     /// The private key as PKCS#8 PEM, to keep a generated key.
     pub fn to_pem(&self) -> Result<SecretString, Error> {
-        let secret = p256::SecretKey::from(self.signing.clone());
-        let pem = secret
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|_| Error::Config("the DPoP key cannot be written as PEM".into()))?;
+        let pem = match &self.signing {
+            Signing::Es256(key) => p256::SecretKey::from(key.clone()).to_pkcs8_pem(LineEnding::LF),
+            Signing::EdDsa(key) => key.to_pkcs8_pem(LineEnding::LF),
+        }
+        .map_err(|_| Error::Config("the DPoP key cannot be written as PEM".into()))?;
         Ok(SecretString::from(pem.as_str().to_owned()))
     }
 
-    fn from_signing(signing: SigningKey) -> Self {
-        let point = signing.verifying_key().to_encoded_point(false);
-        let coordinate = |c: Option<&p256::FieldBytes>| {
-            URL_SAFE_NO_PAD.encode(c.map(|b| b.as_slice()).unwrap_or_default())
-        };
+    fn from_signing(signing: Signing) -> Self {
         let mut jwk = Map::new();
-        jwk.insert("kty".into(), "EC".into());
-        jwk.insert("crv".into(), "P-256".into());
-        jwk.insert("x".into(), coordinate(point.x()).into());
-        jwk.insert("y".into(), coordinate(point.y()).into());
-        // An uncompressed point of a valid key always has both coordinates: the thumbprint
-        // of a key's own JWK has every member it needs.
+        match &signing {
+            Signing::Es256(key) => {
+                let point = key.verifying_key().to_encoded_point(false);
+                let coordinate = |c: Option<&p256::FieldBytes>| {
+                    URL_SAFE_NO_PAD.encode(c.map(|b| b.as_slice()).unwrap_or_default())
+                };
+                jwk.insert("kty".into(), "EC".into());
+                jwk.insert("crv".into(), "P-256".into());
+                jwk.insert("x".into(), coordinate(point.x()).into());
+                jwk.insert("y".into(), coordinate(point.y()).into());
+            }
+            Signing::EdDsa(key) => {
+                jwk.insert("kty".into(), "OKP".into());
+                jwk.insert("crv".into(), "Ed25519".into());
+                let public = key.verifying_key().to_bytes();
+                jwk.insert("x".into(), URL_SAFE_NO_PAD.encode(public).into());
+            }
+        }
+        // A valid key's public JWK has every member its thumbprint needs.
         let thumbprint = jwk_thumbprint(&jwk).unwrap_or_default();
-        let header = json!({"typ": PROOF_TYPE, "alg": "ES256", "jwk": jwk});
+        let alg = match &signing {
+            Signing::Es256(_) => DpopAlg::Es256,
+            Signing::EdDsa(_) => DpopAlg::EdDsa,
+        };
+        let header = json!({"typ": PROOF_TYPE, "alg": alg.as_str(), "jwk": jwk});
         let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
         Self {
             signing,
@@ -124,7 +200,15 @@ impl DpopKey {
 
     /// The JOSE algorithm of the proofs.
     pub fn alg(&self) -> &'static str {
-        "ES256"
+        self.algorithm().as_str()
+    }
+
+    /// The algorithm of the key and its proofs.
+    pub fn algorithm(&self) -> DpopAlg {
+        match &self.signing {
+            Signing::Es256(_) => DpopAlg::Es256,
+            Signing::EdDsa(_) => DpopAlg::EdDsa,
+        }
     }
 
     /// The public key as a JWK (what every proof's header carries).
@@ -170,11 +254,16 @@ impl DpopKey {
             self.header_b64,
             URL_SAFE_NO_PAD.encode(Value::Object(claims).to_string())
         );
-        let signature: Signature = self.signing.sign(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.to_bytes())
-        )
+        let signature = match &self.signing {
+            Signing::Es256(key) => {
+                let signature: Signature = key.sign(signing_input.as_bytes());
+                URL_SAFE_NO_PAD.encode(signature.to_bytes())
+            }
+            Signing::EdDsa(key) => {
+                URL_SAFE_NO_PAD.encode(key.sign(signing_input.as_bytes()).to_bytes())
+            }
+        };
+        format!("{signing_input}.{signature}")
     }
 }
 
@@ -229,7 +318,11 @@ mod tests {
         let header = crate::jwt::decode(proof).expect("a JWT").header;
         let jwk: Jwk = serde_json::from_value(header["jwk"].clone()).expect("a JWK");
         let key = DecodingKey::from_jwk(&jwk).expect("a usable JWK");
-        let mut validation = Validation::new(Algorithm::ES256);
+        let alg = match header["alg"].as_str() {
+            Some("EdDSA") => Algorithm::EdDSA,
+            _ => Algorithm::ES256,
+        };
+        let mut validation = Validation::new(alg);
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
         let data = jsonwebtoken::decode::<Map<String, Value>>(proof, &key, &validation)
@@ -274,6 +367,28 @@ mod tests {
                 &validation
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn an_eddsa_key_signs_proofs_that_verify_and_survives_pem() {
+        use secrecy::ExposeSecret;
+        let key = DpopKey::generate_for(DpopAlg::EdDsa);
+        assert_eq!(key.alg(), "EdDSA");
+        assert_eq!(key.public_jwk()["kty"], "OKP");
+        let url: Url = "https://api.example/x".parse().unwrap();
+        let (header, claims) = verify(&key.proof("GET", &url, None, None, UNIX_EPOCH));
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(claims["htu"], "https://api.example/x");
+        let back = DpopKey::from_pem(key.to_pem().unwrap().expose_secret()).unwrap();
+        assert_eq!(back.thumbprint(), key.thumbprint());
+        assert_eq!(back.algorithm(), DpopAlg::EdDsa);
+        assert_eq!("EdDSA".parse::<DpopAlg>(), Ok(DpopAlg::EdDsa));
+        assert!(
+            "RS256"
+                .parse::<DpopAlg>()
+                .unwrap_err()
+                .contains("not offered")
         );
     }
 
@@ -338,6 +453,6 @@ mod tests {
         let err = DpopKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not a P-256 private key"), "{err}");
+        assert!(err.contains("not a P-256"), "{err}");
     }
 }

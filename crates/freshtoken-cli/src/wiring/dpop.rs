@@ -13,7 +13,7 @@ use crate::settings::dpop::Dpop;
 pub(super) fn key(settings: &Settings) -> CliResult<Option<DpopKey>> {
     match &settings.dpop {
         Dpop::Off => Ok(None),
-        Dpop::Generated { state_dir } => {
+        Dpop::Generated { state_dir, alg } => {
             let dir = state_dir.as_ref().ok_or_else(|| {
                 CliError::usage(
                     "no place for the DPoP key: set HOME or XDG_STATE_HOME (an absolute path), or dpop_key in the profile",
@@ -22,15 +22,25 @@ pub(super) fn key(settings: &Settings) -> CliResult<Option<DpopKey>> {
             Ok(Some(freshtoken::dpop::load_or_create(
                 dir,
                 &settings.profile,
+                *alg,
             )?))
         }
-        Dpop::Key(source) => {
+        Dpop::Key(source, alg) => {
             let pem = read_secret(
                 &SecretSpec::Config(source.clone()),
                 Secret::DpopKey,
                 settings.client.auth_method,
             )?;
-            Ok(Some(DpopKey::from_pem(pem.expose_secret())?))
+            let key = DpopKey::from_pem(pem.expose_secret())?;
+            match alg {
+                Some(alg) if *alg != key.algorithm() => Err(CliError::usage(format!(
+                    "dpop_alg is {} but the dpop_key of profile {} is an {} key",
+                    alg.as_str(),
+                    settings.profile,
+                    key.alg()
+                ))),
+                _ => Ok(Some(key)),
+            }
         }
     }
 }

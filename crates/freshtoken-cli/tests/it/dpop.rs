@@ -267,21 +267,33 @@ fn oidc_provider_binds_the_token_to_the_key_and_its_introspection_shows_cnf_jkt(
     let o = oidc_get(&p, &sb, "");
     assert_fails_with(&o, 3, "invalid_");
 
+    let made = |name: &str| sb.path().join(".local/state/freshtoken").join(name);
     for (profile, key_file) in [
-        ("dpop = true".to_owned(), None),
+        ("dpop = true".to_owned(), made("default.dpop.pem")),
+        (
+            "dpop = true\ndpop_alg = \"EdDSA\"".to_owned(),
+            made("default.eddsa.dpop.pem"),
+        ),
         (
             format!(
                 "dpop_key = {{ file = \"{}\" }}",
                 p.file("pk-es256", "key_file").display()
             ),
-            Some(p.file("pk-es256", "key_file")),
+            p.file("pk-es256", "key_file"),
         ),
         (
             format!(
                 "dpop_key = {{ file = \"{}\" }}",
                 p.file("pk-es256", "sec1_key_file").display()
             ),
-            Some(p.file("pk-es256", "key_file")),
+            p.file("pk-es256", "key_file"),
+        ),
+        (
+            format!(
+                "dpop_key = {{ file = \"{}\" }}",
+                p.file("pk-eddsa", "key_file").display()
+            ),
+            p.file("pk-eddsa", "key_file"),
         ),
     ] {
         let o = oidc_get(&p, &sb, &profile);
@@ -291,8 +303,7 @@ fn oidc_provider_binds_the_token_to_the_key_and_its_introspection_shows_cnf_jkt(
         let info = crate::interop::introspect(&p, v["access_token"].as_str().unwrap());
         assert_eq!(info["active"], true, "{profile}: {info}");
         assert_eq!(info["token_type"], "DPoP", "{profile}: {info}");
-        let key_file =
-            key_file.unwrap_or_else(|| sb.path().join(".local/state/freshtoken/default.dpop.pem"));
+
         let key = freshtoken::dpop::DpopKey::from_pem(&std::fs::read_to_string(key_file).unwrap())
             .unwrap();
         assert_eq!(info["cnf"]["jkt"], key.thumbprint(), "{profile}: {info}");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::ExposeSecret;
 
-use super::DpopKey;
+use super::{DpopAlg, DpopKey};
 use crate::error::Error;
 use crate::owned::{self, Unfit};
 use crate::regular_file::Symlinks;
@@ -17,9 +17,10 @@ use crate::regular_file::Symlinks;
 /// Largest key file read: a P-256 PKCS#8 PEM is under 300 bytes.
 const MAX_KEY_FILE: u64 = 16 * 1024;
 
-/// The file that keeps the key named `name` in `dir`: `NAME.dpop.pem` for a plain name,
-/// else a digest of it (a profile name may hold anything).
-pub fn key_path(dir: &Path, name: &str) -> PathBuf {
+/// The file that keeps the `alg` key named `name` in `dir`: `NAME.dpop.pem` for a plain name
+/// and ES256 (`NAME.eddsa.dpop.pem` for EdDSA), else a digest of the name (a profile name
+/// may hold anything).
+pub fn key_path(dir: &Path, name: &str, alg: DpopAlg) -> PathBuf {
     let plain = !name.is_empty()
         && name.len() <= 64
         && name
@@ -31,14 +32,18 @@ pub fn key_path(dir: &Path, name: &str) -> PathBuf {
         use sha2::Digest;
         hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16])
     };
-    dir.join(format!("{stem}.dpop.pem"))
+    let kind = match alg {
+        DpopAlg::Es256 => "",
+        DpopAlg::EdDsa => ".eddsa",
+    };
+    dir.join(format!("{stem}{kind}.dpop.pem"))
 }
 
-/// The key named `name` in `dir`, made (and kept) on first use. A file there that is not
-/// the user's own private regular file, or not a key, is refused, never replaced: a token
-/// may be bound to it.
-pub fn load_or_create(dir: &Path, name: &str) -> Result<DpopKey, Error> {
-    let path = key_path(dir, name);
+/// The `alg` key named `name` in `dir`, made (and kept) on first use. A file there that is
+/// not the user's own private regular file, or not a key, is refused, never replaced: a
+/// token may be bound to it.
+pub fn load_or_create(dir: &Path, name: &str, alg: DpopAlg) -> Result<DpopKey, Error> {
+    let path = key_path(dir, name, alg);
     let refuse =
         |why: String| Error::store(format!("not using the DPoP key {}: {why}", path.display()));
     match owned::check_dir(dir) {
@@ -57,7 +62,7 @@ pub fn load_or_create(dir: &Path, name: &str) -> Result<DpopKey, Error> {
     if let Some(key) = read(&path).map_err(refuse)? {
         return Ok(key);
     }
-    let key = DpopKey::generate();
+    let key = DpopKey::generate_for(alg);
     let pem = key.to_pem()?;
     match create_new(&path, pem.expose_secret().as_bytes()) {
         Ok(()) => {
@@ -128,15 +133,15 @@ mod tests {
     fn a_key_is_made_once_kept_private_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state").join("freshtoken");
-        let first = load_or_create(&state, "ci").unwrap();
-        let path = key_path(&state, "ci");
+        let first = load_or_create(&state, "ci", DpopAlg::Es256).unwrap();
+        let path = key_path(&state, "ci", DpopAlg::Es256);
         assert!(path.ends_with("ci.dpop.pem"));
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&state), 0o700);
-        let again = load_or_create(&state, "ci").unwrap();
+        let again = load_or_create(&state, "ci", DpopAlg::Es256).unwrap();
         assert_eq!(again.thumbprint(), first.thumbprint());
-        let other = load_or_create(&state, "other profile/../x").unwrap();
+        let other = load_or_create(&state, "other profile/../x", DpopAlg::Es256).unwrap();
         assert_ne!(other.thumbprint(), first.thumbprint());
         assert_eq!(
             fs::read_dir(&state).unwrap().count(),
@@ -149,19 +154,25 @@ mod tests {
     fn an_unfit_file_is_refused_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s");
-        let key = load_or_create(&state, "p").unwrap();
-        let path = key_path(&state, "p");
+        let key = load_or_create(&state, "p", DpopAlg::Es256).unwrap();
+        let path = key_path(&state, "p", DpopAlg::Es256);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_or_create(&state, "p").unwrap_err().to_string();
+        let err = load_or_create(&state, "p", DpopAlg::Es256)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lets others read"), "{err}");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
-            load_or_create(&state, "p").unwrap().thumbprint(),
+            load_or_create(&state, "p", DpopAlg::Es256)
+                .unwrap()
+                .thumbprint(),
             key.thumbprint()
         );
         fs::write(&path, "not a key").unwrap();
-        let err = load_or_create(&state, "p").unwrap_err().to_string();
-        assert!(err.contains("not a P-256 private key"), "{err}");
+        let err = load_or_create(&state, "p", DpopAlg::Es256)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a P-256"), "{err}");
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
             "not a key",

@@ -128,3 +128,37 @@ async fn bearer_and_dpop_tokens_are_cached_apart() {
     let token = bearer.fetch(None, budget()).await.unwrap();
     assert_eq!(token.token_type(), "Bearer");
 }
+
+#[tokio::test]
+async fn an_eddsa_key_gets_a_bound_token_the_api_takes() {
+    let server = server(Faults::default()).await;
+    let key = DpopKey::generate_for(freshtoken::dpop::DpopAlg::EdDsa);
+    let token = fetcher(&server, Some(key.clone()))
+        .fetch(None, budget())
+        .await
+        .unwrap();
+    assert_eq!(
+        token_jkt(token.expose_secret()).as_deref(),
+        Some(key.thumbprint())
+    );
+    let url: url::Url = format!("{}/api/x", server.base_url()).parse().unwrap();
+    let ath = access_token_hash(token.expose_secret());
+    let http = freshtoken::http_client(&freshtoken::HttpOptions::default()).unwrap();
+    let r = http
+        .post(url.clone())
+        .header("Authorization", format!("DPoP {}", token.expose_secret()))
+        .header(
+            "DPoP",
+            key.proof(
+                "POST",
+                &url,
+                Some(&ath),
+                None,
+                freshtoken::SystemClock.now(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
