@@ -5,7 +5,8 @@
 # that both share each moment's machine. The DPoP proxy signs a fresh ES256 proof for every
 # request (the upstream does not check it: this measures the proxy's cost alone). Prints
 # each run with the proxy's CPU time per request, then the medians.
-#   ROUNDS (5), WRK_SECONDS (10), CONNS (32), BIN (target/release/freshtoken).
+#   ROUNDS (5), WRK_SECONDS (10), CONNS (32), DPOP_ALG (ES256; or EdDSA),
+#   BIN (target/release/freshtoken).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${BIN:-$PWD/target/release/freshtoken}
@@ -22,7 +23,7 @@ for _ in $(seq 100); do grep -q '^freshtoken dev-server on' "$work/server.out" 2
 base=$(head -n1 "$work/server.out" | awk '{print $NF}')
 export FRESHTOKEN_TOKEN_URL="$base/oauth/token" FRESHTOKEN_CLIENT_ID=bench FRESHTOKEN_CLIENT_SECRET=bench-secret
 export XDG_CACHE_HOME="$work/cache" XDG_STATE_HOME="$work/state"
-printf '[profiles.dpop]\ndpop = true\n' >"$work/config.toml"
+printf '[profiles.dpop]\ndpop = true\ndpop_alg = "%s"\n' "${DPOP_ALG:-ES256}" >"$work/config.toml"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up_port=$(free_port)
