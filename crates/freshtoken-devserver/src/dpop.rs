@@ -4,102 +4,19 @@
 //! within a window, a `jti` not seen before, `ath` of the token, the key the token is bound
 //! to, and the current nonce when nonces are on (the `dpop_nonce` fault).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::Jwk};
-use serde::Serialize;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
 use serde_json::{Map, Value, json};
 
+use crate::dpop_state::lock;
 use crate::oauth::Reject;
 use crate::state::{Issued, State};
 
 /// How far a proof's `iat` may be from the server's clock, either way.
 pub(crate) const IAT_WINDOW_S: u64 = 60;
-
-/// What the DPoP checks counted, at `/__stats/dpop`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct DpopStats {
-    /// Proofs accepted (token endpoint and API).
-    pub proofs_ok: u64,
-    /// Proofs refused for anything but a missing or stale nonce.
-    pub proofs_refused: u64,
-    /// Of those, proofs refused because their `jti` was used before.
-    pub replays_refused: u64,
-    /// Requests answered `use_dpop_nonce` with a new nonce.
-    pub nonce_challenges: u64,
-    /// DPoP-bound tokens issued.
-    pub bound_tokens: u64,
-}
-
-/// The DPoP side of a dev-server's state.
-#[derive(Debug)]
-pub(crate) struct DpopState {
-    /// Signs the bound tokens (they are checked by lookup; the signature makes them JWTs).
-    secret: [u8; 32],
-    nonce: Mutex<(String, u64)>,
-    seen: Mutex<HashMap<String, u64>>,
-    proofs_ok: AtomicU64,
-    proofs_refused: AtomicU64,
-    replays_refused: AtomicU64,
-    nonce_challenges: AtomicU64,
-    bound_tokens: AtomicU64,
-}
-
-impl Default for DpopState {
-    fn default() -> Self {
-        Self {
-            secret: rand::random(),
-            nonce: Mutex::new((new_nonce(), 0)),
-            seen: Mutex::new(HashMap::new()),
-            proofs_ok: AtomicU64::new(0),
-            proofs_refused: AtomicU64::new(0),
-            replays_refused: AtomicU64::new(0),
-            nonce_challenges: AtomicU64::new(0),
-            bound_tokens: AtomicU64::new(0),
-        }
-    }
-}
-
-fn new_nonce() -> String {
-    format!("n-{:024x}", rand::random::<u128>() >> 32)
-}
-
-impl DpopState {
-    /// The counters now.
-    pub(crate) fn stats(&self) -> DpopStats {
-        let get = |a: &AtomicU64| a.load(Ordering::SeqCst);
-        DpopStats {
-            proofs_ok: get(&self.proofs_ok),
-            proofs_refused: get(&self.proofs_refused),
-            replays_refused: get(&self.replays_refused),
-            nonce_challenges: get(&self.nonce_challenges),
-            bound_tokens: get(&self.bound_tokens),
-        }
-    }
-
-    /// The nonce proofs must carry now.
-    pub(crate) fn nonce(&self) -> String {
-        lock(&self.nonce).0.clone()
-    }
-
-    /// Counts one accepted proof, and moves to a new nonce after every `every`.
-    fn accepted(&self, every: Option<u64>) {
-        self.proofs_ok.fetch_add(1, Ordering::SeqCst);
-        let mut nonce = lock(&self.nonce);
-        nonce.1 += 1;
-        if every.is_some_and(|n| n > 0 && nonce.1 >= n) {
-            *nonce = (new_nonce(), 0);
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Why a proof was not taken.
 #[derive(Debug)]
@@ -256,36 +173,6 @@ pub(crate) fn token_request(state: &State, headers: &HeaderMap) -> Result<Option
             why,
         )),
     }
-}
-
-/// A DPoP-bound access token: a JWT with `cnf.jkt` (or another key's, with the
-/// `dpop_wrong_jkt` fault).
-pub(crate) fn bound_token(state: &State, client_id: &str, exp: u64, jkt: &str) -> String {
-    state.dpop.bound_tokens.fetch_add(1, Ordering::SeqCst);
-    let jkt = if state.faults().dpop_wrong_jkt {
-        "not-this-key-0000000000000000000000000000"
-    } else {
-        jkt
-    };
-    let claims = json!({
-        "sub": client_id,
-        "client_id": client_id,
-        "iat": state.unix_now(),
-        "exp": exp,
-        "jti": format!("{:032x}", rand::random::<u128>()),
-        "cnf": {"jkt": jkt},
-    });
-    let header = Header {
-        typ: Some("at+jwt".into()),
-        ..Header::new(Algorithm::HS256)
-    };
-    // HS256 over a 32-byte key and a JSON object cannot fail to encode.
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(&state.dpop.secret),
-    )
-    .unwrap_or_else(|_| format!("dev-{:032x}", rand::random::<u128>()))
 }
 
 /// The API's check of a request with `Authorization: DPoP …` (or of a DPoP-bound token sent

@@ -26,6 +26,7 @@ mod ci_issuer;
 mod compare;
 mod device;
 mod dpop;
+mod dpop_state;
 mod faults;
 mod genesys;
 mod grants;
@@ -35,7 +36,7 @@ mod state;
 mod token;
 
 pub use ci_issuer::{CiConfig, CiStats, Federation};
-pub use dpop::DpopStats;
+pub use dpop_state::DpopStats;
 pub use faults::{Canned, Faults};
 pub use routes::app;
 pub use state::{ApiRequest, PathStats, State, Stats};

@@ -127,7 +127,7 @@ pub struct State {
     pub(crate) logins: crate::grants::Logins,
     pub(crate) devices: crate::grants::Devices,
     pub(crate) ci: Option<crate::ci_issuer::CiIssuer>,
-    pub(crate) dpop: crate::dpop::DpopState,
+    pub(crate) dpop: crate::dpop_state::DpopState,
 }
 
 impl State {
@@ -189,7 +189,7 @@ impl State {
             logins: crate::grants::Logins::default(),
             devices: crate::grants::Devices::default(),
             ci: config.ci.map(crate::ci_issuer::CiIssuer::new),
-            dpop: crate::dpop::DpopState::default(),
+            dpop: crate::dpop_state::DpopState::default(),
         }
     }
 
@@ -400,7 +400,14 @@ impl State {
         let token = match &jkt {
             Some(jkt) => {
                 let exp = self.unix_now() + self.ttl.as_secs();
-                crate::dpop::bound_token(self, client_id, exp, jkt)
+                let wrong = self.faults().dpop_wrong_jkt;
+                crate::dpop_state::bound_token(
+                    &self.dpop,
+                    client_id,
+                    (self.unix_now(), exp),
+                    jkt,
+                    wrong,
+                )
             }
             None => format!("dev-{:032x}", rand::random::<u128>()),
         };
