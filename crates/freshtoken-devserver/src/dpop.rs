@@ -60,13 +60,12 @@ pub(crate) fn check_proof(
     result
 }
 
-fn verify(
-    state: &State,
-    headers: &HeaderMap,
-    method: &str,
-    htu: &str,
-    token: Option<(&str, &str)>,
-) -> Result<String, Refused> {
+/// A JSON object: a proof's claims, or its JWK.
+type Object = Map<String, Value>;
+
+/// The one `DPoP` header's claims and public JWK, when it is a `dpop+jwt` signed with an
+/// asymmetric algorithm by the public key in its header.
+fn signed_claims(headers: &HeaderMap) -> Result<(Object, Object), Refused> {
     let bad = |why: &str| Refused::Proof(why.to_owned());
     let mut proofs = headers.get_all("dpop").iter();
     let (Some(proof), None) = (proofs.next(), proofs.next()) else {
@@ -105,6 +104,18 @@ fn verify(
     let claims = jsonwebtoken::decode::<Map<String, Value>>(proof, &key, &validation)
         .map_err(|e| bad(&format!("signature: {e}")))?
         .claims;
+    Ok((claims, jwk_map))
+}
+
+fn verify(
+    state: &State,
+    headers: &HeaderMap,
+    method: &str,
+    htu: &str,
+    token: Option<(&str, &str)>,
+) -> Result<String, Refused> {
+    let bad = |why: &str| Refused::Proof(why.to_owned());
+    let (claims, jwk_map) = signed_claims(headers)?;
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
     if text("htm") != Some(method) {
         return Err(bad("htm is not the request's method"));
