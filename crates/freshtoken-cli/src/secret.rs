@@ -218,7 +218,7 @@ pub(crate) fn secret_variables(file: Option<&ConfigFile>) -> Vec<String> {
     let profiles: Vec<&ProfileConfig> = profiles.collect();
     for source in profiles
         .iter()
-        .flat_map(|p| [&p.client_secret, &p.private_key, &p.cache_key])
+        .flat_map(|p| [&p.client_secret, &p.private_key, &p.cache_key, &p.dpop_key])
     {
         if let Some(SecretSource::Env(var)) = source
             && !names.contains(var)

@@ -321,3 +321,23 @@ fn oidc_provider_s_dpop_nonce_is_taken_with_one_retry() {
     assert_eq!(info["active"], true, "{info}");
     assert!(info["cnf"]["jkt"].is_string(), "{info}");
 }
+
+#[test]
+fn exec_keeps_a_dpop_key_from_the_environment_away_from_its_child() {
+    use secrecy::ExposeSecret;
+    let (server, sb, skew) = setup(1000);
+    sb.write_user_config("[profiles.default]\ndpop_key = { env = \"DPOP_PEM\" }\n");
+    let key = freshtoken::dpop::DpopKey::generate();
+    let pem = key.to_pem().unwrap();
+    let o = run(cmd(&sb, &server, &skew)
+        .env("DPOP_PEM", pem.expose_secret())
+        .args(["exec", "--", "sh", "-c", "env"]));
+    assert_code(&o, 0);
+    let env = stdout(&o);
+    assert!(env.contains("FRESHTOKEN_ACCESS_TOKEN="), "{env}");
+    assert!(
+        !env.contains("DPOP_PEM"),
+        "the child got the DPoP key's variable"
+    );
+    assert!(!env.contains("PRIVATE KEY"), "the child got the DPoP key");
+}
