@@ -5,7 +5,8 @@
 #      (cut | base64 -d | jq, compare exp with date), timed by hyperfine;
 #   3. get on a warm Redis; token requests for N concurrent processes;
 #   4. the proxy under wrk: direct, nginx, freshtoken, at 32 connections and at 1
-#      (benches/proxy/run.sh);
+#      (benches/proxy/run.sh), and with a DPoP-bound token next to a bearer one
+#      (benches/proxy/dpop.sh);
 #   5. the agent: resident memory, and get --agent next to get (benches/agent/run.sh);
 #   6. the fleet: token requests and wall time for N processes on 8 network-namespace hosts
 #      sharing one Redis, and on a Redis Cluster and a Sentinel set, cold and warm, and p50/p99
@@ -110,6 +111,8 @@ echo "== proxy: wrk against a small upstream, direct / through nginx / through f
 BIN="$bin" benches/proxy/run.sh
 echo "one request at a time, as a script makes them:"
 BIN="$bin" CONNS=1 ROUNDS=3 benches/proxy/run.sh
+echo "with a DPoP-bound token (a fresh ES256 proof per request) next to a bearer token:"
+BIN="$bin" benches/proxy/dpop.sh
 
 echo
 echo "== agent: resident memory (10 profiles, 2 proxies) and get --agent vs get =="

@@ -138,6 +138,7 @@ const wrongKeyFile = writeSecretFile(
 const specialSecret = () => `${crypto.randomBytes(32).toString('base64url')}+/:%&=`;
 const secrets = {
   basic: specialSecret(),
+  dpop: specialSecret(),
   post: specialSecret(),
   introspector: specialSecret(),
   login: specialSecret(),
@@ -197,6 +198,14 @@ const clients = [
     jwks,
   })),
   { ...common, client_id: 'introspector', client_secret: secrets.introspector, token_endpoint_auth_method: 'client_secret_basic' },
+  // DPoP (RFC 9449): this client's tokens must be DPoP-bound; a bearer request is refused.
+  {
+    ...common,
+    client_id: 'dpop',
+    client_secret: secrets.dpop,
+    token_endpoint_auth_method: 'client_secret_basic',
+    dpop_bound_access_tokens: true,
+  },
   {
     client_id: 'login',
     client_secret: secrets.login,
@@ -207,6 +216,10 @@ const clients = [
     scope: 'openid offline_access api:read',
   },
 ];
+
+// DPoP nonces (RFC 9449 §8) at the token endpoint when FRESHTOKEN_INTEROP_DPOP_NONCE=1: a
+// proof without the provider's current nonce gets `use_dpop_nonce` and a `DPoP-Nonce`.
+const dpopNonce = process.env.FRESHTOKEN_INTEROP_DPOP_NONCE === '1';
 
 // Token exchange (RFC 8693), when FRESHTOKEN_INTEROP_CI_ISSUER names a CI identity issuer
 // (the dev-server's /ci): a public client trades that issuer's identity tokens, checked
@@ -279,6 +292,8 @@ const config = {
     revocation: { enabled: true },
     deviceFlow: { enabled: true },
     introspection: { enabled: true, allowedPolicy: async () => true },
+    // On by default in v9; named here for the nonce switch (see dpopNonce above).
+    dPoP: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => dpopNonce },
     // Enabled by default in v9. No default resource, so a plain
     // client_credentials request (scope only) gets an opaque token;
     // `resource=https://api.example.test/` is also accepted (opaque, aud set),
@@ -442,6 +457,7 @@ const clientInfo = {
   'secret-jwt': { method: 'client_secret_jwt', alg: 'HS256', secret_file: secretFiles['secret-jwt'] },
   ...Object.fromEntries(Object.entries(pkClients).map(([id, { info }]) => [id, info])),
   introspector: { method: 'client_secret_basic', secret_file: secretFiles.introspector },
+  dpop: { method: 'client_secret_basic', secret_file: secretFiles.dpop, dpop_bound_access_tokens: true },
   login: { method: 'client_secret_basic', secret_file: secretFiles.login, redirect_uri: loginRedirectUri },
 };
 

@@ -177,12 +177,23 @@ fn token_from(answer: &[u8], min_ttl: Duration) -> Result<Token, String> {
         return Err("the agent answered 200 without a token".into());
     }
     let expires_at = body.token.expiry();
+    // A DPoP-bound token stays one: `get --agent --format json` says so, as `get` does.
+    let token_type = if body
+        .token
+        .token_type
+        .eq_ignore_ascii_case(freshtoken::dpop::TOKEN_TYPE)
+    {
+        freshtoken::dpop::TOKEN_TYPE
+    } else {
+        "Bearer"
+    };
     let token = Token::new(
         SecretString::from(body.token.access_token),
         freshtoken::Clock::now(&freshtoken::SystemClock),
         expires_at,
         ExpirySource::ExpiresIn,
     )
+    .with_token_type(token_type)
     .with_scope(body.token.scope);
     if token.remaining(freshtoken::Clock::now(&freshtoken::SystemClock)) < min_ttl {
         return Err("the agent's token is shorter-lived than --min-ttl".into());

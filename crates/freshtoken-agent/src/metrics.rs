@@ -110,6 +110,10 @@ impl Fetch for Metered {
         self.inner.patience()
     }
 
+    fn dpop_key(&self) -> Option<&freshtoken::dpop::DpopKey> {
+        self.inner.dpop_key()
+    }
+
     async fn fetch(&self, previous: Option<&Token>, budget: Budget) -> freshtoken::Result<Token> {
         // Request latency is real elapsed time: the monotonic clock is the point.
         #[allow(clippy::disallowed_methods)]

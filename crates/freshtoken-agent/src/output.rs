@@ -70,7 +70,7 @@ pub struct TokenWire {
     pub expires_in: u64,
     /// Its scope, null when the server did not say.
     pub scope: Option<String>,
-    /// `Bearer`, usually.
+    /// `Bearer`, or `DPoP` for a DPoP-bound token.
     pub token_type: String,
 }
 

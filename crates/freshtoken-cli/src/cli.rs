@@ -99,6 +99,10 @@ pub(crate) enum Command {
     Login(LoginArgs),
     /// Revoke the profile's stored refresh token (RFC 7009) and delete it.
     Logout(CredentialArgs),
+    /// Print a DPoP proof (RFC 9449) for one request with the profile's DPoP-bound token,
+    /// for `curl -H "DPoP: $(freshtoken dpop-proof --method GET --url URL)"`.
+    #[command(after_help = DPOP_PROOF_HELP)]
+    DpopProof(DpopProofArgs),
     /// Print a shell completion script: bash, zsh or fish.
     #[command(after_help = crate::help::COMPLETIONS)]
     Completions(CompletionsArgs),
@@ -106,6 +110,36 @@ pub(crate) enum Command {
     /// ships them.
     #[command(hide = true)]
     ManPages(ManPagesArgs),
+}
+
+const DPOP_PROOF_HELP: &str = "\
+The profile says dpop = true (or dpop_key = { file = \"key.pem\" }). The proof carries the hash
+(ath) of the profile's current token, so take the token and the proof together:
+  TOKEN=$(freshtoken get) && curl -H \"Authorization: DPoP $TOKEN\" \\
+    -H \"DPoP: $(freshtoken dpop-proof --method GET --url \"$URL\")\" \"$URL\"
+A proof is good for one request (its jti is fresh each time). See docs/sender-constrained.md.";
+
+/// `freshtoken dpop-proof`.
+#[derive(Debug, Args)]
+pub(crate) struct DpopProofArgs {
+    /// The request's method (htm), e.g. GET.
+    #[arg(long, value_name = "METHOD")]
+    pub method: String,
+
+    /// The request's URL (htu; its query and fragment are left out of the proof).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+
+    /// The server's DPoP-Nonce, when it asked for one.
+    #[arg(long, value_name = "NONCE")]
+    pub nonce: Option<String>,
+
+    /// No ath (no token is fetched): a proof for a token request rather than an API call.
+    #[arg(long)]
+    pub no_ath: bool,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 const LOGIN_HELP: &str = "\
@@ -171,6 +205,7 @@ impl Command {
             Command::Login(a) => Some(&mut a.credentials),
             Command::Exec(a) => Some(&mut a.credentials),
             Command::Proxy(a) => Some(&mut a.credentials),
+            Command::DpopProof(a) => Some(&mut a.credentials),
             Command::Agent(_)
             | Command::DevServer(_)
             | Command::Demo(_)
@@ -672,7 +707,9 @@ pub(crate) struct DevServerArgs {
     pub refresh_tokens: bool,
 
     /// Switch on a fault: outage, outage-next=N, rate-limit=SECS, throttle=SECS, delay=MS,
-    /// reject-api (repeatable; also settable at run time with POST /__faults).
+    /// reject-api, dpop-nonce[=EVERY] (DPoP proofs need the server's nonce, a new one after
+    /// every EVERY accepted), dpop-wrong-jkt (repeatable; also settable at run time with POST
+    /// /__faults).
     #[arg(long = "fault", value_name = "FAULT", action = ArgAction::Append)]
     pub faults: Vec<String>,
 

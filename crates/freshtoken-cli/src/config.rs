@@ -186,6 +186,14 @@ pub(crate) struct ProfileConfig {
     /// The key that seals this profile's tokens in Redis (`{ env }` or `{ file }`), for a
     /// profile with neither a client secret nor a private key to derive it from.
     pub cache_key: Option<SecretSource>,
+    /// DPoP (RFC 9449): `true` binds the profile's tokens to a key made for it and kept in
+    /// the state folder; see docs/sender-constrained.md.
+    pub dpop: Option<bool>,
+    /// The DPoP key to use instead of a made one: a P-256 private key in PEM (`{ file }`,
+    /// `{ env }` or `{ command }`). Implies `dpop = true`.
+    pub dpop_key: Option<SecretSource>,
+    /// The algorithm of a made DPoP key: `ES256` (the default) or `EdDSA`.
+    pub dpop_alg: Option<String>,
 }
 
 impl ProfileConfig {

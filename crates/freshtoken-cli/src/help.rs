@@ -77,7 +77,9 @@ pub(crate) const PROXY: &str = "\
 Examples:
   freshtoken proxy --upstream https://api.example.com --listen 127.0.0.1:8080
   freshtoken proxy --provider genesys --region eu-west-1 --gateway   # for the Genesys SDKs
-  curl http://127.0.0.1:8080/v1/items      # no Authorization needed: the proxy adds it";
+  curl http://127.0.0.1:8080/v1/items      # no Authorization needed: the proxy adds it
+A profile with dpop = true gets DPoP-bound tokens: each request then gets Authorization: DPoP
+and a fresh proof (docs/sender-constrained.md).";
 
 /// `agent --help`'s end.
 pub(crate) const AGENT: &str = "\

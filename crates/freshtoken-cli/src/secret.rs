@@ -74,6 +74,8 @@ pub(crate) enum Secret {
     ClientCertificate,
     /// The private key of the client certificate.
     ClientKey,
+    /// A profile's `dpop_key` (a PEM).
+    DpopKey,
 }
 
 impl Secret {
@@ -84,6 +86,7 @@ impl Secret {
             Secret::CacheKey => "cache key",
             Secret::ClientCertificate => "client certificate",
             Secret::ClientKey => "client key",
+            Secret::DpopKey => "DPoP key",
         }
     }
 }
@@ -132,6 +135,7 @@ pub(crate) fn read_secret(
                 Secret::ClientKey => {
                     "set --client-key PATH or client_key in the profile".to_owned()
                 }
+                Secret::DpopKey => "set dpop_key in the profile, or dpop = true".to_owned(),
             };
             return Err(CliError::usage(format!(
                 "auth method {method} needs a {name}: {how}"
@@ -140,7 +144,9 @@ pub(crate) fn read_secret(
     };
     let text = match what {
         Secret::ClientSecret | Secret::CacheKey => text.trim_end_matches(['\n', '\r']).to_owned(),
-        Secret::PrivateKey | Secret::ClientCertificate | Secret::ClientKey => text,
+        Secret::PrivateKey | Secret::ClientCertificate | Secret::ClientKey | Secret::DpopKey => {
+            text
+        }
     };
     if text.trim().is_empty() {
         return Err(CliError::usage(format!("the {name} from {from} is empty")));
@@ -265,6 +271,7 @@ pub(crate) fn secret_variables(file: Option<&ConfigFile>) -> Vec<String> {
             &p.private_key,
             &p.cache_key,
             &p.client_key,
+            &p.dpop_key,
         ]
     }) {
         if let Some(SecretSource::Env(var)) = source

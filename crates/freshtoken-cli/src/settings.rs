@@ -11,6 +11,7 @@
 //! clap already puts a flag before its `FRESHTOKEN_*` variable; this module puts both before
 //! the config file's profile and fills in defaults.
 
+pub(crate) mod dpop;
 mod endpoint;
 pub(crate) mod identity;
 pub(crate) mod login;
@@ -234,6 +235,8 @@ pub(crate) struct Settings {
     pub notes: Vec<String>,
     /// A person's login, when the profile's grant is one (see [`login::Login`]).
     pub login: Option<login::Login>,
+    /// DPoP-bound tokens, and with which key (see [`dpop::Dpop`]).
+    pub dpop: dpop::Dpop,
 }
 
 impl Settings {
@@ -465,6 +468,7 @@ fn build(s: &Source<'_>, mut notes: Vec<String>) -> CliResult<Settings> {
         secret_variables: crate::secret::secret_variables(None),
         notes,
         login: login::resolve(s)?,
+        dpop: dpop::resolve(s)?,
     })
 }
 

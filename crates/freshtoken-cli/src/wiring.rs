@@ -6,6 +6,7 @@
 //! commands a [`CachedSource`]. Everything here is awaited on the command's one runtime,
 //! which `main` starts.
 
+mod dpop;
 pub(crate) mod identity;
 pub(crate) mod login;
 mod stores;
@@ -92,6 +93,7 @@ pub(crate) async fn wire(settings: Settings) -> CliResult<Wired> {
         // The certificate is public: read now, for the cache key (tokens are bound to it).
         request.certificate_thumbprint = Some(certificate_thumbprint(&settings.client)?);
     }
+    request.dpop = dpop::key(&settings)?;
     Ok(Wired {
         settings,
         clock,

@@ -39,14 +39,27 @@ pub(crate) async fn echo(
     peer: Option<axum::Extension<crate::PeerCertificate>>,
     method: Method,
     Path(path): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = format!("/api/{path}");
     state.record(method.as_str(), &path, &body);
     let peer = peer.as_ref().map(|p| &p.0);
-    let Some(issued) = state.authorize_holder(&headers, &path, peer) else {
-        return unauthorized(&state);
+    let dpop = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("DPoP "));
+    let issued = if dpop {
+        match crate::dpop::authorize(&state, method.as_str(), &headers, uri.path()) {
+            Ok(issued) => issued,
+            Err(refusal) => return *refusal,
+        }
+    } else {
+        let Some(issued) = state.authorize_holder(&headers, &path, peer) else {
+            return unauthorized(&state);
+        };
+        issued
     };
     let mut answer = json!({
         "method": method.as_str(),

@@ -35,11 +35,19 @@ pub struct Faults {
     pub device_interval_s: Option<u64>,
     /// The next N device-code polls get `slow_down`.
     pub device_slow_down: u32,
+    /// DPoP proofs (token endpoint and API) must carry the server's current nonce; one
+    /// without it gets `use_dpop_nonce` and the nonce in `DPoP-Nonce`.
+    pub dpop_nonce: bool,
+    /// With `dpop_nonce`: a new nonce after every N accepted proofs (0 or unset: never).
+    pub dpop_nonce_every: Option<u64>,
+    /// DPoP-bound tokens name another key in `cnf.jkt` (a server mixing up its clients).
+    pub dpop_wrong_jkt: bool,
 }
 
 impl Faults {
     /// Parses one `--fault` word: `outage`, `outage-next=N`, `rate-limit=SECS`,
-    /// `throttle=SECS`, `delay=MS`, `reject-api`.
+    /// `throttle=SECS`, `delay=MS`, `reject-api`, `dpop-nonce[=EVERY]` (proofs need the nonce, a
+    /// new one after every EVERY accepted), `dpop-wrong-jkt`.
     pub fn apply_flag(&mut self, flag: &str) -> Result<(), String> {
         let (name, value) = match flag.split_once('=') {
             Some((n, v)) => (n.trim(), Some(v.trim())),
@@ -62,9 +70,14 @@ impl Faults {
             "throttle" => self.throttle = Some(number(value, 1)?),
             "delay" => self.delay_ms = number(value, 1000)?,
             "reject-api" => self.reject_api = true,
+            "dpop-nonce" => {
+                self.dpop_nonce = true;
+                self.dpop_nonce_every = value.map(|v| number(Some(v), 0)).transpose()?;
+            }
+            "dpop-wrong-jkt" => self.dpop_wrong_jkt = true,
             _ => {
                 return Err(format!(
-                    "unknown fault {name:?}; known: outage, outage-next=N, rate-limit=SECS, throttle=SECS, delay=MS, reject-api"
+                    "unknown fault {name:?}; known: outage, outage-next=N, rate-limit=SECS, throttle=SECS, delay=MS, reject-api, dpop-nonce[=EVERY], dpop-wrong-jkt"
                 ));
             }
         }

@@ -25,6 +25,8 @@ mod authorize;
 mod ci_issuer;
 mod compare;
 mod device;
+mod dpop;
+mod dpop_state;
 mod faults;
 mod genesys;
 mod grants;
@@ -35,6 +37,7 @@ mod state;
 mod token;
 
 pub use ci_issuer::{CiConfig, CiStats, Federation};
+pub use dpop_state::DpopStats;
 pub use faults::{Canned, Faults};
 pub use mtls::{CertificateClient, PeerCertificate};
 pub use routes::app;

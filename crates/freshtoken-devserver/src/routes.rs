@@ -50,6 +50,7 @@ pub fn app(state: Shared) -> Router {
         .route("/__stats", get(stats))
         .route("/__stats/paths", get(path_stats))
         .route("/__stats/ci", get(ci_stats))
+        .route("/__stats/dpop", get(dpop_stats))
         .route("/ci/id-token", get(ci_id_token))
         .route("/ci/jwks", get(ci_jwks))
         .route("/ci/.well-known/openid-configuration", get(ci_metadata))
@@ -107,7 +108,13 @@ async fn token(
                 "token request refused: {}",
                 reject.description
             );
-            oauth_error(reject.status, reject.error, &reject.description)
+            let mut r = oauth_error(reject.status, reject.error, &reject.description);
+            if reject.error == freshtoken::dpop::USE_NONCE
+                && let Ok(v) = HeaderValue::try_from(state.dpop.nonce())
+            {
+                r.headers_mut().insert("dpop-nonce", v);
+            }
+            r
         }
     }
 }
@@ -203,6 +210,7 @@ async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Respon
         "revocation_endpoint": format!("http://{host}/oauth/revoke"),
         "device_authorization_endpoint": format!("http://{host}/oauth/device_authorization"),
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
     });
     if let Some(mtls) = &state.mtls.base_url {
         document["mtls_endpoint_aliases"] =
@@ -220,6 +228,10 @@ async fn metadata(Extract(state): Extract<Shared>, headers: HeaderMap) -> Respon
 
 async fn stats(Extract(state): Extract<Shared>) -> Response {
     axum::Json(state.stats()).into_response()
+}
+
+async fn dpop_stats(Extract(state): Extract<Shared>) -> Response {
+    axum::Json(state.dpop_stats()).into_response()
 }
 
 async fn ci_stats(Extract(state): Extract<Shared>) -> Response {

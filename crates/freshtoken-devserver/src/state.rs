@@ -102,6 +102,8 @@ pub struct Issued {
     pub expires_at: SystemTime,
     /// The scope granted.
     pub scope: Option<String>,
+    /// The thumbprint of the DPoP key the token is bound to; `None`: a bearer token.
+    pub jkt: Option<String>,
 }
 
 /// The shared state of one dev-server.
@@ -126,6 +128,7 @@ pub struct State {
     pub(crate) devices: crate::grants::Devices,
     pub(crate) ci: Option<crate::ci_issuer::CiIssuer>,
     pub(crate) mtls: crate::mtls::Mtls,
+    pub(crate) dpop: crate::dpop_state::DpopState,
 }
 
 impl State {
@@ -163,9 +166,11 @@ impl State {
             None => true,
             Some(x5t) => peer.and_then(crate::PeerCertificate::thumbprint) == Some(x5t),
         };
+        // A DPoP-bound token is no bearer token (RFC 9449 §7.1).
         match bearer
             .filter(|t| held(t.trim()))
             .and_then(|t| self.check(t.trim()))
+            .filter(|i| i.jkt.is_none())
         {
             Some(issued) if !self.faults().reject_api => {
                 self.count(|c| c.api_ok());
@@ -202,7 +207,13 @@ impl State {
             devices: crate::grants::Devices::default(),
             ci: config.ci.map(crate::ci_issuer::CiIssuer::new),
             mtls: crate::mtls::Mtls::new(config.certificate_clients, config.mtls_base_url),
+            dpop: crate::dpop_state::DpopState::default(),
         }
+    }
+
+    /// What the DPoP checks counted.
+    pub fn dpop_stats(&self) -> crate::DpopStats {
+        self.dpop.stats()
     }
 
     /// The counters now.
@@ -392,8 +403,32 @@ impl State {
         lock(&self.tokens).remove(token).is_some()
     }
 
+    #[cfg(test)]
     pub(crate) fn issue(&self, client_id: &str, scope: Option<String>) -> (String, Duration) {
-        let token = format!("dev-{:032x}", rand::random::<u128>());
+        self.issue_bound(client_id, scope, None)
+    }
+
+    /// A token as [`State::issue`] makes one, bound to the DPoP key `jkt` when given.
+    pub(crate) fn issue_bound(
+        &self,
+        client_id: &str,
+        scope: Option<String>,
+        jkt: Option<String>,
+    ) -> (String, Duration) {
+        let token = match &jkt {
+            Some(jkt) => {
+                let exp = self.unix_now() + self.ttl.as_secs();
+                let wrong = self.faults().dpop_wrong_jkt;
+                crate::dpop_state::bound_token(
+                    &self.dpop,
+                    client_id,
+                    (self.unix_now(), exp),
+                    jkt,
+                    wrong,
+                )
+            }
+            None => format!("dev-{:032x}", rand::random::<u128>()),
+        };
         let now = self.clock.now();
         let mut tokens = lock(&self.tokens);
         // Forget long-expired tokens so a long run does not grow without bound.
@@ -404,6 +439,7 @@ impl State {
                 client_id: client_id.to_owned(),
                 expires_at: now + self.ttl,
                 scope,
+                jkt,
             },
         );
         (token, self.ttl)

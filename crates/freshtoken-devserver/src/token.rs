@@ -54,11 +54,12 @@ pub(crate) fn issue(
         Some((id, x5t)) => (id, Some(x5t)),
         None => (authenticate(state, headers, &field)?, None),
     };
+    let jkt = crate::dpop::token_request(state, headers)?;
     let (scope, family, login) = redeem(state, grant, &client_id, &field)?;
     let granted = scope
         .map(|s| state.grantable_scope(&s))
         .filter(|s| !s.is_empty());
-    let answer = token_answer(state, &client_id, granted, family, login)?;
+    let answer = token_answer(state, &client_id, granted, family, login, jkt)?;
     if let (Some(x5t), Some(token)) = (bound, answer["access_token"].as_str()) {
         state.mtls.bind(token, x5t);
     }
@@ -76,11 +77,13 @@ fn token_answer(
     granted: Option<String>,
     family: Option<u64>,
     login: bool,
+    jkt: Option<String>,
 ) -> Result<Value, Reject> {
-    let (token, ttl) = state.issue(client_id, granted.clone());
+    let token_type = if jkt.is_some() { "DPoP" } else { "bearer" };
+    let (token, ttl) = state.issue_bound(client_id, granted.clone(), jkt);
     let mut answer = json!({
         "access_token": token,
-        "token_type": "bearer",
+        "token_type": token_type,
         "expires_in": ttl.as_secs().max(1),
     });
     if let Some(scope) = &granted {
@@ -148,7 +151,8 @@ fn exchange<'a>(
         .filter(|s| !s.is_empty())
         .map(|s| state.grantable_scope(s))
         .filter(|s| !s.is_empty());
-    let mut answer = token_answer(state, &client_id, granted, None, false)?;
+    let jkt = crate::dpop::token_request(state, headers)?;
+    let mut answer = token_answer(state, &client_id, granted, None, false, jkt)?;
     answer["issued_token_type"] = Value::String(ACCESS_TOKEN_TYPE.to_owned());
     Ok(no_store(answer))
 }

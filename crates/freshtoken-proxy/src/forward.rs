@@ -174,7 +174,17 @@ async fn forward(
         ),
         Body::Streaming(prefix, rest) => (ProxyBody::Prefixed(Some(prefix), rest), None),
     };
-    let first = send(shared, &method, &uri, headers, token.expose_secret(), body).await?;
+    let mut first = send(shared, &method, &uri, headers, &token, body).await?;
+    // A DPoP upstream that wants its new nonce: the same request again, with it (RFC 9449 §9).
+    if first.status() == StatusCode::UNAUTHORIZED
+        && token.is_dpop()
+        && crate::dpop::wants_nonce(first.headers())
+        && let Some((bytes, headers)) = &replay
+    {
+        tracing::debug!("the upstream asked for a DPoP nonce; sending the request again with it");
+        let again = ProxyBody::full(bytes.clone());
+        first = Box::pin(send(shared, &method, &uri, headers.clone(), &token, again)).await?;
+    }
     if first.status() != StatusCode::UNAUTHORIZED {
         shared.guard.accepted();
         return Ok((respond(first), false));
@@ -390,7 +400,7 @@ async fn after_401(
         kept.method,
         kept.uri,
         kept.headers,
-        fresh.expose_secret(),
+        &fresh,
         ProxyBody::full(kept.body),
     )
     .await?;
@@ -471,7 +481,7 @@ async fn send(
     method: &Method,
     uri: &Uri,
     headers: HeaderMap,
-    token: &str,
+    token: &freshtoken::Token,
     body: ProxyBody,
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
     let auth = shared.authorization(token).ok_or_else(|| {
@@ -485,7 +495,25 @@ async fn send(
     *request.uri_mut() = uri.clone();
     *request.headers_mut() = headers;
     request.headers_mut().insert(header::AUTHORIZATION, auth);
-    shared.upstream.send(request).await.map_err(|e| {
+    let dpop = shared.dpop.as_ref().filter(|_| token.is_dpop());
+    if let Some(d) = dpop {
+        let now = shared.guard.now();
+        let proof = d.proof(
+            &shared.config.upstream,
+            method,
+            uri,
+            token.expose_secret(),
+            now,
+        );
+        if let Some(proof) = proof {
+            request.headers_mut().insert("dpop", proof);
+        }
+    }
+    let answer = shared.upstream.send(request).await;
+    if let (Some(d), Ok(answer)) = (dpop, &answer) {
+        d.note(answer.headers());
+    }
+    answer.map_err(|e| {
         Stats::add(&shared.stats.upstream_errors);
         let mut cause: &dyn std::error::Error = &*e;
         while let Some(next) = cause.source() {

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod dpop;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -128,18 +129,23 @@ struct Shared {
     guard: Arc<guard::Guard>,
     /// The last `Authorization` value built, reused while the token stays the same.
     authorization: std::sync::Mutex<Option<(String, http::HeaderValue)>>,
+    /// The source's DPoP key, for DPoP-bound tokens (see `dpop`).
+    dpop: Option<dpop::Dpop>,
 }
 
 impl Shared {
-    /// `Bearer <token>`, marked sensitive; built once per token.
-    fn authorization(&self, token: &str) -> Option<http::HeaderValue> {
+    /// `Bearer <token>` (`DPoP <token>` for a DPoP-bound one), marked sensitive; built once
+    /// per token.
+    fn authorization(&self, token: &freshtoken::Token) -> Option<http::HeaderValue> {
+        let scheme = if token.is_dpop() { "DPoP" } else { "Bearer" };
+        let token = token.expose_secret();
         let mut cached = lock(&self.authorization);
         if let Some((t, v)) = cached.as_ref()
             && t == token
         {
             return Some(v.clone());
         }
-        let mut value = http::HeaderValue::try_from(format!("Bearer {token}")).ok()?;
+        let mut value = http::HeaderValue::try_from(format!("{scheme} {token}")).ok()?;
         value.set_sensitive(true);
         *cached = Some((token.to_owned(), value.clone()));
         Some(value)
@@ -198,6 +204,7 @@ impl Proxy {
                     &config.upstream,
                     tls_config(config.ca_file.as_deref(), config.client_identity.as_ref())?,
                 )?,
+                dpop: source.dpop_key().cloned().map(dpop::Dpop::new),
                 source,
                 config,
                 stats,

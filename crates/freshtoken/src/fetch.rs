@@ -40,6 +40,12 @@ pub trait Fetch: Send + Sync + fmt::Debug {
     fn patience(&self) -> Duration {
         RetryPolicy::default().deadline
     }
+
+    /// The DPoP key this fetcher's tokens are bound to, if any: whoever uses the tokens (the
+    /// proxy) signs a proof with it for every request. A wrapper returns its inner one's.
+    fn dpop_key(&self) -> Option<&crate::dpop::DpopKey> {
+        None
+    }
 }
 
 /// What one call may spend on getting a token.
@@ -90,6 +96,8 @@ pub struct HttpFetcher {
     identity: Identities,
     /// The identity tokens of the latest attempts, scrubbed from what the server answers.
     presented: std::sync::Mutex<Vec<secrecy::SecretString>>,
+    /// The token endpoint's latest `DPoP-Nonce`, sent in the next proof.
+    dpop_nonce: std::sync::Mutex<Option<String>>,
 }
 
 /// The identity-token sources of a fetcher (see [`crate::identity`]).
@@ -139,6 +147,7 @@ impl HttpFetcher {
             clock: Arc::new(SystemClock),
             identity: Identities::default(),
             presented: std::sync::Mutex::new(Vec::new()),
+            dpop_nonce: std::sync::Mutex::new(None),
         })
     }
 
@@ -354,6 +363,9 @@ impl HttpFetcher {
                 form.append_pair("client_id", req.client_id.as_str());
             }
         }
+        if let Some(key) = &req.dpop {
+            builder = builder.header("DPoP", self.dpop_proof(key));
+        }
         Ok(builder.body(form.finish()))
     }
 
@@ -401,6 +413,7 @@ impl HttpFetcher {
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(|v| self.redact(v.chars().take(200).collect()));
+        self.note_dpop_nonce(response.headers());
         let body = match read_capped(response, self.options.max_body).await {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
@@ -418,12 +431,15 @@ impl HttpFetcher {
             {
                 return Attempt::Fatal(self.redact_error(e));
             }
-            return match response::parse_success(
+            return match response::parse_success_as(
                 code,
                 &body,
                 received_at,
                 self.options.default_lifetime,
-            ) {
+                req.dpop.is_some(),
+            )
+            .and_then(|token| self.check_binding(code, token))
+            {
                 Ok(token) => Attempt::Done(token),
                 Err(e) => Attempt::Fatal(self.redact_error(e)),
             };
@@ -565,9 +581,9 @@ impl HttpFetcher {
             // call without retries has a deadline of one timeout, less what it took to start).
             let left = budget.left();
             let outcome = if left + Duration::from_millis(100) >= self.options.timeout {
-                self.attempt(grant).await
+                self.attempt_dpop(grant).await
             } else {
-                match tokio::time::timeout(left, self.attempt(grant)).await {
+                match tokio::time::timeout(left, self.attempt_dpop(grant)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Attempt::Retryable(
                         Error::timeout(format!(
@@ -652,6 +668,82 @@ impl HttpFetcher {
     }
 }
 
+impl HttpFetcher {
+    /// A proof for one token request, with the endpoint's latest nonce.
+    fn dpop_proof(&self, key: &crate::dpop::DpopKey) -> String {
+        let nonce = crate::sync::lock(&self.dpop_nonce).clone();
+        key.proof(
+            "POST",
+            &self.request.token_url,
+            None,
+            nonce.as_deref(),
+            self.clock.now(),
+        )
+    }
+
+    /// Keeps the nonce a DPoP answer brings (RFC 9449 §8: any answer may carry a new one).
+    fn note_dpop_nonce(&self, headers: &reqwest::header::HeaderMap) {
+        if self.request.dpop.is_none() {
+            return;
+        }
+        let nonce = headers
+            .get(crate::dpop::NONCE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            // A nonce is NQCHAR (RFC 9449 §8.1); anything else is not echoed into a proof.
+            .filter(|v| {
+                !v.is_empty() && v.len() <= 1024 && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            });
+        if let Some(nonce) = nonce {
+            *crate::sync::lock(&self.dpop_nonce) = Some(nonce.to_owned());
+        }
+    }
+
+    /// One attempt; for DPoP, once more when the server refused it for want of the nonce
+    /// it has just sent (`use_dpop_nonce`, RFC 9449 §8).
+    async fn attempt_dpop(&self, grant: Grant<'_>) -> Attempt {
+        let before = crate::sync::lock(&self.dpop_nonce).clone();
+        let outcome = self.attempt(grant).await;
+        let wants_nonce = match &outcome {
+            Attempt::Fatal(Error::OAuth { error, .. })
+            | Attempt::Retryable(Error::OAuth { error, .. }, _) => error == crate::dpop::USE_NONCE,
+            _ => false,
+        };
+        let after = crate::sync::lock(&self.dpop_nonce).clone();
+        if self.request.dpop.is_some() && wants_nonce && after.is_some() && after != before {
+            tracing::debug!("the token endpoint asked for a DPoP nonce; retrying once with it");
+            return self.attempt(grant).await;
+        }
+        outcome
+    }
+
+    /// For DPoP: a JWT access token's `cnf.jkt` must be this key's thumbprint (RFC 9449
+    /// §6.1), else every request with it would be refused; a bearer answer is used as one.
+    fn check_binding(&self, status: u16, token: Token) -> Result<Token> {
+        let Some(key) = &self.request.dpop else {
+            return Ok(token);
+        };
+        if !token.is_dpop() {
+            tracing::warn!(
+                "asked for a DPoP-bound token, the server issued a {} token; using it as one",
+                token.token_type()
+            );
+            return Ok(token);
+        }
+        match crate::dpop::token_jkt(token.expose_secret()) {
+            Some(jkt) if jkt != key.thumbprint() => Err(Error::InvalidResponse {
+                status,
+                problem: format!(
+                    "the DPoP token is bound to another key (cnf.jkt {:?}, this key is {:?})",
+                    jkt.chars().take(64).collect::<String>(),
+                    key.thumbprint()
+                ),
+            }),
+            _ => Ok(token),
+        }
+    }
+}
+
 /// Which grant a request uses.
 #[derive(Clone, Copy)]
 pub(crate) enum Grant<'a> {
@@ -679,6 +771,10 @@ impl HttpFetcher {
 impl Fetch for HttpFetcher {
     fn cache_key(&self) -> CacheKey {
         self.request.cache_key()
+    }
+
+    fn dpop_key(&self) -> Option<&crate::dpop::DpopKey> {
+        self.request.dpop.as_ref()
     }
 
     /// `--retry-for`; with no retries, one attempt's timeout.

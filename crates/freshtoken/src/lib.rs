@@ -28,6 +28,7 @@ pub mod clock;
 mod credentials;
 pub mod discovery;
 mod dns;
+pub mod dpop;
 pub mod drain;
 mod error;
 mod exchange;

@@ -310,6 +310,10 @@ impl Fetch for LoginFetcher {
         self.http.patience()
     }
 
+    fn dpop_key(&self) -> Option<&crate::dpop::DpopKey> {
+        self.http.dpop_key()
+    }
+
     async fn fetch(&self, _previous: Option<&Token>, budget: Budget) -> Result<Token> {
         // Held until the rotated refresh token is on disk.
         let _lock = self.logins.lock(&self.key, budget.deadline).await?;

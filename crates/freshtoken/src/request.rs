@@ -178,6 +178,9 @@ pub struct TokenRequest {
     /// key, since a server binds its tokens to the certificate they were asked with, and a
     /// renewed certificate must not be served a token bound to the old one.
     pub certificate_thumbprint: Option<String>,
+    /// The DPoP key (RFC 9449): each token request carries a proof of it, and the server
+    /// binds the token to it. `None`: bearer tokens.
+    pub dpop: Option<crate::dpop::DpopKey>,
 }
 
 impl TokenRequest {
@@ -205,6 +208,7 @@ impl TokenRequest {
             exchange: None,
             identity_source: None,
             certificate_thumbprint: None,
+            dpop: None,
         }
     }
 
@@ -316,6 +320,10 @@ impl TokenRequest {
         if let Some(x5t) = &self.certificate_thumbprint {
             field("x5t#S256", x5t);
         }
+        // A token bound to one key is useless with another, and a bearer token is not one.
+        if let Some(key) = &self.dpop {
+            field("dpop_jkt", key.thumbprint());
+        }
         CacheKey(hex::encode(h.finalize()))
     }
 }
@@ -423,6 +431,12 @@ impl TokenRequestBuilder {
     /// Adds one more form field; the ones freshtoken sets itself are refused by `build`.
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.request.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Asks for tokens bound to `key` (DPoP, RFC 9449) instead of bearer tokens.
+    pub fn dpop(mut self, key: crate::dpop::DpopKey) -> Self {
+        self.request.dpop = Some(key);
         self
     }
 

@@ -38,6 +38,18 @@ pub fn parse_success(
     received_at: SystemTime,
     default_lifetime: Duration,
 ) -> Result<Token, Error> {
+    parse_success_as(status, body, received_at, default_lifetime, false)
+}
+
+/// [`parse_success`] for a request that may have asked for a DPoP-bound token (`dpop`):
+/// `token_type` `DPoP` is accepted only then.
+pub(crate) fn parse_success_as(
+    status: u16,
+    body: &[u8],
+    received_at: SystemTime,
+    default_lifetime: Duration,
+    dpop: bool,
+) -> Result<Token, Error> {
     let invalid = |problem: String| Error::InvalidResponse { status, problem };
     let obj = match json_object(body) {
         Ok(obj) => obj,
@@ -59,14 +71,23 @@ pub fn parse_success(
         return Err(invalid(format!("`access_token` is {why}")));
     }
 
+    let mut token_type = "Bearer";
     match obj.get("token_type") {
         None | Some(Value::Null) => {
             tracing::debug!("token response has no token_type; assuming Bearer");
         }
         Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(Value::String(t)) if dpop && t.eq_ignore_ascii_case(crate::dpop::TOKEN_TYPE) => {
+            token_type = crate::dpop::TOKEN_TYPE;
+        }
         Some(Value::String(t)) => {
+            let hint = if t.eq_ignore_ascii_case(crate::dpop::TOKEN_TYPE) {
+                " (set dpop = true in the profile for DPoP-bound tokens)"
+            } else {
+                ""
+            };
             return Err(invalid(format!(
-                "token_type is {:?}; only Bearer tokens are supported",
+                "token_type is {:?}; only Bearer tokens are supported{hint}",
                 sanitize(&redact::fields(t), 40)
             )));
         }
@@ -108,6 +129,7 @@ pub fn parse_success(
         received_at + lifetime.min(MAX_LIFETIME),
         source,
     )
+    .with_token_type(token_type)
     .with_scope(scope)
     .with_refresh_token(refresh_token)
     // Keycloak's `refresh_expires_in`; 0 (Keycloak's "no expiry") or nonsense is not kept.
@@ -508,6 +530,22 @@ mod tests {
             assert!(!got.contains(token), "{got:?}");
             assert!(got.contains(want), "{got:?}");
         }
+    }
+
+    #[test]
+    fn token_type_dpop_is_accepted_only_when_asked_for() {
+        let dpop = br#"{"access_token":"a","token_type":"DPoP","expires_in":60}"#;
+        let asked = parse_success_as(200, dpop, at(), DEFAULT, true).unwrap();
+        assert_eq!(asked.token_type(), "DPoP");
+        assert!(asked.is_dpop());
+        let e = parse_success_as(200, dpop, at(), DEFAULT, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set dpop = true"), "{e}");
+        let bearer = br#"{"access_token":"a","token_type":"bearer","expires_in":60}"#;
+        let t = parse_success_as(200, bearer, at(), DEFAULT, true).unwrap();
+        assert_eq!(t.token_type(), "Bearer");
+        assert!(!t.is_dpop());
     }
 
     #[test]

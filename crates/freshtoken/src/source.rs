@@ -437,6 +437,11 @@ impl CachedSource {
         }
     }
 
+    /// The DPoP key the tokens are bound to (see [`Fetch::dpop_key`]), if any.
+    pub fn dpop_key(&self) -> Option<&crate::dpop::DpopKey> {
+        self.inner.fetcher.dpop_key()
+    }
+
     /// The held token if it has not expired, fresh or stale, without waiting or starting a
     /// refresh. `None` when there is none or it expired: what a sink may show, never an
     /// expired token.

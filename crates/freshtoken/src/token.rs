@@ -87,7 +87,20 @@ impl Token {
         self.access_token.expose_secret()
     }
 
-    /// Always `Bearer`: other token types are refused when the response is parsed.
+    /// Sets the token type: `DPoP` for a token bound to a DPoP key (see [`crate::dpop`]).
+    pub fn with_token_type(mut self, token_type: impl Into<String>) -> Self {
+        self.token_type = token_type.into();
+        self
+    }
+
+    /// Whether the token is DPoP-bound: every request with it needs a proof of the key.
+    pub fn is_dpop(&self) -> bool {
+        self.token_type
+            .eq_ignore_ascii_case(crate::dpop::TOKEN_TYPE)
+    }
+
+    /// `Bearer`, or `DPoP` for a profile that asked for DPoP-bound tokens: other token types
+    /// are refused when the response is parsed.
     pub fn token_type(&self) -> &str {
         &self.token_type
     }

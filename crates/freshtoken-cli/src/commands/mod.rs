@@ -4,6 +4,7 @@ pub(crate) mod agent;
 pub(crate) mod completions;
 pub(crate) mod demo;
 pub(crate) mod dev_server;
+pub(crate) mod dpop_proof;
 pub(crate) mod exec;
 pub(crate) mod get;
 pub(crate) mod inspect;
@@ -31,6 +32,7 @@ pub(crate) async fn run(cli: &Cli) -> CliResult<u8> {
         Command::Agent(args) => agent::run(cli, args).await,
         Command::Login(args) => login::run(cli, args).await,
         Command::Logout(args) => login::logout(cli, args).await,
+        Command::DpopProof(args) => dpop_proof::run(cli, args).await,
         Command::Completions(args) => completions::run(args),
         Command::ManPages(args) => completions::man_pages(args),
     }

@@ -332,7 +332,72 @@ fn rows() -> Vec<Row> {
             file_value: "Some(\"urn:x:id_token\") Some(\"urn:x:access_token\")",
             default: "",
         },
+        Row {
+            key: "dpop",
+            flag: None,
+            file: |p| p.dpop = Some(true),
+            read: |s| format!("{:?}", s.dpop),
+            flag_value: "",
+            file_value: "Generated { state_dir: Some(\"/home/u/.local/state/freshtoken\"), alg: Es256 }",
+            default: "Off",
+        },
+        Row {
+            key: "dpop_key",
+            flag: None,
+            file: |p| p.dpop_key = Some(SecretSource::File("/keys/dpop.pem".into())),
+            read: |s| format!("{:?}", s.dpop),
+            flag_value: "",
+            file_value: "Key(File(\"/keys/dpop.pem\"), None)",
+            default: "Off",
+        },
+        Row {
+            key: "dpop_alg",
+            flag: None,
+            file: |p| {
+                p.dpop = Some(true);
+                p.dpop_alg = Some("EdDSA".into());
+            },
+            read: |s| format!("{:?}", s.dpop),
+            flag_value: "",
+            file_value: "Generated { state_dir: Some(\"/home/u/.local/state/freshtoken\"), alg: EdDsa }",
+            default: "Off",
+        },
     ]
+}
+
+#[test]
+fn a_dpop_key_with_dpop_off_is_refused() {
+    let profile = ProfileConfig {
+        dpop: Some(false),
+        dpop_key: Some(SecretSource::File("/k.pem".into())),
+        ..base_profile()
+    };
+    let e = resolve_with(&base_args(), profile, &env(&[]))
+        .map(|_| ())
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("dpop_key") && e.contains("dpop = false"), "{e}");
+    for (alg, dpop, needle) in [
+        ("RS256", Some(true), "not offered"),
+        ("EdDSA", None, "applies with dpop = true"),
+    ] {
+        let profile = ProfileConfig {
+            dpop,
+            dpop_alg: Some(alg.into()),
+            ..base_profile()
+        };
+        let e = resolve_with(&base_args(), profile, &env(&[]))
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains(needle), "{alg}: {e}");
+    }
+    let off = ProfileConfig {
+        dpop: Some(false),
+        ..base_profile()
+    };
+    let s = resolve_with(&base_args(), off, &env(&[])).expect("resolves");
+    assert_eq!(s.dpop, dpop::Dpop::Off);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod agent;
 mod commands;
 mod deploy_docs;
+mod dpop;
 mod exec;
 mod fault_matrix;
 mod first_run;

@@ -80,8 +80,20 @@ impl Record {
         if record.key != key.as_str() {
             return Err("record belongs to another cache key".into());
         }
-        if record.access_token.is_empty() || !record.token_type.eq_ignore_ascii_case("bearer") {
-            return Err("record holds no bearer token".into());
+        // A DPoP-bound token is kept under its own cache key (the key's thumbprint is in it),
+        // so a record of one is only ever read by a profile that holds the key.
+        let token_type = if record.token_type.eq_ignore_ascii_case("bearer") {
+            "Bearer"
+        } else if record
+            .token_type
+            .eq_ignore_ascii_case(crate::dpop::TOKEN_TYPE)
+        {
+            crate::dpop::TOKEN_TYPE
+        } else {
+            ""
+        };
+        if record.access_token.is_empty() || token_type.is_empty() {
+            return Err("record holds no bearer or DPoP token".into());
         }
         // The same check as a server's answer gets: whoever can write the cache (another
         // user of a shared folder, a writer of the shared Redis) must not get code into
@@ -100,6 +112,7 @@ impl Record {
             expires_at,
             record.expiry_source,
         )
+        .with_token_type(token_type)
         .with_scope(record.scope)
         .with_refresh_token(record.refresh_token.map(SecretString::from)))
     }
@@ -136,6 +149,33 @@ mod tests {
                 .map(|s| s.expose_secret().to_owned())
                 .as_deref(),
             Some("rt")
+        );
+    }
+
+    #[test]
+    fn a_dpop_token_stays_dpop_and_other_types_are_refused() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t = Token::new(
+            SecretString::from("tok".to_owned()),
+            at,
+            at + Duration::from_secs(60),
+            ExpirySource::ExpiresIn,
+        );
+        let bearer = Record::new(&key('a'), &t).to_bytes();
+        let back = Record::parse(&bearer, &key('a')).unwrap();
+        assert_eq!(back.token_type(), "Bearer");
+        let dpop = Record::new(&key('a'), &t.clone().with_token_type("DPoP")).to_bytes();
+        assert!(String::from_utf8_lossy(&dpop).contains(r#""token_type":"DPoP""#));
+        let back = Record::parse(&dpop, &key('a')).unwrap();
+        assert_eq!(back.token_type(), "DPoP");
+        assert!(back.is_dpop());
+        let mac = String::from_utf8(bearer)
+            .unwrap()
+            .replace(r#""token_type":"Bearer""#, r#""token_type":"mac""#);
+        assert!(
+            Record::parse(mac.as_bytes(), &key('a'))
+                .unwrap_err()
+                .contains("no bearer or DPoP token")
         );
     }
 

@@ -2,6 +2,7 @@
 //! per area. Redis comes from `freshtoken-testkit` (std only: no library types, see there).
 
 // Every store × every fault; Redis is one of the stores.
+mod dpop;
 #[cfg(feature = "redis")]
 mod fault_matrix;
 mod login;
