@@ -56,12 +56,18 @@ exp=$(( $(date +%s) + 3600 ))
 printf '%s.%s.%s' "$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)" \
   "$(printf '{"sub":"bench","exp":%d}' "$exp" | b64url)" "c2lnbmF0dXJl" >"$work/token.jwt"
 
+printf 'a small file, as a bare process reads it\n' >"$work/small.txt"
 hyperfine --style basic --warmup 20 --runs "$runs" -N \
   --export-markdown "$work/cli.md" \
+  -n 'cat (a small file: the floor of a process)' "cat $work/small.txt" \
   -n 'freshtoken get (warm file cache)' "$bin get" \
   -n 'shell recipe (cut|base64|jq|date)' "bash benches/cli/jwt-exp-recipe.sh $work/token.jwt"
 echo
 cat "$work/cli.md"
+echo
+# Wall times move with whatever else the machine runs; instructions (callgrind) do not, and
+# CPU time and page faults (perf stat, software events) move far less.
+benches/cli/startup.sh "$bin" "$work/small.txt"
 echo
 echo "token requests during the whole run: $(curl -s "$base/__stats" | jq .token_requests) (expected 1)"
 

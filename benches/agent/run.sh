@@ -62,7 +62,11 @@ echo
 export XDG_CACHE_HOME="$work/cache"
 export FRESHTOKEN_TOKEN_URL="$base/oauth/token" FRESHTOKEN_CLIENT_ID=c2 FRESHTOKEN_CLIENT_SECRET=secret-2
 "$bin" get >/dev/null
+printf 'a small file, as a bare process reads it\n' >"$work/small.txt"
 hyperfine --style basic --warmup 20 --runs "$runs" -N --export-markdown "$work/get.md" \
+  -n 'cat (a small file: the floor of a process)' "cat $work/small.txt" \
   -n 'freshtoken get (warm file cache)' "$bin get" \
   -n 'freshtoken get --agent' "$bin --profile p2 get --agent $sock" >/dev/null
 cat "$work/get.md"
+echo
+AGENT_SOCKET=$sock AGENT_PROFILE=p2 benches/cli/startup.sh "$bin" "$work/small.txt"
