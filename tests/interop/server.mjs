@@ -267,6 +267,8 @@ const config = {
   // `none` only for the token exchange's public client: the discovery tests expect it absent.
   clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', ...(ciIssuer ? ['none'] : [])],
   enabledJWA: {
+    // DPoP proofs signed with RSA keys too (the default takes ES256 and EdDSA only).
+    dPoPSigningAlgValues: ['ES256', 'Ed25519', 'EdDSA', 'RS256', 'PS256'],
     // The default list lacks ES384 (and the 384/512 variants generally).
     clientAuthSigningAlgValues: [
       'HS256', 'HS384', 'HS512',

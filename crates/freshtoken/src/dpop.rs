@@ -4,7 +4,9 @@
 //! A [`DpopKey`] signs the proofs: for the token request (the server binds the token to
 //! the key's thumbprint, `cnf.jkt`) and for each request that uses the token (with `ath`,
 //! the token's hash). ES256 (P-256) is the default, since every server that does DPoP takes
-//! it; EdDSA (Ed25519) is offered too.
+//! it; EdDSA (Ed25519) is offered too, and RS256/PS256 for an RSA key of the user's own
+//! (freshtoken makes no RSA keys: a 2048-bit key takes a noticeable time to make, and
+//! servers that take RSA proofs take ES256 too).
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,6 +48,10 @@ pub enum DpopAlg {
     Es256,
     /// Ed25519.
     EdDsa,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, for a given RSA key.
+    Rs256,
+    /// RSASSA-PSS with SHA-256, for a given RSA key.
+    Ps256,
 }
 
 impl DpopAlg {
@@ -54,7 +60,14 @@ impl DpopAlg {
         match self {
             DpopAlg::Es256 => "ES256",
             DpopAlg::EdDsa => "EdDSA",
+            DpopAlg::Rs256 => "RS256",
+            DpopAlg::Ps256 => "PS256",
         }
+    }
+
+    /// Whether freshtoken makes keys of this algorithm (`dpop = true`); RSA keys are given.
+    pub fn can_generate(self) -> bool {
+        matches!(self, DpopAlg::Es256 | DpopAlg::EdDsa)
     }
 }
 
@@ -65,8 +78,10 @@ impl std::str::FromStr for DpopAlg {
         match s.trim() {
             "ES256" => Ok(DpopAlg::Es256),
             "EdDSA" | "Ed25519" => Ok(DpopAlg::EdDsa),
+            "RS256" => Ok(DpopAlg::Rs256),
+            "PS256" => Ok(DpopAlg::Ps256),
             other => Err(format!(
-                "DPoP algorithm {other:?} is not offered; use ES256 (the default) or EdDSA"
+                "DPoP algorithm {other:?} is not offered; use ES256 (the default), EdDSA, RS256 or PS256"
             )),
         }
     }
@@ -77,6 +92,11 @@ impl std::str::FromStr for DpopAlg {
 enum Signing {
     Es256(SigningKey),
     EdDsa(ed25519_dalek::SigningKey),
+    /// An RSA key (ring), signing with PKCS#1 v1.5 (`pss` false) or PSS.
+    Rsa {
+        pair: std::sync::Arc<ring::signature::RsaKeyPair>,
+        pss: bool,
+    },
 }
 
 /// A key that signs DPoP proofs.
@@ -106,33 +126,66 @@ impl fmt::Debug for DpopKey {
 impl DpopKey {
     /// A new random P-256 key, for a profile that has none yet.
     pub fn generate() -> Self {
-        Self::generate_for(DpopAlg::Es256)
+        Self::from_signing(Signing::Es256(random_p256()))
     }
 
-    /// A new random key for `alg`.
-    pub fn generate_for(alg: DpopAlg) -> Self {
-        let mut rng = rand::rng();
-        loop {
-            let mut bytes = [0u8; 32];
-            rng.fill(&mut bytes);
-            let signing = match alg {
-                DpopAlg::EdDsa => Signing::EdDsa(ed25519_dalek::SigningKey::from_bytes(&bytes)),
-                // Zero and values at or above the group order are refused (a ~2^-128 chance).
-                DpopAlg::Es256 => match SigningKey::from_bytes(&bytes.into()) {
-                    Ok(key) => Signing::Es256(key),
-                    Err(_) => continue,
-                },
-            };
-            return Self::from_signing(signing);
+    /// A new random key for `alg`; RS256 and PS256 keys are not made (see the module docs).
+    pub fn generate_for(alg: DpopAlg) -> Result<Self, Error> {
+        let signing = match alg {
+            DpopAlg::Es256 => Signing::Es256(random_p256()),
+            DpopAlg::EdDsa => {
+                let mut bytes = [0u8; 32];
+                rand::rng().fill(&mut bytes);
+                Signing::EdDsa(ed25519_dalek::SigningKey::from_bytes(&bytes))
+            }
+            DpopAlg::Rs256 | DpopAlg::Ps256 => {
+                return Err(Error::Config(format!(
+                    "freshtoken makes ES256 and EdDSA DPoP keys, not {}: give an RSA key as dpop_key \
+                     (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048)",
+                    alg.as_str()
+                )));
+            }
+        };
+        Ok(Self::from_signing(signing))
+    }
+
+    /// This key for `alg`: an RSA key signs with RS256 (its default) or PS256; any other key
+    /// has one algorithm, and another is an error naming both.
+    pub fn with_alg(self, alg: DpopAlg) -> Result<Self, Error> {
+        match (self.signing, alg) {
+            (Signing::Rsa { pair, .. }, DpopAlg::Rs256 | DpopAlg::Ps256) => {
+                Ok(Self::from_signing(Signing::Rsa {
+                    pair,
+                    pss: alg == DpopAlg::Ps256,
+                }))
+            }
+            (signing, alg) => {
+                let key = Self::from_signing(signing);
+                if key.algorithm() == alg {
+                    Ok(key)
+                } else {
+                    Err(Error::Config(format!(
+                        "dpop_alg is {} but the DPoP key is an {} key",
+                        alg.as_str(),
+                        key.alg()
+                    )))
+                }
+            }
         }
     }
 
     /// Reads a private key in PEM: P-256 as PKCS#8 (`BEGIN PRIVATE KEY`, as `openssl genpkey`
-    /// writes it) or SEC1 (`BEGIN EC PRIVATE KEY`, as `openssl ecparam -genkey` does), or
-    /// Ed25519 as PKCS#8. The error never quotes the key.
+    /// writes it) or SEC1 (`BEGIN EC PRIVATE KEY`, as `openssl ecparam -genkey` does),
+    /// Ed25519 as PKCS#8, or RSA (2048 bits or more) as PKCS#8 or PKCS#1 (`BEGIN RSA PRIVATE
+    /// KEY`), which signs RS256 unless [`DpopKey::with_alg`] says PS256. The error never
+    /// quotes the key.
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         let pem = pem.trim();
-        let signing = if pem.contains("BEGIN EC PRIVATE KEY") {
+        let signing = if pem.contains("BEGIN RSA PRIVATE KEY") {
+            pem_der(pem)
+                .and_then(|der| ring::signature::RsaKeyPair::from_der(&der).ok())
+                .map(rsa_signing)
+        } else if pem.contains("BEGIN EC PRIVATE KEY") {
             p256::SecretKey::from_sec1_pem(pem)
                 .ok()
                 .map(|s| Signing::Es256(SigningKey::from(s)))
@@ -145,10 +198,15 @@ impl DpopKey {
                         .ok()
                         .map(Signing::EdDsa)
                 })
+                .or_else(|| {
+                    pem_der(pem)
+                        .and_then(|der| ring::signature::RsaKeyPair::from_pkcs8(&der).ok())
+                        .map(rsa_signing)
+                })
         };
         let signing = signing.ok_or_else(|| {
             Error::Config(
-                "the DPoP key is not a P-256 (PKCS#8 or SEC1) or Ed25519 (PKCS#8) private key in PEM"
+                "the DPoP key is not a P-256 (PKCS#8 or SEC1), Ed25519 (PKCS#8) or RSA (PKCS#8 or PKCS#1, 2048 bits or more) private key in PEM"
                     .into(),
             )
         })?;
@@ -160,6 +218,12 @@ impl DpopKey {
         let pem = match &self.signing {
             Signing::Es256(key) => p256::SecretKey::from(key.clone()).to_pkcs8_pem(LineEnding::LF),
             Signing::EdDsa(key) => key.to_pkcs8_pem(LineEnding::LF),
+            // Only made keys are written, and RSA keys are never made.
+            Signing::Rsa { .. } => {
+                return Err(Error::Config(
+                    "an RSA DPoP key is the user's own: freshtoken does not write it".into(),
+                ));
+            }
         }
         .map_err(|_| Error::Config("the DPoP key cannot be written as PEM".into()))?;
         Ok(SecretString::from(pem.as_str().to_owned()))
@@ -184,13 +248,20 @@ impl DpopKey {
                 let public = key.verifying_key().to_bytes();
                 jwk.insert("x".into(), URL_SAFE_NO_PAD.encode(public).into());
             }
+            Signing::Rsa { pair, .. } => {
+                let public: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
+                let unsigned = |b: &[u8]| {
+                    let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+                    URL_SAFE_NO_PAD.encode(&b[start..])
+                };
+                jwk.insert("kty".into(), "RSA".into());
+                jwk.insert("n".into(), unsigned(&public.n).into());
+                jwk.insert("e".into(), unsigned(&public.e).into());
+            }
         }
         // A valid key's public JWK has every member its thumbprint needs.
         let thumbprint = jwk_thumbprint(&jwk).unwrap_or_default();
-        let alg = match &signing {
-            Signing::Es256(_) => DpopAlg::Es256,
-            Signing::EdDsa(_) => DpopAlg::EdDsa,
-        };
+        let alg = alg_of(&signing);
         let header = json!({"typ": PROOF_TYPE, "alg": alg.as_str(), "jwk": jwk});
         let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
         let ring = match &signing {
@@ -206,7 +277,7 @@ impl DpopKey {
                     .ok()
                 })
                 .map(std::sync::Arc::new),
-            Signing::EdDsa(_) => None,
+            Signing::EdDsa(_) | Signing::Rsa { .. } => None,
         };
         Self {
             ring,
@@ -224,10 +295,7 @@ impl DpopKey {
 
     /// The algorithm of the key and its proofs.
     pub fn algorithm(&self) -> DpopAlg {
-        match &self.signing {
-            Signing::Es256(_) => DpopAlg::Es256,
-            Signing::EdDsa(_) => DpopAlg::EdDsa,
-        }
+        alg_of(&self.signing)
     }
 
     /// The public key as a JWK (what every proof's header carries).
@@ -289,9 +357,65 @@ impl DpopKey {
             Signing::EdDsa(key) => {
                 URL_SAFE_NO_PAD.encode(key.sign(signing_input.as_bytes()).to_bytes())
             }
+            Signing::Rsa { pair, pss } => {
+                let padding: &'static dyn ring::signature::RsaEncoding = match pss {
+                    true => &ring::signature::RSA_PSS_SHA256,
+                    false => &ring::signature::RSA_PKCS1_SHA256,
+                };
+                let mut signature = vec![0u8; pair.public().modulus_len()];
+                // Fails only when the buffer is not the modulus' length, which it is.
+                let _ = pair.sign(
+                    padding,
+                    &ring::rand::SystemRandom::new(),
+                    signing_input.as_bytes(),
+                    &mut signature,
+                );
+                URL_SAFE_NO_PAD.encode(signature)
+            }
         };
         format!("{signing_input}.{signature}")
     }
+}
+
+/// A random P-256 signing key.
+fn random_p256() -> SigningKey {
+    let mut rng = rand::rng();
+    loop {
+        let mut bytes = [0u8; 32];
+        rng.fill(&mut bytes);
+        // Zero and values at or above the group order are refused (a ~2^-128 chance).
+        if let Ok(key) = SigningKey::from_bytes(&bytes.into()) {
+            return key;
+        }
+    }
+}
+
+fn rsa_signing(pair: ring::signature::RsaKeyPair) -> Signing {
+    Signing::Rsa {
+        pair: std::sync::Arc::new(pair),
+        pss: false,
+    }
+}
+
+fn alg_of(signing: &Signing) -> DpopAlg {
+    match signing {
+        Signing::Es256(_) => DpopAlg::Es256,
+        Signing::EdDsa(_) => DpopAlg::EdDsa,
+        Signing::Rsa { pss: false, .. } => DpopAlg::Rs256,
+        Signing::Rsa { pss: true, .. } => DpopAlg::Ps256,
+    }
+}
+
+/// The DER inside one PEM block (its base64 lines between BEGIN and END).
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("-----BEGIN "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END "))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 /// The `htu` of a request to `url`: the URL without its query and fragment (RFC 9449 §4.2).
@@ -347,6 +471,8 @@ mod tests {
         let key = DecodingKey::from_jwk(&jwk).expect("a usable JWK");
         let alg = match header["alg"].as_str() {
             Some("EdDSA") => Algorithm::EdDSA,
+            Some("RS256") => Algorithm::RS256,
+            Some("PS256") => Algorithm::PS256,
             _ => Algorithm::ES256,
         };
         let mut validation = Validation::new(alg);
@@ -400,7 +526,7 @@ mod tests {
     #[test]
     fn an_eddsa_key_signs_proofs_that_verify_and_survives_pem() {
         use secrecy::ExposeSecret;
-        let key = DpopKey::generate_for(DpopAlg::EdDsa);
+        let key = DpopKey::generate_for(DpopAlg::EdDsa).unwrap();
         assert_eq!(key.alg(), "EdDSA");
         assert_eq!(key.public_jwk()["kty"], "OKP");
         let url: Url = "https://api.example/x".parse().unwrap();
@@ -412,11 +538,52 @@ mod tests {
         assert_eq!(back.algorithm(), DpopAlg::EdDsa);
         assert_eq!("EdDSA".parse::<DpopAlg>(), Ok(DpopAlg::EdDsa));
         assert!(
-            "RS256"
+            "HS256"
                 .parse::<DpopAlg>()
                 .unwrap_err()
                 .contains("not offered")
         );
+    }
+
+    const RSA_PKCS8: &str = include_str!("dpop/testdata/rsa-pkcs8.pem");
+    const RSA_PKCS1: &str = include_str!("dpop/testdata/rsa-pkcs1.pem");
+
+    #[test]
+    fn a_given_rsa_key_signs_rs256_or_ps256_proofs_that_verify() {
+        let pkcs8 = DpopKey::from_pem(RSA_PKCS8).unwrap();
+        let pkcs1 = DpopKey::from_pem(RSA_PKCS1).unwrap();
+        assert_eq!(pkcs8.algorithm(), DpopAlg::Rs256, "RS256 unless asked");
+        assert_eq!(pkcs8.thumbprint(), pkcs1.thumbprint(), "one key, two forms");
+        let jwk = pkcs8.public_jwk();
+        assert_eq!(jwk["kty"], "RSA");
+        assert_eq!(jwk["e"], "AQAB", "65537, with no leading zero");
+        assert!(jwk.get("d").is_none());
+        let url: Url = "https://api.example/x?q".parse().unwrap();
+        for (key, alg) in [
+            (pkcs8.clone(), "RS256"),
+            (pkcs1.clone().with_alg(DpopAlg::Ps256).unwrap(), "PS256"),
+        ] {
+            let (header, claims) = verify(&key.proof("GET", &url, Some("h"), None, UNIX_EPOCH));
+            assert_eq!(header["alg"], alg);
+            assert_eq!(claims["htu"], "https://api.example/x");
+            assert_eq!(
+                key.thumbprint(),
+                pkcs8.thumbprint(),
+                "the same key either way"
+            );
+        }
+        // Another algorithm than the key's own is an error; RSA keys are not made or written.
+        let e = DpopKey::generate().with_alg(DpopAlg::Ps256).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("dpop_alg is PS256 but the DPoP key is an ES256 key"),
+            "{e}"
+        );
+        assert!(pkcs8.clone().with_alg(DpopAlg::EdDsa).is_err());
+        let e = DpopKey::generate_for(DpopAlg::Rs256).unwrap_err();
+        assert!(e.to_string().contains("give an RSA key as dpop_key"), "{e}");
+        assert!(pkcs8.to_pem().is_err());
+        assert!(!format!("{pkcs8:?}").contains("MII"), "Debug shows no key");
     }
 
     #[test]

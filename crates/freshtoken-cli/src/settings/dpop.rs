@@ -48,6 +48,13 @@ pub(super) fn resolve(s: &Source<'_>) -> CliResult<Dpop> {
             s.in_file("dpop_key")
         ))),
         (_, Some(key)) => Ok(Dpop::Key(key.clone(), alg)),
+        (Some(true), None) if alg.is_some_and(|a| !a.can_generate()) => {
+            Err(CliError::usage(format!(
+                "{} is {} but freshtoken makes only ES256 and EdDSA keys: name an RSA key of your own in dpop_key",
+                s.in_file("dpop_alg"),
+                alg.map(DpopAlg::as_str).unwrap_or_default()
+            )))
+        }
         (Some(true), None) => {
             let xdg = s.env.var("XDG_STATE_HOME").map(std::ffi::OsStr::new);
             let home = s.env.var("HOME").map(std::ffi::OsStr::new);

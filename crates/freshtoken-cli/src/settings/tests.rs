@@ -378,7 +378,13 @@ fn a_dpop_key_with_dpop_off_is_refused() {
         .to_string();
     assert!(e.contains("dpop_key") && e.contains("dpop = false"), "{e}");
     for (alg, dpop, needle) in [
-        ("RS256", Some(true), "not offered"),
+        ("HS256", Some(true), "not offered"),
+        ("RS256", Some(true), "makes only ES256 and EdDSA keys"),
+        (
+            "PS256",
+            Some(true),
+            "name an RSA key of your own in dpop_key",
+        ),
         ("EdDSA", None, "applies with dpop = true"),
     ] {
         let profile = ProfileConfig {

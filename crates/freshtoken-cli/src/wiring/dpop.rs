@@ -33,13 +33,12 @@ pub(super) fn key(settings: &Settings) -> CliResult<Option<DpopKey>> {
             )?;
             let key = DpopKey::from_pem(pem.expose_secret())?;
             match alg {
-                Some(alg) if *alg != key.algorithm() => Err(CliError::usage(format!(
-                    "dpop_alg is {} but the dpop_key of profile {} is an {} key",
-                    alg.as_str(),
-                    settings.profile,
-                    key.alg()
-                ))),
-                _ => Ok(Some(key)),
+                // An RSA key signs PS256 when asked; any other mismatch is the user's.
+                Some(alg) => key
+                    .with_alg(*alg)
+                    .map(Some)
+                    .map_err(|e| CliError::usage(format!("profile {}: {e}", settings.profile))),
+                None => Ok(Some(key)),
             }
         }
     }

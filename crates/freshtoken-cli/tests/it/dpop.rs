@@ -295,9 +295,31 @@ fn oidc_provider_binds_the_token_to_the_key_and_its_introspection_shows_cnf_jkt(
             ),
             p.file("pk-eddsa", "key_file"),
         ),
+        // RSA keys of the user's own: RS256 by default (PKCS#8 and PKCS#1), PS256 when asked.
+        (
+            format!(
+                "dpop_key = {{ file = \"{}\" }}",
+                p.file("pk-rs256", "key_file").display()
+            ),
+            p.file("pk-rs256", "key_file"),
+        ),
+        (
+            format!(
+                "dpop_key = {{ file = \"{}\" }}",
+                p.file("pk-rs256", "pkcs1_key_file").display()
+            ),
+            p.file("pk-rs256", "key_file"),
+        ),
+        (
+            format!(
+                "dpop_key = {{ file = \"{}\" }}\ndpop_alg = \"PS256\"",
+                p.file("pk-ps256", "key_file").display()
+            ),
+            p.file("pk-ps256", "key_file"),
+        ),
     ] {
         let o = oidc_get(&p, &sb, &profile);
-        assert_code(&o, 0);
+        assert_eq!(o.status.code(), Some(0), "{profile}: {}", stderr(&o));
         let v = crate::json_shapes::assert_fits("token.json", &stdout(&o));
         assert_eq!(v["token_type"], "DPoP", "{profile}: {v}");
         let info = crate::interop::introspect(&p, v["access_token"].as_str().unwrap());

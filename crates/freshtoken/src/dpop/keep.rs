@@ -33,8 +33,10 @@ pub fn key_path(dir: &Path, name: &str, alg: DpopAlg) -> PathBuf {
         hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16])
     };
     let kind = match alg {
-        DpopAlg::Es256 => "",
         DpopAlg::EdDsa => ".eddsa",
+        // RSA keys are never made: a path for one is only ever looked at, never written.
+        DpopAlg::Rs256 | DpopAlg::Ps256 => ".rsa",
+        DpopAlg::Es256 => "",
     };
     dir.join(format!("{stem}{kind}.dpop.pem"))
 }
@@ -62,7 +64,7 @@ pub fn load_or_create(dir: &Path, name: &str, alg: DpopAlg) -> Result<DpopKey, E
     if let Some(key) = read(&path).map_err(refuse)? {
         return Ok(key);
     }
-    let key = DpopKey::generate_for(alg);
+    let key = DpopKey::generate_for(alg)?;
     let pem = key.to_pem()?;
     match create_new(&path, pem.expose_secret().as_bytes()) {
         Ok(()) => {

@@ -132,7 +132,7 @@ async fn bearer_and_dpop_tokens_are_cached_apart() {
 #[tokio::test]
 async fn an_eddsa_key_gets_a_bound_token_the_api_takes() {
     let server = server(Faults::default()).await;
-    let key = DpopKey::generate_for(freshtoken::dpop::DpopAlg::EdDsa);
+    let key = DpopKey::generate_for(freshtoken::dpop::DpopAlg::EdDsa).unwrap();
     let token = fetcher(&server, Some(key.clone()))
         .fetch(None, budget())
         .await
