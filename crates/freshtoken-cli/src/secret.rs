@@ -168,6 +168,9 @@ pub(crate) struct ConfigSecrets {
     /// renews the profile. Read here for the digest only; the profile reads them again.
     client_certificate: Option<Result<SecretString, String>>,
     client_key: Option<Result<SecretString, String>>,
+    /// The profile's own DPoP key: a key rewritten in place renews the profile (its tokens
+    /// are bound to the old one). A made key is the state folder's, never rewritten.
+    dpop_key: Option<Result<SecretString, String>>,
 }
 
 impl ConfigSecrets {
@@ -207,6 +210,9 @@ impl ConfigSecrets {
             client_key: uses(AuthMethod::needs_client_certificate)
                 .then(|| read(&profile.client_key, Secret::ClientKey))
                 .flatten(),
+            dpop_key: (profile.dpop != Some(false))
+                .then(|| read(&profile.dpop_key, Secret::DpopKey))
+                .flatten(),
         }
     }
 
@@ -215,13 +221,14 @@ impl ConfigSecrets {
         self.client_secret.clone()
     }
 
-    /// SHA-256 over the secrets (and a mutual-TLS profile's certificate and key); only this
+    /// SHA-256 over the secrets (and a mutual-TLS profile's certificate and key, and a DPoP
+    /// key of the profile's own, each only when the profile has one); only this
     /// is kept, never a secret. A secret that cannot be read hashes the same whatever the
     /// reason, and differs from every secret that can.
     pub(crate) fn digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
-        let certificate = [&self.client_certificate, &self.client_key];
+        let certificate = [&self.client_certificate, &self.client_key, &self.dpop_key];
         for read in [&self.client_secret, &self.private_key]
             .into_iter()
             .chain(certificate.into_iter().filter(|r| r.is_some()))
@@ -514,6 +521,7 @@ mod tests {
             private_key: None,
             client_certificate: None,
             client_key: None,
+            dpop_key: None,
         };
         assert_eq!(read("a").digest(), read("a").digest());
         assert_ne!(read("a").digest(), read("b").digest());
@@ -522,6 +530,7 @@ mod tests {
             private_key: None,
             client_certificate: None,
             client_key: None,
+            dpop_key: None,
         };
         assert_ne!(failed.digest(), read("").digest());
         // A renewed certificate (or key) of a mutual-TLS profile moves it too.
@@ -530,9 +539,18 @@ mod tests {
             private_key: None,
             client_certificate: Some(Ok(SecretString::from(cert.to_owned()))),
             client_key: Some(Ok(SecretString::from("key".to_owned()))),
+            dpop_key: None,
         };
         assert_eq!(mtls("a").digest(), mtls("a").digest());
         assert_ne!(mtls("a").digest(), mtls("b").digest());
+        // So does a DPoP key of the profile's own, rewritten in place.
+        let dpop = |key: &str| ConfigSecrets {
+            dpop_key: Some(Ok(SecretString::from(key.to_owned()))),
+            ..read("s")
+        };
+        assert_eq!(dpop("k1").digest(), dpop("k1").digest());
+        assert_ne!(dpop("k1").digest(), dpop("k2").digest());
+        assert_ne!(dpop("k1").digest(), read("s").digest());
         assert!(!format!("{:?}", read("hunter2")).contains("hunter2"));
     }
 }
