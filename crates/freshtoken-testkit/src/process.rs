@@ -97,6 +97,19 @@ pub fn first_line(child: &mut Child, what: &str) -> String {
     try_first_line(child, what).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The address a `freshtoken proxy` says it listens on, from its first line ("freshtoken
+/// proxy on http://127.0.0.1:PORT …"); it must be a loopback URL.
+pub fn proxy_url(child: &mut Child) -> String {
+    let line = first_line(child, "the proxy");
+    let url = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "proxy said {line:?}");
+    url
+}
+
 /// [`first_line`], with the failure returned so that the caller can add what it knows.
 pub fn try_first_line(child: &mut Child, what: &str) -> Result<String, String> {
     let stdout = child.stdout.take().expect("stdout is piped");

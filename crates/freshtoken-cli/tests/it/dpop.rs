@@ -142,13 +142,7 @@ fn the_proxy_signs_every_request_across_five_token_lifetimes_and_takes_new_nonce
         .stderr(std::fs::File::create(sb.path().join("proxy.log")).unwrap())
         .spawn()
         .unwrap();
-    let line = first_line(&mut child, "the proxy");
-    let url = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_default()
-        .to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let url = proxy_url(&mut child);
     let mut codes = Vec::new();
     for lifetime in 0..5u64 {
         // Past the last token's lifetime on both clocks.
@@ -268,55 +262,28 @@ fn oidc_provider_binds_the_token_to_the_key_and_its_introspection_shows_cnf_jkt(
     assert_fails_with(&o, 3, "invalid_");
 
     let made = |name: &str| sb.path().join(".local/state/freshtoken").join(name);
+    // A key of the user's own: the profile that names `client`'s `field` file, and the file
+    // the thumbprint is read from (the PKCS#8 form).
+    let own = |client: &str, field: &str, extra: &str| {
+        let profile = format!(
+            "dpop_key = {{ file = \"{}\" }}\n{extra}",
+            p.file(client, field).display()
+        );
+        (profile, p.file(client, "key_file"))
+    };
     for (profile, key_file) in [
         ("dpop = true".to_owned(), made("default.dpop.pem")),
         (
             "dpop = true\ndpop_alg = \"EdDSA\"".to_owned(),
             made("default.eddsa.dpop.pem"),
         ),
-        (
-            format!(
-                "dpop_key = {{ file = \"{}\" }}",
-                p.file("pk-es256", "key_file").display()
-            ),
-            p.file("pk-es256", "key_file"),
-        ),
-        (
-            format!(
-                "dpop_key = {{ file = \"{}\" }}",
-                p.file("pk-es256", "sec1_key_file").display()
-            ),
-            p.file("pk-es256", "key_file"),
-        ),
-        (
-            format!(
-                "dpop_key = {{ file = \"{}\" }}",
-                p.file("pk-eddsa", "key_file").display()
-            ),
-            p.file("pk-eddsa", "key_file"),
-        ),
-        // RSA keys of the user's own: RS256 by default (PKCS#8 and PKCS#1), PS256 when asked.
-        (
-            format!(
-                "dpop_key = {{ file = \"{}\" }}",
-                p.file("pk-rs256", "key_file").display()
-            ),
-            p.file("pk-rs256", "key_file"),
-        ),
-        (
-            format!(
-                "dpop_key = {{ file = \"{}\" }}",
-                p.file("pk-rs256", "pkcs1_key_file").display()
-            ),
-            p.file("pk-rs256", "key_file"),
-        ),
-        (
-            format!(
-                "dpop_key = {{ file = \"{}\" }}\ndpop_alg = \"PS256\"",
-                p.file("pk-ps256", "key_file").display()
-            ),
-            p.file("pk-ps256", "key_file"),
-        ),
+        own("pk-es256", "key_file", ""),
+        own("pk-es256", "sec1_key_file", ""),
+        own("pk-eddsa", "key_file", ""),
+        // RSA: RS256 by default (PKCS#8 and PKCS#1), PS256 when asked.
+        own("pk-rs256", "key_file", ""),
+        own("pk-rs256", "pkcs1_key_file", ""),
+        own("pk-ps256", "key_file", "dpop_alg = \"PS256\""),
     ] {
         let o = oidc_get(&p, &sb, &profile);
         assert_eq!(o.status.code(), Some(0), "{profile}: {}", stderr(&o));

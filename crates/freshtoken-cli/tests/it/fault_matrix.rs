@@ -265,13 +265,7 @@ fn proxy_cell(fault: Fault) -> String {
         .spawn()
         .unwrap();
     let log = || std::fs::read_to_string(sb.path().join("proxy.log")).unwrap_or_default();
-    let line = first_line(&mut child, "the proxy");
-    let url = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_default()
-        .to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let url = proxy_url(&mut child);
     let status = |n: usize| -> (Vec<String>, Duration) {
         let started = Instant::now();
         let o = run(Command::new("bash").arg("-c").arg(format!(

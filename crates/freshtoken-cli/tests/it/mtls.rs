@@ -225,13 +225,7 @@ fn proxy(mut cmd: Command) -> Proxy {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let line = first_line(&mut child, "the proxy");
-    let url = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_default()
-        .to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let url = proxy_url(&mut child);
     Proxy { child, url }
 }
 

@@ -32,13 +32,7 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let first = first_line(&mut child, "the proxy");
-        let url = first
-            .split_whitespace()
-            .nth(3)
-            .unwrap_or_else(|| panic!("proxy said {first:?}"))
-            .to_owned();
-        assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+        let url = proxy_url(&mut child);
         Self { child, url }
     }
 

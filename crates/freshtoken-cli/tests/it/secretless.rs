@@ -207,12 +207,7 @@ fn proxy(mut cmd: Command) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let first = first_line(&mut child, "the proxy");
-    let url = first
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_else(|| panic!("proxy said {first:?}"))
-        .to_owned();
+    let url = proxy_url(&mut child);
     Running(child, url)
 }
 
