@@ -3,7 +3,8 @@
 #   1. the in-process hit path (criterion), at 1 and 2 threads, next to a Mutex<Option<Token>>;
 #   2. `freshtoken get` as a whole process on a warm file cache, next to the shell recipe
 #      (cut | base64 -d | jq, compare exp with date), timed by hyperfine;
-#   3. get on a warm Redis; token requests for N concurrent processes;
+#   3. get on a warm Redis; token requests for N concurrent processes; a cold get over HTTPS
+#      next to curl making the same request (benches/cli/https-cold.sh);
 #   4. the proxy under wrk: direct, nginx, freshtoken, at 32 connections and at 1
 #      (benches/proxy/run.sh), and with a DPoP-bound token next to a bearer one
 #      (benches/proxy/dpop.sh);
@@ -111,6 +112,10 @@ for n in 10 50 200 500; do
   theirs=$(( $(curl -s "$base/__stats" | jq .token_requests) - before ))
   echo "| $n | $ours | $theirs |"
 done
+
+echo
+echo "== cold freshtoken get over HTTPS (local TLS token endpoint) vs curl with the same CA =="
+BIN="$bin" RUNS="$runs" benches/cli/https-cold.sh
 
 echo
 echo "== proxy: wrk against a small upstream, direct / through nginx / through freshtoken proxy =="
