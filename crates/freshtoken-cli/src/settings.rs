@@ -519,28 +519,7 @@ fn client(s: &Source<'_>, genesys: bool) -> CliResult<Client> {
             .map_err(|e| CliError::usage(format!("{}: {e}", s.in_file("auth_method"))))?,
         None => AuthMethod::default(),
     };
-    let secret = if args.client_secret_stdin {
-        SecretSpec::Stdin
-    } else if let Some(path) = &args.client_secret_file {
-        SecretSpec::File(path.clone())
-    } else if s.env_var(env::CLIENT_SECRET).is_some() {
-        SecretSpec::Env(env::CLIENT_SECRET)
-    } else if genesys_env(env::GENESYS_CLIENT_SECRET).is_some() {
-        SecretSpec::Env(env::GENESYS_CLIENT_SECRET)
-    } else if let Some(source) = &profile.client_secret {
-        SecretSpec::Config(source.clone())
-    } else {
-        SecretSpec::Missing
-    };
-    let key = if let Some(path) = &args.private_key {
-        SecretSpec::File(path.clone())
-    } else if s.env_var(env::PRIVATE_KEY).is_some() {
-        SecretSpec::Env(env::PRIVATE_KEY)
-    } else if let Some(source) = &profile.private_key {
-        SecretSpec::Config(source.clone())
-    } else {
-        SecretSpec::Missing
-    };
+    let (secret, key) = (client_secret(s, genesys), private_key(s));
     let (certificate, certificate_key) = certificate(s);
     let signing_alg = match args
         .signing_alg
@@ -572,6 +551,44 @@ fn client(s: &Source<'_>, genesys: bool) -> CliResult<Client> {
             "assertion_lifetime",
         )?,
     })
+}
+
+/// Where the client secret comes from, highest first: `--client-secret-stdin`,
+/// `--client-secret-file`, `FRESHTOKEN_CLIENT_SECRET`, Genesys' variable (Genesys endpoints
+/// only), the profile. Named, never read.
+fn client_secret(s: &Source<'_>, genesys: bool) -> SecretSpec {
+    let (args, profile) = (s.args, s.profile);
+    let genesys_secret = s
+        .env_var(env::GENESYS_CLIENT_SECRET)
+        .is_some_and(|v| genesys && !v.is_empty());
+    if args.client_secret_stdin {
+        SecretSpec::Stdin
+    } else if let Some(path) = &args.client_secret_file {
+        SecretSpec::File(path.clone())
+    } else if s.env_var(env::CLIENT_SECRET).is_some() {
+        SecretSpec::Env(env::CLIENT_SECRET)
+    } else if genesys_secret {
+        SecretSpec::Env(env::GENESYS_CLIENT_SECRET)
+    } else if let Some(source) = &profile.client_secret {
+        SecretSpec::Config(source.clone())
+    } else {
+        SecretSpec::Missing
+    }
+}
+
+/// Where the private key of `private_key_jwt` comes from: `--private-key`,
+/// `FRESHTOKEN_PRIVATE_KEY`, the profile. Named, never read.
+fn private_key(s: &Source<'_>) -> SecretSpec {
+    let (args, profile) = (s.args, s.profile);
+    if let Some(path) = &args.private_key {
+        SecretSpec::File(path.clone())
+    } else if s.env_var(env::PRIVATE_KEY).is_some() {
+        SecretSpec::Env(env::PRIVATE_KEY)
+    } else if let Some(source) = &profile.private_key {
+        SecretSpec::Config(source.clone())
+    } else {
+        SecretSpec::Missing
+    }
 }
 
 /// Where the client certificate and its key come from: each flag (or its variable) over the

@@ -71,28 +71,7 @@ pub(crate) fn parse_success_as(
         return Err(invalid(format!("`access_token` is {why}")));
     }
 
-    let mut token_type = "Bearer";
-    match obj.get("token_type") {
-        None | Some(Value::Null) => {
-            tracing::debug!("token response has no token_type; assuming Bearer");
-        }
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
-        Some(Value::String(t)) if dpop && t.eq_ignore_ascii_case(crate::dpop::TOKEN_TYPE) => {
-            token_type = crate::dpop::TOKEN_TYPE;
-        }
-        Some(Value::String(t)) => {
-            let hint = if t.eq_ignore_ascii_case(crate::dpop::TOKEN_TYPE) {
-                " (set dpop = true in the profile for DPoP-bound tokens)"
-            } else {
-                ""
-            };
-            return Err(invalid(format!(
-                "token_type is {:?}; only Bearer tokens are supported{hint}",
-                sanitize(&redact::fields(t), 40)
-            )));
-        }
-        Some(_) => return Err(invalid("`token_type` is not a string".into())),
-    }
+    let token_type = token_type(&obj, dpop).map_err(invalid)?;
 
     let (lifetime, source) = match expires_in(obj.get("expires_in")) {
         Ok(Some(lifetime)) => (lifetime, ExpirySource::ExpiresIn),
@@ -106,18 +85,7 @@ pub(crate) fn parse_success_as(
         Err(problem) => return Err(invalid(problem)),
     };
 
-    let scope = match obj.get("scope") {
-        Some(Value::String(s)) => Some(s.clone()),
-        // Some servers send a list; join it the way RFC 6749 spells scopes.
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        _ => None,
-    };
+    let scope = scope(&obj);
     let refresh_token = match obj.get("refresh_token") {
         Some(Value::String(s)) if !s.is_empty() => Some(SecretString::from(s.clone())),
         _ => None,
@@ -140,6 +108,50 @@ pub(crate) fn parse_success_as(
             .map(|d| received_at + d.min(MAX_LIFETIME)),
     );
     Ok(token)
+}
+
+/// The answer's `token_type`: Bearer (also when absent), or DPoP for a request that asked
+/// for it (`dpop`); anything else is the problem to report.
+fn token_type(obj: &Map<String, Value>, dpop: bool) -> Result<&'static str, String> {
+    let mut token_type = "Bearer";
+    match obj.get("token_type") {
+        None | Some(Value::Null) => {
+            tracing::debug!("token response has no token_type; assuming Bearer");
+        }
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(Value::String(t)) if dpop && t.eq_ignore_ascii_case(crate::dpop::TOKEN_TYPE) => {
+            token_type = crate::dpop::TOKEN_TYPE;
+        }
+        Some(Value::String(t)) => {
+            let hint = if t.eq_ignore_ascii_case(crate::dpop::TOKEN_TYPE) {
+                " (set dpop = true in the profile for DPoP-bound tokens)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "token_type is {:?}; only Bearer tokens are supported{hint}",
+                sanitize(&redact::fields(t), 40)
+            ));
+        }
+        Some(_) => return Err("`token_type` is not a string".into()),
+    }
+    Ok(token_type)
+}
+
+/// The granted scope: a string, or a list (some servers send one) joined the way RFC 6749
+/// spells scopes.
+fn scope(obj: &Map<String, Value>) -> Option<String> {
+    match obj.get("scope") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    }
 }
 
 /// Reads an OAuth error body, if the answer is one.
