@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of the current wall-clock time.
-pub trait Clock: Send + Sync + std::fmt::Debug {
+pub trait Clock: std::any::Any + Send + Sync + std::fmt::Debug {
     /// The current time.
     fn now(&self) -> SystemTime;
 
@@ -39,6 +39,7 @@ impl Clock for SystemClock {
 
     /// The kernel's coarse wall clock (the time at the last timer tick, a few ns through the
     /// vDSO against ~20 ns for the precise one on a VM), widened by two ticks.
+    #[inline]
     fn now_bounds(&self) -> (SystemTime, SystemTime) {
         coarse_bounds().unwrap_or_else(|| {
             let now = self.now();
@@ -51,6 +52,7 @@ impl Clock for SystemClock {
 /// last tick can lag the precise time by up to one tick, never lead it; two ticks of slack.
 /// `None` where there is no coarse clock, or its tick is too long to be of use.
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
 fn coarse_bounds() -> Option<(SystemTime, SystemTime)> {
     use std::sync::OnceLock;
     static SLACK: OnceLock<Option<Duration>> = OnceLock::new();

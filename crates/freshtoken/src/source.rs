@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::{ArcSwap, Guard};
 use secrecy::SecretString;
 
-use crate::clock::{SharedClock, SystemClock, unix_millis};
+use crate::clock::{Clock, SharedClock, SystemClock, unix_millis};
 use crate::error::{Error, Result};
 use crate::fetch::{Budget, Fetch, fmt_duration};
 use crate::policy::{Freshness, RefreshPolicy, Thresholds};
@@ -207,6 +207,9 @@ struct Inner {
     store: Option<Arc<dyn TokenStore>>,
     key: CacheKey,
     clock: SharedClock,
+    /// `clock` is [`SystemClock`]: the hit path then reads its bounds inline rather than
+    /// through the trait object (2 ns of a 22 ns hit).
+    system_clock: bool,
     policy: RefreshPolicy,
     current: ArcSwap<Entry>,
     /// Single flight within this process; owned, so that a refresh can outlive a caller that
@@ -254,16 +257,33 @@ struct Lookup<'a> {
 impl Future for Lookup<'_> {
     type Output = Result<AccessToken>;
 
-    #[inline]
+    /// Only the check that a fresh token answers is inlined into the caller; anything else
+    /// (a precise clock read, a stale token, the refresh) is one call out of line. With the
+    /// whole poll out of line, its result came back through memory and cost a hit 12 ns
+    /// (perf annotate: the reload of the returned token stalled on the callee's stores).
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let slow = match &mut this.slow {
+        if self.slow.is_none() {
+            let entry = self.source.inner.current.load();
+            if entry.fresh_throughout(self.source.inner.now_bounds(), self.want.min_ttl) {
+                return Poll::Ready(Ok(AccessToken(Held::Borrowed(entry))));
+            }
+        }
+        self.poll_slow(cx)
+    }
+}
+
+impl Lookup<'_> {
+    /// Everything [`Lookup::poll`] does not answer inline.
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<AccessToken>> {
+        let slow = match &mut self.slow {
             Some(slow) => slow,
-            None => match this.source.hit(this.want) {
+            None => match self.source.hit(self.want) {
                 Ok(token) => return Poll::Ready(Ok(token)),
-                Err(entry) => this
+                Err(entry) => self
                     .slow
-                    .insert(this.source.boxed_refresh(this.want, entry)),
+                    .insert(self.source.boxed_refresh(self.want, entry)),
             },
         };
         slow.as_mut().poll(cx)
@@ -335,6 +355,7 @@ impl CachedSourceBuilder {
                 fetcher: self.fetcher,
                 store: self.store,
                 key,
+                system_clock: (&*self.clock as &dyn std::any::Any).is::<SystemClock>(),
                 clock: self.clock,
                 policy: self.policy,
                 current: ArcSwap::from_pointee(Entry::empty()),
@@ -399,7 +420,7 @@ impl CachedSource {
     #[inline]
     fn hit(&self, want: Want) -> std::result::Result<AccessToken, Guard<Arc<Entry>>> {
         let entry = self.inner.current.load();
-        if entry.fresh_throughout(self.inner.clock.now_bounds(), want.min_ttl) {
+        if entry.fresh_throughout(self.inner.now_bounds(), want.min_ttl) {
             return Ok(AccessToken(Held::Borrowed(entry)));
         }
         match entry
@@ -528,7 +549,7 @@ impl CachedSource {
     #[inline]
     pub fn peek_fresh(&self) -> Option<AccessToken> {
         let entry = self.inner.current.load();
-        if entry.fresh_throughout(self.inner.clock.now_bounds(), Duration::ZERO) {
+        if entry.fresh_throughout(self.inner.now_bounds(), Duration::ZERO) {
             return Some(AccessToken(Held::Borrowed(entry)));
         }
         match entry
@@ -638,6 +659,17 @@ impl CachedSource {
 }
 
 impl Inner {
+    /// [`Clock::now_bounds`] of the source's clock, without a call through the trait object
+    /// for the real clock.
+    #[inline(always)]
+    fn now_bounds(&self) -> (SystemTime, SystemTime) {
+        if self.system_clock {
+            SystemClock.now_bounds()
+        } else {
+            self.clock.now_bounds()
+        }
+    }
+
     fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
