@@ -13,6 +13,7 @@
 #      sharing one Redis, and on a Redis Cluster and a Sentinel set, cold and warm, and p50/p99
 #      of a get the Redis layer answers (needs root for the namespaces;
 #      FRESHTOKEN_FLEET_SIZES, default "100 1000", e.g. "100 1000 5000").
+# The binary measured is release.sh's static build.
 # Usage: scripts/bench.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +33,15 @@ need redis-server redis-server
 need curl curl
 need wrk wrk
 need nginx nginx-light
+need valgrind valgrind   # instruction counts (benches/cli/startup.sh)
+need taskset util-linux  # the pinned proxy run
 
-cargo build --release --quiet
-bin=$PWD/target/release/freshtoken
+# The binary measured is the one people install: scripts/release.sh's static build (its own
+# target folder, so the test builds are not disturbed), in target/bench-dist.
+scripts/release.sh "$PWD/target/bench-dist" >/dev/null
+bin=$PWD/target/bench-dist/freshtoken
+echo "binary: $("$bin" --version | head -n1), $(du -h "$bin" | cut -f1), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start, $(date -u +%FT%TZ)"
 
 echo "== hit path (criterion) =="
 cargo bench --quiet -p freshtoken --bench hit_path 2>/dev/null | grep -E '^hit_path|time:'
@@ -122,6 +129,8 @@ echo "== proxy: wrk against a small upstream, direct / through nginx / through f
 BIN="$bin" benches/proxy/run.sh
 echo "one request at a time, as a script makes them:"
 BIN="$bin" CONNS=1 ROUNDS=3 benches/proxy/run.sh
+echo "one request at a time, everything pinned to CPU 0 (the cost per request, without wake-ups across CPUs):"
+BIN="$bin" CONNS=1 ROUNDS=3 WRK_SECONDS=5 taskset -c 0 benches/proxy/run.sh
 echo "with a DPoP-bound token (a fresh ES256 proof per request) next to a bearer token:"
 BIN="$bin" benches/proxy/dpop.sh
 
