@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of the current wall-clock time.
+///
+/// `Any` is a supertrait so that a cached source can tell [`SystemClock`] from the others and
+/// read it on the hit path without a call through the trait object.
 pub trait Clock: std::any::Any + Send + Sync + std::fmt::Debug {
     /// The current time.
     fn now(&self) -> SystemTime;
