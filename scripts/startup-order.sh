@@ -98,10 +98,13 @@ for path in files:
     for line in open(path, errors='replace'):
         m = name.match(line.rstrip('\n'))
         # Code callgrind could not name is listed by its address, which means nothing to
-        # the linker.
-        if m and not m.group(1).startswith('0x') and m.group(1) not in seen:
-            seen.add(m.group(1))
-            order.append(m.group(1))
+        # the linker; a function met recursively is named again with "'DEPTH" appended.
+        if not m or m.group(1).startswith('0x'):
+            continue
+        symbol = re.sub(r"'\d+$", '', m.group(1))
+        if symbol not in seen:
+            seen.add(symbol)
+            order.append(symbol)
 with open(out, 'w') as f:
     f.write('\n'.join(order) + '\n')
 print(f'startup-order: {len(order)} functions from {len(files)} profiles -> {out}')
