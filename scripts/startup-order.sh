@@ -30,9 +30,9 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cg() { valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/cg.$1" "${@:2}"; }
 
-clients=(--client bench:bench-secret)
-for i in $(seq 0 9); do clients+=(--client "c$i:s$i"); done
-"$bin" dev-server "${clients[@]}" >"$work/server.out" 2>&1 &
+# shellcheck source=benches/agent/config.sh
+. benches/agent/config.sh
+"$bin" dev-server --client bench:bench-secret "${agent_clients[@]}" >"$work/server.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q '^freshtoken dev-server on' "$work/server.out" 2>/dev/null && break; sleep 0.05; done
 base=$(head -n1 "$work/server.out" | awk '{print $NF}')
@@ -46,18 +46,9 @@ cg 1-version "$bin" --version >/dev/null 2>&1
 )
 
 p1=$(port) p2=$(port)
-{
-  echo "[agent]"
-  echo "socket = \"$work/run/agent.sock\""
-  for i in $(seq 0 9); do
-    printf '[profiles.p%d]\ntoken_url = "%s/oauth/token"\nclient_id = "c%d"\nclient_secret = { env = "SECRET_%d" }\n' "$i" "$base" "$i" "$i"
-    printf '[[profiles.p%d.sinks]]\npath = "%s/p%d.token"\n' "$i" "$work" "$i"
-  done
-  printf '[[proxy]]\nprofile = "p0"\nlisten = "127.0.0.1:%s"\nupstream = "%s"\n' "$p1" "$base"
-  printf '[[proxy]]\nprofile = "p1"\nlisten = "127.0.0.1:%s"\nupstream = "%s"\n' "$p2" "$base"
-} >"$work/agent.toml"
+agent_config "$work" "$base" "$p1" "$p2" >"$work/agent.toml"
 mkdir -m 700 "$work/run"
-for i in $(seq 0 9); do export "SECRET_$i=s$i"; done
+agent_secrets
 # exec: the background job is valgrind itself, so that SIGTERM reaches the agent.
 (export XDG_CACHE_HOME="$work/agent-cache"; exec valgrind --tool=callgrind --demangle=no \
   --callgrind-out-file="$work/cg.3-agent" "$bin" --config "$work/agent.toml" agent) 2>"$work/agent.log" &

@@ -11,26 +11,17 @@ work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-clients=()
-for i in $(seq 0 9); do clients+=(--client "c$i:secret-$i"); done
-"$bin" dev-server "${clients[@]}" >"$work/server.out" 2>/dev/null &
+# shellcheck source=benches/agent/config.sh
+. "$(dirname "$0")/config.sh"
+"$bin" dev-server "${agent_clients[@]}" >"$work/server.out" 2>/dev/null &
 pids+=($!)
 for _ in $(seq 100); do grep -q '^freshtoken dev-server on' "$work/server.out" 2>/dev/null && break; sleep 0.05; done
 base=$(head -n1 "$work/server.out" | awk '{print $NF}')
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 p1=$(free_port); p2=$(free_port)
-{
-  echo "[agent]"
-  echo "socket = \"$work/run/agent.sock\""
-  for i in $(seq 0 9); do
-    printf '[profiles.p%d]\ntoken_url = "%s/oauth/token"\nclient_id = "c%d"\nclient_secret = { env = "SECRET_%d" }\n' "$i" "$base" "$i" "$i"
-    printf '[[profiles.p%d.sinks]]\npath = "%s/p%d.token"\n' "$i" "$work" "$i"
-  done
-  printf '[[proxy]]\nprofile = "p0"\nlisten = "127.0.0.1:%s"\nupstream = "%s"\n' "$p1" "$base"
-  printf '[[proxy]]\nprofile = "p1"\nlisten = "127.0.0.1:%s"\nupstream = "%s"\n' "$p2" "$base"
-} >"$work/agent.toml"
-for i in $(seq 0 9); do export "SECRET_$i=secret-$i"; done
+agent_config "$work" "$base" "$p1" "$p2" >"$work/agent.toml"
+agent_secrets
 "$bin" --config "$work/agent.toml" agent 2>"$work/agent.log" &
 agent=$!
 pids+=("$agent")
