@@ -208,7 +208,7 @@ struct Inner {
     key: CacheKey,
     clock: SharedClock,
     /// `clock` is [`SystemClock`]: the hit path then reads its bounds inline rather than
-    /// through the trait object (2 ns of a 22 ns hit).
+    /// through the trait object (`peek_fresh()` 14.3 -> 13.9 ns in criterion).
     system_clock: bool,
     policy: RefreshPolicy,
     current: ArcSwap<Entry>,
@@ -1020,6 +1020,26 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the real clock is read past the trait object: a source on any other clock (a
+    /// `ManualClock`, or the real one moved by an offset) must ask that clock.
+    #[test]
+    fn only_the_system_clock_is_read_inline() {
+        let manual = crate::ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let fetcher = crate::testing::ScriptedFetcher::new(&manual, Duration::from_secs(60));
+        let on = |clock: SharedClock| {
+            CachedSource::builder_shared(fetcher.clone())
+                .clock(clock)
+                .build()
+                .inner
+                .system_clock
+        };
+        assert!(on(Arc::new(SystemClock)));
+        assert!(!on(Arc::new(manual.clone())));
+        assert!(!on(Arc::new(crate::clock::SkewedClock::ahead(
+            Duration::from_secs(5)
+        ))));
+    }
 
     /// Every ordering of the four moments on a nanosecond grid, every `min_ttl` up to the
     /// grid's width: with exact bounds (`now_bounds` of a `ManualClock`) the hit path's check
