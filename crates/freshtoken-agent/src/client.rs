@@ -23,6 +23,11 @@ use crate::output::TokenWire;
 /// Largest answer read from the agent.
 const MAX_ANSWER: u64 = 64 * 1024;
 
+/// Room for a whole usual answer (a token's is about 400 bytes), so that it is read with one
+/// system call: from an empty buffer, `read_to_end` starts with 32 bytes and doubles, which
+/// took six `recvfrom` calls per `get --agent` (strace).
+const ANSWER_CAPACITY: usize = 4096;
+
 /// The endpoint's answer: a [`TokenWire`], or `{"error": …}` with a status that is not 200.
 #[derive(Deserialize)]
 struct Answer {
@@ -137,7 +142,7 @@ fn ask(
         .write_all(request.as_bytes())
         .map_err(|e| format!("cannot ask the agent: {e}"))?;
     drop(request);
-    let mut answer = Vec::new();
+    let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
     stream
         .take(MAX_ANSWER)
         .read_to_end(&mut answer)
@@ -253,7 +258,7 @@ fn status_on(
         .write_all(request.as_bytes())
         .map_err(|e| format!("cannot ask the agent: {e}"))?;
     drop(request);
-    let mut answer = Vec::new();
+    let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
     stream
         .take(MAX_ANSWER)
         .read_to_end(&mut answer)
