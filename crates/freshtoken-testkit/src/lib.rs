@@ -40,6 +40,7 @@
 // the point here, unlike in the crates it tests.
 #![allow(clippy::disallowed_methods)]
 
+pub mod ca;
 pub mod clients;
 pub mod mtls;
 pub mod netns;

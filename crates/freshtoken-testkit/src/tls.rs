@@ -51,22 +51,10 @@ impl TlsUpstream {
     /// network namespace, when called on a thread in it).
     pub fn start_at(dir: &Path, alpn: &[&[u8]], addr: SocketAddr) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "freshtoken test CA");
-        let ca =
-            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), TLS_TEST_NAME.to_owned()])
-                .unwrap()
-                .signed_by(&leaf_key, &ca)
-                .unwrap();
+        let ca = crate::ca::TestCa::new("freshtoken test CA");
+        let (leaf, leaf_key) = ca.issue(&["127.0.0.1", TLS_TEST_NAME]);
         let ca_file = dir.join("ca.pem");
-        std::fs::write(&ca_file, ca.pem()).unwrap();
+        ca.write(&ca_file);
 
         let mut tls = rustls::ServerConfig::builder()
             .with_no_client_auth()
