@@ -51,33 +51,16 @@ if ! "$bin" --config "$work/config.toml" --profile dpop get --format json | grep
   exit 1
 fi
 
-ticks() {
-  local pid
-  for pid in "$@"; do cat /proc/"$pid"/task/*/stat; done | awk '{u += $14; s += $15} END {print u + 0, s + 0}'
-}
-hz=$(getconf CLK_TCK)
-wrk_run() {
-  local url=$1; shift
-  local u0 s0 u1 s1
-  read -r u0 s0 < <(ticks "$@")
-  wrk -t"$threads" -c"$conns" -d"${WRK_SECONDS:-10}"s --latency "$url" >"$work/wrk.out"
-  read -r u1 s1 < <(ticks "$@")
-  awk -v user=$((u1 - u0)) -v sys=$((s1 - s0)) -v hz="$hz" '
-    function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; return v * 1000000 }
-    function per(t) { return n ? t * 1000000 / hz / n : 0 }
-    /^ +50%/ {p50 = us($2)} /^ +99%/ {p99 = us($2)} /^Requests\/sec/ {rps = $2}
-    / requests in / {n = $1}
-    /Non-2xx/ {bad = $NF}
-    END {printf "%d %d %d %.1f %d\n", rps, p50, p99, per(user + sys), bad + 0}' "$work/wrk.out"
-}
+# shellcheck source=benches/proxy/wrk.sh
+. "$(dirname "$0")/wrk.sh"
 
 echo "wrk -t$threads -c$conns -d${WRK_SECONDS:-10}s --latency; $rounds rounds"
 echo "| round | bearer req/s (p50, p99; CPU/req) | DPoP req/s (p50, p99; CPU/req) |"
 echo "|---:|---:|---:|"
 : >"$work/rounds"
 for round in $(seq "$rounds"); do
-  read -r b_rps b_p50 b_p99 b_cpu b_bad < <(wrk_run "$bearer_url/" "$bearer_pid")
-  read -r d_rps d_p50 d_p99 d_cpu d_bad < <(wrk_run "$dpop_url/" "$dpop_pid")
+  read -r b_rps b_p50 b_p99 b_cpu _ b_bad < <(wrk_run "$bearer_url/" "$bearer_pid")
+  read -r d_rps d_p50 d_p99 d_cpu _ d_bad < <(wrk_run "$dpop_url/" "$dpop_pid")
   echo "| $round | $b_rps ($b_p50, $b_p99 µs; $b_cpu µs) | $d_rps ($d_p50, $d_p99 µs; $d_cpu µs) |"
   if [ "$b_bad" != 0 ] || [ "$d_bad" != 0 ]; then echo "non-2xx answers: bearer $b_bad, DPoP $d_bad" >&2; exit 1; fi
   echo "$b_rps $b_p50 $b_cpu $d_rps $d_p50 $d_cpu" >>"$work/rounds"

@@ -48,27 +48,8 @@ for _ in $(seq 100); do
 done
 proxy_url=$(awk '{print $4}' "$work/proxy.out")
 
-# CPU time of processes $@ and all their threads, in clock ticks: "user system".
-ticks() {
-  local pid
-  for pid in "$@"; do cat /proc/"$pid"/task/*/stat; done | awk '{u += $14; s += $15} END {print u + 0, s + 0}'
-}
-hz=$(getconf CLK_TCK)
-# One wrk run against $1, the proxy being processes $2...: prints "requests/s p50_us p99_us
-# cpu_us_per_request user_us_per_request" (CPU = user + system).
-wrk_run() {
-  local url=$1; shift
-  local u0 s0 u1 s1
-  read -r u0 s0 < <(ticks "$@")
-  wrk -t"$threads" -c"$conns" -d"${WRK_SECONDS:-10}"s --latency "$url" >"$work/wrk.out"
-  read -r u1 s1 < <(ticks "$@")
-  awk -v user=$((u1 - u0)) -v sys=$((s1 - s0)) -v hz="$hz" '
-    function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; return v * 1000000 }
-    function per(t) { return n ? t * 1000000 / hz / n : 0 }
-    /^ +50%/ {p50 = us($2)} /^ +99%/ {p99 = us($2)} /^Requests\/sec/ {rps = $2}
-    / requests in / {n = $1}
-    END {printf "%d %d %d %.1f %.1f\n", rps, p50, p99, per(user + sys), per(user)}' "$work/wrk.out"
-}
+# shellcheck source=benches/proxy/wrk.sh
+. "$(dirname "$0")/wrk.sh"
 
 echo "wrk -t$threads -c$conns -d${WRK_SECONDS:-10}s --latency; $rounds rounds"
 echo "| round | direct req/s (p50) | nginx req/s (p50, p99; CPU/req, user) | freshtoken req/s (p50, p99; CPU/req, user) |"
@@ -76,10 +57,10 @@ echo "|---:|---:|---:|---:|"
 nginx_pids="$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"
 : >"$work/rounds"
 for round in $(seq "$rounds"); do
-  read -r d_rps d_p50 _ _ _ < <(wrk_run "http://127.0.0.1:$up_port/")
+  read -r d_rps d_p50 _ _ _ _ < <(wrk_run "http://127.0.0.1:$up_port/")
   # shellcheck disable=SC2086
-  read -r n_rps n_p50 n_p99 n_cpu n_user < <(wrk_run "http://127.0.0.1:$nginx_port/" $nginx_pids)
-  read -r f_rps f_p50 f_p99 f_cpu f_user < <(wrk_run "$proxy_url/" "$proxy_pid")
+  read -r n_rps n_p50 n_p99 n_cpu n_user _ < <(wrk_run "http://127.0.0.1:$nginx_port/" $nginx_pids)
+  read -r f_rps f_p50 f_p99 f_cpu f_user _ < <(wrk_run "$proxy_url/" "$proxy_pid")
   echo "| $round | $d_rps ($d_p50 µs) | $n_rps ($n_p50, $n_p99 µs; $n_cpu, $n_user µs) | $f_rps ($f_p50, $f_p99 µs; $f_cpu, $f_user µs) |"
   echo "$d_rps $d_p50 $n_rps $n_p50 $f_rps $f_p50" >>"$work/rounds"
 done
